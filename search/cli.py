@@ -1,0 +1,275 @@
+"""The ``hpsearch`` command: parse, call, print. The one place errors become exit codes.
+
+Imports stay lazy so ``hpsearch --help`` and ``hpsearch db url`` start quickly, and so a worker
+can set ``CUDA_VISIBLE_DEVICES`` before TensorFlow is imported.
+
+Exit codes: 0 success; 2 bad input (flags, URLs, data, study conflicts); 1 the environment
+failed (a database that stopped answering, workers that died); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import textwrap
+
+__all__ = ["main"]
+
+_STUDY_FLAGS_HELP = "study settings (stored in the study when it is created; a worker joining it may leave them out)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``hpsearch run: error: ... (see hpsearch run --help)``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", metavar="URL", help="storage URL (default: $OPTUNA_STORAGE, else the embedded PostgreSQL)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+
+def _add_study(p: argparse.ArgumentParser, *, trials_help: str) -> None:
+    from search.config import DEFAULT_STUDY, DEFAULT_TRIALS
+
+    p.add_argument("--study", default=DEFAULT_STUDY, help=f"study name (default: {DEFAULT_STUDY})")
+    p.add_argument("--data", metavar="PATH", help="mnist.npz file or directory of the four IDX files (default: $HPSEARCH_DATA, else Keras's download)")
+    p.add_argument("--trials", type=_int, default=DEFAULT_TRIALS, help=f"{trials_help} (default: {DEFAULT_TRIALS})")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="summary format on stdout (default: text)")
+    g = p.add_argument_group(_STUDY_FLAGS_HELP)
+    g.add_argument("--epochs", type=_int, help="epochs per trial (default: 500, the recipe's)")
+    g.add_argument("--batch-size", type=_int, help="batch size (default: 1024, the recipe's)")
+    g.add_argument("--train-size", type=_int, metavar="N", help="train on the first N training images (default: all)")
+    g.add_argument("--validation", choices=("holdout", "test"), help="holdout: last 10,000 training images (default); test: the test set, as the recipe did")
+    g.add_argument("--lr-min", type=_positive_float, help="lowest learning rate sampled (default: 1e-5)")
+    g.add_argument("--lr-max", type=_positive_float, help="highest learning rate sampled (default: 1.0)")
+    g.add_argument("--pruner", help="median (default), hyperband or none")
+    g.add_argument("--seed", type=_int, help="seed of the sampler and of the weights (default: none)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="hpsearch",
+        description="Hyperparameter search for the Keras MNIST learning-rate recipe, with Optuna studies in PostgreSQL.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              hpsearch run --data mnist.npz --trials 6 --epochs 3 --train-size 3000
+              hpsearch worker --study mnist-learning-rate --storage postgresql+psycopg2://user@db/hpsearch
+              optuna-dashboard "$(hpsearch db url)"
+            """
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser(
+        "run",
+        help="create or resume a study and run it to --trials finished trials",
+        description="Create the study (or resume it) and run trials until it holds --trials finished (complete or pruned) trials in total. Running it again on a full study adds nothing.",
+        epilog="example:\n  hpsearch run --data ../shared/data/mnist.npz --trials 6 --epochs 3 --train-size 3000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_study(run, trials_help="finished trials the study must hold in total")
+    run.add_argument("--workers", type=_int, default=1, help="worker processes on this machine (default: 1)")
+    _add_common(run)
+
+    worker = sub.add_parser(
+        "worker",
+        help="one worker process joining (or creating) a study",
+        description="Join the study (creating it if needed) and run trials until it holds --trials finished trials across all workers. The unit that deployments run.",
+        epilog='example:\n  OPTUNA_STORAGE=postgresql+psycopg2://user:pass@db/hpsearch hpsearch worker --study mnist-learning-rate --trials 100 --gpu 0',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_study(worker, trials_help="finished trials the study must hold in total, across all workers")
+    worker.add_argument("--gpu", metavar="ID", help="GPU index for this worker (sets CUDA_VISIBLE_DEVICES before TensorFlow starts)")
+    worker.add_argument("--worker-index", type=_int, default=0, help=argparse.SUPPRESS)
+    worker.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_common(worker)
+
+    db = sub.add_parser(
+        "db",
+        help="the embedded PostgreSQL: url, start, stop, status",
+        description="Manage the embedded PostgreSQL under $HPSEARCH_HOME (default ./.hpsearch).",
+        epilog='example:\n  optuna-dashboard "$(hpsearch db url)"',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dbsub = db.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)
+    dbsub.required = True
+    for name, text in (("url", "start the server if needed and print its URL"), ("start", "start the server"),
+                       ("stop", "stop the server"), ("status", "say whether the server runs, as JSON")):
+        p = dbsub.add_parser(name, help=text, description=text.capitalize() + ".")
+        p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return parser
+
+
+def _given(args) -> dict:
+    from search.config import STUDY_FLAGS
+
+    return {name: getattr(args, name) for name in STUDY_FLAGS}
+
+
+def _check_given(given: dict) -> None:
+    """Validate flags before touching data or storage, so bad input fails at once."""
+    from search.config import StudyConfig
+    from search.errors import ConfigError
+
+    StudyConfig(**{k: v for k, v in given.items() if v is not None}).validate()
+    for name in ("lr_min", "lr_max"):
+        v = given[name]
+        if v is not None and (not math.isfinite(v) or v <= 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive finite number, got {v}")
+
+
+def _dashboard_hint(resolved) -> str:
+    if resolved.source == "embedded":
+        return 'optuna-dashboard "$(hpsearch db url)"'
+    if resolved.source == "OPTUNA_STORAGE":
+        return 'optuna-dashboard "$OPTUNA_STORAGE"'
+    return f"optuna-dashboard '{resolved.masked}'" + (" (put your password in place of ***)" if "***" in resolved.masked else "")
+
+
+def _quiet_libraries() -> None:
+    import logging
+    import warnings
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # hpsearch runs its own heartbeat thread around ask/tell (search.worker._Heartbeat).
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _cmd_study(args, *, launcher: bool) -> int:
+    from search.config import env
+    from search.data import load_dataset, read_mnist_cached
+    from search.errors import ConfigError
+    from search.progress import Progress
+    from search.study import dumps, format_summary, open_study, summarize
+    from search.worker import run_worker
+    from storage import home_dir, open_storage, resolve_storage_url
+
+    given = _given(args)
+    _check_given(given)
+    if args.trials < 1:
+        raise ConfigError(f"--trials must be a whole number of at least 1, got {args.trials}")
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        raise ConfigError(f"--workers must be a whole number of at least 1, got {workers}")
+    if not args.study.strip():
+        raise ConfigError("--study is empty: give the study a name")
+    if getattr(args, "gpu", None) is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+    resolved = resolve_storage_url(args.storage)
+    if resolved.is_sqlite and workers > 1:
+        raise ConfigError("SQLite serves one worker only: use --workers 1, or a PostgreSQL --storage for several workers")
+    _quiet_libraries()
+    data_path = args.data if args.data is not None else env("HPSEARCH_DATA")
+    raw = read_mnist_cached(data_path)
+    storage = open_storage(resolved)
+    study, config, created = open_study(storage, args.study, given, raw.fingerprint(), worker_index=getattr(args, "worker_index", 0))
+    quiet = getattr(args, "quiet", False)
+    progress = Progress(args.trials, enabled=not quiet)
+    progress.message(
+        f"{'created' if created else 'resumed'} study {args.study!r} on {resolved.masked} "
+        f"({config.epochs} epochs, batch {config.batch_size}, train size {config.train_size or 'all'}, validation {config.validation}, pruner {config.pruner})"
+    )
+    try:
+        if launcher and workers > 1:
+            from search.launch import launch_workers
+
+            launch_workers(study, storage, resolved.url, args.trials, workers, data=data_path, log_dir=home_dir() / "logs", progress=progress)
+        else:
+            dataset = load_dataset(data_path, train_size=config.train_size, validation=config.validation)
+            run_worker(study, storage, config, dataset, args.trials, progress=progress)
+    finally:
+        progress.close()
+    summary = summarize(study, storage, config, args.trials)
+    summary["storage"] = resolved.masked
+    if args.format == "json":
+        print(dumps(summary))
+    else:
+        print(format_summary(summary, _dashboard_hint(resolved)))
+    return 0
+
+
+def _cmd_db(args) -> int:
+    from storage import embedded_status, embedded_url, stop_embedded
+
+    if args.db_command in ("url", "start"):
+        url = embedded_url()
+        print(url if args.db_command == "url" else f"embedded PostgreSQL running: {url}")
+    elif args.db_command == "stop":
+        print("embedded PostgreSQL stopped" if stop_embedded() else "embedded PostgreSQL was not running")
+    else:
+        print(json.dumps(embedded_status(), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``hpsearch`` command; return its exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
+    if debug:
+        os.environ["HPSEARCH_DEBUG"] = "1"
+    try:
+        from storage.errors import HpsearchError
+        from storage.url import scrub
+
+        try:
+            if args.command == "run":
+                return _cmd_study(args, launcher=True)
+            if args.command == "worker":
+                return _cmd_study(args, launcher=False)
+            if args.command == "db":
+                return _cmd_db(args)
+        except HpsearchError as e:
+            if debug:
+                import traceback
+
+                traceback.print_exc()
+            msg = scrub(str(e), getattr(args, "storage", None) or os.environ.get("OPTUNA_STORAGE"))
+            print(f"hpsearch {args.command}: error: {msg}", file=sys.stderr)
+            return e.exit_code
+        except KeyboardInterrupt:
+            print(f"hpsearch {args.command}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as e:
+            if debug:
+                import traceback
+
+                traceback.print_exc()
+            detail = scrub(" ".join(str(e).split())[:300], getattr(args, "storage", None) or os.environ.get("OPTUNA_STORAGE"))
+            print(f"hpsearch {args.command}: internal error: {type(e).__name__}: {detail} (rerun with --debug for the traceback, and report it)", file=sys.stderr)
+            return 1
+    finally:
+        sys.stdout.flush()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The recipe's typed defaults, the environment-variable registry, and their resolution.
+
+Precedence is always: command-line flag > environment variable > default. The defaults
+reproduce the reference recipe (a Keras cookbook chapter on learning rates): MNIST flattened
+to 784 and scaled to [0, 1], ``Dense(1000, relu)`` then ``Dense(10, softmax)``, Adam,
+categorical cross-entropy, ``batch_size=1024``, 500 epochs, learning rates 0.1, 0.01, 0.0001.
+
+A study stores the :class:`StudyConfig` it was created with (user attribute
+``hpsearch_config``); workers joining it read it back, so the study is the source of truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+
+from search.errors import ConfigError
+
+__all__ = ["ENV_VARS", "RECIPE_RATES", "StudyConfig", "DEFAULT_STUDY", "DEFAULT_TRIALS", "env"]
+
+#: The recipe's three learning rates, enqueued as every study's first trials.
+RECIPE_RATES: tuple[float, ...] = (0.1, 0.01, 0.0001)
+DEFAULT_STUDY = "mnist-learning-rate"
+DEFAULT_TRIALS = 20
+PRUNERS = ("median", "hyperband", "none")
+VALIDATIONS = ("holdout", "test")
+#: Size of the hold-out: the last 10,000 training images, as large as MNIST's test set.
+HOLDOUT_SIZE = 10_000
+MNIST_TRAIN_SIZE = 60_000
+
+#: Every environment variable hpsearch reads, with what it does. The README's configuration
+#: table is written from this registry.
+ENV_VARS: dict[str, str] = {
+    "OPTUNA_STORAGE": "storage URL used when --storage is not given (the Optuna ecosystem's variable)",
+    "HPSEARCH_HOME": "directory of the embedded PostgreSQL and worker logs (default ./.hpsearch)",
+    "HPSEARCH_DATA": "MNIST file or IDX directory used when --data is not given",
+    "KERAS_BACKEND": "Keras backend: tensorflow (default), jax or torch",
+    "CUDA_VISIBLE_DEVICES": "GPUs a worker may use; set by `--gpu`",
+}
+
+
+def env(name: str) -> str | None:
+    """Read a registered environment variable; an empty value counts as unset."""
+    assert name in ENV_VARS, f"unregistered environment variable {name}"
+    value = os.environ.get(name)
+    return value if value else None
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """What a study's trials are: fixed when the study is created, stored in the study.
+
+    Attributes mirror the ``hpsearch run`` flags of the same names.
+    """
+
+    epochs: int = 500
+    batch_size: int = 1024
+    train_size: int | None = None
+    validation: str = "holdout"
+    lr_min: float = 1e-5
+    lr_max: float = 1.0
+    pruner: str = "median"
+    seed: int | None = None
+    hidden_units: int = 1000
+    data_fingerprint: str | None = field(default=None, compare=False)
+
+    def validate(self) -> "StudyConfig":
+        """Check every field; raise ConfigError naming the flag and the fix."""
+        _positive_int(self.epochs, "--epochs")
+        _positive_int(self.batch_size, "--batch-size")
+        _positive_int(self.hidden_units, "hidden_units")
+        if self.train_size is not None:
+            _positive_int(self.train_size, "--train-size")
+            limit = MNIST_TRAIN_SIZE - (HOLDOUT_SIZE if self.validation == "holdout" else 0)
+            if self.train_size > limit:
+                raise ConfigError(
+                    f"--train-size {self.train_size} is larger than the {limit} training images available with --validation {self.validation}: use at most {limit}"
+                )
+        if self.validation not in VALIDATIONS:
+            raise ConfigError(f"--validation {self.validation!r} is unknown: use one of {', '.join(VALIDATIONS)}")
+        if self.pruner not in PRUNERS:
+            raise ConfigError(f"--pruner {self.pruner!r} is unknown: use one of {', '.join(PRUNERS)}")
+        for name, value in (("--lr-min", self.lr_min), ("--lr-max", self.lr_max)):
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name} must be a positive finite number, got {value}: the learning rate is sampled on a log scale")
+        if self.lr_min >= self.lr_max:
+            raise ConfigError(f"--lr-min {self.lr_min:g} must be below --lr-max {self.lr_max:g}: swap them or widen the range")
+        if self.seed is not None and not isinstance(self.seed, int):
+            raise ConfigError(f"--seed must be an integer, got {self.seed!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StudyConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def recipe_rates(self) -> list[float]:
+        """The recipe's rates that fall inside this study's learning-rate range."""
+        return [r for r in RECIPE_RATES if self.lr_min <= r <= self.lr_max]
+
+
+#: The flags that define a study, with the StudyConfig field each sets.
+STUDY_FLAGS: dict[str, str] = {
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "train_size": "--train-size",
+    "validation": "--validation",
+    "lr_min": "--lr-min",
+    "lr_max": "--lr-max",
+    "pruner": "--pruner",
+    "seed": "--seed",
+}
+
+
+def merge_with_stored(stored: StudyConfig, given: dict) -> StudyConfig:
+    """Join a study: flags left out take the stored value; a flag that differs is an error.
+
+    Args:
+        stored: the configuration the study was created with.
+        given: the study flags the user passed (``None`` for flags not given).
+
+    Raises:
+        ConfigError: a given flag contradicts the stored configuration.
+    """
+    for name, value in given.items():
+        if value is None:
+            continue
+        old = getattr(stored, name)
+        if value != old:
+            flag = STUDY_FLAGS[name]
+            raise ConfigError(
+                f"{flag} {value} contradicts this study's stored {flag} {old}: drop the flag to use the study's value, or start a new study with --study NAME"
+            )
+    return stored
+
+
+def _positive_int(value, flag: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{flag} must be a whole number of at least 1, got {value}")

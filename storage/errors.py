@@ -1,0 +1,36 @@
+"""The root of hpsearch's exception hierarchy and the storage errors.
+
+The root lives in ``storage`` because ``search`` depends on ``storage`` and never the other
+way round; ``search.errors`` re-exports it next to the search-side errors.
+
+Every error carries the exit code the CLI uses for it: 2 for input the user can fix (a bad
+flag, URL or file), 1 for the environment failing (a database that stops answering).
+"""
+
+from __future__ import annotations
+
+__all__ = ["HpsearchError", "StorageError", "StorageConfigError", "StudyNotFoundError"]
+
+
+class HpsearchError(Exception):
+    """Root of every error hpsearch raises on purpose.
+
+    The message is one line that names what is wrong and how to fix it; the CLI prints it
+    as it is and exits with ``exit_code``.
+    """
+
+    exit_code: int = 2
+
+
+class StorageConfigError(HpsearchError):
+    """A storage URL or storage setting the user gave is malformed or unsupported."""
+
+
+class StorageError(HpsearchError):
+    """The database could not be reached or refused an operation."""
+
+    exit_code = 2
+
+
+class StudyNotFoundError(HpsearchError):
+    """A command named a study that the storage does not hold."""

@@ -1,0 +1,135 @@
+"""Resolve, validate and mask storage URLs.
+
+Precedence follows the Optuna ecosystem: the ``--storage`` flag, else the ``OPTUNA_STORAGE``
+environment variable, else the embedded PostgreSQL under ``HPSEARCH_HOME``. Every URL that
+reaches a log, an error or the terminal goes through :func:`mask_url` first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from storage.errors import StorageConfigError
+
+__all__ = ["ResolvedStorage", "mask_url", "validate_url", "resolve_storage_url", "scrub"]
+
+# Drivers we install and test. MySQL works with Optuna, but we ship no MySQL driver and do not
+# test it, so we refuse it rather than fail later with an ImportError.
+_SUPPORTED = {
+    "postgresql": "postgresql+psycopg2",
+    "postgresql+psycopg2": "postgresql+psycopg2",
+    "postgres": "postgresql+psycopg2",
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
+}
+
+_EXAMPLE = "postgresql+psycopg2://USER:PASSWORD@HOST:5432/DATABASE"
+
+
+@dataclass(frozen=True)
+class ResolvedStorage:
+    """A validated storage URL and where it came from.
+
+    Attributes:
+        url: the URL to connect with (may hold a password: never print it, print ``masked``).
+        source: ``"--storage"``, ``"OPTUNA_STORAGE"`` or ``"embedded"``.
+    """
+
+    url: str
+    source: str
+
+    @property
+    def masked(self) -> str:
+        return mask_url(self.url)
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.url.startswith("postgresql")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``.
+
+    Works on URLs SQLAlchemy cannot parse too, so that an error about a malformed URL never
+    echoes its password.
+    """
+    # user:password@ in the authority part; the password may contain anything but '@' and '/'.
+    masked = re.sub(r"(?<=://)([^:/@]*):([^@/]*)@", lambda m: f"{m.group(1)}:***@" if m.group(2) else m.group(0), url)
+    # password=... as a query parameter (libpq style)
+    masked = re.sub(r"(?i)(password=)[^&\s]*", r"\1***", masked)
+    return masked
+
+
+def scrub(text: str, url: str | None) -> str:
+    """Remove the password of ``url`` from ``text`` (for driver messages that echo it)."""
+    if not url:
+        return text
+    try:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(url).password
+    except Exception:  # an unparsable URL: fall back to masking URL-shaped text only
+        password = None
+    if password:
+        text = text.replace(str(password), "***")
+    return mask_url(text)
+
+
+def validate_url(url: str, source: str) -> str:
+    """Check that ``url`` is a storage URL hpsearch can use and return it normalised.
+
+    ``postgresql://`` and ``postgres://`` are normalised to ``postgresql+psycopg2://``.
+
+    Raises:
+        StorageConfigError: the URL is empty, malformed or names an unsupported driver.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    url = url.strip()
+    if not url:
+        raise StorageConfigError(f"{source} is empty: give a URL such as {_EXAMPLE}, or unset it to use the embedded PostgreSQL")
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as e:
+        raise StorageConfigError(
+            f"{source} is not a valid storage URL ({mask_url(url)!r}): use the form {_EXAMPLE} or sqlite:///path/to/file.db"
+        ) from None
+    driver = parsed.drivername
+    if driver not in _SUPPORTED:
+        raise StorageConfigError(
+            f"{source} uses the unsupported driver {driver!r}: use postgresql+psycopg2:// (or sqlite:/// for one worker)"
+        )
+    normalised = parsed.set(drivername=_SUPPORTED[driver])
+    if normalised.drivername.startswith("postgresql"):
+        if not normalised.database:
+            raise StorageConfigError(f"{source} names no database ({mask_url(url)!r}): append /DATABASE, as in {_EXAMPLE}")
+        if parsed.port is not None and not (0 < parsed.port < 65536):
+            raise StorageConfigError(f"{source} has port {parsed.port}, outside 1-65535")
+    elif not normalised.database or normalised.database == ":memory:":
+        raise StorageConfigError(
+            f"{source} is an in-memory SQLite URL, which no other process can see: use sqlite:///path/to/file.db"
+        )
+    return normalised.render_as_string(hide_password=False)
+
+
+def resolve_storage_url(flag: str | None, *, home: str | None = None) -> ResolvedStorage:
+    """Resolve the storage URL: ``--storage`` flag > ``OPTUNA_STORAGE`` > embedded PostgreSQL.
+
+    Starting the embedded server is the slow path (about a second), so it only happens when
+    neither the flag nor the variable is set.
+    """
+    if flag is not None:
+        return ResolvedStorage(validate_url(flag, "--storage"), "--storage")
+    env = os.environ.get("OPTUNA_STORAGE")
+    if env is not None:
+        return ResolvedStorage(validate_url(env, "OPTUNA_STORAGE"), "OPTUNA_STORAGE")
+    from storage.embedded import embedded_url
+
+    return ResolvedStorage(embedded_url(home), "embedded")
