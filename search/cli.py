@@ -107,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--quiet", action="store_true", help="no progress display")
     _add_common(worker)
 
+    init = sub.add_parser(
+        "init",
+        help="create the study (schema, stored settings, the recipe's trials) without training",
+        description="Create the storage schema and the study, store its settings and data fingerprint, and enqueue the recipe's rates; train nothing. Deployments run it once before starting workers. Idempotent: on an existing study it checks the flags against the stored settings.",
+        epilog="example:\n  hpsearch init --study mnist-learning-rate --data /data/mnist.npz --epochs 500",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_study(init, trials_help="ignored by init; accepted so init and worker take the same flags")
+    _add_common(init)
+
     db = sub.add_parser(
         "db",
         help="the embedded PostgreSQL: url, start, stop, status",
@@ -163,7 +173,7 @@ def _quiet_libraries() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def _cmd_study(args, *, launcher: bool) -> int:
+def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
     from search.config import env
     from search.data import load_dataset, read_mnist_cached
     from search.errors import ConfigError
@@ -193,6 +203,10 @@ def _cmd_study(args, *, launcher: bool) -> int:
     study, config, created = open_study(storage, args.study, given, raw.fingerprint(), worker_index=getattr(args, "worker_index", 0))
     quiet = getattr(args, "quiet", False)
     progress = Progress(args.trials, enabled=not quiet)
+    if not train:
+        info = {"study": args.study, "created": created, "storage": resolved.masked, "config": config.to_dict()}
+        print(json.dumps(info, indent=2) if args.format == "json" else f"study {args.study!r} {'created' if created else 'exists'} on {resolved.masked}")
+        return 0
     progress.message(
         f"{'created' if created else 'resumed'} study {args.study!r} on {resolved.masked} "
         f"({config.epochs} epochs, batch {config.batch_size}, train size {config.train_size or 'all'}, validation {config.validation}, pruner {config.pruner})"
@@ -245,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                 return _cmd_study(args, launcher=True)
             if args.command == "worker":
                 return _cmd_study(args, launcher=False)
+            if args.command == "init":
+                return _cmd_study(args, launcher=False, train=False)
             if args.command == "db":
                 return _cmd_db(args)
         except HpsearchError as e:
