@@ -168,8 +168,6 @@ def _quiet_libraries() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    # hpsearch runs its own heartbeat thread around ask/tell (search.worker._Heartbeat).
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 

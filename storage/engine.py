@@ -90,20 +90,29 @@ def open_storage(resolved: ResolvedStorage, *, heartbeat: bool = True):
 
 
 def _make_rdb(resolved: ResolvedStorage, kwargs: dict, heartbeat: bool):
+    import warnings
+
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
-    hb = {}
-    if heartbeat:
-        # A trial whose worker died is failed once its heartbeat is stale, and its parameters
-        # are enqueued again (at most twice), so a crash costs time, not a learning rate.
-        hb = {
-            "heartbeat_interval": HEARTBEAT_INTERVAL_S,
-            "grace_period": GRACE_PERIOD_S,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-        }
+    # Heartbeats are "experimental" in Optuna since 2.9 and warn that they are meant for
+    # Study.optimize; hpsearch records them itself around ask/tell (search.worker._Heartbeat).
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
     try:
-        return optuna.storages.RDBStorage(resolved.url, engine_kwargs=kwargs, **hb)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            hb = {}
+            if heartbeat:
+                # A trial whose worker died is failed once its heartbeat is stale, and its
+                # parameters are enqueued again (at most twice), so a crash costs time, not
+                # a learning rate.
+                hb = {
+                    "heartbeat_interval": HEARTBEAT_INTERVAL_S,
+                    "grace_period": GRACE_PERIOD_S,
+                    "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+                }
+            return optuna.storages.RDBStorage(resolved.url, engine_kwargs=kwargs, **hb)
     except SQLAlchemyError as e:
         raise connect_error(resolved, e) from None
     except RuntimeError as e:

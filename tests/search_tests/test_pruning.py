@@ -1,0 +1,87 @@
+"""The monitor and pruners through Optuna's ask/report/tell, with no training at all."""
+
+import math
+
+import optuna
+import pytest
+
+from search.config import StudyConfig
+from search.errors import TrialConfigError
+from search.pruning import EpochMonitor, make_pruner, warmup_steps
+
+
+def _study(pruner):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(direction="maximize", pruner=pruner)
+
+
+def _logs(acc, loss=0.5):
+    return {"loss": loss, "val_loss": loss, "accuracy": acc, "val_accuracy": acc}
+
+
+def test_median_pruner_settings_are_explicit():
+    p = make_pruner(StudyConfig(epochs=500))
+    assert isinstance(p, optuna.pruners.MedianPruner)
+    assert p._n_warmup_steps == 50 and p._n_startup_trials == 5
+    assert warmup_steps(3) == 1
+    assert isinstance(make_pruner(StudyConfig(pruner="hyperband", epochs=9)), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner(StudyConfig(pruner="none")), optuna.pruners.NopPruner)
+
+
+def test_a_bad_trial_is_pruned_after_warmup_and_keeps_its_history():
+    study = _study(make_pruner(StudyConfig(epochs=10)))
+    for _ in range(5):
+        t = study.ask()
+        m = EpochMonitor(t)
+        for epoch in range(10):
+            assert m.end_epoch(epoch, _logs(0.9 + epoch * 0.001)) is False
+        study.tell(t, m.best_value)
+    bad = study.ask()
+    m = EpochMonitor(bad)
+    assert m.end_epoch(0, _logs(0.2)) is False  # warm-up: epoch 0 is never judged
+    assert m.end_epoch(1, _logs(0.3)) is True
+    assert m.stop_reason == "pruned" and "epoch 1" in m.detail
+    assert m.history["val_accuracy"] == [0.2, 0.3] and m.epochs_run == 2
+    assert m.best_value == 0.3 and m.best_epoch == 1
+    study.tell(bad, state=optuna.trial.TrialState.PRUNED)
+    frozen = study.trials[-1]
+    assert frozen.intermediate_values == {0: 0.2, 1: 0.3}
+
+
+def test_nopruner_never_stops_a_trial():
+    study = _study(make_pruner(StudyConfig(pruner="none")))
+    for _ in range(6):
+        t = study.ask()
+        m = EpochMonitor(t)
+        for epoch in range(3):
+            m.end_epoch(epoch, _logs(0.9))
+        study.tell(t, m.best_value)
+    t = study.ask()
+    m = EpochMonitor(t)
+    assert not any(m.end_epoch(e, _logs(0.01)) for e in range(3))
+
+
+def test_diverged_loss_stops_and_stores_null():
+    study = _study(optuna.pruners.NopPruner())
+    t = study.ask()
+    m = EpochMonitor(t)
+    assert m.end_epoch(0, _logs(0.5, loss=1.0)) is False
+    assert m.end_epoch(1, {"loss": math.nan, "val_loss": math.inf, "accuracy": 0.1, "val_accuracy": 0.098}) is True
+    assert m.stop_reason == "diverged" and "non-finite training loss" in m.detail
+    assert m.history["loss"] == [1.0, None] and m.history["val_loss"] == [1.0, None]
+
+
+def test_missing_monitored_metric_fails_loudly_at_the_first_epoch():
+    study = _study(optuna.pruners.NopPruner())
+    m = EpochMonitor(study.ask())
+    with pytest.raises(TrialConfigError, match="'val_accuracy' is not among the training logs"):
+        m.end_epoch(0, {"loss": 0.3, "accuracy": 0.9})
+
+
+def test_progress_hook_sees_every_epoch():
+    study = _study(optuna.pruners.NopPruner())
+    seen = []
+    m = EpochMonitor(study.ask(), on_epoch=lambda e, logs: seen.append(e))
+    for e in range(3):
+        m.end_epoch(e, _logs(0.5))
+    assert seen == [0, 1, 2]

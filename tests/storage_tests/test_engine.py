@@ -1,0 +1,85 @@
+import socket
+import threading
+import time
+
+import pytest
+
+from storage import StorageError, open_storage, resolve_storage_url
+from storage.queries import state_counts
+
+
+def test_open_storage_creates_schema_and_counts_states(pg_url):
+    import optuna
+
+    storage = open_storage(resolve_storage_url(pg_url))
+    study = optuna.create_study(storage=storage, study_name=f"engine-{time.time_ns()}", direction="maximize")
+    t = study.ask()
+    study.tell(t, 0.5)
+    study.tell(study.ask(), state=optuna.trial.TrialState.PRUNED)
+    study.ask()
+    counts = state_counts(storage.engine, study._study_id)
+    assert counts == {"RUNNING": 1, "WAITING": 0, "COMPLETE": 1, "PRUNED": 1, "FAIL": 0}
+    assert storage.engine.pool._pre_ping is True
+
+
+def test_connection_refused_fails_fast_with_masked_url():
+    # a port on loopback that nothing listens on
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    start = time.monotonic()
+    with pytest.raises(StorageError) as e:
+        open_storage(resolve_storage_url(f"postgresql://u:topsecret@127.0.0.1:{port}/db"))
+    assert time.monotonic() - start < 10
+    msg = str(e.value)
+    assert "topsecret" not in msg and "u:***@127.0.0.1" in msg
+    assert "\n" not in msg
+
+
+def test_silent_server_times_out_within_the_bound():
+    """A server that accepts TCP but never speaks: bounded wait, then a message."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    th = threading.Thread(target=accept, daemon=True)
+    th.start()
+    try:
+        start = time.monotonic()
+        with pytest.raises(StorageError, match="cannot use storage"):
+            open_storage(resolve_storage_url(f"postgresql://u@127.0.0.1:{port}/db"))
+        assert time.monotonic() - start < 20
+    finally:
+        stop.set()
+        th.join(2)
+        for c in held:
+            c.close()
+        srv.close()
+
+
+def test_missing_database_names_the_fix(local_pg_url):
+    url = local_pg_url.rsplit("/", 1)[0] + "/no_such_db_hpsearch"
+    with pytest.raises(StorageError) as e:
+        open_storage(resolve_storage_url(url))
+    assert "does not exist" in str(e.value) and "createdb" in str(e.value)
+
+
+def test_sqlite_file_storage_works(tmp_path):
+    import optuna
+
+    storage = open_storage(resolve_storage_url(f"sqlite:///{tmp_path}/s.db"))
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    study.tell(study.ask(), 1.0)
+    assert state_counts(storage.engine, study._study_id)["COMPLETE"] == 1
