@@ -117,9 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study(init, trials_help="ignored by init; accepted so init and worker take the same flags")
     _add_common(init)
 
+    from search.query_cli import add_query_parser, add_views_parser
+
+    add_query_parser(sub, _add_common)
+
     db = sub.add_parser(
         "db",
-        help="the embedded PostgreSQL: url, start, stop, status",
+        help="the embedded PostgreSQL: url, start, stop, status; views: SQL views of the studies",
         description="Manage the embedded PostgreSQL under $HPSEARCH_HOME (default ./.hpsearch).",
         epilog='example:\n  optuna-dashboard "$(hpsearch db url)"',
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -130,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("stop", "stop the server"), ("status", "say whether the server runs, as JSON")):
         p = dbsub.add_parser(name, help=text, description=text.capitalize() + ".")
         p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    add_views_parser(dbsub, _add_common)
     return parser
 
 
@@ -191,12 +196,17 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
         raise ConfigError("--study is empty: give the study a name")
     if getattr(args, "gpu", None) is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
-    resolved = resolve_storage_url(args.storage)
-    if resolved.is_sqlite and workers > 1:
-        raise ConfigError("SQLite serves one worker only: use --workers 1, or a PostgreSQL --storage for several workers")
+    if args.storage is None and os.environ.get("OPTUNA_STORAGE") is None:
+        resolved = None  # the embedded server starts only after the data checked out
+    else:
+        resolved = resolve_storage_url(args.storage)
+        if resolved.is_sqlite and workers > 1:
+            raise ConfigError("SQLite serves one worker only: use --workers 1, or a PostgreSQL --storage for several workers")
     _quiet_libraries()
     data_path = args.data if args.data is not None else env("HPSEARCH_DATA")
     raw = read_mnist_cached(data_path)
+    if resolved is None:
+        resolved = resolve_storage_url(None)
     storage = open_storage(resolved)
     study, config, created = open_study(storage, args.study, given, raw.fingerprint(), worker_index=getattr(args, "worker_index", 0))
     quiet = getattr(args, "quiet", False)
@@ -231,6 +241,10 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
 def _cmd_db(args) -> int:
     from storage import embedded_status, embedded_url, stop_embedded
 
+    if args.db_command == "views":
+        from search.query_cli import run_views
+
+        return run_views(args)
     if args.db_command in ("url", "start"):
         url = embedded_url()
         print(url if args.db_command == "url" else f"embedded PostgreSQL running: {url}")
@@ -261,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
                 return _cmd_study(args, launcher=False, train=False)
             if args.command == "db":
                 return _cmd_db(args)
+            if args.command == "query":
+                from search.query_cli import run_query
+
+                return run_query(args)
         except HpsearchError as e:
             if debug:
                 import traceback
