@@ -7,27 +7,59 @@ read-only queries. Never imports TensorFlow or Keras.
 
 from storage.embedded import embedded_status, embedded_url, home_dir, stop_embedded
 from storage.engine import open_storage, study_lock
-from storage.errors import HpsearchError, StorageConfigError, StorageError, StudyNotFoundError
-from storage.queries import StudyRow, list_studies, state_counts, study_names
+from storage.errors import HpsearchError, StorageConfigError, StorageError, StudyNotFoundError, TrialNotFoundError
+from storage.queries import (
+    CurvePoint,
+    LandscapeGrid,
+    StudyRow,
+    SummaryRow,
+    TrialRow,
+    best_trial,
+    create_views,
+    curves,
+    landscape,
+    list_studies,
+    open_engine,
+    state_counts,
+    study_names,
+    summary,
+    to_frame,
+    top_trials,
+    trials,
+)
 from storage.url import ResolvedStorage, mask_url, resolve_storage_url, validate_url
 
 __all__ = [
+    "CurvePoint",
     "HpsearchError",
+    "LandscapeGrid",
     "ResolvedStorage",
     "StorageConfigError",
     "StorageError",
     "StudyNotFoundError",
     "StudyRow",
+    "SummaryRow",
+    "TrialNotFoundError",
+    "TrialRow",
+    "best_trial",
+    "create_views",
+    "curves",
     "embedded_status",
     "embedded_url",
     "home_dir",
+    "landscape",
     "list_studies",
     "mask_url",
+    "open_engine",
     "open_storage",
     "resolve_storage_url",
     "state_counts",
     "stop_embedded",
     "study_lock",
     "study_names",
+    "summary",
+    "to_frame",
+    "top_trials",
+    "trials",
     "validate_url",
 ]

@@ -9,7 +9,7 @@ flag, URL or file), 1 for the environment failing (a database that stops answeri
 
 from __future__ import annotations
 
-__all__ = ["HpsearchError", "StorageError", "StorageConfigError", "StudyNotFoundError"]
+__all__ = ["HpsearchError", "StorageError", "StorageConfigError", "StudyNotFoundError", "TrialNotFoundError"]
 
 
 class HpsearchError(Exception):
@@ -34,3 +34,7 @@ class StorageError(HpsearchError):
 
 class StudyNotFoundError(HpsearchError):
     """A command named a study that the storage does not hold."""
+
+
+class TrialNotFoundError(HpsearchError):
+    """A command named a trial number that the study does not hold."""
