@@ -226,6 +226,22 @@ def _fail(study, trial, reason: str, *, retry: bool) -> None:
         log.warning("could not record the failure of trial %s: %s", trial.number, type(e).__name__)
 
 
+def _refresh_landscape(study, storage, *, force: bool) -> None:
+    """Refresh the study's loss-landscape figures, rate-limited across the fleet (issue 3).
+
+    The figures are a view: failing to refresh them must never fail a trial or the worker.
+    """
+    try:
+        from search.landscape import maybe_refresh_landscape
+
+        maybe_refresh_landscape(study, storage, force=force)
+    except Exception as e:
+        from storage.url import scrub
+
+        detail = scrub(" ".join(str(e).split())[:200], getattr(storage, "url", None))
+        log.warning("could not refresh the loss landscape of study %s: %s: %s", study.study_name, type(e).__name__, detail)
+
+
 def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, progress: Progress | None = None,
                max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES, poll: float = POLL_SECONDS) -> WorkerResult:
     """Run trials of ``study`` until it holds ``target`` finished trials in total.
@@ -318,6 +334,8 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
                 trial.number, current["lr"], state, shown, frozen.user_attrs.get("epochs_run"),
                 frozen.user_attrs.get("stop_detail") or frozen.user_attrs.get("fail_reason"),
             )
+            if state != "failed":
+                _refresh_landscape(study, storage, force=progress.done >= target)
             if consecutive_failures >= max_consecutive_failures:
                 raise WorkerFatalError(
                     f"{consecutive_failures} trials failed in a row (last: {frozen.user_attrs.get('fail_reason', 'unknown')}): fix the cause and rerun; finished trials are kept"
