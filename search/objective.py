@@ -5,8 +5,9 @@
 value is the best ``val_accuracy`` over the epochs it ran. Every trial, pruned ones included,
 keeps in its user attributes ``history`` (``loss``, ``val_loss``, ``accuracy``,
 ``val_accuracy`` per epoch; non-finite values stored as null), ``best_epoch``,
-``epochs_run``, ``test_accuracy`` (the final weights on the test set), ``stop_reason`` and
-where it ran (host, pid, device, framework versions).
+``epochs_run``, ``test_accuracy`` (the final weights on the test set), ``stop_reason``,
+``train_seconds`` and ``epoch_seconds`` (wall time per epoch), and where it ran (host, pid,
+device, framework versions).
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ def _keras_callback(monitor: EpochMonitor):
     import keras
 
     class _MonitorCallback(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            monitor.start()
+
         def on_epoch_end(self, epoch, logs=None):
             if monitor.end_epoch(epoch, dict(logs or {})):
                 self.model.stop_training = True
@@ -163,6 +167,7 @@ class Objective:
         ta = float(test_accuracy) if test_accuracy is not None and math.isfinite(test_accuracy) else None
         trial.set_user_attr("test_accuracy", ta)
         trial.set_user_attr("train_seconds", round(seconds, 3))
+        trial.set_user_attr("epoch_seconds", monitor.epoch_seconds)
         trial.set_user_attr("stop_reason", monitor.stop_reason or ("completed" if test_accuracy is not None else "error"))
         if monitor.detail:
             trial.set_user_attr("stop_detail", monitor.detail)

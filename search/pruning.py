@@ -11,6 +11,7 @@ trial must keep, and it does not stop a diverged (NaN) trial.
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
 from search.config import StudyConfig
@@ -73,6 +74,14 @@ class EpochMonitor:
         self.best_epoch: int | None = None
         self.stop_reason: str | None = None
         self.detail: str | None = None
+        #: wall seconds of each epoch (training + validation + reporting); the first includes
+        #: compilation. Benchmarks read it from the trial's ``epoch_seconds`` attribute.
+        self.epoch_seconds: list[float] = []
+        self._mark = time.perf_counter()
+
+    def start(self) -> None:
+        """Call when training starts, so the first epoch's time excludes model building."""
+        self._mark = time.perf_counter()
 
     @property
     def epochs_run(self) -> int:
@@ -83,6 +92,9 @@ class EpochMonitor:
             raise TrialConfigError(
                 f"the metric {MONITOR!r} is not among the training logs ({', '.join(sorted(logs)) or 'none'}): compile the model with metrics=['accuracy'] and pass validation data"
             )
+        now = time.perf_counter()
+        self.epoch_seconds.append(round(now - self._mark, 4))
+        self._mark = now
         for key in HISTORY_KEYS:
             self.history[key].append(_finite(logs.get(key)))
         value = _finite(logs[MONITOR])
