@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_query_parser(sub, _add_common)
 
+    from search.dashboard import add_parsers as add_dashboard_parsers
+
+    add_dashboard_parsers(sub, _add_common)
+
     db = sub.add_parser(
         "db",
         help="the embedded PostgreSQL: url, start, stop, status; views: SQL views of the studies",
@@ -279,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
                 from search.query_cli import run_query
 
                 return run_query(args)
+            if args.command in ("dashboard", "landscape"):
+                from search.dashboard import run_command
+
+                _quiet_libraries()
+                return run_command(args)
         except HpsearchError as e:
             if debug:
                 import traceback

@@ -47,11 +47,13 @@ __all__ = [
     "TrialCurve",
     "build_figures",
     "curves_from_records",
+    "export_landscape",
     "curves_from_trials",
     "load_curves",
     "maybe_refresh_landscape",
     "refresh_landscape",
     "write_html",
+    "write_pngs",
 ]
 
 #: The ids the figures are saved under in the study (a refresh overwrites them).
@@ -212,8 +214,31 @@ def _decade_ticks(lo: float, hi: float, marks: Sequence[float] = ()) -> tuple[li
     return keys, [vals[k] for k in keys]
 
 
-def _loss_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
-    """log10 positions of 1-2-5 loss values inside [lo, hi] (log10 of loss)."""
+def _robust_range(logs: np.ndarray) -> tuple[float, float, bool]:
+    """The colour (or axis) range of log10 losses, and whether its top clips values.
+
+    The top is the 99th percentile, lowered to Tukey's upper fence (Q3 + 1.5 IQR): one
+    diverged trial at a loss of 100 would otherwise spend the whole colour scale on itself.
+    Low losses, the interesting ones, are never clipped beyond the 1st percentile.
+    """
+    if logs.size == 0:
+        return -2.0, 1.0, False
+    p1, q1, q3, p99 = np.percentile(logs, [1, 25, 75, 99])
+    lo, hi = float(p1), float(min(p99, q3 + 1.5 * (q3 - q1)))
+    if hi - lo < 1e-3:
+        lo, hi = lo - 0.25, hi + 0.25
+    return lo, hi, bool(logs.max() > hi + 1e-9)
+
+
+def _num(v: float) -> str:
+    return f"{v:.2g}" if 1e-3 <= v < 1e4 else f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
+
+
+def _loss_ticks(lo: float, hi: float, clipped: bool = False) -> tuple[list[float], list[str]]:
+    """log10 positions of 1-2-5 loss values inside [lo, hi] (log10 of loss), labelled.
+
+    With ``clipped`` the top is labelled "≥ value": everything above has the top colour.
+    """
     ticks = []
     for k in range(math.floor(lo) - 1, math.ceil(hi) + 1):
         for m in (1, 2, 5):
@@ -224,7 +249,13 @@ def _loss_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
         ticks = [t for t in ticks if f"{t:g}".lstrip("0.").startswith("1")] or ticks
     if len(ticks) < 2:
         ticks = [10 ** lo, 10 ** hi]
-    return [math.log10(t) for t in ticks], [f"{t:.2g}" for t in ticks]
+    vals, text = [math.log10(t) for t in ticks], [_num(t) for t in ticks]
+    if clipped:
+        if hi - vals[-1] < 0.08 * (hi - lo):  # too close to the top label to read
+            vals, text = vals[:-1], text[:-1]
+        vals.append(hi)
+        text.append(f"≥ {_num(10 ** hi)}")
+    return vals, text
 
 
 def _colour(t: float) -> str:
@@ -287,11 +318,8 @@ def _heatmap(curves: Sequence[TrialCurve], key: str, epochs: int, rates: Sequenc
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(col_counts > 0, col_sums / col_counts, np.nan).T  # epoch bins × columns
     y = _bin_centres(epochs, size)
-    finite = z[np.isfinite(z)]
-    zmin, zmax = (float(np.percentile(finite, 1)), float(np.percentile(finite, 99))) if finite.size else (-2.0, 1.0)
-    if zmax - zmin < 1e-3:
-        zmin, zmax = zmin - 0.5, zmax + 0.5
-    tickvals, ticktext = _loss_ticks(zmin, zmax)
+    zmin, zmax, clipped = _robust_range(z[np.isfinite(z)])
+    tickvals, ticktext = _loss_ticks(zmin, zmax, clipped)
     per = "per epoch" if size == 1 else f"{size}-epoch means"
     traces = [
         go.Heatmap(
@@ -404,10 +432,13 @@ def _curves_figure(curves: Sequence[TrialCurve], key: str, epochs: int, rates: S
     layout["xaxis"] = {"title": {"text": "epoch"}, "range": [0.5, epochs + 0.5]}
     yaxis = {"title": {"text": f"{name} (cross-entropy, log scale)"}, "type": "log"}
     if finite.size:
-        # Diverged trials reach losses of 1e3 and more; keep the view on where trials are.
-        ylo, yhi = np.log10(np.percentile(finite, 0.5)), np.log10(np.percentile(finite, 99.5))
+        # Diverged trials reach losses of 1e3 and more; keep the view on where most trials
+        # are (double-click the plot to see everything).
+        ylo, yhi, _ = _robust_range(np.log10(finite))
         pad = max(0.05, 0.05 * (yhi - ylo))
-        yaxis["range"] = [float(ylo - pad), float(yhi + pad)]
+        yaxis["range"] = [ylo - pad, yhi + pad]
+        if yhi - ylo <= 3:
+            yaxis["dtick"] = "D2"  # label 1, 2 and 5 of each decade, not every digit
     layout["yaxis"] = yaxis
     layout["annotations"] = annotations
     layout["legend"] = {"orientation": "h", "y": -0.18, "x": 0, "font": {"size": 10}}
@@ -551,13 +582,14 @@ def refresh_landscape(study, storage) -> RefreshResult:
     return RefreshResult(True, "", len(curves), size, seconds, figures)
 
 
-def maybe_refresh_landscape(study, storage, *, force: bool = False, min_interval: float = MIN_INTERVAL_S) -> RefreshResult:
+def maybe_refresh_landscape(study, storage, *, force: bool = False, min_interval: float = MIN_INTERVAL_S,
+                            cost_factor: float = COST_FACTOR) -> RefreshResult:
     """Refresh the landscape unless it was refreshed recently or another process is at it.
 
     Workers call this after each trial. It costs one indexed read when it is too soon; then
     one process of the fleet takes a try-lock (the others go on without waiting), checks the
     time again, and refreshes. The interval is at least ``min_interval`` seconds and
-    :data:`COST_FACTOR` times the last refresh's duration.
+    ``cost_factor`` times the last refresh's duration.
 
     Args:
         force: refresh even if it is too soon (a worker that finished the study's last trial),
@@ -569,7 +601,7 @@ def maybe_refresh_landscape(study, storage, *, force: bool = False, min_interval
 
     def too_soon() -> bool:
         stamp = study_system_attr(storage.engine, study_id, STAMP_ATTR) or {}
-        wait = max(min_interval, COST_FACTOR * float(stamp.get("seconds", 0.0)))
+        wait = max(min_interval, cost_factor * float(stamp.get("seconds", 0.0)))
         return time.time() - float(stamp.get("at", 0.0)) < wait
 
     if not force and too_soon():
@@ -637,3 +669,57 @@ def write_pngs(figures: dict, path) -> tuple[list[Path], str | None]:
     except Exception as e:  # kaleido's Chrome may be missing or fail to start
         return written, f"PNG export failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
     return written, None
+
+
+def export_landscape(storage_flag: str | None, study_name: str, out="landscape.html", *, err=None) -> Path:
+    """What ``hpsearch landscape`` does: refresh the figures in the study, write them to a page.
+
+    Also writes one PNG per figure next to the page where kaleido is installed.
+
+    Args:
+        storage_flag: the ``--storage`` flag (None: ``OPTUNA_STORAGE``, else the embedded
+            PostgreSQL).
+        study_name: the study to draw.
+        out: the HTML file to write.
+        err: where progress and notes go (stderr).
+
+    Returns:
+        The HTML file written.
+
+    Raises:
+        StudyNotFoundError: no study of that name.
+        ConfigError: it has no trial with a history yet, or ``out`` cannot be written.
+    """
+    import sys
+
+    import optuna
+
+    from search.errors import ConfigError, StudyNotFoundError
+    from storage import open_storage, resolve_storage_url, study_names
+
+    err = err or sys.stderr
+    resolved = resolve_storage_url(storage_flag)
+    storage = open_storage(resolved, heartbeat=False)
+    try:
+        names = study_names(storage.engine)
+        if study_name not in names:
+            held = ", ".join(repr(n) for n in names) or "no studies"
+            raise StudyNotFoundError(f"study {study_name!r} is not in {resolved.masked} (it holds {held}): give one of them with --study")
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        result = refresh_landscape(study, storage)
+        if not result.refreshed:
+            raise ConfigError(f"study {study_name!r} has no complete or pruned trial with a history yet: run some trials first (hpsearch run --study {study_name})")
+        print(f"refreshed the landscape of study {study_name!r} in {resolved.masked}: {result.trials} trials, "
+              f"{len(result.figures)} figures ({result.bytes / 1e3:.0f} kB) in {result.seconds:.1f} s", file=err)
+        try:
+            path = write_html(result.figures, out, title=f"Loss landscape of study {study_name}")
+        except OSError as e:
+            raise ConfigError(f"cannot write --out {out} ({e.strerror or e}): choose a writable path") from None
+        pngs, why = write_pngs(result.figures, path)
+        for png in pngs:
+            print(f"wrote {png}", file=err)
+        if why:
+            print(f"no PNG: {why}", file=err)
+        return path
+    finally:
+        storage.engine.dispose()

@@ -1,4 +1,4 @@
-"""Synthetic trial histories shaped like the recipe's, for benchmarks and figure tests.
+"""Synthetic trial histories shaped like the recipe's, for figure tests and the landscape benchmark.
 
 No training: the loss falls faster with the learning rate, overfits slowly at the end, and
 diverges above about 0.3, as the recipe's MNIST model does; a share of trials is pruned.

@@ -2,15 +2,15 @@
 
 Issue 3 asks that building the figures takes at most 2 s and that the stored figures take at
 most 2 MB in all. This writes a study of synthetic trials (histories shaped like the recipe's,
-40 % pruned; see ``benchmarks/synthetic.py``) into a real storage, then times each step of a
+40 % pruned; see ``tests/search_tests/_synthetic.py``) into a real storage, then times each step of a
 refresh separately and measures the figures' JSON and the bytes optuna-dashboard's chunks
 occupy in ``study_system_attributes``. The study is deleted at the end.
 
 Usage::
 
-    python benchmarks/landscape.py                        # the embedded PostgreSQL
-    python benchmarks/landscape.py --storage postgresql+psycopg2://postgres@127.0.0.1:5432/test
-    python benchmarks/landscape.py --trials 3000 --epochs 500 --format json
+    python tests/benchmarks/landscape.py                  # the embedded PostgreSQL
+    python tests/benchmarks/landscape.py --storage postgresql+psycopg2://postgres@127.0.0.1:5432/scratch
+    python tests/benchmarks/landscape.py --trials 3000 --epochs 500 --format json
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, when run as a script
 
 
 def _timed(fn, repeat: int):
@@ -51,7 +50,7 @@ def main(argv=None) -> int:
 
     from search.landscape import build_figures, load_curves, refresh_landscape
     from storage import open_storage, resolve_storage_url
-    from synthetic import synthetic_trials
+    from tests.search_tests._synthetic import synthetic_trials
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     resolved = resolve_storage_url(args.storage)
