@@ -1,0 +1,219 @@
+"""`hpsearch query` and `hpsearch db views` through a subprocess, on the embedded PostgreSQL.
+
+The Python API is checked against Optuna trial by trial in storage_tests/test_queries.py; here
+the command line's side: a study made by `hpsearch run`, the three formats parsed back,
+filters, exit codes and messages, the view, and an empty database left empty.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+from datetime import datetime
+
+import optuna
+import pytest
+import sqlalchemy
+
+from storage import CurvePoint, StudyRow, SummaryRow, TrialRow, list_studies, open_engine, open_storage, resolve_storage_url
+from storage import curves, summary, top_trials, trials
+from tests.conftest import run_cli
+from tests.storage_tests.study_factory import HOSTILE, MAIN, MINIMIZE, build_studies, empty_database
+
+
+@pytest.fixture(scope="module")
+def url(embedded_home):
+    """The embedded server's URL, holding the factory's studies."""
+    url = embedded_home[1]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(resolve_storage_url(url), heartbeat=False)
+    build_studies(storage)
+    storage.engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="module")
+def engine(url):
+    eng = open_engine(url)
+    yield eng
+    eng.dispose()
+
+
+def query(url, *args):
+    return run_cli("query", *args, "--storage", url, timeout=120)
+
+
+def _plain(v):
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _json_rows(rows):
+    return [{k: _plain(v) for k, v in dataclasses.asdict(r).items()} for r in rows]
+
+
+@pytest.mark.slow
+def test_after_hpsearch_run_best_and_trials_agree_with_optuna(url, mnist):
+    data = ["--data", mnist] if mnist else []
+    run = run_cli("run", *data, "--trials", "4", "--epochs", "1", "--train-size", "500", "--storage", url, timeout=300)
+    assert run.returncode == 0, run.stderr
+    study = optuna.load_study(study_name="mnist-learning-rate", storage=url)
+
+    best = query(url, "best", "--format", "json")
+    assert best.returncode == 0, best.stderr
+    got = json.loads(best.stdout)
+    assert got["number"] == study.best_trial.number
+    assert got["learning_rate"] == study.best_trial.params["learning_rate"]
+    assert got["value"] == study.best_trial.value
+
+    table = query(url, "trials", "--format", "csv")
+    assert table.returncode == 0, table.stderr
+    rows = list(csv.DictReader(io.StringIO(table.stdout)))
+    assert len(rows) == len(study.trials)
+    assert [int(r["number"]) for r in rows] == [t.number for t in study.trials]
+    assert {float(r["learning_rate"]) for r in rows} == {t.params["learning_rate"] for t in study.trials}
+    assert {r["host"] for r in rows} == {t.user_attrs["host"] for t in study.trials}
+
+
+CASES = [
+    (["studies"], StudyRow, lambda e: list_studies(e)),
+    (["trials", "--study", MAIN], TrialRow, lambda e: trials(e, MAIN)),
+    (["trials", "--study", HOSTILE], TrialRow, lambda e: trials(e, HOSTILE)),
+    (["top", "--study", MINIMIZE, "-k", "3"], TrialRow, lambda e: top_trials(e, MINIMIZE, 3)),
+    (["curves", "--study", MAIN, "--numbers", "24,0"], CurvePoint, lambda e: curves(e, MAIN, [24, 0])),
+    (["curves", "--study", MAIN], CurvePoint, lambda e: curves(e, MAIN, [t.number for t in top_trials(e, MAIN, 5)])),
+    (["summary", "--study", MAIN, "--by", "gpu"], SummaryRow, lambda e: summary(e, MAIN, by="gpu")),
+]
+
+
+@pytest.mark.parametrize("args,row_type,api", CASES, ids=lambda x: " ".join(x) if isinstance(x, list) else None)
+def test_json_and_csv_parse_back_to_the_api_rows(url, engine, args, row_type, api):
+    expected = api(engine)
+    assert expected
+    columns = [f.name for f in dataclasses.fields(row_type)]
+
+    out = query(url, *args, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    parsed = json.loads(out.stdout)
+    assert parsed == _json_rows(expected)
+    assert all(list(obj) == columns for obj in parsed), "JSON keys keep the rows' field order"
+
+    out = query(url, *args, "--format", "csv")
+    assert out.returncode == 0, out.stderr
+    reader = csv.reader(io.StringIO(out.stdout))
+    assert next(reader) == columns
+    body = list(reader)
+    assert len(body) == len(expected)
+    for line, row in zip(body, expected):
+        for cell, name in zip(line, columns):
+            v = getattr(row, name)
+            if v is None:
+                assert cell == ""
+            elif isinstance(v, float):
+                assert _same(float(cell), v), (name, cell, v)
+            elif isinstance(v, datetime):
+                assert datetime.fromisoformat(cell) == v
+            else:
+                assert cell == str(v)
+
+
+def _same(a, b):
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def test_table_format_has_the_columns_in_order_and_one_line_per_row(url, engine):
+    out = query(url, "trials", "--study", MAIN, "--state", "complete")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == [f.name for f in dataclasses.fields(TrialRow)]
+    assert len(lines) == 1 + len(trials(engine, MAIN, states=["COMPLETE"]))
+
+
+def test_filters_on_the_command_line_match_the_api(url, engine):
+    out = query(url, "trials", "--study", MAIN, "--state", "complete,pruned", "--state", "fail", "--lr-min", "1e-4",
+                "--lr-max", "0.5", "--min-value", "0.3", "--sort", "value", "--desc", "--limit", "5", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    expected = trials(engine, MAIN, states=["COMPLETE", "PRUNED", "FAIL"], lr_min=1e-4, lr_max=0.5, min_value=0.3,
+                      sort="value", descending=True, limit=5)
+    assert len(expected) == 5
+    assert json.loads(out.stdout) == _json_rows(expected)
+
+
+def test_best_prints_one_object(url, engine):
+    out = query(url, "best", "--study", MAIN, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == _json_rows(top_trials(engine, MAIN, 1))[0]
+
+
+def test_unknown_study_exits_2_and_lists_the_studies(url):
+    out = query(url, "trials", "--study", "no-such-study")
+    assert out.returncode == 2
+    assert out.stdout == ""
+    err = out.stderr.strip()
+    assert "\n" not in err and err.startswith("hpsearch query: error: no study named 'no-such-study'")
+    assert repr(MAIN) in err and "mnist-learning-rate" in err and "DROP TABLE trials" in err
+
+
+def test_bad_flags_exit_2_with_one_line(url):
+    for args in (["trials", "--state", "done"], ["trials", "--limit", "-1"], ["summary", "--by", "colour"], ["curves", "--numbers", "a,b"]):
+        out = query(url, *args)
+        assert out.returncode == 2, args
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_best_without_a_complete_trial_exits_1(url):
+    storage = open_storage(resolve_storage_url(url), heartbeat=False)
+    optuna.create_study(storage=storage, study_name="cli-nothing-complete").ask()
+    try:
+        out = query(url, "best", "--study", "cli-nothing-complete", "--format", "json")
+        assert out.returncode == 1 and out.stdout == ""
+        assert "has no complete trial yet (running 1)" in out.stderr
+    finally:
+        optuna.delete_study(study_name="cli-nothing-complete", storage=storage)
+        storage.engine.dispose()
+
+
+def test_db_views_creates_a_view_sql_users_can_query(url, engine):
+    out = run_cli("db", "views", "--storage", url)
+    assert out.returncode == 0, out.stderr
+    assert "hpsearch_trials" in out.stdout
+    with engine.connect() as conn:
+        got = conn.execute(
+            sqlalchemy.text("SELECT number, learning_rate, value FROM hpsearch_trials WHERE study = :s ORDER BY value DESC NULLS LAST LIMIT 1"),
+            {"s": MAIN},
+        ).one()
+        total = conn.execute(sqlalchemy.text("SELECT count(*) FROM hpsearch_trials")).scalar()
+    best = top_trials(engine, MAIN, 1)[0]
+    assert (got.number, got.learning_rate, got.value) == (best.number, best.learning_rate, best.value)
+    assert total == sum(r.trials for r in list_studies(engine))
+
+
+def test_password_is_never_printed():
+    for args in (["query", "studies"], ["db", "views"]):
+        out = run_cli(*args, "--storage", "postgresql://alice:s3cr3t-pw@127.0.0.1:1/hpsearch", timeout=60)
+        assert out.returncode != 0
+        assert "s3cr3t-pw" not in out.stdout + out.stderr
+        assert "alice:***@127.0.0.1" in out.stderr
+
+
+def test_an_empty_database_holds_no_study_and_stays_empty(url):
+    with empty_database(url) as empty:
+        out = run_cli("query", "studies", "--format", "json", "--storage", empty)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == [] and "no studies" in out.stderr
+        out = run_cli("query", "best", "--storage", empty)
+        assert out.returncode == 2 and "holds no studies yet" in out.stderr
+        out = run_cli("db", "views", "--storage", empty)
+        assert out.returncode == 2 and "holds no studies yet" in out.stderr
+        eng = sqlalchemy.create_engine(empty)
+        try:
+            assert sqlalchemy.inspect(eng).get_table_names() == []
+            assert sqlalchemy.inspect(eng).get_view_names() == []
+        finally:
+            eng.dispose()
