@@ -160,10 +160,13 @@ def _native_stderr_captured():
 def configure_backend() -> None:
     """Start the Keras backend quietly; let several workers share one GPU.
 
-    TensorFlow must not grab all GPU memory up front, or a second worker on the same card
-    fails; memory growth must be set before the first operation.
+    Neither TensorFlow nor JAX may grab the GPU's memory up front, or a second worker on the
+    same card fails: TensorFlow's memory growth must be set before the first operation, JAX's
+    preallocation switched off before it is imported.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # JAX's counterpart of memory growth: by default each process takes 75% of the card.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     with _native_stderr_captured():
         import keras
 
