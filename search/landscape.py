@@ -258,6 +258,11 @@ def _loss_ticks(lo: float, hi: float, clipped: bool = False) -> tuple[list[float
     return vals, text
 
 
+def _epoch_ticks(epochs: int) -> dict:
+    """Whole epochs only: Plotly would label 0.5, 1, 1.5 on a three-epoch axis."""
+    return {"dtick": 1, "tick0": 1} if epochs <= 12 else {"tickformat": "d"}
+
+
 def _colour(t: float) -> str:
     from plotly.colors import sample_colorscale
 
@@ -347,7 +352,7 @@ def _heatmap(curves: Sequence[TrialCurve], key: str, epochs: int, rates: Sequenc
         + ("; red: diverged" if len(traces) > 1 else ""),
     )
     layout["xaxis"] = {"title": {"text": "learning rate (log10 scale)"}, "tickvals": xt, "ticktext": xtt}
-    layout["yaxis"] = {"title": {"text": "epoch"}}
+    layout["yaxis"] = {"title": {"text": "epoch"}, **_epoch_ticks(epochs)}
     fig = go.Figure(traces, layout)
     for r in _recipe_in(lo, hi, rates):
         fig.add_shape(type="line", x0=math.log10(r), x1=math.log10(r), y0=0, y1=1, yref="paper",
@@ -429,7 +434,7 @@ def _curves_figure(curves: Sequence[TrialCurve], key: str, epochs: int, rates: S
         f"Learning curves: {name} per epoch",
         f"{n} trials, {grouping}; " + ("per epoch" if size == 1 else f"{size}-epoch means") + "; thick: the recipe's rates",
     )
-    layout["xaxis"] = {"title": {"text": "epoch"}, "range": [0.5, epochs + 0.5]}
+    layout["xaxis"] = {"title": {"text": "epoch"}, "range": [0.5, epochs + 0.5], **_epoch_ticks(epochs)}
     yaxis = {"title": {"text": f"{name} (cross-entropy, log scale)"}, "type": "log"}
     if finite.size:
         # Diverged trials reach losses of 1e3 and more; keep the view on where most trials
@@ -437,8 +442,8 @@ def _curves_figure(curves: Sequence[TrialCurve], key: str, epochs: int, rates: S
         ylo, yhi, _ = _robust_range(np.log10(finite))
         pad = max(0.05, 0.05 * (yhi - ylo))
         yaxis["range"] = [ylo - pad, yhi + pad]
-        if yhi - ylo <= 3:
-            yaxis["dtick"] = "D2"  # label 1, 2 and 5 of each decade, not every digit
+        ticks, labels = _loss_ticks(ylo - pad, yhi + pad)
+        yaxis.update(tickvals=[10 ** t for t in ticks], ticktext=labels)  # 1-2-5 labelled in full
     layout["yaxis"] = yaxis
     layout["annotations"] = annotations
     layout["legend"] = {"orientation": "h", "y": -0.18, "x": 0, "font": {"size": 10}}
