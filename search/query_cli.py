@@ -255,8 +255,8 @@ def format_rows(rows, fmt: str, row_type: type, *, single: bool = False) -> str:
         objs = [{c: _plain(getattr(r, c)) for c in columns} for r in rows]
         if single:
             return json.dumps(objs[0], indent=2, allow_nan=False)
-        # One object per line: as readable as indenting, and it keeps to json's C encoder
-        # (indent= switches to the pure-Python one, 5x slower on 10,000 trials).
+        # One object per line: a trial per line reads and greps well, and it keeps to json's
+        # C encoder (indent= switches to the pure-Python one).
         if not objs:
             return "[]"
         return "[\n" + ",\n".join(json.dumps(o, allow_nan=False) for o in objs) + "\n]"
