@@ -61,8 +61,6 @@ def is_loopback(host: str) -> bool:
 
 def _bind(host: str, port: int) -> _Server:
     """Listen on ``host:port`` now, so a port in use fails before any slow work."""
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"--port {port} is outside 0-65535: use a free port such as {DEFAULT_PORT}")
     server_class = _Server6 if ":" in host else _Server
     try:
         return server_class((host.strip("[]"), port), _QuietHandler)
@@ -115,6 +113,8 @@ def serve_dashboard(storage_flag: str | None, study: str | None = None, host: st
         StorageError: the storage cannot be reached.
     """
     out, err = out or sys.stdout, err or sys.stderr
+    if not 0 <= port <= 65535:  # before resolving storage, which may start the embedded server
+        raise ConfigError(f"--port {port} is outside 0-65535: use a free port such as {DEFAULT_PORT}")
     from storage import open_storage, resolve_storage_url, study_names
     from storage.url import mask_url
 

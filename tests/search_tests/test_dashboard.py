@@ -247,6 +247,13 @@ def test_a_port_in_use_is_a_one_line_error(ran_study):
     ]
 
 
+def test_a_port_out_of_range_fails_before_touching_the_storage(tmp_path):
+    # no --storage and no OPTUNA_STORAGE: resolving would start an embedded server here
+    r = run_cli("dashboard", "--port", "70000", env={"HPSEARCH_HOME": str(tmp_path / "home")}, timeout=60)
+    assert r.returncode == 2 and "--port 70000 is outside 0-65535" in r.stderr
+    assert not (tmp_path / "home").exists()
+
+
 def test_a_host_other_than_loopback_warns_that_there_is_no_authentication(ran_study):
     # 192.0.2.1 (TEST-NET-1) is no address of this machine: the warning comes, then the
     # bind fails, so nothing is ever exposed beyond loopback.
@@ -255,6 +262,23 @@ def test_a_host_other_than_loopback_warns_that_there_is_no_authentication(ran_st
     lines = r.stderr.strip().splitlines()
     assert "no authentication" in lines[0] and lines[0].startswith("hpsearch dashboard: warning:")
     assert lines[-1].startswith("hpsearch dashboard: error: cannot listen on --host 192.0.2.1")
+
+
+def test_hpsearch_landscape_refreshes_the_study_and_writes_a_self_contained_page(ran_study, tmp_path):
+    out = tmp_path / "page.html"
+    r = run_cli("landscape", "--study", STUDY, "--out", str(out), env={"OPTUNA_STORAGE": ran_study}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(out)
+    assert f"refreshed the landscape of study '{STUDY}'" in r.stderr and f"{TRIALS} trials, 5 figures" in r.stderr
+    page = out.read_text()
+    assert all(f'id="{fid}"' in page for fid in FIGURE_IDS)
+    assert "<script src=" not in page and "Plotly.newPlot" in page  # Plotly inlined: it opens offline
+
+    missing = run_cli("landscape", "--study", "no-such-study", "--out", str(tmp_path / "x.html"),
+                      env={"OPTUNA_STORAGE": ran_study}, timeout=120)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    assert "study 'no-such-study' is not in" in missing.stderr and repr(STUDY) in missing.stderr
+    assert not (tmp_path / "x.html").exists()
 
 
 def test_the_dashboard_serves_the_embedded_postgresql(embedded_home):
