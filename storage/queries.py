@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -259,6 +260,8 @@ def open_engine(storage=None, *, read_only: bool = True):
         kwargs = {"connect_args": {"timeout": 30}}
         if read_only:
             parsed = make_url(url)
+            if not os.path.exists(parsed.database):
+                raise StorageError(f"no SQLite file at {parsed.database!r}: check --storage (queries never create one)")
             url = parsed.set(database=f"file:{parsed.database}", query={"mode": "ro", "uri": "true"})
     engine = sqlalchemy.create_engine(url, **kwargs)
     try:
@@ -713,15 +716,13 @@ def curves(engine, study: str, numbers: Sequence[int]) -> list[CurvePoint]:
             raise TrialNotFoundError(f"study {study!r} has no trial number {', '.join(map(str, missing))}: list them with hpsearch query trials")
         ids = [r.trial_id for r in found.values()]
         steps: dict[int, dict[int, float]] = {}
-        vt = cast(_ivalues.c.intermediate_value_type, String)
-        ivalue = case(
-            (vt == "INF_POS", literal(math.inf, Float)),
-            (vt == "INF_NEG", literal(-math.inf, Float)),
-            (vt == "NAN", literal(math.nan, Float)),
-            else_=_ivalues.c.intermediate_value,
-        )
-        for tid, step, v in conn.execute(select(_ivalues.c.trial_id, _ivalues.c.step, ivalue).where(_ivalues.c.trial_id.in_(ids))):
-            steps.setdefault(int(tid), {})[int(step)] = float(v)
+        # Non-finite values are restored here, not in SQL: SQLite stores a bound NaN as NULL.
+        special = {"INF_POS": math.inf, "INF_NEG": -math.inf, "NAN": math.nan}
+        for tid, step, v, vt in conn.execute(
+            select(_ivalues.c.trial_id, _ivalues.c.step, _ivalues.c.intermediate_value, cast(_ivalues.c.intermediate_value_type, String))
+            .where(_ivalues.c.trial_id.in_(ids))
+        ):
+            steps.setdefault(int(tid), {})[int(step)] = special[vt] if vt in special else float(v)
         histories = {
             int(tid): _history(raw)
             for tid, raw in conn.execute(

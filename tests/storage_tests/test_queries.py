@@ -363,3 +363,25 @@ def test_to_frame_keeps_the_row_columns(db):
     gdf = to_frame(grid)
     assert gdf.index.name == "learning_rate" and gdf["number"].tolist() == grid.numbers
     assert isinstance(gdf, pd.DataFrame) and gdf.shape == (len(grid.numbers), len(grid.epochs) + 1)
+
+
+def test_queries_read_a_sqlite_storage_too(tmp_path):
+    # hpsearch run accepts sqlite:/// for one worker, so its studies must be queryable too.
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = open_storage(resolve_storage_url(url), heartbeat=False)
+    build_studies(storage)
+    engine = open_engine(url)
+    try:
+        for name in STUDIES:
+            assert trials(engine, name) == [_expected(t) for t in _optuna_trials(storage, name)]
+        assert best_trial(engine, MINIMIZE).value == -math.inf
+        assert math.isnan([p for p in curves(engine, MAIN, [24]) if p.epoch == max(_optuna_trials(storage, MAIN)[24].intermediate_values)][0].val_accuracy)
+        assert [r.trials for r in summary(engine, MAIN)] == [sum(t.state.name == s for t in _optuna_trials(storage, MAIN)) for s in STATES]
+        assert [r.name for r in list_studies(engine)] == sorted(STUDIES)
+    finally:
+        engine.dispose()
+        storage.engine.dispose()
+    missing = tmp_path / "missing.db"
+    with pytest.raises(StorageError, match="no SQLite file"):
+        open_engine(f"sqlite:///{missing}")
+    assert not missing.exists()
