@@ -59,6 +59,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _url_host(host: str) -> str:
+    """The host to print in the URL: "all interfaces" (0.0.0.0, ::) is no address to open."""
+    bare = host.strip("[]")
+    shown = {"0.0.0.0": DEFAULT_HOST, "::": "::1"}.get(bare, bare)
+    return f"[{shown}]" if ":" in shown else shown
+
+
 def _bind(host: str, port: int) -> _Server:
     """Listen on ``host:port`` now, so a port in use fails before any slow work."""
     server_class = _Server6 if ":" in host else _Server
@@ -142,10 +149,8 @@ def serve_dashboard(storage_flag: str | None, study: str | None = None, host: st
         import optuna_dashboard
 
         server.set_app(optuna_dashboard.wsgi(storage))
-        shown = host if is_loopback(host) or host not in ("0.0.0.0", "::") else DEFAULT_HOST
-        shown = f"[{shown.strip('[]')}]" if ":" in shown else shown
         path = "/dashboard" if study is None else f"/dashboard/studies/{storage.get_study_id_from_name(study)}"
-        print(f"optuna-dashboard on {resolved.masked}: open http://{shown}:{server.server_port}{path}", file=out, flush=True)
+        print(f"optuna-dashboard on {resolved.masked}: open http://{_url_host(host)}:{server.server_port}{path}", file=out, flush=True)
         print("press Ctrl-C to stop", file=err, flush=True)
         return _serve(server)
     finally:

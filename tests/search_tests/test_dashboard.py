@@ -235,12 +235,12 @@ def test_the_password_is_in_neither_ps_nor_the_logs_while_the_dashboard_runs(das
     assert "postgres:***@" in dashboard.logs  # the storage is shown, masked
 
 
-def test_a_port_in_use_is_a_one_line_error(ran_study):
+def test_a_port_in_use_is_a_one_line_error(local_pg_url):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = run_cli("dashboard", "--port", str(port), env={"OPTUNA_STORAGE": _with_password(ran_study)}, timeout=60)
+        r = run_cli("dashboard", "--port", str(port), env={"OPTUNA_STORAGE": _with_password(local_pg_url)}, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         f"hpsearch dashboard: error: port {port} on 127.0.0.1 is already in use: choose another with --port, or stop what serves there"
@@ -254,10 +254,20 @@ def test_a_port_out_of_range_fails_before_touching_the_storage(tmp_path):
     assert not (tmp_path / "home").exists()
 
 
-def test_a_host_other_than_loopback_warns_that_there_is_no_authentication(ran_study):
+def test_loopback_hosts_and_the_url_printed_for_each():
+    from search.dashboard import _url_host, is_loopback
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.0.2.1", "example.org"))
+    assert [_url_host(h) for h in ("127.0.0.1", "0.0.0.0", "::", "::1", "192.0.2.1")] == [
+        "127.0.0.1", "127.0.0.1", "[::1]", "[::1]", "192.0.2.1"
+    ]
+
+
+def test_a_host_other_than_loopback_warns_that_there_is_no_authentication(local_pg_url):
     # 192.0.2.1 (TEST-NET-1) is no address of this machine: the warning comes, then the
     # bind fails, so nothing is ever exposed beyond loopback.
-    r = run_cli("dashboard", "--host", "192.0.2.1", "--port", "0", env={"OPTUNA_STORAGE": ran_study}, timeout=60)
+    r = run_cli("dashboard", "--host", "192.0.2.1", "--port", "0", env={"OPTUNA_STORAGE": local_pg_url}, timeout=60)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert "no authentication" in lines[0] and lines[0].startswith("hpsearch dashboard: warning:")
