@@ -91,8 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_study(run, trials_help="finished trials the study must hold in total")
-    run.add_argument("--workers", type=_int, default=1, help="worker processes on this machine (default: 1)")
+    run.add_argument("--workers", type=_int, default=1, help="worker processes on this machine, spread over its GPUs if it has any (default: 1)")
+    run.add_argument("--max-failures", type=_int, default=3, help="a worker stops after this many failed trials in a row (default: 3)")
     _add_common(run)
+
+    launch = sub.add_parser(
+        "launch",
+        help="start and supervise workers on this machine: one per GPU, or K on the CPU",
+        description="Prepare the study, then start workers on this machine: one per GPU found by nvidia-smi (or per --gpus entry), --per-gpu K on each card, or --workers K on a machine without GPUs. Restarts workers that die unexpectedly, sweeps stale trials, forwards Ctrl-C/SIGTERM, and exits non-zero if the study could not finish.",
+        epilog="examples:\n  hpsearch launch --study lr --trials 200 --per-gpu 2\n  hpsearch launch --study lr --trials 200 --gpus 0,2\n  hpsearch launch --study lr --trials 20 --workers 4   # CPU only",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_study(launch, trials_help="finished trials the study must hold in total")
+    launch.add_argument("--gpus", metavar="IDS", help="comma-separated GPU indices to use (default: every GPU nvidia-smi lists)")
+    launch.add_argument("--per-gpu", type=_int, default=1, metavar="K", help="workers packed on each GPU (default: 1)")
+    launch.add_argument("--workers", type=_int, help="total workers (default: one per GPU times --per-gpu; 1 without GPUs)")
+    launch.add_argument("--max-restarts", type=_int, default=3, help="restarts of a worker that dies unexpectedly (default: 3)")
+    launch.add_argument("--max-failures", type=_int, default=3, help="a worker stops after this many failed trials in a row (default: 3)")
+    _add_common(launch)
 
     worker = sub.add_parser(
         "worker",
@@ -104,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study(worker, trials_help="finished trials the study must hold in total, across all workers")
     worker.add_argument("--gpu", metavar="ID", help="GPU index for this worker (sets CUDA_VISIBLE_DEVICES before TensorFlow starts)")
     worker.add_argument("--worker-index", type=_int, default=0, help=argparse.SUPPRESS)
+    worker.add_argument("--join", action="store_true", help="never create the study: wait (up to 10 minutes) until it exists, e.g. for `hpsearch init` to run first")
+    worker.add_argument("--max-failures", type=_int, default=3, help="stop after this many failed trials in a row (default: 3)")
     worker.add_argument("--quiet", action="store_true", help="no progress display")
     _add_common(worker)
 
@@ -180,12 +198,39 @@ def _quiet_libraries() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+def _open_study_waiting(storage, args, given, fingerprint, progress):
+    """``open_study``; with ``--join``, wait for another process to create the study."""
+    import time
+
+    from search.errors import StudyNotFoundError
+    from search.study import open_study
+
+    join = getattr(args, "join", False)
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    waited = False
+    while True:
+        try:
+            return open_study(storage, args.study, given, fingerprint, create=not join, worker_index=getattr(args, "worker_index", 0))
+        except StudyNotFoundError:
+            if time.monotonic() > deadline:
+                raise StudyNotFoundError(
+                    f"study {args.study!r} did not appear within {JOIN_TIMEOUT_S} s: run `hpsearch init --study {args.study}` first, or drop --join to let this worker create it"
+                ) from None
+            if not waited:
+                progress.message(f"waiting for study {args.study!r} to be created (hpsearch init)")
+                waited = True
+            time.sleep(2)
+
+
+JOIN_TIMEOUT_S = 600
+
+
 def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
     from search.config import env
     from search.data import load_dataset, read_mnist_cached
     from search.errors import ConfigError
     from search.progress import Progress
-    from search.study import dumps, format_summary, open_study, summarize
+    from search.study import dumps, format_summary, summarize
     from search.worker import run_worker
     from storage import home_dir, open_storage, resolve_storage_url
 
@@ -194,27 +239,52 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
     if args.trials < 1:
         raise ConfigError(f"--trials must be a whole number of at least 1, got {args.trials}")
     workers = getattr(args, "workers", 1)
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be a whole number of at least 1, got {workers}")
+    for flag in ("max_failures", "max_restarts", "per_gpu"):
+        value = getattr(args, flag, None)
+        if value is not None and value < (0 if flag == "max_restarts" else 1):
+            raise ConfigError(f"--{flag.replace('_', '-')} must be a whole number of at least {0 if flag == 'max_restarts' else 1}, got {value}")
     if not args.study.strip():
         raise ConfigError("--study is empty: give the study a name")
+    slots = None
+    if args.command == "launch" or (args.command == "run" and workers > 1):
+        from search.launch import check_gpu, detect_gpus, plan_slots
+
+        gpus = None
+        if getattr(args, "gpus", None):
+            gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+            for g in gpus:
+                check_gpu(g)
+        else:
+            gpus = [index for index, _ in (detect_gpus() or [])]
+        per_gpu = getattr(args, "per_gpu", 1)
+        slots = plan_slots(workers=workers, gpus=gpus, per_gpu=per_gpu)
     if getattr(args, "gpu", None) is not None:
+        from search.launch import check_gpu
+
+        check_gpu(str(args.gpu))
+        # before TensorFlow is imported: this process sees only its GPU
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
     if args.storage is None and os.environ.get("OPTUNA_STORAGE") is None:
         resolved = None  # the embedded server starts only after the data checked out
     else:
         resolved = resolve_storage_url(args.storage)
-        if resolved.is_sqlite and workers > 1:
+        if resolved.is_sqlite and slots is not None and len(slots) > 1:
             raise ConfigError("SQLite serves one worker only: use --workers 1, or a PostgreSQL --storage for several workers")
     _quiet_libraries()
     data_path = args.data if args.data is not None else env("HPSEARCH_DATA")
     raw = read_mnist_cached(data_path)
     if resolved is None:
         resolved = resolve_storage_url(None)
+    if getattr(args, "gpu", None) is not None:
+        from search.worker import configure_backend
+
+        configure_backend(require_gpu=str(args.gpu))  # before the study is touched
     storage = open_storage(resolved)
-    study, config, created = open_study(storage, args.study, given, raw.fingerprint(), worker_index=getattr(args, "worker_index", 0))
     quiet = getattr(args, "quiet", False)
     progress = Progress(args.trials, enabled=not quiet)
+    study, config, created = _open_study_waiting(storage, args, given, raw.fingerprint(), progress)
     if not train:
         info = {"study": args.study, "created": created, "storage": resolved.masked, "config": config.to_dict()}
         print(json.dumps(info, indent=2) if args.format == "json" else f"study {args.study!r} {'created' if created else 'exists'} on {resolved.masked}")
@@ -224,13 +294,18 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
         f"({config.epochs} epochs, batch {config.batch_size}, train size {config.train_size or 'all'}, validation {config.validation}, pruner {config.pruner})"
     )
     try:
-        if launcher and workers > 1:
+        if launcher and slots is not None and (len(slots) > 1 or args.command == "launch"):
             from search.launch import launch_workers
 
-            launch_workers(study, storage, resolved.url, args.trials, workers, data=data_path, log_dir=home_dir() / "logs", progress=progress)
+            launch_workers(
+                study, storage, resolved.url, args.trials, slots, data=data_path, log_dir=home_dir() / "logs",
+                progress=progress, epochs=config.epochs, max_restarts=getattr(args, "max_restarts", 3),
+                worker_args=["--max-failures", str(args.max_failures)],
+            )
         else:
             dataset = load_dataset(data_path, train_size=config.train_size, validation=config.validation)
-            run_worker(study, storage, config, dataset, args.trials, progress=progress)
+            run_worker(study, storage, config, dataset, args.trials, progress=progress,
+                       max_consecutive_failures=args.max_failures, gpu=getattr(args, "gpu", None))
     finally:
         progress.close()
     summary = summarize(study, storage, config, args.trials)
@@ -271,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         from storage.url import scrub
 
         try:
-            if args.command == "run":
+            if args.command in ("run", "launch"):
                 return _cmd_study(args, launcher=True)
             if args.command == "worker":
                 return _cmd_study(args, launcher=False)

@@ -51,12 +51,23 @@ class TrialEnvironmentError(HpsearchError):
 
 
 class WorkerFatalError(HpsearchError):
-    """The worker cannot run any trial (too many failures in a row, say)."""
+    """The worker cannot run any trial (too many failures in a row, say).
 
-    exit_code = 1
+    Exit code 3, so a launcher tells it from a crash (1) and does not restart it.
+    """
+
+    exit_code = 3
 
 
 class WorkerInterrupted(HpsearchError):
-    """The worker got SIGINT or SIGTERM; the running trial was closed and the worker exits."""
+    """The worker got SIGINT or SIGTERM; the running trial was closed and the worker exits.
+
+    Exit code 128 + the signal's number, as a shell reports it: 130 for SIGINT, 143 for SIGTERM.
+    """
 
     exit_code = 130
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        if "SIGTERM" in message:
+            self.exit_code = 143

@@ -20,7 +20,7 @@ from typing import Callable
 
 from search.config import StudyConfig
 from search.data import Dataset
-from search.errors import TrialEnvironmentError
+from search.errors import TrialConfigError, TrialEnvironmentError
 from search.pruning import EpochMonitor
 from search.space import suggest
 
@@ -69,6 +69,10 @@ def runtime_info() -> dict:
     return info
 
 
+def _direct(fn, *args, what: str, **kwargs):
+    return fn(*args, **kwargs)
+
+
 def _keras_callback(monitor: EpochMonitor):
     import keras
 
@@ -105,10 +109,14 @@ class Objective:
         >>> study.optimize(Objective(StudyConfig(epochs=3), load_dataset(None, train_size=3000, validation="holdout")), n_trials=3)
     """
 
-    def __init__(self, config: StudyConfig, dataset: Dataset, on_epoch: Callable[[int, int, dict], None] | None = None):
+    def __init__(self, config: StudyConfig, dataset: Dataset, on_epoch: Callable[[int, int, dict], None] | None = None,
+                 call: Callable | None = None):
         self.config = config
         self.dataset = dataset
         self.on_epoch = on_epoch
+        # ``call(fn, *args, what=...)`` runs a storage call; workers pass one that retries
+        # while the database is unreachable.
+        self.call = call or _direct
 
     def __call__(self, trial) -> float:
         import keras
@@ -117,9 +125,10 @@ class Objective:
         from search.model import build_model, clear_session
 
         cfg, ds = self.config, self.dataset
-        lr = suggest(trial, cfg)
+        call = self.call
+        lr = call(suggest, trial, cfg, what="sampling a learning rate")
         for key, value in runtime_info().items():
-            trial.set_user_attr(key, value)
+            call(trial.set_user_attr, key, value, what="recording where the trial runs")
 
         clear_session()
         if cfg.seed is not None:
@@ -127,7 +136,7 @@ class Objective:
         hook = None
         if self.on_epoch is not None:
             hook = functools.partial(self.on_epoch, trial.number)
-        monitor = EpochMonitor(trial, on_epoch=hook)
+        monitor = EpochMonitor(trial, on_epoch=hook, call=call)
         started = time.perf_counter()
         try:
             model = build_model(lr, hidden_units=cfg.hidden_units)
@@ -143,9 +152,16 @@ class Objective:
             )
             test_loss, test_accuracy = model.evaluate(ds.x_test, ds.y_test, batch_size=max(cfg.batch_size, 1024), verbose=0)
         except Exception as e:
-            self._record(trial, monitor, None, time.perf_counter() - started)
+            try:
+                self._record(trial, monitor, None, time.perf_counter() - started)
+            except Exception:
+                pass  # the original error matters more than a history we could not save
             if _is_out_of_memory(e):
                 raise TrialEnvironmentError(f"trial {trial.number} ran out of device memory at batch size {cfg.batch_size}") from e
+            if isinstance(e, (ValueError, TypeError)):
+                # Keras raises these for shapes and settings that no retry will fix.
+                detail = " ".join(str(e).split())[:300]
+                raise TrialConfigError(f"trial {trial.number} cannot train: {type(e).__name__}: {detail}") from e
             raise
         finally:
             model = None
@@ -157,17 +173,20 @@ class Objective:
             raise optuna.TrialPruned(f"no finite val_accuracy in {monitor.epochs_run} epochs")
         return monitor.best_value
 
-    @staticmethod
-    def _record(trial, monitor: EpochMonitor, test_accuracy, seconds: float) -> None:
+    def _record(self, trial, monitor: EpochMonitor, test_accuracy, seconds: float) -> None:
         import math
 
-        trial.set_user_attr("history", monitor.history)
-        trial.set_user_attr("epochs_run", monitor.epochs_run)
-        trial.set_user_attr("best_epoch", monitor.best_epoch)
         ta = float(test_accuracy) if test_accuracy is not None and math.isfinite(test_accuracy) else None
-        trial.set_user_attr("test_accuracy", ta)
-        trial.set_user_attr("train_seconds", round(seconds, 3))
-        trial.set_user_attr("epoch_seconds", monitor.epoch_seconds)
-        trial.set_user_attr("stop_reason", monitor.stop_reason or ("completed" if test_accuracy is not None else "error"))
+        attrs = {
+            "history": monitor.history,
+            "epochs_run": monitor.epochs_run,
+            "best_epoch": monitor.best_epoch,
+            "test_accuracy": ta,
+            "train_seconds": round(seconds, 3),
+            "epoch_seconds": monitor.epoch_seconds,
+            "stop_reason": monitor.stop_reason or ("completed" if test_accuracy is not None else "error"),
+        }
         if monitor.detail:
-            trial.set_user_attr("stop_detail", monitor.detail)
+            attrs["stop_detail"] = monitor.detail
+        for key, value in attrs.items():
+            self.call(trial.set_user_attr, key, value, what=f"recording trial {trial.number}")

@@ -49,6 +49,12 @@ class Progress:
     def message(self, text: str) -> None:
         self._write(text, transient=False)
 
+    def status(self, text: str, *, transient: bool) -> None:
+        """A status line: redrawn in place on a terminal when ``transient``, else a new line."""
+        if transient and not self.tty:
+            return
+        self._write(text, transient=transient and self.tty)
+
     def epoch(self, number: int, lr: float, epoch: int, epochs: int, logs: dict) -> None:
         now = time.monotonic()
         min_gap = 0.2 if self.tty else self.interval

@@ -64,11 +64,14 @@ class EpochMonitor:
     Args:
         trial: the ``optuna.Trial`` to report to.
         on_epoch: optional hook called with ``(epoch, logs)`` for progress display.
+        call: optional ``call(fn, *args, what=...)`` wrapper for storage calls (workers retry
+            them while the database is unreachable).
     """
 
-    def __init__(self, trial, on_epoch: Callable[[int, dict], None] | None = None):
+    def __init__(self, trial, on_epoch: Callable[[int, dict], None] | None = None, call: Callable | None = None):
         self.trial = trial
         self.on_epoch = on_epoch
+        self._call = call or (lambda fn, *args, what, **kw: fn(*args, **kw))
         self.history: dict[str, list[float | None]] = {k: [] for k in HISTORY_KEYS}
         self.best_value: float | None = None
         self.best_epoch: int | None = None
@@ -99,7 +102,7 @@ class EpochMonitor:
             self.history[key].append(_finite(logs.get(key)))
         value = _finite(logs[MONITOR])
         if value is not None:
-            self.trial.report(value, step=epoch)
+            self._call(self.trial.report, value, step=epoch, what=f"reporting epoch {epoch}")
             if self.best_value is None or value > self.best_value:
                 self.best_value, self.best_epoch = value, epoch
         if self.on_epoch is not None:
@@ -108,7 +111,7 @@ class EpochMonitor:
             self.stop_reason = "diverged"
             self.detail = f"non-finite training loss ({logs.get('loss')}) at epoch {epoch}"
             return True
-        if self.trial.should_prune():
+        if self._call(self.trial.should_prune, what=f"asking the pruner at epoch {epoch}"):
             self.stop_reason = "pruned"
             self.detail = f"pruned at epoch {epoch}, {MONITOR} {value:.4f}" if value is not None else f"pruned at epoch {epoch}"
             return True

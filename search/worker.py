@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from search.config import StudyConfig
 from search.errors import (
+    ConfigError,
     HpsearchError,
     TrialConfigError,
     TrialEnvironmentError,
@@ -33,7 +34,7 @@ from search.errors import (
 )
 from search.progress import Progress
 from search.space import PARAM
-from storage import state_counts, study_lock
+from storage import retrying, state_counts, study_lock
 
 __all__ = ["WorkerResult", "run_worker", "MAX_CONSECUTIVE_FAILURES", "MAX_ATTEMPTS"]
 
@@ -53,10 +54,14 @@ class WorkerResult:
 
 
 class _Heartbeat:
-    """Record a trial's heartbeat every ``interval`` seconds from a daemon thread."""
+    """Record a trial's heartbeat every interval from a daemon thread, and sweep stale trials.
 
-    def __init__(self, storage, trial_id: int):
-        self.storage, self.trial_id = storage, trial_id
+    Each beat also fails the trials of workers that died (see :func:`sweep_stale`), so dead
+    workers' slots are freed even when no worker is asking for a new trial.
+    """
+
+    def __init__(self, storage, trial_id: int, sweep=None):
+        self.storage, self.trial_id, self.sweep = storage, trial_id, sweep
         self.interval = storage.get_heartbeat_interval()
         self._stop = threading.Event()
         self._thread = None
@@ -77,6 +82,11 @@ class _Heartbeat:
     def _run(self):
         while not self._stop.wait(self.interval):
             self._beat()
+            if self.sweep is not None:
+                try:
+                    self.sweep()
+                except Exception as e:
+                    log.warning("sweeping stale trials failed: %s", type(e).__name__)
 
     def __exit__(self, *exc):
         self._stop.set()
@@ -157,7 +167,7 @@ def _native_stderr_captured():
             os.close(saved)
 
 
-def configure_backend() -> None:
+def configure_backend(require_gpu: str | None = None) -> None:
     """Start the Keras backend quietly; let several workers share one GPU.
 
     Neither TensorFlow nor JAX may grab the GPU's memory up front, or a second worker on the
@@ -167,17 +177,24 @@ def configure_backend() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # JAX's counterpart of memory growth: by default each process takes 75% of the card.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    missing = False
     with _native_stderr_captured():
         import keras
 
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
-            for gpu in tf.config.list_physical_devices("GPU"):
+            gpus = tf.config.list_physical_devices("GPU")
+            for gpu in gpus:
                 try:
                     tf.config.experimental.set_memory_growth(gpu, True)
                 except RuntimeError:  # already initialised in this process
                     pass
+            missing = require_gpu is not None and not gpus
+    if missing:  # raised outside the capture: TensorFlow's start-up chatter is not the story
+        raise ConfigError(
+            f"--gpu {require_gpu}: TensorFlow sees no GPU there (no such GPU, or no CUDA libraries): check `nvidia-smi -L`, install hpsearch[cuda], or drop --gpu"
+        )
 
 
 def _finished(counts: dict) -> int:
@@ -192,18 +209,62 @@ def _best(study):
     return (t.value, t.params.get(PARAM))
 
 
-def _claim(study, storage, target: int):
-    """Under the study's slot lock: a new trial, or None when all slots are taken/finished."""
+def sweep_stale(study, storage) -> int:
+    """Fail the RUNNING trials of dead workers; return how many were failed.
+
+    Two kinds: trials whose heartbeat is older than the grace period (Optuna's
+    ``fail_stale_trials``, whose callback re-enqueues their parameters), and trials that never
+    got a heartbeat at all and started longer ago than the grace period (a worker that died
+    between claiming a trial and its first heartbeat).
+    """
+    import datetime
+
     import optuna
 
+    from storage import running_without_heartbeat
+
+    before = state_counts(storage.engine, study._study_id)["FAIL"]
+    optuna.storages.fail_stale_trials(study)  # a no-op when heartbeats are off
+    grace = getattr(storage, "grace_period", None)
+    if grace and storage.get_heartbeat_interval():
+        cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace)
+        for trial_id in running_without_heartbeat(storage.engine, study._study_id, cutoff):
+            try:
+                storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
+    return state_counts(storage.engine, study._study_id)["FAIL"] - before
+
+
+def _claim(study, storage, target: int):
+    """Under the study's slot lock: a new trial, or None when all slots are taken/finished."""
     with study_lock(storage, study.study_name, "slots"):
-        optuna.storages.fail_stale_trials(study)  # a no-op when heartbeats are off
+        sweep_stale(study, storage)
         counts = state_counts(storage.engine, study._study_id)
         if _finished(counts) >= target:
             return counts, None
         if _finished(counts) + counts["RUNNING"] >= target:
             return counts, None
         return counts, study.ask()
+
+
+def _tell(study, trial, call, *, value=None, state=None) -> str:
+    """Tell the trial's result, retrying while the database is away.
+
+    If the database stayed away past the grace period, a sweep may already have failed (and
+    re-enqueued) the trial; its result is then dropped rather than counted twice.
+    """
+    import optuna
+
+    try:
+        if state is None:
+            call(study.tell, trial, value, what=f"telling the result of trial {trial.number}")
+            return "complete"
+        call(study.tell, trial, state=state, what=f"telling the result of trial {trial.number}")
+        return "pruned"
+    except optuna.exceptions.UpdateFinishedTrialError:
+        log.warning("trial %s was failed by a stale-trial sweep while its result was on the way; it is retried", trial.number)
+        return "lost"
 
 
 def _retry(study, trial, reason: str) -> None:
@@ -220,12 +281,18 @@ def _retry(study, trial, reason: str) -> None:
 def _fail(study, trial, reason: str, *, retry: bool) -> None:
     import optuna
 
-    try:
+    def record():
         trial.set_user_attr("fail_reason", reason[:500])
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        try:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return  # a sweep already failed it (and re-enqueued it)
         if retry:
             _retry(study, trial, reason[:200])
-    except Exception as e:  # the database may be what failed; the heartbeat reaper cleans up
+
+    try:
+        retrying(record, what=f"recording the failure of trial {trial.number}", log=log)
+    except Exception as e:  # the database stayed away; the stale-trial sweep cleans up
         log.warning("could not record the failure of trial %s: %s", trial.number, type(e).__name__)
 
 
@@ -246,7 +313,8 @@ def _refresh_landscape(study, storage, *, force: bool) -> None:
 
 
 def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, progress: Progress | None = None,
-               max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES, poll: float = POLL_SECONDS) -> WorkerResult:
+               max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES, poll: float = POLL_SECONDS,
+               gpu: str | None = None) -> WorkerResult:
     """Run trials of ``study`` until it holds ``target`` finished trials in total.
 
     Args:
@@ -256,6 +324,8 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
         dataset: the preprocessed data, loaded once for this process.
         target: finished (complete + pruned) trials the study must hold.
         progress: where to show progress; None shows none.
+        max_consecutive_failures: stop after this many failed trials in a row.
+        gpu: the ``--gpu`` index this worker was given; it refuses to train without a GPU.
 
     Raises:
         WorkerInterrupted: SIGINT/SIGTERM; the running trial was closed as FAIL and re-enqueued.
@@ -265,22 +335,28 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
 
     from search.objective import Objective
 
-    configure_backend()
+    configure_backend(require_gpu=gpu)
     progress = progress or Progress(target, enabled=False)
     current = {"lr": None}
 
     def on_epoch(number, epoch, logs):
         progress.epoch(number, current["lr"] or 0.0, epoch, config.epochs, logs)
 
-    objective = Objective(config, dataset, on_epoch=on_epoch)
+    def call(fn, *args, what: str, **kwargs):
+        return retrying(fn, *args, what=what, log=log, **kwargs)
+
+    def sweep():
+        sweep_stale(study, storage)
+
+    objective = Objective(config, dataset, on_epoch=on_epoch, call=call)
     trials_run = 0
     consecutive_failures = 0
     waited = False
     with _Signals() as signals:
         while True:
             signals.check()
-            counts, trial = _claim(study, storage, target)
-            progress.set_study(_finished(counts), _best(study))
+            counts, trial = call(_claim, study, storage, target, what="claiming a trial")
+            progress.set_study(_finished(counts), call(_best, study, what="reading the best trial"))
             if trial is None:
                 if _finished(counts) >= target:
                     return WorkerResult(trials_run, _finished(counts), target)
@@ -293,21 +369,19 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
             trials_run += 1
             current["lr"] = None
             try:
-                with _Heartbeat(storage, trial._trial_id), signals.interruptible():
+                with _Heartbeat(storage, trial._trial_id, sweep=sweep), signals.interruptible():
                     current["lr"] = trial.params.get(PARAM) if PARAM in trial.params else None
                     if current["lr"] is None:
                         # enqueued params become visible on the first suggest; sample now for progress
                         from search.space import suggest
 
-                        current["lr"] = suggest(trial, config)
+                        current["lr"] = call(suggest, trial, config, what="sampling a learning rate")
                     value = objective(trial)
-                study.tell(trial, value)
+                state, shown = _tell(study, trial, call, value=value), value
                 consecutive_failures = 0
-                state, shown = "complete", value
             except optuna.TrialPruned:
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                state, shown = _tell(study, trial, call, state=optuna.trial.TrialState.PRUNED), None
                 consecutive_failures = 0
-                state, shown = "pruned", None
             except WorkerInterrupted as e:
                 _fail(study, trial, str(e), retry=True)
                 raise
@@ -329,15 +403,15 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
                 log.exception("trial %s failed", trial.number)
                 consecutive_failures += 1
                 state, shown = "failed", None
-            frozen = storage.get_trial(trial._trial_id)
+            frozen = call(storage.get_trial, trial._trial_id, what="reading the trial back")
             if state == "pruned":
                 shown = frozen.value
-            progress.set_study(progress.done + (state != "failed"), _best(study))
+            progress.set_study(progress.done + (state in ("complete", "pruned")), call(_best, study, what="reading the best trial"))
             progress.trial_done(
                 trial.number, current["lr"], state, shown, frozen.user_attrs.get("epochs_run"),
                 frozen.user_attrs.get("stop_detail") or frozen.user_attrs.get("fail_reason"),
             )
-            if state != "failed":
+            if state in ("complete", "pruned"):
                 _refresh_landscape(study, storage, force=progress.done >= target)
             if consecutive_failures >= max_consecutive_failures:
                 raise WorkerFatalError(

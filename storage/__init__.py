@@ -6,7 +6,7 @@ read-only queries. Never imports TensorFlow or Keras.
 """
 
 from storage.embedded import embedded_status, embedded_url, home_dir, stop_embedded
-from storage.engine import open_storage, study_lock
+from storage.engine import heartbeat_settings, open_storage, retrying, study_lock
 from storage.errors import HpsearchError, StorageConfigError, StorageError, StudyNotFoundError, TrialNotFoundError
 from storage.queries import (
     CurvePoint,
@@ -20,6 +20,7 @@ from storage.queries import (
     landscape,
     list_studies,
     open_engine,
+    running_without_heartbeat,
     state_counts,
     study_names,
     summary,
@@ -46,6 +47,7 @@ __all__ = [
     "curves",
     "embedded_status",
     "embedded_url",
+    "heartbeat_settings",
     "home_dir",
     "landscape",
     "list_studies",
@@ -53,6 +55,8 @@ __all__ = [
     "open_engine",
     "open_storage",
     "resolve_storage_url",
+    "retrying",
+    "running_without_heartbeat",
     "state_counts",
     "stop_embedded",
     "study_lock",

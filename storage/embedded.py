@@ -127,6 +127,8 @@ def embedded_url(home: str | os.PathLike | None = None) -> str:
         info = _running_info(pgdata)
         if info is None:
             pgs = _pgserver()
+            # pgserver caches a handle per data directory; after a stop it is stale.
+            pgs.PostgresServer._instances.pop(pgdata.resolve(), None)
             try:
                 # cleanup_mode=None: the server outlives this process so later commands and
                 # optuna-dashboard reuse it; `hpsearch db stop` stops it.

@@ -10,26 +10,105 @@ translate driver errors into one-line :class:`StorageError` messages with the pa
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 
-from storage.errors import StorageError
+from storage.errors import StorageConfigError, StorageError
 from storage.url import ResolvedStorage, scrub
 
-__all__ = ["open_storage", "study_lock", "connect_error", "CONNECT_TIMEOUT_S", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S"]
+__all__ = ["open_storage", "study_lock", "retrying", "heartbeat_settings", "connect_error", "CONNECT_TIMEOUT_S", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S"]
 
 #: Seconds to wait for a database that does not answer before giving up.
 CONNECT_TIMEOUT_S = 5
 #: A running trial writes a heartbeat this often; a trial whose heartbeat is older than the
 #: grace period is taken for dead (its worker crashed) and failed, freeing its slot.
+#: ``HPSEARCH_HEARTBEAT_S`` and ``HPSEARCH_GRACE_S`` override them (tests use seconds).
 HEARTBEAT_INTERVAL_S = 30
 GRACE_PERIOD_S = 120
+#: How long storage calls are retried (with back-off) while the database is unreachable,
+#: before the worker gives up; ``HPSEARCH_DB_RETRY_S`` overrides it.
+DB_RETRY_S = 60.0
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise StorageConfigError(f"{name}={raw!r} is not a number of seconds: set it to a positive number or unset it") from None
+    if not value > 0:
+        raise StorageConfigError(f"{name}={raw!r} must be a positive number of seconds")
+    return value
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """The heartbeat interval and grace period in seconds, from the environment or defaults."""
+    interval = int(_env_number("HPSEARCH_HEARTBEAT_S", HEARTBEAT_INTERVAL_S))
+    grace = int(_env_number("HPSEARCH_GRACE_S", GRACE_PERIOD_S))
+    if grace <= interval:
+        raise StorageConfigError(
+            f"HPSEARCH_GRACE_S ({grace}) must exceed HPSEARCH_HEARTBEAT_S ({interval}), or live workers' trials are failed"
+        )
+    return max(1, interval), grace
+
+
+def _transient(exc: BaseException) -> bool:
+    """Is ``exc`` a lost or refused connection (worth retrying), not a bad statement?"""
+    import optuna
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, optuna.exceptions.StorageInternalError):
+        exc = exc.__cause__ or exc
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+def retrying(fn, *args, what: str, limit_s: float | None = None, log=None, **kwargs):
+    """Call ``fn(*args, **kwargs)``, retrying with back-off while the database is unreachable.
+
+    Waits 0.5 s, 1 s, 2 s ... (at most 8 s) between tries, for ``limit_s`` seconds in all
+    (default ``HPSEARCH_DB_RETRY_S`` or 60). A statement the database rejects is not retried.
+
+    Raises:
+        StorageError: the database stayed unreachable for ``limit_s`` seconds.
+    """
+    import time
+
+    limit = limit_s if limit_s is not None else _env_number("HPSEARCH_DB_RETRY_S", DB_RETRY_S)
+    deadline = time.monotonic() + limit
+    delay = 0.5
+    warned = False
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if not _transient(e):
+                raise
+            if time.monotonic() + delay > deadline:
+                cause = e.__cause__ if e.__cause__ is not None else e
+                detail = " ".join(str(getattr(cause, "orig", cause)).split())[:160]
+                raise StorageError(
+                    f"the database did not answer for {limit:g} s while {what} ({detail}): check the server and rerun; finished trials are kept (HPSEARCH_DB_RETRY_S sets the wait)"
+                ) from None
+            if log is not None and not warned:
+                log.warning("database unreachable while %s; retrying for up to %g s", what, limit)
+                warned = True
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
 
 
 def _engine_kwargs(resolved: ResolvedStorage) -> dict:
     if resolved.is_postgresql:
+        # At most 2 connections per process: the main thread's, and the heartbeat thread's
+        # while a trial trains (or the advisory lock's while a trial is claimed). A third
+        # caller waits for one instead of opening more (optuna#1347).
         return {
             "pool_size": 2,
-            "max_overflow": 3,
+            "max_overflow": 0,
+            "pool_timeout": 60,
             "pool_pre_ping": True,
             "pool_recycle": 1800,
             "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "hpsearch"},
@@ -107,9 +186,10 @@ def _make_rdb(resolved: ResolvedStorage, kwargs: dict, heartbeat: bool):
                 # A trial whose worker died is failed once its heartbeat is stale, and its
                 # parameters are enqueued again (at most twice), so a crash costs time, not
                 # a learning rate.
+                interval, grace = heartbeat_settings()
                 hb = {
-                    "heartbeat_interval": HEARTBEAT_INTERVAL_S,
-                    "grace_period": GRACE_PERIOD_S,
+                    "heartbeat_interval": interval,
+                    "grace_period": grace,
                     "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
                 }
             return optuna.storages.RDBStorage(resolved.url, engine_kwargs=kwargs, **hb)

@@ -53,6 +53,7 @@ __all__ = [
     "landscape",
     "list_studies",
     "open_engine",
+    "running_without_heartbeat",
     "state_counts",
     "study_names",
     "summary",
@@ -430,6 +431,26 @@ def state_counts(engine, study_id: int) -> dict[str, int]:
         for state, n in rows:
             counts[str(state)] = int(n)
     return counts
+
+
+def running_without_heartbeat(engine, study_id: int, started_before) -> list[int]:
+    """Ids of RUNNING trials that never recorded a heartbeat and started before the cutoff.
+
+    Such a trial belongs to a worker that died between claiming it and its first heartbeat
+    (or to a claim whose acknowledgement was lost with the connection); Optuna's stale-trial
+    check, which looks at heartbeats only, never finds it. ``started_before`` is a naive local
+    datetime, as Optuna writes ``datetime_start``.
+    """
+    with _engine(engine).connect() as conn:
+        rows = conn.execute(
+            sqlalchemy.text(
+                "SELECT t.trial_id FROM trials t WHERE t.study_id = :sid AND t.state = 'RUNNING' "
+                "AND t.datetime_start < :cutoff "
+                "AND NOT EXISTS (SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)"
+            ),
+            {"sid": study_id, "cutoff": started_before},
+        )
+        return [int(r[0]) for r in rows]
 
 
 # --- trials -----------------------------------------------------------------------------
