@@ -63,6 +63,7 @@ def _add_study(p: argparse.ArgumentParser, *, trials_help: str) -> None:
     g.add_argument("--lr-min", type=_positive_float, help="lowest learning rate sampled (default: 1e-5)")
     g.add_argument("--lr-max", type=_positive_float, help="highest learning rate sampled (default: 1.0)")
     g.add_argument("--pruner", help="median (default), hyperband or none")
+    g.add_argument("--sampler", help="tpe (default) or random (a baseline)")
     g.add_argument("--seed", type=_int, help="seed of the sampler and of the weights (default: none)")
 
 
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
             examples:
               hpsearch run --data mnist.npz --trials 6 --epochs 3 --train-size 3000
               hpsearch worker --study mnist-learning-rate --storage postgresql+psycopg2://user@db/hpsearch
-              optuna-dashboard "$(hpsearch db url)"
+              hpsearch dashboard --study mnist-learning-rate
             """
         ),
     )
@@ -178,12 +179,16 @@ def _check_given(given: dict) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive finite number, got {v}")
 
 
-def _dashboard_hint(resolved) -> str:
-    if resolved.source == "embedded":
-        return 'optuna-dashboard "$(hpsearch db url)"'
-    if resolved.source == "OPTUNA_STORAGE":
-        return 'optuna-dashboard "$OPTUNA_STORAGE"'
-    return f"optuna-dashboard '{resolved.masked}'" + (" (put your password in place of ***)" if "***" in resolved.masked else "")
+def _dashboard_hint(resolved, study: str) -> str:
+    """The command that opens the dashboard on this study; never with a password in it."""
+    import shlex
+
+    cmd = f"hpsearch dashboard --study {shlex.quote(study)}"
+    if resolved.source == "--storage":
+        if "***" in resolved.masked:
+            return f"OPTUNA_STORAGE=<your storage URL> {cmd}"
+        return f"{cmd} --storage {shlex.quote(resolved.url)}"
+    return cmd
 
 
 def _quiet_libraries() -> None:
@@ -313,7 +318,7 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
     if args.format == "json":
         print(dumps(summary))
     else:
-        print(format_summary(summary, _dashboard_hint(resolved)))
+        print(format_summary(summary, _dashboard_hint(resolved, args.study)))
     return 0
 
 
@@ -325,8 +330,12 @@ def _cmd_db(args) -> int:
 
         return run_views(args)
     if args.db_command in ("url", "start"):
+        was_running = embedded_status()["running"]
         url = embedded_url()
-        print(url if args.db_command == "url" else f"embedded PostgreSQL running: {url}")
+        if args.db_command == "url":
+            print(url)
+        else:
+            print(f"embedded PostgreSQL {'already running' if was_running else 'started'}: {url}")
     elif args.db_command == "stop":
         print("embedded PostgreSQL stopped" if stop_embedded() else "embedded PostgreSQL was not running")
     else:

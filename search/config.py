@@ -25,6 +25,7 @@ RECIPE_RATES: tuple[float, ...] = (0.1, 0.01, 0.0001)
 DEFAULT_STUDY = "mnist-learning-rate"
 DEFAULT_TRIALS = 20
 PRUNERS = ("median", "hyperband", "none")
+SAMPLERS = ("tpe", "random")
 VALIDATIONS = ("holdout", "test")
 #: Size of the hold-out: the last 10,000 training images, as large as MNIST's test set.
 HOLDOUT_SIZE = 10_000
@@ -38,6 +39,9 @@ ENV_VARS: dict[str, str] = {
     "HPSEARCH_DATA": "MNIST file or IDX directory used when --data is not given",
     "KERAS_BACKEND": "Keras backend: tensorflow (default), jax or torch",
     "CUDA_VISIBLE_DEVICES": "GPUs a worker may use; set by `--gpu`",
+    "HPSEARCH_DB_RETRY_S": "seconds a worker retries storage calls while the database is unreachable, then gives up (default 60)",
+    "HPSEARCH_HEARTBEAT_S": "seconds between a running trial's heartbeats (default 30)",
+    "HPSEARCH_GRACE_S": "seconds without a heartbeat after which a trial's worker is taken for dead (default 120)",
 }
 
 
@@ -62,6 +66,7 @@ class StudyConfig:
     lr_min: float = 1e-5
     lr_max: float = 1.0
     pruner: str = "median"
+    sampler: str = "tpe"
     seed: int | None = None
     hidden_units: int = 1000
     data_fingerprint: str | None = field(default=None, compare=False)
@@ -82,6 +87,8 @@ class StudyConfig:
             raise ConfigError(f"--validation {self.validation!r} is unknown: use one of {', '.join(VALIDATIONS)}")
         if self.pruner not in PRUNERS:
             raise ConfigError(f"--pruner {self.pruner!r} is unknown: use one of {', '.join(PRUNERS)}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"--sampler {self.sampler!r} is unknown: use one of {', '.join(SAMPLERS)}")
         for name, value in (("--lr-min", self.lr_min), ("--lr-max", self.lr_max)):
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be a positive finite number, got {value}: the learning rate is sampled on a log scale")
@@ -113,6 +120,7 @@ STUDY_FLAGS: dict[str, str] = {
     "lr_min": "--lr-min",
     "lr_max": "--lr-max",
     "pruner": "--pruner",
+    "sampler": "--sampler",
     "seed": "--seed",
 }
 

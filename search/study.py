@@ -22,20 +22,24 @@ CONFIG_ATTR = "hpsearch_config"
 
 
 def make_sampler(config: StudyConfig, worker_index: int = 0):
-    """TPE with every setting written out: Optuna 5 changed several defaults.
+    """The study's sampler: TPE with every setting written out (Optuna 5 changed several
+    defaults), or ``random`` as a baseline.
 
     ``constant_liar`` makes concurrent workers avoid sampling where running trials already
     are; each worker offsets the seed by its index so seeded workers do not sample in lockstep.
     """
     import optuna
 
+    seed = None if config.seed is None else config.seed + worker_index
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(
         n_startup_trials=10,
         n_ei_candidates=24,
         multivariate=True,
         group=False,
         constant_liar=True,
-        seed=None if config.seed is None else config.seed + worker_index,
+        seed=seed,
     )
 
 

@@ -45,7 +45,7 @@ def _run_twice(extra_args, env, url):
     first = run_cli("run", *SMALL, *extra_args, env=env)
     assert first.returncode == 0, first.stderr
     assert "study mnist-learning-rate: 6/6 trials finished" in first.stdout
-    assert "recipe rate 0.01" in first.stdout and "dashboard: optuna-dashboard" in first.stdout
+    assert "recipe rate 0.01" in first.stdout and "dashboard: hpsearch dashboard --study mnist-learning-rate" in first.stdout
     assert "Traceback" not in first.stderr
     study = _load(url)
     _check_recipe_study(study)
@@ -70,7 +70,7 @@ def test_run_on_the_embedded_default(tmp_path, mnist):
         assert out.returncode == 0, out.stderr
         url = embedded_url(home)
         _check_recipe_study(_load(url))
-        assert 'optuna-dashboard "$(hpsearch db url)"' in out.stdout
+        assert "dashboard: hpsearch dashboard --study mnist-learning-rate" in out.stdout
         count = len(_load(url).trials)
         again = run_cli("run", *SMALL, "--format", "json", *(["--data", mnist] if mnist else []), env=env)
         assert again.returncode == 0, again.stderr
@@ -169,6 +169,7 @@ BAD = [
     (["run", "--workers", "0"], "--workers must be"),
     (["run", "--epochs", "three"], "argument --epochs: 'three' is not a whole number"),
     (["run", "--pruner", "random"], "--pruner 'random' is unknown: use one of median, hyperband, none"),
+    (["run", "--sampler", "grid"], "--sampler 'grid' is unknown: use one of tpe, random"),
     (["run", "--format", "xml"], "invalid choice: 'xml'"),
     (["run", "--workers", "2", "--storage", "sqlite:///x.db"], "SQLite serves one worker only"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
