@@ -241,6 +241,9 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
 
     given = _given(args)
     _check_given(given)
+    from storage.engine import check_environment
+
+    check_environment()
     if args.trials < 1:
         raise ConfigError(f"--trials must be a whole number of at least 1, got {args.trials}")
     workers = getattr(args, "workers", 1)
@@ -259,6 +262,8 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
         gpus = None
         if getattr(args, "gpus", None):
             gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+            if detect_gpus() is None:
+                raise ConfigError("--gpus: nvidia-smi is not available, so the GPUs cannot be checked or assigned: install the NVIDIA driver tools, or start `hpsearch worker` processes yourself")
             for g in gpus:
                 check_gpu(g)
         else:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from storage.errors import StorageConfigError, StorageError
 from storage.url import ResolvedStorage, scrub
 
-__all__ = ["open_storage", "study_lock", "retrying", "heartbeat_settings", "connect_error", "CONNECT_TIMEOUT_S", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S"]
+__all__ = ["open_storage", "study_lock", "retrying", "heartbeat_settings", "check_environment", "connect_error", "CONNECT_TIMEOUT_S", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S"]
 
 #: Seconds to wait for a database that does not answer before giving up.
 CONNECT_TIMEOUT_S = 5
@@ -52,6 +52,17 @@ def heartbeat_settings() -> tuple[int, int]:
             f"HPSEARCH_GRACE_S ({grace}) must exceed HPSEARCH_HEARTBEAT_S ({interval}), or live workers' trials are failed"
         )
     return max(1, interval), grace
+
+
+def check_environment() -> None:
+    """Validate the storage timing variables up front, before anything is written.
+
+    Raises:
+        StorageConfigError: a variable is not a positive number, or the grace period is not
+            longer than the heartbeat interval.
+    """
+    heartbeat_settings()
+    _env_number("HPSEARCH_DB_RETRY_S", DB_RETRY_S)
 
 
 def _transient(exc: BaseException) -> bool:
