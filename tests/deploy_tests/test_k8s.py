@@ -97,7 +97,7 @@ def test_worker_job_is_indexed_parallel_and_stops_gracefully(overlay):
     assert spec["suspend"] is True
     assert any(r["action"] == "Ignore" and r["onPodConditions"][0]["type"] == "DisruptionTarget" for r in spec["podFailurePolicy"]["rules"])
     pod = pod_spec(job)
-    # The worker exits 130 within a few seconds of SIGTERM; the grace period must cover that
+    # The worker exits 143 within a few seconds of SIGTERM; the grace period must cover that
     # with room for a slow database, and stay short enough for node drains.
     assert 30 <= pod["terminationGracePeriodSeconds"] <= 300
     assert pod["restartPolicy"] == "Never"
