@@ -197,3 +197,15 @@ def test_bad_input_gives_one_line_and_exit_2(argv, fragment, tmp_path, mnist):
     assert not (tmp_path / "x.db").exists()
     if "--storage" not in argv and argv[0] == "run" and "--data" in argv:
         assert not (tmp_path / "home" / "pgdata").exists()
+
+
+def test_run_on_sqlite_for_a_single_worker(tmp_path, mnist):
+    data = ["--data", mnist] if mnist else []
+    url = f"sqlite:///{tmp_path}/study.db"
+    out = run_cli("run", "--study", "lite", "--trials", "4", "--epochs", "1", "--train-size", "300", "--storage", url, *data)
+    assert out.returncode == 0, out.stderr
+    study = _load(url, "lite")
+    assert len(_finished(study)) == 4
+    assert sorted(t.params["learning_rate"] for t in study.trials if t.user_attrs.get("source") == "recipe") == [0.0001, 0.01, 0.1]
+    again = run_cli("run", "--study", "lite", "--trials", "4", "--storage", url, *data)
+    assert again.returncode == 0 and len(_load(url, "lite").trials) == len(study.trials)
