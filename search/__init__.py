@@ -15,7 +15,7 @@ from search.errors import (
     WorkerFatalError,
     WorkerInterrupted,
 )
-from search.objective import Objective
+from search.objective import FitOptions, Objective
 from search.pruning import EpochMonitor, make_pruner
 from search.study import make_sampler, open_study, summarize
 from search.worker import run_worker
@@ -27,6 +27,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "EpochMonitor",
+    "FitOptions",
     "HpsearchError",
     "Objective",
     "StudyConfig",

@@ -1,17 +1,24 @@
-"""Build and compile the recipe's model: the only place Keras layers appear."""
+"""Build and compile the recipe's model: the only place Keras layers appear.
+
+A worker builds the model once and reuses it for every trial (:class:`ModelCache`):
+:func:`reset_model` gives it fresh initial weights from the same initializers, a zeroed Adam
+state and the trial's learning rate, which is the model the recipe would build, without
+tracing and compiling its training and evaluation functions again for each learning rate
+(docs/benchmarks.md has the measured saving).
+"""
 
 from __future__ import annotations
 
 import gc
 
-__all__ = ["build_model", "clear_session"]
+__all__ = ["ModelCache", "build_model", "clear_session", "reset_model", "steps_per_execution"]
 
 
 def clear_session() -> None:
-    """Free the previous trial's graph and weights before the next model is built.
+    """Free the previous model's graph and weights before another is built.
 
-    KerasTuner does the same in its build step: without it, a worker that runs hundreds of
-    trials keeps every model's state alive in the backend and slows down.
+    KerasTuner does the same in its build step: without it, a worker that builds hundreds of
+    models keeps every model's state alive in the backend and slows down.
     """
     import keras
 
@@ -19,12 +26,28 @@ def clear_session() -> None:
     gc.collect()
 
 
-def build_model(learning_rate: float, *, hidden_units: int = 1000, input_dim: int = 784, num_classes: int = 10):
+def steps_per_execution(batches_per_epoch: int) -> int:
+    """Training steps per call into the backend: a whole epoch on TensorFlow, else 1.
+
+    TensorFlow runs that many steps inside one compiled loop instead of returning to Python
+    after each batch. PyTorch accepts only 1, and JAX's trainer loops over the steps in
+    Python anyway, so they keep 1.
+    """
+    import keras
+
+    return max(1, batches_per_epoch) if keras.backend.backend() == "tensorflow" else 1
+
+
+def build_model(learning_rate: float, *, hidden_units: int = 1000, input_dim: int = 784, num_classes: int = 10,
+                steps_per_execution: int = 1, jit_compile="auto"):
     """The recipe's model: ``Dense(1000, relu)`` then ``Dense(10, softmax)``, compiled.
 
     Args:
         learning_rate: Adam's learning rate.
         hidden_units: width of the hidden layer (the recipe's 1000).
+        steps_per_execution: batches per call into the backend (see :func:`steps_per_execution`).
+        jit_compile: Keras's setting; ``"auto"`` compiles with XLA on GPUs and JAX, not on
+            TensorFlow's CPU, where it was slower here.
 
     Returns:
         A compiled ``keras.Model`` with categorical cross-entropy loss and an accuracy metric.
@@ -43,5 +66,66 @@ def build_model(learning_rate: float, *, hidden_units: int = 1000, input_dim: in
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
+        jit_compile=jit_compile,
     )
+    # Create Adam's slots now, so that reset_model can zero them before the first fit.
+    model.optimizer.build(model.trainable_variables)
     return model
+
+
+def reset_model(model, learning_rate: float) -> None:
+    """Make ``model`` what :func:`build_model` would return for ``learning_rate``.
+
+    New initial weights are drawn from the layers' own initializers (fresh instances, so with
+    ``keras.utils.set_random_seed`` the draw depends on the seed only), every Adam slot and the
+    iteration count are zeroed, and the learning rate is set.
+    """
+    import keras
+
+    for layer in model.layers:
+        for name in ("kernel", "bias"):
+            variable = getattr(layer, name, None)
+            if variable is None:
+                continue
+            init = getattr(layer, f"{name}_initializer")
+            config = init.get_config()
+            if "seed" in config:
+                config["seed"] = None  # draw from the global random state, as a new layer would
+            variable.assign(type(init).from_config(config)(variable.shape, variable.dtype))
+    optimizer = model.optimizer
+    rate = optimizer._learning_rate  # the variable behind the `learning_rate` property
+    for variable in optimizer.variables:
+        if variable is not rate:
+            variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+    rate.assign(learning_rate)
+
+
+class ModelCache:
+    """One compiled model per process and shape, reset for each trial.
+
+    Example:
+        >>> models = ModelCache()
+        >>> model = models.get(0.01, hidden_units=1000, steps_per_execution=49)
+    """
+
+    def __init__(self):
+        self._key = None
+        self._model = None
+
+    def get(self, learning_rate: float, **build_kwargs):
+        """The cached model for ``build_kwargs``, built (after clearing the session) if missing.
+
+        Call :func:`reset_model` on it before training: this only builds.
+        """
+        key = tuple(sorted(build_kwargs.items()))
+        if self._model is None or key != self._key:
+            self.discard()
+            self._model = build_model(learning_rate, **build_kwargs)
+            self._key = key
+        return self._model
+
+    def discard(self) -> None:
+        """Drop the cached model (after a failed trial, whose state may be broken)."""
+        self._model, self._key = None, None
+        clear_session()

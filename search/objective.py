@@ -8,23 +8,65 @@ keeps in its user attributes ``history`` (``loss``, ``val_loss``, ``accuracy``,
 ``epochs_run``, ``test_accuracy`` (the final weights on the test set), ``stop_reason``,
 ``train_seconds`` and ``epoch_seconds`` (wall time per epoch), and where it ran (host, pid,
 device, framework versions).
+
+A trial trains the recipe's model exactly as the recipe does (same layers, Adam, batch size,
+a shuffle each epoch, validation after each epoch) but is cheaper than the recipe's own
+``model.fit`` loop (:class:`FitOptions`; each saving measured in docs/benchmarks.md): the
+worker's one compiled model is reset instead of rebuilt, the data stay backend tensors across
+trials, TensorFlow runs a whole epoch per call, validation uses large batches, and the test
+set is not evaluated again when it is the validation set.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import platform
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from search.config import StudyConfig
-from search.data import Dataset
+from search.data import Dataset, device_data
 from search.errors import TrialConfigError, TrialEnvironmentError
-from search.pruning import EpochMonitor
+from search.pruning import EpochMonitor, pruner_schedule
 from search.space import suggest
 
-__all__ = ["Objective", "runtime_info"]
+__all__ = ["FitOptions", "Objective", "VALIDATION_BATCH", "runtime_info"]
+
+#: Images per validation (and test) batch: the whole of MNIST's 10,000 in one batch. Only a
+#: forward pass, so memory is small (10,000 x 1,000 activations, 40 MB) and the result is the
+#: same as with the training batch size.
+VALIDATION_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How a trial runs ``model.fit``; every field is a measured speed-up, on by default.
+
+    They change the time a trial takes, never what it computes (docs/benchmarks.md measures
+    each against the recipe's own loop). Benchmarks turn them off one at a time.
+
+    Attributes:
+        reuse_model: reset the worker's compiled model instead of building one per trial.
+        device_data: train on backend tensors made once per process, not NumPy arrays.
+        steps_per_execution: run a whole epoch per call into TensorFlow.
+        validation_batch: batch size of validation and test evaluation (None: the batch size).
+        skip_test_eval: with ``--validation test``, take test_accuracy from the last epoch's
+            validation instead of evaluating the same images again.
+        jit_compile: Keras's ``jit_compile`` (``"auto"``: XLA on GPUs and JAX).
+        pruner_budget: the share of training time questions to the pruner may take
+            (``math.inf``: ask every epoch, like Optuna's callbacks).
+    """
+
+    reuse_model: bool = True
+    device_data: bool = True
+    steps_per_execution: bool = True
+    validation_batch: int | None = VALIDATION_BATCH
+    skip_test_eval: bool = True
+    jit_compile: bool | str = "auto"
+    pruner_budget: float = 0.01
 
 
 @functools.lru_cache(maxsize=1)
@@ -110,19 +152,20 @@ class Objective:
     """
 
     def __init__(self, config: StudyConfig, dataset: Dataset, on_epoch: Callable[[int, int, dict], None] | None = None,
-                 call: Callable | None = None):
+                 call: Callable | None = None, options: FitOptions | None = None):
+        from search.model import ModelCache
+
         self.config = config
         self.dataset = dataset
         self.on_epoch = on_epoch
         # ``call(fn, *args, what=...)`` runs a storage call; workers pass one that retries
         # while the database is unreachable.
         self.call = call or _direct
+        self.options = options or FitOptions()
+        self._models = ModelCache()
 
     def __call__(self, trial) -> float:
-        import keras
         import optuna
-
-        from search.model import build_model, clear_session
 
         cfg, ds = self.config, self.dataset
         call = self.call
@@ -130,28 +173,36 @@ class Objective:
         for key, value in runtime_info().items():
             call(trial.set_user_attr, key, value, what="recording where the trial runs")
 
-        clear_session()
-        if cfg.seed is not None:
-            keras.utils.set_random_seed(cfg.seed + trial.number)
+        opt = self.options
         hook = None
         if self.on_epoch is not None:
             hook = functools.partial(self.on_epoch, trial.number)
-        monitor = EpochMonitor(trial, on_epoch=hook, call=call)
+        monitor = EpochMonitor(trial, on_epoch=hook, call=call, schedule=pruner_schedule(cfg, budget=opt.pruner_budget))
         started = time.perf_counter()
+        model = None
         try:
-            model = build_model(lr, hidden_units=cfg.hidden_units)
-            model.fit(
-                ds.x_train,
-                ds.y_train,
+            model = self._model(lr, None if cfg.seed is None else cfg.seed + trial.number)
+            data = device_data(ds) if opt.device_data else ds
+            history = model.fit(
+                data.x_train,
+                data.y_train,
                 batch_size=cfg.batch_size,
                 epochs=cfg.epochs,
-                validation_data=(ds.x_val, ds.y_val),
+                validation_data=(data.x_val, data.y_val),
+                validation_batch_size=opt.validation_batch,
                 shuffle=True,
                 verbose=0,
                 callbacks=[_keras_callback(monitor)],
             )
-            test_loss, test_accuracy = model.evaluate(ds.x_test, ds.y_test, batch_size=max(cfg.batch_size, 1024), verbose=0)
+            if opt.skip_test_eval and ds.validation == "test":
+                # The last epoch validated the final weights on the test set already.
+                test_accuracy = history.history["val_accuracy"][-1]
+            else:
+                batch = opt.validation_batch or cfg.batch_size
+                _, test_accuracy = model.evaluate(data.x_test, data.y_test, batch_size=batch, verbose=0)
         except Exception as e:
+            model = None
+            self._models.discard()  # a failed fit may leave the model or the backend broken
             try:
                 self._record(trial, monitor, None, time.perf_counter() - started)
             except Exception:
@@ -165,7 +216,8 @@ class Objective:
             raise
         finally:
             model = None
-            clear_session()
+            if not opt.reuse_model:
+                self._models.discard()
         self._record(trial, monitor, test_accuracy, time.perf_counter() - started)
         if monitor.stop_reason is not None:
             raise optuna.TrialPruned(monitor.detail)
@@ -173,9 +225,27 @@ class Objective:
             raise optuna.TrialPruned(f"no finite val_accuracy in {monitor.epochs_run} epochs")
         return monitor.best_value
 
-    def _record(self, trial, monitor: EpochMonitor, test_accuracy, seconds: float) -> None:
-        import math
+    def _model(self, lr: float, seed: int | None):
+        """The trial's model: the cached one, reset to ``lr`` with initial weights drawn after seeding."""
+        import keras
 
+        from search.model import reset_model, steps_per_execution
+
+        cfg, opt = self.config, self.options
+        spe = 1
+        if opt.steps_per_execution:
+            spe = steps_per_execution(math.ceil(len(self.dataset.x_train) / cfg.batch_size))
+        if not opt.reuse_model:
+            self._models.discard()  # the recipe's way: a new session and model for each trial
+        # Built before the seed is set, so that only reset_model's draws depend on the seed:
+        # a trial's initial weights are the same whether or not the model was cached.
+        model = self._models.get(lr, hidden_units=cfg.hidden_units, steps_per_execution=spe, jit_compile=opt.jit_compile)
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
+        reset_model(model, lr)
+        return model
+
+    def _record(self, trial, monitor: EpochMonitor, test_accuracy, seconds: float) -> None:
         ta = float(test_accuracy) if test_accuracy is not None and math.isfinite(test_accuracy) else None
         attrs = {
             "history": monitor.history,

@@ -5,24 +5,30 @@ ask/report/tell and no training; ``search.objective`` wraps it in a Keras callba
 
 Why not optuna-integration's ``KerasPruningCallback``: it warns on every epoch when the
 monitored metric is missing instead of failing once, it cannot record the history a pruned
-trial must keep, and it does not stop a diverged (NaN) trial.
+trial must keep, it does not stop a diverged (NaN) trial, and it asks the pruner at every
+epoch. Each question reads every running trial of the study, so with K workers the reads grow
+as K squared; the monitor asks only where the pruner can act, and at most as often as keeps
+those reads under 1% of the training time (:class:`PrunerSchedule`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from search.config import StudyConfig
 from search.errors import TrialConfigError
 
-__all__ = ["MONITOR", "HISTORY_KEYS", "make_pruner", "warmup_steps", "EpochMonitor"]
+__all__ = ["MONITOR", "HISTORY_KEYS", "PRUNER_BUDGET", "EpochMonitor", "PrunerSchedule", "make_pruner", "pruner_schedule", "warmup_steps"]
 
 MONITOR = "val_accuracy"
 HISTORY_KEYS = ("loss", "val_loss", "accuracy", "val_accuracy")
 #: Trials that must finish before the median pruner prunes anything.
 MEDIAN_STARTUP_TRIALS = 5
+#: The share of a trial's training time its questions to the pruner may take.
+PRUNER_BUDGET = 0.01
 
 
 def warmup_steps(epochs: int) -> int:
@@ -47,6 +53,50 @@ def make_pruner(config: StudyConfig):
     return optuna.pruners.NopPruner()
 
 
+@dataclass(frozen=True)
+class PrunerSchedule:
+    """At which epochs the monitor asks the pruner whether to stop.
+
+    Every epoch is still reported (the intermediate value at step = epoch); only the question,
+    which reads the whole study, is skipped where its answer cannot be "stop" or where asking
+    would cost more than ``budget`` of the training time so far.
+
+    Attributes:
+        enabled: False for a pruner that never prunes (``--pruner none``): never ask.
+        first_step: the first epoch the pruner may judge (the median pruner's warm-up).
+        last_step: the last epoch; not asked, since stopping there saves nothing. None: no limit.
+        budget: the share of training time that questions may take; after an expensive
+            question the next ones wait until training has caught up.
+    """
+
+    enabled: bool = True
+    first_step: int = 0
+    last_step: int | None = None
+    budget: float = PRUNER_BUDGET
+
+    def due(self, epoch: int, train_seconds: float, asked_seconds: float) -> bool:
+        """Ask the pruner at ``epoch``, given the seconds trained and spent asking so far?"""
+        if not self.enabled or epoch < self.first_step:
+            return False
+        if self.last_step is not None and epoch >= self.last_step:
+            return False
+        return self.budget == math.inf or asked_seconds <= self.budget * train_seconds
+
+
+#: Ask at every epoch (what Optuna's own callbacks do).
+EVERY_EPOCH = PrunerSchedule(budget=math.inf)
+
+
+def pruner_schedule(config: StudyConfig, budget: float = PRUNER_BUDGET) -> PrunerSchedule:
+    """The schedule that matches :func:`make_pruner`'s pruner for ``config``."""
+    last = config.epochs - 1
+    if config.pruner == "median":
+        return PrunerSchedule(first_step=warmup_steps(config.epochs), last_step=last, budget=budget)
+    if config.pruner == "hyperband":
+        return PrunerSchedule(first_step=0, last_step=last, budget=budget)
+    return PrunerSchedule(enabled=False)
+
+
 def _finite(value) -> float | None:
     try:
         v = float(value)
@@ -66,12 +116,18 @@ class EpochMonitor:
         on_epoch: optional hook called with ``(epoch, logs)`` for progress display.
         call: optional ``call(fn, *args, what=...)`` wrapper for storage calls (workers retry
             them while the database is unreachable).
+        schedule: when to ask the pruner (see :func:`pruner_schedule`); default every epoch.
     """
 
-    def __init__(self, trial, on_epoch: Callable[[int, dict], None] | None = None, call: Callable | None = None):
+    def __init__(self, trial, on_epoch: Callable[[int, dict], None] | None = None, call: Callable | None = None,
+                 schedule: PrunerSchedule = EVERY_EPOCH):
         self.trial = trial
         self.on_epoch = on_epoch
         self._call = call or (lambda fn, *args, what, **kw: fn(*args, **kw))
+        self.schedule = schedule
+        #: seconds spent asking the pruner, and how often it was asked
+        self.pruner_seconds = 0.0
+        self.pruner_calls = 0
         self.history: dict[str, list[float | None]] = {k: [] for k in HISTORY_KEYS}
         self.best_value: float | None = None
         self.best_epoch: int | None = None
@@ -111,7 +167,13 @@ class EpochMonitor:
             self.stop_reason = "diverged"
             self.detail = f"non-finite training loss ({logs.get('loss')}) at epoch {epoch}"
             return True
-        if self._call(self.trial.should_prune, what=f"asking the pruner at epoch {epoch}"):
+        if not self.schedule.due(epoch, sum(self.epoch_seconds), self.pruner_seconds):
+            return False
+        asked = time.perf_counter()
+        prune = self._call(self.trial.should_prune, what=f"asking the pruner at epoch {epoch}")
+        self.pruner_seconds += time.perf_counter() - asked
+        self.pruner_calls += 1
+        if prune:
             self.stop_reason = "pruned"
             self.detail = f"pruned at epoch {epoch}, {MONITOR} {value:.4f}" if value is not None else f"pruned at epoch {epoch}"
             return True

@@ -314,7 +314,7 @@ def _refresh_landscape(study, storage, *, force: bool) -> None:
 
 def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, progress: Progress | None = None,
                max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES, poll: float = POLL_SECONDS,
-               gpu: str | None = None) -> WorkerResult:
+               gpu: str | None = None, fit_options=None) -> WorkerResult:
     """Run trials of ``study`` until it holds ``target`` finished trials in total.
 
     Args:
@@ -326,6 +326,8 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
         progress: where to show progress; None shows none.
         max_consecutive_failures: stop after this many failed trials in a row.
         gpu: the ``--gpu`` index this worker was given; it refuses to train without a GPU.
+        fit_options: :class:`search.objective.FitOptions` for its trials (default: all
+            speed-ups on; benchmarks turn them off to measure each).
 
     Raises:
         WorkerInterrupted: SIGINT/SIGTERM; the running trial was closed as FAIL and re-enqueued.
@@ -348,7 +350,7 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
     def sweep():
         sweep_stale(study, storage)
 
-    objective = Objective(config, dataset, on_epoch=on_epoch, call=call)
+    objective = Objective(config, dataset, on_epoch=on_epoch, call=call, options=fit_options)
     trials_run = 0
     consecutive_failures = 0
     waited = False

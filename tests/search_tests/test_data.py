@@ -165,3 +165,17 @@ def test_offline_keras_download_names_the_data_flag(monkeypatch, tmp_path):
     monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
     with pytest.raises(DataError, match="pass --data PATH"):
         read_mnist(None)
+
+
+def test_device_tensors_are_made_once_and_reused_across_trials(mnist):
+    import numpy as np
+
+    from search.data import device_data
+
+    ds = load_dataset(mnist, train_size=256, validation="holdout")
+    first = device_data(ds)
+    assert device_data(ds) is first  # the next trial gets the same tensors, no new copy
+    np.testing.assert_array_equal(np.asarray(first.x_train), ds.x_train)
+    np.testing.assert_array_equal(np.asarray(first.y_val), ds.y_val)
+    other = load_dataset(mnist, train_size=128, validation="holdout")
+    assert device_data(other) is not first and np.asarray(device_data(other).x_train).shape == (128, 784)

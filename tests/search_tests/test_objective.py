@@ -61,3 +61,41 @@ def test_the_same_seed_gives_the_same_trial(tiny):
         study.optimize(Objective(StudyConfig(epochs=2, train_size=512, seed=7), tiny), n_trials=1)
         values.append(study.trials[0].user_attrs["history"]["loss"])
     assert values[0] == pytest.approx(values[1], rel=1e-5)
+
+
+def _histories(dataset, options, *, validation="holdout", rates=(0.01, 0.001, 0.01)):
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    for lr in rates:
+        study.enqueue_trial({"learning_rate": lr})
+    cfg = StudyConfig(epochs=2, train_size=512, seed=3, pruner="none", validation=validation)
+    study.optimize(Objective(cfg, dataset, options=options), n_trials=len(rates))
+    return [(t.user_attrs["history"], t.user_attrs["test_accuracy"]) for t in study.trials]
+
+
+def test_the_speed_ups_compute_what_the_recipes_loop_computes(tiny):
+    """A reused model, tensors, whole-epoch steps and large validation batches change nothing.
+
+    The recipe's way (a new session and model per trial, NumPy arrays, one step per call,
+    validation at the training batch size, a separate test evaluation) gives the same numbers
+    for the same seed, also for a trial that runs after others on the same worker's model.
+    """
+    from search.objective import FitOptions
+
+    recipe_way = FitOptions(reuse_model=False, device_data=False, steps_per_execution=False, validation_batch=None, skip_test_eval=False)
+    fast, slow = _histories(tiny, FitOptions()), _histories(tiny, recipe_way)
+    for (h_fast, test_fast), (h_slow, test_slow) in zip(fast, slow):
+        for key in h_slow:
+            assert h_fast[key] == pytest.approx(h_slow[key], rel=1e-5, abs=1e-6)
+        assert test_fast == pytest.approx(test_slow, abs=1e-6)
+    # trials 0 and 2 share a rate but not a seed (seed + trial number): they differ
+    assert fast[0][0]["loss"] != fast[2][0]["loss"]
+
+
+def test_with_the_test_set_as_validation_test_accuracy_is_the_last_epochs(mnist):
+    from search.objective import FitOptions
+
+    ds = load_dataset(mnist, train_size=512, validation="test")
+    skipped = _histories(ds, FitOptions(), validation="test", rates=(0.001,))
+    evaluated = _histories(ds, FitOptions(skip_test_eval=False), validation="test", rates=(0.001,))
+    assert skipped[0][1] == skipped[0][0]["val_accuracy"][-1]
+    assert skipped[0][1] == pytest.approx(evaluated[0][1], abs=1e-6)

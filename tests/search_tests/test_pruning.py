@@ -85,3 +85,79 @@ def test_progress_hook_sees_every_epoch():
     for e in range(3):
         m.end_epoch(e, _logs(0.5))
     assert seen == [0, 1, 2]
+
+
+def test_the_schedule_asks_only_where_the_pruner_can_act():
+    from search.pruning import PrunerSchedule, pruner_schedule
+
+    median = pruner_schedule(StudyConfig(epochs=500))
+    assert median.first_step == warmup_steps(500) == 50 and median.last_step == 499
+    assert not median.due(49, train_seconds=100.0, asked_seconds=0.0)  # warm-up: never pruned
+    assert median.due(50, train_seconds=100.0, asked_seconds=0.0)
+    assert not median.due(499, train_seconds=100.0, asked_seconds=0.0)  # stopping there saves nothing
+    assert not pruner_schedule(StudyConfig(pruner="none", epochs=10)).due(5, 10.0, 0.0)
+    assert pruner_schedule(StudyConfig(pruner="hyperband", epochs=10)).due(0, 1.0, 0.0)
+    # the budget: questions may take 1% of the training time so far
+    s = PrunerSchedule(budget=0.01)
+    assert s.due(3, train_seconds=10.0, asked_seconds=0.1)
+    assert not s.due(3, train_seconds=10.0, asked_seconds=0.11)
+
+
+def _ask_counter():
+    calls = []
+
+    def call(fn, *args, what, **kwargs):
+        calls.append(what.split(" at ")[0].rstrip("0123456789 "))
+        return fn(*args, **kwargs)
+
+    return calls, call
+
+
+def test_every_epoch_is_reported_but_the_pruner_is_asked_on_schedule():
+    from search.pruning import pruner_schedule
+
+    cfg = StudyConfig(epochs=10)  # median pruner, warm-up 1 epoch
+    study = _study(make_pruner(cfg))
+    calls, call = _ask_counter()
+    # no time budget here: these epochs take no time, so any question would exceed it
+    m = EpochMonitor(study.ask(), call=call, schedule=pruner_schedule(cfg, budget=math.inf))
+    for epoch in range(10):
+        m.end_epoch(epoch, _logs(0.9))
+    assert calls.count("reporting epoch") == 10
+    assert calls.count("asking the pruner") == m.pruner_calls == 8  # epochs 1..8: not the warm-up, not the last
+    study.tell(m.trial, m.best_value)
+    assert study.trials[0].intermediate_values == {e: 0.9 for e in range(10)}
+
+    calls, call = _ask_counter()
+    m = EpochMonitor(study.ask(), call=call, schedule=pruner_schedule(StudyConfig(epochs=10, pruner="none")))
+    for epoch in range(10):
+        m.end_epoch(epoch, _logs(0.9))
+    assert calls.count("asking the pruner") == 0 and calls.count("reporting epoch") == 10
+
+
+def test_slow_questions_are_spaced_out_to_the_budget(monkeypatch):
+    """With K workers each question reads K running trials; when it costs more than the budget
+    allows, the monitor asks less often instead of letting storage eat the training time."""
+    from search import pruning
+    from search.pruning import PrunerSchedule
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(pruning.time, "perf_counter", lambda: clock["t"])
+    study = _study(optuna.pruners.NopPruner())
+    trial = study.ask()
+
+    def slow_should_prune():
+        clock["t"] += 0.05  # a question takes 50 ms
+        return False
+
+    trial.should_prune = slow_should_prune
+    m = EpochMonitor(trial, schedule=PrunerSchedule(budget=0.01))
+    asked = []
+    for epoch in range(40):
+        clock["t"] += 1.0  # an epoch takes 1 s: the budget allows a question every 5 epochs
+        before = m.pruner_calls
+        m.end_epoch(epoch, _logs(0.5))
+        if m.pruner_calls > before:
+            asked.append(epoch)
+    assert asked[0] == 0 and all(b - a in (4, 5) for a, b in zip(asked, asked[1:])) and len(asked) >= 8
+    assert m.pruner_seconds <= 0.01 * sum(m.epoch_seconds) + 0.05
