@@ -141,6 +141,7 @@ def test_kill_9_mid_trial_is_failed_and_retried_by_another_worker(local_pg_url, 
     killed = next(t for t in study.trials if t.number == number)
     assert killed.state == optuna.trial.TrialState.FAIL
     recovery = killed.datetime_complete.timestamp() - killed_at
+    print(f"\nkill -9: trial failed {recovery:.1f} s after the kill (heartbeat 1 s, grace 4 s)")
     assert recovery < 30, recovery
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == number]
     assert len(retried) == 1 and retried[0].state.name in ("COMPLETE", "PRUNED")
@@ -162,6 +163,7 @@ def test_sigterm_stops_the_worker_within_ten_seconds(local_pg_url, mnist, tmp_pa
         finally:
             _stop_all([proc])
     out = (tmp_path / "w.log").read_text()
+    print(f"\nSIGTERM: worker exited {took:.1f} s after the signal")
     assert took < 10, took
     assert proc.returncode == 143, out
     assert "interrupted by SIGTERM" in out and "Traceback" not in out
@@ -224,7 +226,9 @@ def test_database_restart_mid_study_is_survived(tmp_path, mnist):
         stop_embedded(home)
         time.sleep(15)
         assert embedded_url(home) == url
+        restarted = time.monotonic()
         proc.wait(timeout=300)
+        print(f"\ndatabase restart: the study finished {time.monotonic() - restarted:.1f} s after the server came back")
     finally:
         _stop_all([proc])
         log.close()
