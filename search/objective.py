@@ -29,6 +29,7 @@ from typing import Callable
 
 from search.config import StudyConfig
 from search.data import Dataset, device_data
+from search.deferred import DeferredWrites
 from search.errors import TrialConfigError, TrialEnvironmentError
 from search.pruning import EpochMonitor, pruner_schedule
 from search.space import suggest
@@ -58,6 +59,8 @@ class FitOptions:
         jit_compile: Keras's ``jit_compile`` (``"auto"``: XLA on GPUs and JAX).
         pruner_budget: the share of training time questions to the pruner may take
             (``math.inf``: ask every epoch, like Optuna's callbacks).
+        deferred_writes: write reports and where the trial runs from a background thread
+            while training goes on (:mod:`search.deferred`).
     """
 
     reuse_model: bool = True
@@ -67,6 +70,7 @@ class FitOptions:
     skip_test_eval: bool = True
     jit_compile: bool | str = "auto"
     pruner_budget: float = 0.01
+    deferred_writes: bool = True
 
 
 @functools.lru_cache(maxsize=1)
@@ -170,14 +174,15 @@ class Objective:
         cfg, ds = self.config, self.dataset
         call = self.call
         lr = call(suggest, trial, cfg, what="sampling a learning rate")
-        for key, value in runtime_info().items():
-            call(trial.set_user_attr, key, value, what="recording where the trial runs")
-
         opt = self.options
+        writes = DeferredWrites(call, background=opt.deferred_writes)
+        for key, value in runtime_info().items():
+            writes.submit(trial.set_user_attr, key, value, what="recording where the trial runs")
+
         hook = None
         if self.on_epoch is not None:
             hook = functools.partial(self.on_epoch, trial.number)
-        monitor = EpochMonitor(trial, on_epoch=hook, call=call, schedule=pruner_schedule(cfg, budget=opt.pruner_budget))
+        monitor = EpochMonitor(trial, on_epoch=hook, call=call, schedule=pruner_schedule(cfg, budget=opt.pruner_budget), writes=writes)
         started = time.perf_counter()
         model = None
         try:
@@ -203,6 +208,7 @@ class Objective:
         except Exception as e:
             model = None
             self._models.discard()  # a failed fit may leave the model or the backend broken
+            writes.close(raise_errors=False)
             try:
                 self._record(trial, monitor, None, time.perf_counter() - started)
             except Exception:
@@ -214,10 +220,14 @@ class Objective:
                 detail = " ".join(str(e).split())[:300]
                 raise TrialConfigError(f"trial {trial.number} cannot train: {type(e).__name__}: {detail}") from e
             raise
+        except BaseException:  # KeyboardInterrupt: let queued writes land before the worker fails the trial
+            writes.close(raise_errors=False)
+            raise
         finally:
             model = None
             if not opt.reuse_model:
                 self._models.discard()
+        writes.close()  # every report and attribute is in the database before the results
         self._record(trial, monitor, test_accuracy, time.perf_counter() - started)
         if monitor.stop_reason is not None:
             raise optuna.TrialPruned(monitor.detail)

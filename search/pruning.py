@@ -117,14 +117,19 @@ class EpochMonitor:
         call: optional ``call(fn, *args, what=...)`` wrapper for storage calls (workers retry
             them while the database is unreachable).
         schedule: when to ask the pruner (see :func:`pruner_schedule`); default every epoch.
+        writes: a :class:`search.deferred.DeferredWrites` that reports go through, so they
+            overlap training; flushed before each question. Default: report at once.
     """
 
     def __init__(self, trial, on_epoch: Callable[[int, dict], None] | None = None, call: Callable | None = None,
-                 schedule: PrunerSchedule = EVERY_EPOCH):
+                 schedule: PrunerSchedule = EVERY_EPOCH, writes=None):
+        from search.deferred import DeferredWrites
+
         self.trial = trial
         self.on_epoch = on_epoch
         self._call = call or (lambda fn, *args, what, **kw: fn(*args, **kw))
         self.schedule = schedule
+        self.writes = writes if writes is not None else DeferredWrites(self._call, background=False)
         #: seconds spent asking the pruner, and how often it was asked
         self.pruner_seconds = 0.0
         self.pruner_calls = 0
@@ -158,7 +163,7 @@ class EpochMonitor:
             self.history[key].append(_finite(logs.get(key)))
         value = _finite(logs[MONITOR])
         if value is not None:
-            self._call(self.trial.report, value, step=epoch, what=f"reporting epoch {epoch}")
+            self.writes.submit(self.trial.report, value, step=epoch, what=f"reporting epoch {epoch}")
             if self.best_value is None or value > self.best_value:
                 self.best_value, self.best_epoch = value, epoch
         if self.on_epoch is not None:
@@ -170,6 +175,7 @@ class EpochMonitor:
         if not self.schedule.due(epoch, sum(self.epoch_seconds), self.pruner_seconds):
             return False
         asked = time.perf_counter()
+        self.writes.flush()  # the pruner reads this epoch's report back from the database
         prune = self._call(self.trial.should_prune, what=f"asking the pruner at epoch {epoch}")
         self.pruner_seconds += time.perf_counter() - asked
         self.pruner_calls += 1

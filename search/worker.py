@@ -350,6 +350,10 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
     def sweep():
         sweep_stale(study, storage)
 
+    def best_so_far():
+        # Only the progress display shows it: a worker that shows none skips the read.
+        return call(_best, study, what="reading the best trial") if progress.enabled else None
+
     objective = Objective(config, dataset, on_epoch=on_epoch, call=call, options=fit_options)
     trials_run = 0
     consecutive_failures = 0
@@ -358,7 +362,7 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
         while True:
             signals.check()
             counts, trial = call(_claim, study, storage, target, what="claiming a trial")
-            progress.set_study(_finished(counts), call(_best, study, what="reading the best trial"))
+            progress.set_study(_finished(counts), best_so_far())
             if trial is None:
                 if _finished(counts) >= target:
                     return WorkerResult(trials_run, _finished(counts), target)
@@ -408,7 +412,7 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
             frozen = call(storage.get_trial, trial._trial_id, what="reading the trial back")
             if state == "pruned":
                 shown = frozen.value
-            progress.set_study(progress.done + (state in ("complete", "pruned")), call(_best, study, what="reading the best trial"))
+            progress.set_study(progress.done + (state in ("complete", "pruned")), best_so_far())
             progress.trial_done(
                 trial.number, current["lr"], state, shown, frozen.user_attrs.get("epochs_run"),
                 frozen.user_attrs.get("stop_detail") or frozen.user_attrs.get("fail_reason"),

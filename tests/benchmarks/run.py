@@ -377,10 +377,11 @@ def _trial_spans(events: list) -> list[dict]:
             kinds[kind] = kinds.get(kind, 0.0) + (b - a)
         trials.append({
             "seconds": end - start,
-            "storage_seconds": sum(v for k, v in kinds.items() if k != "landscape"),
+            "storage_seconds": sum(v for k, v in kinds.items() if k != "landscape" and not k.startswith("bg_")),
+            "background_seconds": sum(v for k, v in kinds.items() if k.startswith("bg_")),
             "landscape_seconds": kinds.get("landscape", 0.0),
             "by_kind": kinds,
-            "epochs": sum(1 for e in inside if e[0] == "report"),
+            "epochs": sum(1 for e in inside if e[0] in ("report", "bg_report")),
             "questions": sum(1 for e in inside if e[0] == "should_prune"),
             "question_ms": [1000 * (e[2] - e[1]) for e in inside if e[0] == "should_prune"],
         })
@@ -434,7 +435,8 @@ def storage_section(size: dict, url: str, data) -> dict:
             "storage_share": stor / total,
             "storage_share_with_landscape": (stor + land) / total,
             "per_trial_storage_s": stor / len(trials),
-            "per_epoch_report_prune_ms": 1000 * (kinds.get("report", 0) + kinds.get("should_prune", 0)) / max(epochs, 1),
+            "per_epoch_report_prune_ms": 1000 * sum(kinds.get(k2, 0) for k2 in ("report", "should_prune", "wait_for_writes")) / max(epochs, 1),
+            "background_share": sum(t["background_seconds"] for t in trials) / total,
             "questions": len(questions),
             "question_ms_median": statistics.median(questions) if questions else None,
             "by_kind_s": {k2: round(v, 4) for k2, v in sorted(kinds.items())},

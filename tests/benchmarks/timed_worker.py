@@ -4,8 +4,9 @@ Runs the real CLI (``search.cli.main(["worker", ...])``) after wrapping the work
 calls. Every call the worker makes through ``call(fn, ..., what=...)`` (ask, suggest, the
 user attributes, report, should_prune, tell, reading back) is timed with its label, and so
 are the trial claims and the loss-landscape refreshes. At exit the events go to the JSON file
-named by ``HPSEARCH_BENCH_EVENTS``. The heartbeat thread's writes run beside training and are
-not timed.
+named by ``HPSEARCH_BENCH_EVENTS``. Writes deferred to the background thread
+(``search.deferred``) are recorded as ``bg_*``, and the main thread's waits for them as
+``wait_for_writes``. The heartbeat thread's writes run beside training and are not timed.
 
 ``HPSEARCH_BENCH_EVERY_EPOCH=1`` makes the monitor ask the pruner at every epoch, as
 optuna-integration's ``KerasPruningCallback`` does (the "before" of the pruner schedule).
@@ -63,8 +64,8 @@ def _install() -> None:
                 kind = "ask_nothing"  # no slot left: not the start of a trial
             return result
         finally:
-            if threading.current_thread() is main:
-                EVENTS.append((kind, start, time.perf_counter()))
+            # writes deferred to the background thread overlap training: kept apart as bg_*
+            EVENTS.append((kind if threading.current_thread() is main else f"bg_{kind}", start, time.perf_counter()))
 
     worker.retrying = timed_retrying
 
@@ -78,6 +79,20 @@ def _install() -> None:
             EVENTS.append(("landscape", start, time.perf_counter()))
 
     worker._refresh_landscape = timed_refresh
+
+    from search.deferred import DeferredWrites
+
+    flush = DeferredWrites.flush
+
+    def timed_flush(self):
+        start = time.perf_counter()
+        try:
+            return flush(self)
+        finally:
+            if self.background:
+                EVENTS.append(("wait_for_writes", start, time.perf_counter()))
+
+    DeferredWrites.flush = timed_flush
 
     if os.environ.get("HPSEARCH_BENCH_EVERY_EPOCH"):
         import search.objective as objective

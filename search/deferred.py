@@ -1,0 +1,77 @@
+"""Storage writes that training need not wait for, done in order on one background thread.
+
+A trial writes to the database at every epoch (its ``val_accuracy`` as an intermediate value)
+and when it starts (where it runs: host, device, versions). Each write is a transaction: a
+few milliseconds on an idle machine, tens of milliseconds on a busy one (docs/benchmarks.md,
+"Storage"), and with a GPU's epochs of 0.1 s that is time the accelerator waits. Submitted
+here, the writes overlap the next epoch's training instead. Whatever reads what was written
+(the pruner's question, the end of the trial) calls :meth:`DeferredWrites.flush` first, so
+nothing reads a value that is not in the database yet.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+__all__ = ["DeferredWrites"]
+
+
+def _direct(fn, *args, what: str, **kwargs):
+    return fn(*args, **kwargs)
+
+
+class DeferredWrites:
+    """Run storage writes in submission order on a background thread.
+
+    Args:
+        call: ``call(fn, *args, what=...)`` wrapper each write goes through (workers pass one
+            that retries while the database is unreachable).
+        background: False runs each write at once in the caller's thread (the way before).
+
+    Example:
+        >>> writes = DeferredWrites(call)
+        >>> writes.submit(trial.report, 0.97, step=3, what="reporting epoch 3")
+        >>> writes.flush()          # before anything reads the trial back
+        >>> writes.close()
+    """
+
+    def __init__(self, call: Callable | None = None, *, background: bool = True):
+        self._call = call or _direct
+        self.background = background
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    def submit(self, fn, *args, what: str, **kwargs) -> None:
+        """Queue ``fn(*args, **kwargs)``; its error, if any, is raised by the next flush."""
+        if not self.background:
+            self._call(fn, *args, what=what, **kwargs)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-writes")
+        self._pending.append(self._pool.submit(self._call, fn, *args, what=what, **kwargs))
+
+    def flush(self) -> None:
+        """Wait until every write submitted so far is done; raise the first error among them."""
+        pending, self._pending = self._pending, []
+        error = None
+        for future in pending:
+            try:
+                future.result()
+            except BaseException as e:  # keep waiting for the rest: they may still land
+                error = error or e
+        if error is not None:
+            raise error
+
+    def close(self, *, raise_errors: bool = True) -> None:
+        """Flush, then stop the thread. With ``raise_errors=False`` a failed write is dropped
+        (the trial is failing anyway, and its own error matters more)."""
+        try:
+            self.flush()
+        except BaseException:
+            if raise_errors:
+                raise
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
