@@ -11,10 +11,14 @@ nothing reads a value that is not in the database yet.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 __all__ = ["DeferredWrites"]
+
+
+_SKIPPED = object()
 
 
 def _direct(fn, *args, what: str, **kwargs):
@@ -41,15 +45,31 @@ class DeferredWrites:
         self.background = background
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
+        # Set by the writer thread when a write fails: the writes queued behind it are skipped
+        # (each would otherwise wait out the retry limit in turn) until flush reports the error.
+        self._failed = threading.Event()
 
     def submit(self, fn, *args, what: str, **kwargs) -> None:
-        """Queue ``fn(*args, **kwargs)``; its error, if any, is raised by the next flush."""
+        """Queue ``fn(*args, **kwargs)``; its error, if any, is raised by the next flush, or
+        by the next submit once it has happened (so a worker whose database stayed away past
+        the retry limit stops at the next epoch instead of training on for nothing)."""
         if not self.background:
             self._call(fn, *args, what=what, **kwargs)
             return
+        if any(f.done() and f.exception() is not None for f in self._pending):
+            self.flush()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-writes")
-        self._pending.append(self._pool.submit(self._call, fn, *args, what=what, **kwargs))
+        self._pending.append(self._pool.submit(self._run, fn, args, kwargs, what))
+
+    def _run(self, fn, args, kwargs, what):
+        if self._failed.is_set():
+            return _SKIPPED
+        try:
+            return self._call(fn, *args, what=what, **kwargs)
+        except BaseException:
+            self._failed.set()
+            raise
 
     def flush(self) -> None:
         """Wait until every write submitted so far is done; raise the first error among them."""
@@ -58,8 +78,9 @@ class DeferredWrites:
         for future in pending:
             try:
                 future.result()
-            except BaseException as e:  # keep waiting for the rest: they may still land
+            except BaseException as e:
                 error = error or e
+        self._failed.clear()
         if error is not None:
             raise error
 

@@ -30,7 +30,7 @@ from typing import Callable
 from search.config import StudyConfig
 from search.data import Dataset, device_data
 from search.deferred import DeferredWrites
-from search.errors import TrialConfigError, TrialEnvironmentError
+from search.errors import StorageError, TrialConfigError, TrialEnvironmentError
 from search.pruning import EpochMonitor, pruner_schedule
 from search.space import suggest
 
@@ -209,10 +209,11 @@ class Objective:
             model = None
             self._models.discard()  # a failed fit may leave the model or the backend broken
             writes.close(raise_errors=False)
-            try:
-                self._record(trial, monitor, None, time.perf_counter() - started)
-            except Exception:
-                pass  # the original error matters more than a history we could not save
+            if not isinstance(e, StorageError):  # with the database gone, recording would only wait again
+                try:
+                    self._record(trial, monitor, None, time.perf_counter() - started)
+                except Exception:
+                    pass  # the original error matters more than a history we could not save
             if _is_out_of_memory(e):
                 raise TrialEnvironmentError(f"trial {trial.number} ran out of device memory at batch size {cfg.batch_size}") from e
             if isinstance(e, (ValueError, TypeError)):

@@ -27,6 +27,7 @@ from search.config import StudyConfig
 from search.errors import (
     ConfigError,
     HpsearchError,
+    StorageError,
     TrialConfigError,
     TrialEnvironmentError,
     WorkerFatalError,
@@ -394,6 +395,11 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
             except KeyboardInterrupt:
                 _fail(study, trial, "interrupted by SIGINT", retry=True)
                 raise WorkerInterrupted("interrupted by SIGINT") from None
+            except StorageError:
+                # The database stayed away past HPSEARCH_DB_RETRY_S: recording the failure would
+                # only wait again. Once it is back, a sweep fails the trial (its heartbeat went
+                # stale) and retries its learning rate.
+                raise
             except TrialConfigError as e:
                 _fail(study, trial, str(e), retry=False)
                 consecutive_failures += 1

@@ -1,6 +1,7 @@
 """Deferred storage writes: order, errors at the next flush, and the synchronous fallback."""
 
 import threading
+import time
 
 import pytest
 
@@ -23,21 +24,42 @@ def test_writes_run_in_order_off_the_calling_thread():
     writes.close()
 
 
-def test_a_failed_write_is_raised_at_the_next_flush_and_later_writes_still_land():
+def test_a_failed_write_is_raised_once_and_writes_queued_behind_it_are_dropped():
+    """A write fails only after retrying for the whole limit: the ones queued behind it would
+    each wait out the limit in turn, so they are dropped and the error is raised at once."""
     seen = []
+    release = threading.Event()
 
+    def fail():
+        release.wait(5)
+        raise RuntimeError("the database went away")
+
+    writes = DeferredWrites()
+    writes.submit(fail, what="reporting epoch 3")
+    for epoch in (4, 5, 6):
+        writes.submit(seen.append, epoch, what=f"reporting epoch {epoch}")
+    release.set()
+    with pytest.raises(RuntimeError, match="went away"):
+        writes.flush()
+    assert seen == []
+    writes.flush()  # the error is raised once
+    writes.submit(seen.append, 7, what="reporting epoch 7")
+    writes.flush()
+    assert seen == [7]
+
+
+def test_the_next_submit_raises_a_failure_that_has_happened():
     def fail():
         raise RuntimeError("the database went away")
 
     writes = DeferredWrites()
     writes.submit(fail, what="reporting epoch 3")
-    writes.submit(seen.append, 4, what="reporting epoch 4")
+    deadline = time.monotonic() + 5
+    while not writes._pending[0].done() and time.monotonic() < deadline:
+        time.sleep(0.01)
     with pytest.raises(RuntimeError, match="went away"):
-        writes.flush()
-    assert seen == [4]
-    writes.flush()  # the error is raised once
-    writes.submit(fail, what="reporting epoch 5")
-    writes.close(raise_errors=False)  # a failing trial drops it
+        writes.submit(print, what="reporting epoch 4")
+    writes.close(raise_errors=False)
 
 
 def test_writes_go_through_the_call_wrapper_and_can_run_at_once():
