@@ -69,8 +69,14 @@ def build_model(learning_rate: float, *, hidden_units: int = 1000, input_dim: in
         steps_per_execution=steps_per_execution,
         jit_compile=jit_compile,
     )
-    # Create Adam's slots now, so that reset_model can zero them before the first fit.
-    model.optimizer.build(model.trainable_variables)
+    # Build the compiled loss, metrics and Adam's slots now, as fit does on its first call from
+    # its first batch. With JAX that first batch costs a draw from NumPy's random state (the
+    # shuffle), so a new model would shuffle differently from a reused one after the same seed;
+    # built here, a trial's shuffles depend on its seed only (and reset_model can zero Adam's
+    # slots before the first fit).
+    import numpy as np
+
+    model._symbolic_build(data_batch=(np.zeros((1, input_dim), "float32"), np.zeros((1, num_classes), "float32")))
     return model
 
 

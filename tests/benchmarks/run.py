@@ -59,8 +59,8 @@ SECTIONS = ("overhead", "pruning", "anchors", "storage")
 
 SIZES = {
     "quick": {
-        "overhead": {"train_size": 10_000, "epochs": 4, "repeats": 2},
-        "pruning": {"train_size": 2_000, "epochs": 10, "trials": 30},
+        "overhead": {"train_size": 5_000, "epochs": 3, "repeats": 3},
+        "pruning": {"train_size": 1_000, "epochs": 8, "trials": 30},
         "storage": {"train_size": 1_000, "epochs": 6, "trials_per_worker": 2, "workers": [1, 2, 4]},
     },
     # a check that the suite runs end to end (a minute or two); never written to docs/
@@ -88,7 +88,6 @@ def log(text: str) -> None:
 def machine() -> dict:
     import keras
     import optuna
-    import optuna_integration
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -106,8 +105,12 @@ def machine() -> dict:
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
         "optuna": optuna.__version__,
-        "optuna_integration": optuna_integration.__version__,
     }
+    for name, module in (("optuna_integration", "optuna_integration"), ("keras_tuner", "keras_tuner")):
+        try:
+            info[name] = __import__(module).__version__
+        except ImportError:  # the anchors that need it are skipped
+            info[name] = None
     try:
         mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
         info["memory_gib"] = round(int(mem) / 2**20, 1)
@@ -122,12 +125,6 @@ def machine() -> dict:
         import jax
 
         info["jax"] = jax.__version__
-    try:
-        import keras_tuner
-
-        info["keras_tuner"] = keras_tuner.__version__
-    except ImportError:
-        info["keras_tuner"] = None
     return info
 
 
@@ -251,9 +248,11 @@ def _variants() -> dict:
         "hpsearch, 1 step per execution": dataclasses.replace(on, steps_per_execution=False),
         "hpsearch, validation batch 1024": dataclasses.replace(on, validation_batch=None),
         "hpsearch, test set evaluated again": dataclasses.replace(on, skip_test_eval=False),
+        "hpsearch, writes on the trial's path": dataclasses.replace(on, deferred_writes=False),
         "hpsearch, jit_compile=True": dataclasses.replace(on, jit_compile=True),
         "hpsearch, all speed-ups off": FitOptions(reuse_model=False, device_data=False, steps_per_execution=False,
-                                                  validation_batch=None, skip_test_eval=False, pruner_budget=math.inf),
+                                                  validation_batch=None, skip_test_eval=False, pruner_budget=math.inf,
+                                                  deferred_writes=False),
     }
 
 
@@ -268,6 +267,10 @@ def overhead(size: dict, url: str, data) -> dict:
     given = {"epochs": size["epochs"], "train_size": size["train_size"], "validation": "test", "pruner": "none", "seed": SEED}
     variants = _variants()
     names = list(variants)
+    # Warm up first: the first model.fit of a process pays one-off start-up costs (thread
+    # pools, memory, kernels) that would otherwise land on whichever variant runs first.
+    recipe_loop(ds, rates[:1], epochs=1, seed=SEED)
+    hpsearch_study(url, ds, {**given, "epochs": 1}, 1)
     runs = []
     for r in range(size["repeats"]):
         order = names[r % len(names):] + names[: r % len(names)]  # each variant in a new position
@@ -286,11 +289,13 @@ def overhead(size: dict, url: str, data) -> dict:
             log(f"overhead {name}: {res['seconds']:.2f} s (landscape {res['landscape_seconds']:.2f} s)")
     summary = []
     for name in names:
-        ratios, trial_ratios, accs = [], [], []
+        ratios, trial_ratios, accs, vs_on = [], [], [], []
         for r in range(size["repeats"]):
             base = next(x for x in runs if x["repeat"] == r and x["variant"] == "recipe loop")
+            on = next(x for x in runs if x["repeat"] == r and x["variant"] == "hpsearch")
             mine = next(x for x in runs if x["repeat"] == r and x["variant"] == name)
             ratios.append(mine["seconds"] / base["seconds"])
+            vs_on.append(mine["seconds"] / on["seconds"])
             trial_ratios.append((mine["seconds"] - mine["landscape_seconds"]) / base["seconds"])
             accs.append(max(abs(a - b) for a, b in zip(mine["best_by_rate"], base["best_by_rate"])))
         mine = [x for x in runs if x["variant"] == name]
@@ -301,6 +306,9 @@ def overhead(size: dict, url: str, data) -> dict:
             "ratio_min": min(ratios),
             "ratio_max": max(ratios),
             "trial_ratio_median": statistics.median(trial_ratios),
+            "vs_hpsearch_median": statistics.median(vs_on),
+            "vs_hpsearch_min": min(vs_on),
+            "vs_hpsearch_max": max(vs_on),
             "landscape_seconds_median": statistics.median(x["landscape_seconds"] for x in mine),
             "max_accuracy_diff": max(accs),
             "best_by_rate": mine[0]["best_by_rate"],
@@ -313,17 +321,43 @@ def overhead(size: dict, url: str, data) -> dict:
 # 2. Pruning, and 3. the anchors on the same budget
 
 
-def pruning(size: dict, url: str, data) -> dict:
+#: Other pruner settings ``--more-pruners`` tries on the same study: (label, --pruner, factory).
+def _more_pruners() -> list:
+    import optuna
+
+    from search.pruning import warmup_steps
+
+    def percentile(keep: float, startup: int):
+        return lambda config: optuna.pruners.PercentilePruner(
+            keep, n_startup_trials=startup, n_warmup_steps=warmup_steps(config.epochs), interval_steps=1, n_min_trials=1)
+
+    return [
+        ("hyperband (`--pruner hyperband`)", "hyperband", None),
+        ("median, 3 start-up trials", "median", percentile(50.0, 3)),
+        ("keep the top 25%, 5 start-up trials", "median", percentile(25.0, 5)),
+        ("keep the top 25%, 3 start-up trials", "median", percentile(25.0, 3)),
+    ]
+
+
+def pruning(size: dict, url: str, data, more: bool = False) -> dict:
+    import search.study as study_module
+
     from search.data import load_dataset
 
     ds = load_dataset(data, train_size=size["train_size"], validation="holdout")
+    plans = [("none", "none", None), ("median (default)", "median", None)] + (_more_pruners() if more else [])
     rows = {}
-    for pruner in ("none", "median"):
+    original = study_module.make_pruner
+    for label, pruner, factory in plans:
         given = {"epochs": size["epochs"], "train_size": size["train_size"], "validation": "holdout", "pruner": pruner, "seed": SEED}
         load = os.getloadavg()[0]
-        rows[pruner] = hpsearch_study(url, ds, given, size["trials"])
-        rows[pruner]["load"] = load
-        log(f"pruning {pruner}: {rows[pruner]['epochs']} epochs, {rows[pruner]['seconds']:.1f} s, best {rows[pruner]['best']:.4f}")
+        study_module.make_pruner = factory or original  # a setting hpsearch has no flag for
+        try:
+            rows[label] = hpsearch_study(url, ds, given, size["trials"])
+        finally:
+            study_module.make_pruner = original
+        rows[label]["load"] = load
+        log(f"pruning {label}: {rows[label]['epochs']} epochs, {rows[label]['seconds']:.1f} s, best {rows[label]['best']:.4f}")
     return {"size": size, "rows": rows}
 
 
@@ -511,28 +545,32 @@ def render(results: dict) -> str:
                    f"{s['repeats']} repeats in rotating order. *Ratio* is the wall time against the recipe loop of the same repeat "
                    "(median, and range); hpsearch's time is its whole worker loop (claim, train, record, tell) on PostgreSQL, "
                    "including the loss-landscape refresh the last trial of a study forces, which *w/o landscape* leaves out. "
+                   "*vs hpsearch* is the wall time against hpsearch with every speed-up on, in the same repeat: above 1 means "
+                   "turning that one speed-up off made the trials slower. "
                    "*Δ accuracy* is the largest difference in best val_accuracy from the recipe loop's, over the three rates.")
         out.append("")
-        out.append("| variant | wall s (median) | ratio | range | ratio w/o landscape | Δ accuracy | loads |")
-        out.append("|---|---|---|---|---|---|---|")
+        out.append("| variant | wall s (median) | vs recipe loop | range | w/o landscape | vs hpsearch (range) | Δ accuracy | loads |")
+        out.append("|---|---|---|---|---|---|---|---|")
         for row in o["summary"]:
             out.append(f"| {row['variant']} | {row['seconds_median']:.2f} | **{row['ratio_median']:.3f}** | "
                        f"{row['ratio_min']:.3f}–{row['ratio_max']:.3f} | {row['trial_ratio_median']:.3f} | "
+                       f"{row['vs_hpsearch_median']:.3f} ({row['vs_hpsearch_min']:.3f}–{row['vs_hpsearch_max']:.3f}) | "
                        f"{row['max_accuracy_diff']:.4f} | {', '.join(str(x) for x in row['load'])} |")
         out.append("")
     if "pruning" in results:
         p = results["pruning"]
         s = p["size"]
-        none, med = p["rows"]["none"], p["rows"]["median"]
+        none, med = p["rows"]["none"], p["rows"]["median (default)"]
         out.append("### 2. Pruning")
         out.append("")
         out.append(f"{s['trials']} trials of {s['epochs']} epochs, {s['train_size']} training images, hold-out validation "
                    f"(10,000 images), seed {SEED}, one worker; the same study with `--pruner none` and with the default pruner.")
         out.append("")
-        out.append("| pruner | trials (pruned) | epochs trained | wall s | best val_accuracy | load |")
-        out.append("|---|---|---|---|---|---|")
-        for label, row in (("none", none), ("median (default)", med)):
-            out.append(f"| {label} | {row['trials']} ({row['pruned']}) | {row['epochs']} | {row['seconds']:.1f} | {row['best']:.4f} | {row['load']:.2f} |")
+        out.append("| pruner | trials (pruned) | epochs trained | of unpruned | wall s | best val_accuracy | Δ best (pp) | load |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for label, row in p["rows"].items():
+            out.append(f"| {label} | {row['trials']} ({row['pruned']}) | {row['epochs']} | {row['epochs'] / none['epochs']:.1%} | "
+                       f"{row['seconds']:.1f} | {row['best']:.4f} | {100 * (row['best'] - none['best']):+.2f} | {row['load']:.2f} |")
         out.append("")
         out.append(f"Pruned / unpruned: **{med['epochs'] / none['epochs']:.1%} of the epochs**, {med['seconds'] / none['seconds']:.1%} of the wall time, "
                    f"best val_accuracy {100 * (med['best'] - none['best']):+.2f} percentage points.")
@@ -614,13 +652,23 @@ def main() -> int:
     p.add_argument("--only", help=f"comma-separated sections to run ({', '.join(SECTIONS)}; default all)")
     p.add_argument("--data", help="MNIST npz or IDX directory (default: $HPSEARCH_DATA, else ../shared/data/mnist.npz)")
     p.add_argument("--storage", help="a PostgreSQL URL to use instead of a scratch database")
+    p.add_argument("--more-pruners", action="store_true", help="also run the pruning study with hyperband and percentile pruners")
     p.add_argument("--repeats", type=int, help="repeats of the overhead measurement (default: by size)")
     p.add_argument("--no-write", action="store_true", help="print the tables; do not touch docs/")
     args = p.parse_args()
 
+    import warnings
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")  # "triggered tf.function retracing": expected when models are rebuilt
+    except ImportError:  # another Keras backend, without TensorFlow
+        pass
     size_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     args.no_write = args.no_write or args.smoke
     size = json.loads(json.dumps(SIZES[size_name]))
@@ -634,7 +682,16 @@ def main() -> int:
     if data is None and (REPO.parent / "shared" / "data" / "mnist.npz").exists():
         data = str(REPO.parent / "shared" / "data" / "mnist.npz")
 
-    command = "python tests/benchmarks/run.py" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
+    command = "python tests/benchmarks/run.py" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "") + (
+        " --more-pruners" if args.more_pruners else "")
+    # Each command writes its own block of docs/benchmarks.md and its own JSON file.
+    import keras
+
+    backend = keras.backend.backend()
+    block = size_name + (f"-{args.only.replace(',', '-')}" if args.only else "") + ("-more-pruners" if args.more_pruners else "") + (
+        f"-{backend}" if backend != "tensorflow" else "")
+    if backend != "tensorflow":
+        command = f"KERAS_BACKEND={backend} {command}"
     results = {"command": command, "date": time.strftime("%Y-%m-%d"), "size": size_name, "load_start": os.getloadavg()[0]}
     started = time.perf_counter()
     results["machine"] = machine()
@@ -644,9 +701,9 @@ def main() -> int:
         if "overhead" in only:
             results["overhead"] = overhead(size["overhead"], url, data)
         if "pruning" in only:
-            results["pruning"] = pruning(size["pruning"], url, data)
+            results["pruning"] = pruning(size["pruning"], url, data, more=args.more_pruners)
         if "anchors" in only:
-            row = results["pruning"]["rows"]["median"] if "pruning" in results else None
+            row = results["pruning"]["rows"]["median (default)"] if "pruning" in results else None
             results["anchors"] = anchors(size["pruning"], url, data, row)
         if "storage" in only:
             results["storage"] = storage_section(size["storage"], url, data)
@@ -656,11 +713,11 @@ def main() -> int:
     tables = render(results)
     print(tables)
     if not args.no_write:
-        blocks = {size_name: tables}
+        blocks = {block: tables}
         if recipe:
             blocks["recipe"] = render_recipe(recipe)
         write_doc(DOC, blocks)
-        out = REPO / "docs" / "data" / f"benchmarks-{size_name}.json"
+        out = REPO / "docs" / "data" / f"benchmarks-{block}.json"
         out.write_text(json.dumps(results, indent=1, default=str))
         log(f"wrote {DOC.relative_to(REPO)} and {out.relative_to(REPO)}")
     log(f"done in {results['seconds']:.0f} s")

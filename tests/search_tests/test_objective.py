@@ -67,22 +67,24 @@ def _histories(dataset, options, *, validation="holdout", rates=(0.01, 0.001, 0.
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
     for lr in rates:
         study.enqueue_trial({"learning_rate": lr})
-    cfg = StudyConfig(epochs=2, train_size=512, seed=3, pruner="none", validation=validation)
+    cfg = StudyConfig(epochs=2, train_size=len(dataset.x_train), seed=3, pruner="none", validation=validation)
     study.optimize(Objective(cfg, dataset, options=options), n_trials=len(rates))
     return [(t.user_attrs["history"], t.user_attrs["test_accuracy"]) for t in study.trials]
 
 
-def test_the_speed_ups_compute_what_the_recipes_loop_computes(tiny):
+def test_the_speed_ups_compute_what_the_recipes_loop_computes(mnist):
     """A reused model, tensors, whole-epoch steps and large validation batches change nothing.
 
     The recipe's way (a new session and model per trial, NumPy arrays, one step per call,
     validation at the training batch size, a separate test evaluation) gives the same numbers
     for the same seed, also for a trial that runs after others on the same worker's model.
+    Two batches per epoch, so the shuffle matters too.
     """
     from search.objective import FitOptions
 
+    two_batches = load_dataset(mnist, train_size=2048, validation="holdout")
     recipe_way = FitOptions(reuse_model=False, device_data=False, steps_per_execution=False, validation_batch=None, skip_test_eval=False)
-    fast, slow = _histories(tiny, FitOptions()), _histories(tiny, recipe_way)
+    fast, slow = _histories(two_batches, FitOptions()), _histories(two_batches, recipe_way)
     for (h_fast, test_fast), (h_slow, test_slow) in zip(fast, slow):
         for key in h_slow:
             assert h_fast[key] == pytest.approx(h_slow[key], rel=1e-5, abs=1e-6)
