@@ -19,6 +19,7 @@ set is not evaluated again when it is the validation set.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -44,16 +45,20 @@ VALIDATION_BATCH = 10_000
 
 @dataclass(frozen=True)
 class FitOptions:
-    """How a trial runs ``model.fit``; every field is a measured speed-up, on by default.
+    """How a trial runs ``model.fit``: speed-ups, each measured in docs/benchmarks.md.
 
-    They change the time a trial takes, never what it computes (docs/benchmarks.md measures
-    each against the recipe's own loop). Benchmarks turn them off one at a time.
+    They change the time a trial takes, never what it computes (the benchmark checks each
+    against the recipe's own loop). ``"auto"`` turns on, only where Keras sees a GPU, the
+    ones that cut per-step overhead on an accelerator: on this project's CPU they measured no
+    faster (device tensors, validation batch) or slower (steps per execution), so they are
+    off there. Benchmarks flip them one at a time.
 
     Attributes:
         reuse_model: reset the worker's compiled model instead of building one per trial.
         device_data: train on backend tensors made once per process, not NumPy arrays.
         steps_per_execution: run a whole epoch per call into TensorFlow.
-        validation_batch: batch size of validation and test evaluation (None: the batch size).
+        validation_batch: batch size of validation and test evaluation (None: the training
+            batch size; ``"auto"``: :data:`VALIDATION_BATCH` on a GPU, else None).
         skip_test_eval: with ``--validation test``, take test_accuracy from the last epoch's
             validation instead of evaluating the same images again.
         jit_compile: Keras's ``jit_compile`` (``"auto"``: XLA on GPUs and JAX).
@@ -64,13 +69,23 @@ class FitOptions:
     """
 
     reuse_model: bool = True
-    device_data: bool = True
-    steps_per_execution: bool = True
-    validation_batch: int | None = VALIDATION_BATCH
+    device_data: bool | str = "auto"
+    steps_per_execution: bool | str = "auto"
+    validation_batch: int | str | None = "auto"
     skip_test_eval: bool = True
     jit_compile: bool | str = "auto"
     pruner_budget: float = 0.01
     deferred_writes: bool = True
+
+    def resolved(self, gpu: bool) -> "FitOptions":
+        """These options with every ``"auto"`` decided for a process that has a GPU or not."""
+        auto = {}
+        for name in ("device_data", "steps_per_execution"):
+            if getattr(self, name) == "auto":
+                auto[name] = gpu
+        if self.validation_batch == "auto":
+            auto["validation_batch"] = VALIDATION_BATCH if gpu else None
+        return dataclasses.replace(self, **auto)
 
 
 @functools.lru_cache(maxsize=1)
@@ -165,7 +180,7 @@ class Objective:
         # ``call(fn, *args, what=...)`` runs a storage call; workers pass one that retries
         # while the database is unreachable.
         self.call = call or _direct
-        self.options = options or FitOptions()
+        self.options = (options or FitOptions()).resolved(gpu=runtime_info()["device"] != "cpu")
         self._models = ModelCache()
 
     def __call__(self, trial) -> float:

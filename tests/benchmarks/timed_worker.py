@@ -9,7 +9,9 @@ named by ``HPSEARCH_BENCH_EVENTS``. Writes deferred to the background thread
 ``wait_for_writes``. The heartbeat thread's writes run beside training and are not timed.
 
 ``HPSEARCH_BENCH_EVERY_EPOCH=1`` makes the monitor ask the pruner at every epoch, as
-optuna-integration's ``KerasPruningCallback`` does (the "before" of the pruner schedule).
+optuna-integration's ``KerasPruningCallback`` does (the "before" of the pruner schedule);
+``HPSEARCH_BENCH_SYNC_WRITES=1`` writes reports on the trial's path (the "before" of
+``search.deferred``).
 
 Usage (by ``tests/benchmarks/run.py``)::
 
@@ -93,6 +95,14 @@ def _install() -> None:
                 EVENTS.append(("wait_for_writes", start, time.perf_counter()))
 
     DeferredWrites.flush = timed_flush
+
+    if os.environ.get("HPSEARCH_BENCH_SYNC_WRITES"):
+        import dataclasses
+
+        import search.objective as objective
+
+        options = objective.FitOptions
+        objective.FitOptions = lambda **kw: dataclasses.replace(options(**kw), deferred_writes=False)
 
     if os.environ.get("HPSEARCH_BENCH_EVERY_EPOCH"):
         import search.objective as objective
