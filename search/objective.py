@@ -12,9 +12,10 @@ device, framework versions).
 A trial trains the recipe's model exactly as the recipe does (same layers, Adam, batch size,
 a shuffle each epoch, validation after each epoch) but is cheaper than the recipe's own
 ``model.fit`` loop (:class:`FitOptions`; each saving measured in docs/benchmarks.md): the
-worker's one compiled model is reset instead of rebuilt, the data stay backend tensors across
-trials, TensorFlow runs a whole epoch per call, validation uses large batches, and the test
-set is not evaluated again when it is the validation set.
+worker's one compiled model is reset instead of rebuilt, the test set is not evaluated again
+when it is the validation set, and reports are written while training goes on; on a GPU the
+data also stay backend tensors across trials, TensorFlow runs a whole epoch per call, and
+validation uses large batches.
 """
 
 from __future__ import annotations
