@@ -552,7 +552,7 @@ def render(results: dict) -> str:
                f"load average {results['load_start']:.2f} at the start, {results['load_end']:.2f} at the end "
                "(the machine is shared: each row gives the 1-minute load when it started).")
     versions = ", ".join(f"{k} {m[k]}" for k in ("python", "tensorflow", "jax", "keras", "optuna", "optuna_integration", "keras_tuner") if m.get(k))
-    out.append(f"- Software: {versions}; Keras backend `{m['backend']}`{'; GPUs ' + ', '.join(m['gpus']) if m.get('gpus') else ', CPU only'}.")
+    out.append(f"- Software: {versions}; Keras backend `{m['backend']}`{'; GPUs ' + ', '.join(m['gpus']) if m.get('gpus') else (', CPU only' if m.get('backend') == 'tensorflow' else '')}.")
     out.append(f"- Storage: {results['storage_db']}.")
     out.append("")
 
