@@ -83,3 +83,38 @@ def test_sqlite_file_storage_works(tmp_path):
     study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
     study.tell(study.ask(), 1.0)
     assert state_counts(storage.engine, study._study_id)["COMPLETE"] == 1
+
+
+def test_a_worker_process_holds_at_most_two_connections(local_pg_url):
+    """pool_size 2 and no overflow: a third caller waits for a connection instead of opening one."""
+    import threading
+
+    import sqlalchemy
+
+    storage = open_storage(resolve_storage_url(local_pg_url))
+    pool = storage.engine.pool
+    assert pool.size() == 2 and pool._max_overflow == 0
+    held = [storage.engine.connect(), storage.engine.connect()]
+    got = threading.Event()
+
+    def third():
+        with storage.engine.connect():
+            got.set()
+
+    t = threading.Thread(target=third, daemon=True)
+    t.start()
+    try:
+        assert not got.wait(1.5), "a third connection was opened"
+        admin = sqlalchemy.create_engine(local_pg_url)
+        with admin.connect() as c:
+            db = local_pg_url.rsplit("/", 1)[1]
+            n = c.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %(d)s AND application_name = 'hpsearch'", {"d": db}
+            ).scalar()
+        admin.dispose()
+        assert n == 2
+    finally:
+        for c in held:
+            c.close()
+    assert got.wait(10), "the waiting caller got the released connection"
+    t.join(5)
