@@ -210,7 +210,7 @@ def launch_workers(study, storage, storage_url: str, target: int, slots: list[Sl
             progress.set_study(done, best)
             running = _running_epochs(storage, study._study_id)
             epochs_text = ", ".join(f"#{n} epoch {e}/{epochs}" for n, e in sorted(running.items())[:8])
-            line = f"{progress._head()} running {len(running)}" + (f" ({epochs_text})" if epochs_text else "") + (f", {counts['FAIL']} failed" if counts["FAIL"] else "")
+            line = f"{progress.head()} running {len(running)}" + (f" ({epochs_text})" if epochs_text else "") + (f", {counts['FAIL']} failed" if counts["FAIL"] else "")
             key = f"{done}/{counts['FAIL']}/{len(running)}"
             if progress.tty or key != last_line or time.monotonic() - last_time > progress.interval:
                 progress.status(line, transient=key == last_line)

@@ -39,7 +39,8 @@ class Progress:
             self.stream.write(text + "\n")
         self.stream.flush()
 
-    def _head(self) -> str:
+    def head(self) -> str:
+        """The study-wide part of a progress line: trials done and the best so far."""
         best = "-" if self.best is None else f"{self.best[0]:.4f} (lr {self.best[1]:.3g})"
         return f"[{self.done}/{self.target} trials, best val_accuracy {best}]"
 
@@ -62,7 +63,7 @@ class Progress:
             return
         self._last = now
         text = (
-            f"{self._head()} trial {number} lr {lr:.3g}: epoch {epoch + 1}/{epochs} "
+            f"{self.head()} trial {number} lr {lr:.3g}: epoch {epoch + 1}/{epochs} "
             f"loss {_fmt(logs.get('loss'))} val_accuracy {_fmt(logs.get('val_accuracy'))}"
         )
         self._write(text, transient=self.tty)
@@ -70,7 +71,7 @@ class Progress:
     def trial_done(self, number: int, lr: float | None, state: str, value, epochs_run, detail: str | None = None) -> None:
         lr_text = "-" if lr is None else f"{lr:.3g}"
         extra = f" ({detail})" if detail else ""
-        self._write(f"{self._head()} trial {number} lr {lr_text}: {state} value {_fmt(value)} after {epochs_run} epochs{extra}", transient=False)
+        self._write(f"{self.head()} trial {number} lr {lr_text}: {state} value {_fmt(value)} after {epochs_run} epochs{extra}", transient=False)
 
     def close(self) -> None:
         if self.enabled and self.tty and self._line_open:

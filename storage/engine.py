@@ -238,8 +238,6 @@ def study_lock(storage, study_name: str, purpose: str = "study"):
     """
     import hashlib
 
-    import sqlalchemy
-
     engine = storage.engine
     if engine.dialect.name != "postgresql":
         yield

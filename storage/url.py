@@ -97,7 +97,7 @@ def validate_url(url: str, source: str) -> str:
         raise StorageConfigError(f"{source} is empty: give a URL such as {_EXAMPLE}, or unset it to use the embedded PostgreSQL")
     try:
         parsed = make_url(url)
-    except (ArgumentError, ValueError) as e:
+    except (ArgumentError, ValueError):
         raise StorageConfigError(
             f"{source} is not a valid storage URL ({mask_url(url)!r}): use the form {_EXAMPLE} or sqlite:///path/to/file.db"
         ) from None

@@ -177,7 +177,6 @@ def test_sigterm_stops_the_worker_within_ten_seconds(local_pg_url, mnist, tmp_pa
 
 def test_launcher_sweeps_stale_trials_at_start(local_pg_url, mnist, tmp_path):
     """Dead workers' RUNNING trials (stale heartbeat, or none at all) are failed and retried."""
-    from search.config import StudyConfig
     from search.study import open_study
     from storage import open_storage, resolve_storage_url
 
@@ -277,7 +276,6 @@ def test_unfixable_failures_are_not_retried_and_stop_the_worker(embedded_home, m
     """NaN losses end as pruned (never retried); a broken setup fails 3 trials, then stops."""
     import numpy as np
 
-    from search.config import StudyConfig
     from search.data import Dataset, load_dataset
     from search.errors import WorkerFatalError
     from search.study import open_study
