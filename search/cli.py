@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["HPSEARCH_DEBUG"] = "1"
     try:
         from storage.errors import HpsearchError
-        from storage.url import scrub
+        from storage.url import scrub, scrub_traceback
 
         try:
             if args.command in ("run", "launch"):
@@ -379,9 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                 return run_command(args)
         except HpsearchError as e:
             if debug:
-                import traceback
-
-                traceback.print_exc()
+                print(scrub_traceback(e, getattr(args, "storage", None) or os.environ.get("OPTUNA_STORAGE")), file=sys.stderr, end="")
             msg = scrub(str(e), getattr(args, "storage", None) or os.environ.get("OPTUNA_STORAGE"))
             print(f"hpsearch {args.command}: error: {msg}", file=sys.stderr)
             return e.exit_code
@@ -390,9 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         except Exception as e:
             if debug:
-                import traceback
-
-                traceback.print_exc()
+                print(scrub_traceback(e, getattr(args, "storage", None) or os.environ.get("OPTUNA_STORAGE")), file=sys.stderr, end="")
             detail = scrub(" ".join(str(e).split())[:300], getattr(args, "storage", None) or os.environ.get("OPTUNA_STORAGE"))
             print(f"hpsearch {args.command}: internal error: {type(e).__name__}: {detail} (rerun with --debug for the traceback, and report it)", file=sys.stderr)
             return 1

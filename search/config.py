@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 
 from search.errors import ConfigError
+from storage.settings import STORAGE_ENV_VARS
 
 __all__ = ["ENV_VARS", "RECIPE_RATES", "StudyConfig", "DEFAULT_STUDY", "DEFAULT_TRIALS", "env"]
 
@@ -32,16 +33,14 @@ HOLDOUT_SIZE = 10_000
 MNIST_TRAIN_SIZE = 60_000
 
 #: Every environment variable hpsearch reads, with what it does. The README's configuration
-#: table is written from this registry.
+#: table is written from this registry. Storage's own variables are declared next to their
+#: defaults in ``storage.settings`` (storage cannot import search) and included here.
 ENV_VARS: dict[str, str] = {
-    "OPTUNA_STORAGE": "storage URL used when --storage is not given (the Optuna ecosystem's variable)",
-    "HPSEARCH_HOME": "directory of the embedded PostgreSQL and worker logs (default ./.hpsearch)",
+    **STORAGE_ENV_VARS,
     "HPSEARCH_DATA": "MNIST file or IDX directory used when --data is not given",
     "KERAS_BACKEND": "Keras backend: tensorflow (default), jax or torch",
     "CUDA_VISIBLE_DEVICES": "GPUs a worker may use; set by `--gpu`",
-    "HPSEARCH_DB_RETRY_S": "seconds a worker retries storage calls while the database is unreachable, then gives up (default 60)",
-    "HPSEARCH_HEARTBEAT_S": "seconds between a running trial's heartbeats (default 30)",
-    "HPSEARCH_GRACE_S": "seconds without a heartbeat after which a trial's worker is taken for dead (default 120)",
+    "HPSEARCH_DEBUG": "set by `--debug` (any non-empty value): tracebacks are shown, and the backend's start-up noise on stderr is not held back",
 }
 
 

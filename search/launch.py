@@ -27,7 +27,7 @@ from pathlib import Path
 from search.errors import ConfigError, WorkerFatalError, WorkerInterrupted
 from search.progress import Progress
 from search.space import PARAM
-from storage import retrying, state_counts
+from storage import retrying, running_epochs, state_counts
 
 __all__ = ["Slot", "detect_gpus", "plan_slots", "launch_workers", "EXIT_TOO_MANY_FAILURES"]
 
@@ -119,18 +119,6 @@ def _tail(path: Path | None, lines: int = 1) -> str:
     return " | ".join(text[-lines:])
 
 
-def _running_epochs(storage, study_id: int) -> dict[int, int]:
-    """Epochs reported so far by each RUNNING trial: ``{trial number: epochs}``."""
-    import sqlalchemy
-
-    with storage.engine.connect() as conn:
-        rows = conn.execute(sqlalchemy.text(
-            "SELECT t.number, count(v.step) FROM trials t LEFT JOIN trial_intermediate_values v "
-            "ON v.trial_id = t.trial_id WHERE t.study_id = :sid AND t.state = 'RUNNING' GROUP BY t.number"
-        ), {"sid": study_id})
-        return {int(n): int(e) for n, e in rows}
-
-
 def launch_workers(study, storage, storage_url: str, target: int, slots: list[Slot], *, data: str | None,
                    log_dir: Path, progress: Progress, epochs: int, poll: float = 2.0,
                    max_restarts: int = MAX_RESTARTS, worker_args: list[str] | None = None) -> None:
@@ -208,7 +196,7 @@ def launch_workers(study, storage, storage_url: str, target: int, slots: list[Sl
             except ValueError:
                 best = None
             progress.set_study(done, best)
-            running = _running_epochs(storage, study._study_id)
+            running = running_epochs(storage.engine, study._study_id)
             epochs_text = ", ".join(f"#{n} epoch {e}/{epochs}" for n, e in sorted(running.items())[:8])
             line = f"{progress.head()} running {len(running)}" + (f" ({epochs_text})" if epochs_text else "") + (f", {counts['FAIL']} failed" if counts["FAIL"] else "")
             key = f"{done}/{counts['FAIL']}/{len(running)}"

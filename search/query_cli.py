@@ -138,10 +138,7 @@ def add_views_parser(dbsub, add_common) -> None:
 
 def run_query(args) -> int:
     """Run ``hpsearch query WHAT`` and print its rows; return the exit code."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from storage import queries as q
-    from storage.engine import connect_error
     from storage.errors import HpsearchError
     from storage.url import resolve_storage_url
 
@@ -175,8 +172,6 @@ def run_query(args) -> int:
             rows, row_type = q.curves(engine, args.study, numbers), q.CurvePoint
         else:
             rows, row_type = q.summary(engine, args.study, by=args.by), q.SummaryRow
-    except SQLAlchemyError as e:
-        raise connect_error(resolved, e) from None
     finally:
         engine.dispose()
     print(format_rows(rows, args.format, row_type))
@@ -185,10 +180,7 @@ def run_query(args) -> int:
 
 def run_views(args) -> int:
     """Run ``hpsearch db views``: create the ``hpsearch_trials`` view in the storage."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from storage import queries as q
-    from storage.engine import connect_error
     from storage.errors import StorageConfigError
     from storage.url import resolve_storage_url
 
@@ -198,8 +190,6 @@ def run_views(args) -> int:
     engine = q.open_engine(resolved, read_only=False)
     try:
         name = q.create_views(engine)
-    except SQLAlchemyError as e:
-        raise connect_error(resolved, e) from None
     finally:
         engine.dispose()
     print(f"created view {name} in {resolved.masked} (one row per trial): SELECT * FROM {name} WHERE study = 'NAME'")

@@ -1,50 +1,41 @@
-"""Where hpsearch studies live and how to read them.
+"""Where hpsearch studies live and how to read them; the only package that talks to the database.
 
 Resolves storage URLs (``--storage`` > ``OPTUNA_STORAGE`` > the embedded PostgreSQL), opens
-Optuna storages with fleet-safe engine settings, runs the embedded server, and answers
-read-only queries. Never imports TensorFlow or Keras.
+Optuna storages and query engines with one pool policy, runs the embedded server, coordinates
+the fleet (advisory locks, counts, stale trials) and answers read-only queries. Driver errors
+leave it as :class:`StorageError`. Never imports TensorFlow, Keras or ``search``.
 """
 
 from storage.embedded import embedded_status, embedded_url, home_dir, stop_embedded
-from storage.engine import heartbeat_settings, open_storage, retrying, study_lock
+from storage.engine import check_environment, database_errors, heartbeat_settings, open_engine, open_storage, retrying
 from storage.errors import HpsearchError, StorageConfigError, StorageError, StudyNotFoundError, TrialNotFoundError
-from storage.queries import (
-    CurvePoint,
-    LandscapeGrid,
-    StudyRow,
-    SummaryRow,
-    TrialRow,
-    best_trial,
-    create_views,
-    curves,
-    landscape,
-    list_studies,
-    open_engine,
-    running_without_heartbeat,
-    state_counts,
-    study_names,
-    summary,
-    to_frame,
-    top_trials,
-    trials,
-)
-from storage.url import ResolvedStorage, mask_url, resolve_storage_url, validate_url
+from storage.fleet import running_epochs, running_without_heartbeat, state_counts, study_lock, try_study_lock
+from storage.histories import TrialRecord, study_system_attr, trial_records
+from storage.queries import best_trial, curves, landscape, list_studies, study_names, summary, top_trials, trials
+from storage.rows import CurvePoint, LandscapeGrid, StudyRow, SummaryRow, TrialRow, to_frame
+from storage.settings import STORAGE_ENV_VARS
+from storage.url import ResolvedStorage, mask_url, resolve_storage_url, scrub, scrub_traceback, validate_url
+from storage.views import create_views
 
 __all__ = [
     "CurvePoint",
     "HpsearchError",
     "LandscapeGrid",
     "ResolvedStorage",
+    "STORAGE_ENV_VARS",
     "StorageConfigError",
     "StorageError",
     "StudyNotFoundError",
     "StudyRow",
     "SummaryRow",
     "TrialNotFoundError",
+    "TrialRecord",
     "TrialRow",
     "best_trial",
+    "check_environment",
     "create_views",
     "curves",
+    "database_errors",
     "embedded_status",
     "embedded_url",
     "heartbeat_settings",
@@ -56,14 +47,20 @@ __all__ = [
     "open_storage",
     "resolve_storage_url",
     "retrying",
+    "running_epochs",
     "running_without_heartbeat",
+    "scrub",
+    "scrub_traceback",
     "state_counts",
     "stop_embedded",
     "study_lock",
     "study_names",
+    "study_system_attr",
     "summary",
     "to_frame",
     "top_trials",
+    "trial_records",
     "trials",
+    "try_study_lock",
     "validate_url",
 ]

@@ -26,9 +26,11 @@ def home_dir(home: str | os.PathLike | None = None) -> Path:
     """Where hpsearch keeps its state: ``home``, else ``HPSEARCH_HOME``, else ``./.hpsearch``."""
     if home is not None:
         return Path(home).expanduser().absolute()
-    env = os.environ.get("HPSEARCH_HOME")
-    if env:
-        return Path(env).expanduser().absolute()
+    from storage.settings import env
+
+    configured = env("HPSEARCH_HOME")
+    if configured:
+        return Path(configured).expanduser().absolute()
     return Path.cwd() / ".hpsearch"
 
 

@@ -1,52 +1,52 @@
-"""Open Optuna's RDBStorage with the engine settings a fleet of workers needs.
+"""The one engine factory, its pool policy, and the one boundary where driver errors end.
 
 Optuna turns ``pool_pre_ping`` on for MySQL only; a worker that trains for minutes between
 storage calls finds its pooled PostgreSQL connection closed by a proxy or a restart, so we
 turn it on for PostgreSQL too, keep the pool small (each worker needs two connections: one
 for Optuna, one for hpsearch's advisory locks; optuna#1347 is what many processes with
-Optuna's default pool of 5 + 10 do to ``max_connections``), bound the connect wait, and
-translate driver errors into one-line :class:`StorageError` messages with the password masked.
+Optuna's default pool of 5 + 10 do to ``max_connections``), and bound the connect wait. The
+same policy (:func:`engine_options`) serves Optuna's ``RDBStorage`` (:func:`open_storage`) and
+the query engines (:func:`open_engine`).
+
+Driver errors become :class:`StorageError` in one place, :func:`database_errors` (as Optuna's
+``_create_scoped_session`` does): one line with the password masked, chained ``from`` the
+driver error so that ``--debug`` shows it (``storage.url.scrub_traceback`` masks it there).
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 
-from storage.errors import StorageConfigError, StorageError
+from storage.errors import HpsearchError, StorageConfigError, StorageError
+from storage.settings import DB_RETRY_S, GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, env_seconds
 from storage.url import ResolvedStorage, scrub
 
-__all__ = ["open_storage", "study_lock", "retrying", "heartbeat_settings", "check_environment", "connect_error", "CONNECT_TIMEOUT_S", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S"]
+__all__ = [
+    "open_storage",
+    "open_engine",
+    "engine_options",
+    "database_errors",
+    "connection",
+    "retrying",
+    "heartbeat_settings",
+    "check_environment",
+    "connect_error",
+    "is_transient",
+    "CONNECT_TIMEOUT_S",
+    "HEARTBEAT_INTERVAL_S",
+    "GRACE_PERIOD_S",
+    "DB_RETRY_S",
+]
 
 #: Seconds to wait for a database that does not answer before giving up.
 CONNECT_TIMEOUT_S = 5
-#: A running trial writes a heartbeat this often; a trial whose heartbeat is older than the
-#: grace period is taken for dead (its worker crashed) and failed, freeing its slot.
-#: ``HPSEARCH_HEARTBEAT_S`` and ``HPSEARCH_GRACE_S`` override them (tests use seconds).
-HEARTBEAT_INTERVAL_S = 30
-GRACE_PERIOD_S = 120
-#: How long storage calls are retried (with back-off) while the database is unreachable,
-#: before the worker gives up; ``HPSEARCH_DB_RETRY_S`` overrides it.
-DB_RETRY_S = 60.0
-
-
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise StorageConfigError(f"{name}={raw!r} is not a number of seconds: set it to a positive number or unset it") from None
-    if not value > 0:
-        raise StorageConfigError(f"{name}={raw!r} must be a positive number of seconds")
-    return value
 
 
 def heartbeat_settings() -> tuple[int, int]:
     """The heartbeat interval and grace period in seconds, from the environment or defaults."""
-    interval = int(_env_number("HPSEARCH_HEARTBEAT_S", HEARTBEAT_INTERVAL_S))
-    grace = int(_env_number("HPSEARCH_GRACE_S", GRACE_PERIOD_S))
+    interval = int(env_seconds("HPSEARCH_HEARTBEAT_S", HEARTBEAT_INTERVAL_S))
+    grace = int(env_seconds("HPSEARCH_GRACE_S", GRACE_PERIOD_S))
     if grace <= interval:
         raise StorageConfigError(
             f"HPSEARCH_GRACE_S ({grace}) must exceed HPSEARCH_HEARTBEAT_S ({interval}), or live workers' trials are failed"
@@ -62,14 +62,19 @@ def check_environment() -> None:
             longer than the heartbeat interval.
     """
     heartbeat_settings()
-    _env_number("HPSEARCH_DB_RETRY_S", DB_RETRY_S)
+    env_seconds("HPSEARCH_DB_RETRY_S", DB_RETRY_S)
 
 
-def _transient(exc: BaseException) -> bool:
+# --- the boundary -------------------------------------------------------------------------
+
+
+def is_transient(exc: BaseException) -> bool:
     """Is ``exc`` a lost or refused connection (worth retrying), not a bad statement?"""
     import optuna
     from sqlalchemy import exc as sa_exc
 
+    if isinstance(exc, StorageError):
+        return bool(getattr(exc, "transient", False))
     if isinstance(exc, optuna.exceptions.StorageInternalError):
         exc = exc.__cause__ or exc
     if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)):
@@ -77,59 +82,12 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
 
 
-def retrying(fn, *args, what: str, limit_s: float | None = None, log=None, **kwargs):
-    """Call ``fn(*args, **kwargs)``, retrying with back-off while the database is unreachable.
-
-    Waits 0.5 s, 1 s, 2 s ... (at most 8 s) between tries, for ``limit_s`` seconds in all
-    (default ``HPSEARCH_DB_RETRY_S`` or 60). A statement the database rejects is not retried.
-
-    Raises:
-        StorageError: the database stayed unreachable for ``limit_s`` seconds.
-    """
-    import time
-
-    limit = limit_s if limit_s is not None else _env_number("HPSEARCH_DB_RETRY_S", DB_RETRY_S)
-    deadline = time.monotonic() + limit
-    delay = 0.5
-    warned = False
-    while True:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:
-            if not _transient(e):
-                raise
-            if time.monotonic() + delay > deadline:
-                cause = e.__cause__ if e.__cause__ is not None else e
-                detail = " ".join(str(getattr(cause, "orig", cause)).split())[:160]
-                raise StorageError(
-                    f"the database did not answer for {limit:g} s while {what} ({detail}): check the server and rerun; finished trials are kept (HPSEARCH_DB_RETRY_S sets the wait)"
-                ) from None
-            if log is not None and not warned:
-                log.warning("database unreachable while %s; retrying for up to %g s", what, limit)
-                warned = True
-            time.sleep(delay)
-            delay = min(delay * 2, 8.0)
-
-
-def _engine_kwargs(resolved: ResolvedStorage) -> dict:
-    if resolved.is_postgresql:
-        # At most 2 connections per process: the main thread's, and the heartbeat thread's
-        # while a trial trains (or the advisory lock's while a trial is claimed). A third
-        # caller waits for one instead of opening more (optuna#1347).
-        return {
-            "pool_size": 2,
-            "max_overflow": 0,
-            "pool_timeout": 60,
-            "pool_pre_ping": True,
-            "pool_recycle": 1800,
-            "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "hpsearch"},
-        }
-    # SQLite: wait for the file lock rather than failing at once ("database is locked").
-    return {"connect_args": {"timeout": 30}}
-
-
 def connect_error(resolved: ResolvedStorage, exc: BaseException) -> StorageError:
-    """Turn a driver exception into a one-line StorageError that never shows the password."""
+    """Turn a driver exception into a one-line StorageError that never shows the password.
+
+    The error's ``detail`` is the driver's message (masked) and ``transient`` says whether a
+    retry may succeed (:func:`retrying` reads it).
+    """
     orig = getattr(exc, "orig", None) or exc
     detail = " ".join(str(orig).split()) or type(orig).__name__
     detail = scrub(detail, resolved.url)
@@ -143,7 +101,156 @@ def connect_error(resolved: ResolvedStorage, exc: BaseException) -> StorageError
         hint = f"no answer within {CONNECT_TIMEOUT_S} s: check the host and port and any firewall"
     elif "unable to open database file" in low:
         hint = "check that the SQLite file's directory exists and is writable"
-    return StorageError(f"cannot use storage {resolved.masked} ({detail}): {hint}")
+    err = StorageError(f"cannot use storage {resolved.masked} ({detail}): {hint}")
+    err.detail = detail
+    err.transient = not isinstance(exc, OSError) and is_transient(exc)
+    return err
+
+
+def _resolved_of(target) -> ResolvedStorage:
+    if isinstance(target, ResolvedStorage):
+        return target
+    engine = getattr(target, "engine", target)
+    url = getattr(engine, "url", target)
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    return ResolvedStorage(text, "engine")
+
+
+@contextmanager
+def database_errors(target) -> Iterator[None]:
+    """The boundary: a driver error raised in the block leaves it as a :class:`StorageError`.
+
+    Args:
+        target: what the block talks to: a :class:`ResolvedStorage`, an engine or an
+            ``RDBStorage`` (its URL is what the message shows, masked).
+
+    Raises:
+        StorageError: chained ``from`` the driver error; hpsearch's own errors pass through.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except HpsearchError:
+        raise
+    except (SQLAlchemyError, OSError) as e:
+        raise connect_error(_resolved_of(target), e) from e
+
+
+@contextmanager
+def connection(engine) -> Iterator:
+    """A connection of ``engine`` (or of an ``RDBStorage``), inside :func:`database_errors`."""
+    engine = getattr(engine, "engine", engine)
+    with database_errors(engine), engine.connect() as conn:
+        yield conn
+
+
+def retrying(fn, *args, what: str, limit_s: float | None = None, log=None, **kwargs):
+    """Call ``fn(*args, **kwargs)``, retrying with back-off while the database is unreachable.
+
+    Waits 0.5 s, 1 s, 2 s ... (at most 8 s) between tries, for ``limit_s`` seconds in all
+    (default ``HPSEARCH_DB_RETRY_S`` or 60). A statement the database rejects is not retried.
+
+    Raises:
+        StorageError: the database stayed unreachable for ``limit_s`` seconds.
+    """
+    import time
+
+    limit = limit_s if limit_s is not None else env_seconds("HPSEARCH_DB_RETRY_S", DB_RETRY_S)
+    deadline = time.monotonic() + limit
+    delay = 0.5
+    warned = False
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            if time.monotonic() + delay > deadline:
+                detail = getattr(e, "detail", None)
+                if detail is None:
+                    cause = e.__cause__ if e.__cause__ is not None else e
+                    detail = " ".join(str(getattr(cause, "orig", cause)).split())
+                raise StorageError(
+                    f"the database did not answer for {limit:g} s while {what} ({detail[:160]}): check the server and rerun; finished trials are kept (HPSEARCH_DB_RETRY_S sets the wait)"
+                ) from e
+            if log is not None and not warned:
+                log.warning("database unreachable while %s; retrying for up to %g s", what, limit)
+                warned = True
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+
+
+# --- the factory --------------------------------------------------------------------------
+
+
+def engine_options(resolved: ResolvedStorage, *, read_only: bool = False) -> dict:
+    """The one pool policy: keyword arguments for ``sqlalchemy.create_engine``.
+
+    On PostgreSQL: at most 2 connections per engine (the main thread's, and the heartbeat
+    thread's while a trial trains, or the advisory lock's while a trial is claimed); a third
+    caller waits for one instead of opening more (optuna#1347). Connections are checked before
+    use and recycled every 30 minutes. ``read_only`` makes every transaction read-only.
+    """
+    if resolved.is_postgresql:
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "hpsearch-query" if read_only else "hpsearch"}
+        if read_only:
+            connect_args["options"] = "-c default_transaction_read_only=on"
+        return {
+            "pool_size": 2,
+            "max_overflow": 0,
+            "pool_timeout": 60,
+            "pool_pre_ping": True,
+            "pool_recycle": 1800,
+            "connect_args": connect_args,
+        }
+    # SQLite: wait for the file lock rather than failing at once ("database is locked").
+    return {"connect_args": {"timeout": 30}}
+
+
+def open_engine(storage=None, *, read_only: bool = True):
+    """Open a SQLAlchemy engine on a study storage, checking it answers.
+
+    On PostgreSQL with ``read_only`` every transaction is read-only
+    (``default_transaction_read_only``), so a query cannot write even by mistake. On SQLite
+    the file is opened read-only, which also keeps a missing file from being created.
+
+    Args:
+        storage: a storage URL, a :class:`~storage.url.ResolvedStorage`, or ``None`` for the
+            usual resolution (``OPTUNA_STORAGE``, else the embedded PostgreSQL).
+        read_only: ``False`` for :func:`storage.create_views` and the schema check of
+            :func:`open_storage`.
+
+    Returns:
+        A ``sqlalchemy.Engine``; pass it to the query functions. ``RDBStorage.engine`` works
+        there too.
+
+    Raises:
+        StorageConfigError: the URL is malformed or names an unsupported driver.
+        StorageError: the database cannot be reached.
+    """
+    import os
+
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    from storage.url import resolve_storage_url
+
+    resolved = storage if isinstance(storage, ResolvedStorage) else resolve_storage_url(storage)
+    url = resolved.url
+    if resolved.is_sqlite and read_only:
+        parsed = make_url(url)
+        if not os.path.exists(parsed.database):
+            raise StorageError(f"no SQLite file at {parsed.database!r}: check --storage (queries never create one)")
+        url = parsed.set(database=f"file:{parsed.database}", query={"mode": "ro", "uri": "true"})
+    engine = sqlalchemy.create_engine(url, **engine_options(resolved, read_only=read_only))
+    try:
+        with database_errors(resolved), engine.connect() as conn:
+            conn.exec_driver_sql("select 1")
+    except StorageError:
+        engine.dispose()
+        raise
+    return engine
 
 
 def open_storage(resolved: ResolvedStorage, *, heartbeat: bool = True):
@@ -157,33 +264,23 @@ def open_storage(resolved: ResolvedStorage, *, heartbeat: bool = True):
     Raises:
         StorageError: the database cannot be reached, or refuses the connection.
     """
-    import sqlalchemy
-    from sqlalchemy.exc import SQLAlchemyError
+    from storage.fleet import SCHEMA_LOCK_KEY, xact_lock
 
-    kwargs = _engine_kwargs(resolved)
-    probe = sqlalchemy.create_engine(resolved.url, poolclass=sqlalchemy.pool.NullPool, connect_args=kwargs["connect_args"])
+    probe = open_engine(resolved, read_only=False)
     try:
-        with probe.connect() as conn:
+        with database_errors(resolved), probe.connect() as conn:
             if resolved.is_postgresql:
-                with _xact_lock(conn, _SCHEMA_LOCK_KEY):
-                    storage = _make_rdb(resolved, kwargs, heartbeat)
-            else:
-                conn.exec_driver_sql("select 1")
-                storage = _make_rdb(resolved, kwargs, heartbeat)
-    except StorageError:
-        raise
-    except (SQLAlchemyError, OSError) as e:
-        raise connect_error(resolved, e) from None
+                with xact_lock(conn, SCHEMA_LOCK_KEY):
+                    return _make_rdb(resolved, heartbeat)
+            return _make_rdb(resolved, heartbeat)
     finally:
         probe.dispose()
-    return storage
 
 
-def _make_rdb(resolved: ResolvedStorage, kwargs: dict, heartbeat: bool):
+def _make_rdb(resolved: ResolvedStorage, heartbeat: bool):
     import warnings
 
     import optuna
-    from sqlalchemy.exc import SQLAlchemyError
 
     # Heartbeats are "experimental" in Optuna since 2.9 and warn that they are meant for
     # Study.optimize; hpsearch records them itself around ask/tell (search.worker._Heartbeat).
@@ -203,48 +300,8 @@ def _make_rdb(resolved: ResolvedStorage, kwargs: dict, heartbeat: bool):
                     "grace_period": grace,
                     "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
                 }
-            return optuna.storages.RDBStorage(resolved.url, engine_kwargs=kwargs, **hb)
-    except SQLAlchemyError as e:
-        raise connect_error(resolved, e) from None
+            return optuna.storages.RDBStorage(resolved.url, engine_kwargs=engine_options(resolved), **hb)
     except RuntimeError as e:
         # Optuna raises RuntimeError for a schema written by another Optuna version; its own
         # message already names the `optuna storage upgrade` command.
-        raise StorageError(scrub(" ".join(str(e).split()), resolved.url)) from None
-
-
-# Advisory-lock keys: one constant "class" for hpsearch, and an object id per purpose/study.
-_LOCK_CLASS = 0x4850  # "HP"
-_SCHEMA_LOCK_KEY = 0
-
-
-@contextmanager
-def _xact_lock(conn, key: int):
-    """Hold a transaction-level advisory lock on ``conn`` for the block (PostgreSQL)."""
-    import sqlalchemy
-
-    with conn.begin():
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:c, :k)"), {"c": _LOCK_CLASS, "k": key})
-        yield
-
-
-@contextmanager
-def study_lock(storage, study_name: str, purpose: str = "study"):
-    """Serialise a critical section per study across every process that shares the database.
-
-    On PostgreSQL this is a transaction-level advisory lock: it is released when the block
-    ends, and also when the holder dies (its connection closes), so a crashed worker never
-    leaves the study locked. On SQLite (one worker only) the database's own write lock is
-    enough and the block runs unguarded.
-    """
-    import hashlib
-
-    engine = storage.engine
-    if engine.dialect.name != "postgresql":
-        yield
-        return
-    digest = hashlib.sha256(f"{purpose}\0{study_name}".encode()).digest()
-    key = int.from_bytes(digest[:4], "big", signed=True) or 1
-    with engine.connect() as conn:
-        with _xact_lock(conn, key):
-            yield
-
+        raise StorageError(scrub(" ".join(str(e).split()), resolved.url)) from e

@@ -1,39 +1,48 @@
-"""Read trial histories in bulk, and the study-wide try-lock that rate-limits their use.
+"""The one reader of trial histories: what the queries, the landscape and a live view need.
 
 The loss landscape (``search.landscape``) needs, for every finished trial, one parameter,
-the objective value and a few user attributes (the per-epoch history). Optuna's
+the objective value and a few user attributes (the per-epoch history); ``hpsearch query
+curves`` needs the same for a few trials plus their intermediate values. Optuna's
 ``study.get_trials()`` loads whole ``FrozenTrial`` objects, every intermediate value
-included: 500,000 rows for 1,000 trials of 500 epochs, most of the time of a refresh. Two
-set-based queries read only what is asked for. Like ``storage.queries`` they only read.
+included: 500,000 rows for 1,000 trials of 500 epochs, most of the time of a refresh. Here
+two to three set-based queries read only what is asked for. Like ``storage.queries`` they
+only read.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy
 
-__all__ = ["TrialRecord", "trial_records", "study_system_attr", "try_study_lock"]
+from storage.engine import connection
+from storage.fleet import try_study_lock
+
+__all__ = ["FINISHED_STATES", "TrialRecord", "trial_records", "study_system_attr", "try_study_lock"]
 
 #: The states a trial can be in once it has stopped for good with a result.
 FINISHED_STATES = ("COMPLETE", "PRUNED")
 
+# How Optuna stores the intermediate values JSON cannot hold (value NULL, type set).
+_SPECIAL = {"INF_POS": math.inf, "INF_NEG": -math.inf, "NAN": math.nan}
+
 
 @dataclass(frozen=True)
 class TrialRecord:
-    """What the landscape needs of one trial.
+    """What a reader of trial histories needs of one trial.
 
     Attributes:
         number: the trial's number in its study.
         state: ``"COMPLETE"``, ``"PRUNED"``, ...
         param: the value of the requested parameter, or None where the trial has none.
         value: the first objective's value, or None (pruned and failed trials, infinities).
-        attrs: the requested user attributes that the trial has, decoded from JSON.
+        attrs: the requested user attributes that the trial has, decoded from JSON (an
+            attribute whose JSON does not decode is left out).
+        steps: the intermediate values by step, when asked for (``nan``/``inf`` restored).
     """
 
     number: int
@@ -41,39 +50,73 @@ class TrialRecord:
     param: float | None
     value: float | None
     attrs: dict[str, Any] = field(default_factory=dict)
+    steps: dict[int, float] = field(default_factory=dict)
 
 
 def trial_records(engine, study_id: int, *, param: str, attrs: Sequence[str],
-                  states: Sequence[str] = FINISHED_STATES) -> list[TrialRecord]:
-    """Return one :class:`TrialRecord` per trial of ``study_id`` in ``states``, by number.
+                  states: Sequence[str] | None = FINISHED_STATES, numbers: Sequence[int] | None = None,
+                  steps: bool = False) -> list[TrialRecord]:
+    """Return one :class:`TrialRecord` per trial of ``study_id`` that matches, by number.
 
     Args:
-        engine: the SQLAlchemy engine of the study's storage (``RDBStorage.engine``).
+        engine: the SQLAlchemy engine of the study's storage (or an ``RDBStorage``).
         study_id: Optuna's id of the study.
         param: the parameter to read (its internal value: the float itself for a float).
         attrs: the user-attribute keys to read; missing ones are left out of ``attrs``.
-        states: the trial states to read.
+        states: the trial states to read; None for every state.
+        numbers: only these trial numbers; None for every trial.
+        steps: also read each trial's intermediate values.
+
+    Raises:
+        StorageError: the database failed the read.
     """
-    states, keys = list(states), list(attrs)
-    trials = sqlalchemy.text(
+    where = ["t.study_id = :sid"]
+    bind: dict[str, Any] = {"sid": study_id, "param": param}
+    expanding = []
+    if states is not None:
+        where.append("t.state IN :states")
+        bind["states"] = list(states)
+        expanding.append("states")
+    if numbers is not None:
+        where.append("t.number IN :numbers")
+        bind["numbers"] = [int(n) for n in numbers]
+        expanding.append("numbers")
+    cond = " AND ".join(where)
+
+    def text(sql: str, *extra: str):
+        return sqlalchemy.text(sql).bindparams(*(sqlalchemy.bindparam(k, expanding=True) for k in (*expanding, *extra)))
+
+    trials = text(
         "SELECT t.trial_id, t.number, t.state, p.param_value, v.value"
         " FROM trials t"
         " LEFT JOIN trial_params p ON p.trial_id = t.trial_id AND p.param_name = :param"
         " LEFT JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0"
-        " WHERE t.study_id = :sid AND t.state IN :states"
-        " ORDER BY t.number"
-    ).bindparams(sqlalchemy.bindparam("states", expanding=True))
-    user_attrs = sqlalchemy.text(
-        "SELECT a.trial_id, a.key, a.value_json"
-        " FROM trial_user_attributes a JOIN trials t ON t.trial_id = a.trial_id"
-        " WHERE t.study_id = :sid AND t.state IN :states AND a.key IN :keys"
-    ).bindparams(sqlalchemy.bindparam("states", expanding=True), sqlalchemy.bindparam("keys", expanding=True))
-    with engine.connect() as conn:
-        rows = conn.execute(trials, {"sid": study_id, "param": param, "states": states}).all()
-        found: dict[int, dict[str, Any]] = {}
+        f" WHERE {cond} ORDER BY t.number"
+    )
+    keys = list(attrs)
+    found: dict[int, dict[str, Any]] = {}
+    by_step: dict[int, dict[int, float]] = {}
+    with connection(engine) as conn:
+        rows = conn.execute(trials, bind).all()
         if keys and rows:
-            for trial_id, key, value_json in conn.execute(user_attrs, {"sid": study_id, "states": states, "keys": keys}):
-                found.setdefault(int(trial_id), {})[key] = json.loads(value_json)
+            user_attrs = text(
+                "SELECT a.trial_id, a.key, a.value_json"
+                f" FROM trial_user_attributes a JOIN trials t ON t.trial_id = a.trial_id WHERE {cond} AND a.key IN :keys",
+                "keys",
+            )
+            for trial_id, key, value_json in conn.execute(user_attrs, {**bind, "keys": keys}):
+                try:
+                    found.setdefault(int(trial_id), {})[key] = json.loads(value_json)
+                except (TypeError, ValueError):
+                    pass
+        if steps and rows:
+            values = text(
+                "SELECT v.trial_id, v.step, v.intermediate_value, v.intermediate_value_type"
+                f" FROM trial_intermediate_values v JOIN trials t ON t.trial_id = v.trial_id WHERE {cond}"
+            )
+            for trial_id, step, value, kind in conn.execute(values, bind):
+                kind = str(getattr(kind, "name", kind))
+                by_step.setdefault(int(trial_id), {})[int(step)] = _SPECIAL[kind] if kind in _SPECIAL else float(value)
     return [
         TrialRecord(
             number=int(number),
@@ -81,6 +124,7 @@ def trial_records(engine, study_id: int, *, param: str, attrs: Sequence[str],
             param=None if param_value is None else float(param_value),
             value=None if value is None else float(value),
             attrs=found.get(int(trial_id), {}),
+            steps=by_step.get(int(trial_id), {}),
         )
         for trial_id, number, state, param_value, value in rows
     ]
@@ -92,31 +136,9 @@ def study_system_attr(engine, study_id: int, key: str) -> Any:
     ``storage.get_study_system_attrs`` reads them all, and optuna-dashboard keeps every saved
     figure there in 2 kB pieces: reading one key costs one row instead of megabytes.
     """
-    with engine.connect() as conn:
+    with connection(engine) as conn:
         value_json = conn.execute(
             sqlalchemy.text("SELECT value_json FROM study_system_attributes WHERE study_id = :sid AND key = :key"),
             {"sid": study_id, "key": key},
         ).scalar()
     return None if value_json is None else json.loads(value_json)
-
-
-# The advisory-lock class of storage.engine ("HP"), so every hpsearch lock shares one namespace.
-_LOCK_CLASS = 0x4850
-
-
-@contextmanager
-def try_study_lock(engine, study_name: str, purpose: str) -> Iterator[bool]:
-    """Try to take a per-study advisory lock without waiting; yield whether it was taken.
-
-    For work that one process of a fleet should do while the others skip it (refreshing the
-    landscape), where :func:`storage.study_lock` would make them queue. The lock is released
-    when the block ends or its holder dies. On SQLite (one worker) it is always taken.
-    """
-    if engine.dialect.name != "postgresql":
-        yield True
-        return
-    digest = hashlib.sha256(f"{purpose}\0{study_name}".encode()).digest()
-    key = int.from_bytes(digest[:4], "big", signed=True) or 1
-    with engine.connect() as conn, conn.begin():
-        taken = conn.execute(sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:c, :k)"), {"c": _LOCK_CLASS, "k": key}).scalar()
-        yield bool(taken)

@@ -7,13 +7,13 @@ reaches a log, an error or the terminal goes through :func:`mask_url` first.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
 from storage.errors import StorageConfigError
+from storage.settings import env
 
-__all__ = ["ResolvedStorage", "mask_url", "validate_url", "resolve_storage_url", "scrub"]
+__all__ = ["ResolvedStorage", "mask_url", "validate_url", "resolve_storage_url", "scrub", "scrub_traceback"]
 
 # Drivers we install and test. MySQL works with Optuna, but we ship no MySQL driver and do not
 # test it, so we refuse it rather than fail later with an ImportError.
@@ -81,6 +81,17 @@ def scrub(text: str, url: str | None) -> str:
     return mask_url(text)
 
 
+def scrub_traceback(exc: BaseException, url: str | None) -> str:
+    """The traceback of ``exc`` with its whole chain, as ``--debug`` prints it, password removed.
+
+    Errors are chained ``from`` the driver error they translate, and a driver message may
+    echo the connection string; every line goes through :func:`scrub`.
+    """
+    import traceback
+
+    return scrub("".join(traceback.format_exception(exc)), url)
+
+
 def validate_url(url: str, source: str) -> str:
     """Check that ``url`` is a storage URL hpsearch can use and return it normalised.
 
@@ -127,9 +138,9 @@ def resolve_storage_url(flag: str | None, *, home: str | None = None) -> Resolve
     """
     if flag is not None:
         return ResolvedStorage(validate_url(flag, "--storage"), "--storage")
-    env = os.environ.get("OPTUNA_STORAGE")
-    if env is not None:
-        return ResolvedStorage(validate_url(env, "OPTUNA_STORAGE"), "OPTUNA_STORAGE")
+    from_env = env("OPTUNA_STORAGE", keep_empty=True)
+    if from_env is not None:
+        return ResolvedStorage(validate_url(from_env, "OPTUNA_STORAGE"), "OPTUNA_STORAGE")
     from storage.embedded import embedded_url
 
     return ResolvedStorage(embedded_url(home), "embedded")

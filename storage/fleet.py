@@ -1,0 +1,144 @@
+"""Fleet coordination through the database: advisory locks, trial counts, stale trials, progress.
+
+Every worker of a fleet (one machine or many) coordinates through the study's database and
+nothing else. This module holds the few statements they share: the advisory locks that
+serialise claiming a trial (and creating the schema, and refreshing the landscape), the count
+of a study's trials by state, the RUNNING trials whose worker died before its first heartbeat,
+and the epochs each running trial has reported (the launcher's progress line).
+
+Every hpsearch lock lives in one advisory-lock class (``"HP"``), with a key per purpose and
+study hashed by :func:`lock_key`, so no two purposes or studies collide by accident and no
+other application's locks are touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy
+
+from storage.engine import connection
+
+__all__ = [
+    "LOCK_CLASS",
+    "SCHEMA_LOCK_KEY",
+    "STATES",
+    "lock_key",
+    "xact_lock",
+    "study_lock",
+    "try_study_lock",
+    "state_counts",
+    "running_without_heartbeat",
+    "running_epochs",
+]
+
+#: Optuna's trial states, in Optuna's own order.
+STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
+#: The advisory-lock class every hpsearch lock shares ("HP").
+LOCK_CLASS = 0x4850
+#: The key that serialises Optuna's table creation (key 0 is never a hash: see lock_key).
+SCHEMA_LOCK_KEY = 0
+
+
+def lock_key(study_name: str, purpose: str) -> int:
+    """The advisory-lock key of ``purpose`` on ``study_name``: a signed 32-bit hash, never 0."""
+    digest = hashlib.sha256(f"{purpose}\0{study_name}".encode()).digest()
+    return int.from_bytes(digest[:4], "big", signed=True) or 1
+
+
+@contextmanager
+def xact_lock(conn, key: int) -> Iterator[None]:
+    """Hold a transaction-level advisory lock on ``conn`` for the block (PostgreSQL)."""
+    with conn.begin():
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:c, :k)"), {"c": LOCK_CLASS, "k": key})
+        yield
+
+
+@contextmanager
+def study_lock(storage, study_name: str, purpose: str = "study") -> Iterator[None]:
+    """Serialise a critical section per study across every process that shares the database.
+
+    On PostgreSQL this is a transaction-level advisory lock: it is released when the block
+    ends, and also when the holder dies (its connection closes), so a crashed worker never
+    leaves the study locked. On SQLite (one worker only) the database's own write lock is
+    enough and the block runs unguarded.
+
+    Args:
+        storage: an ``RDBStorage`` or a SQLAlchemy engine.
+    """
+    engine = getattr(storage, "engine", storage)
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with connection(engine) as conn, xact_lock(conn, lock_key(study_name, purpose)):
+        yield
+
+
+@contextmanager
+def try_study_lock(engine, study_name: str, purpose: str) -> Iterator[bool]:
+    """Try to take a per-study advisory lock without waiting; yield whether it was taken.
+
+    For work that one process of a fleet should do while the others skip it (refreshing the
+    landscape), where :func:`study_lock` would make them queue. The lock is released when the
+    block ends or its holder dies. On SQLite (one worker) it is always taken.
+    """
+    engine = getattr(engine, "engine", engine)
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    with connection(engine) as conn, conn.begin():
+        taken = conn.execute(
+            sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:c, :k)"), {"c": LOCK_CLASS, "k": lock_key(study_name, purpose)}
+        ).scalar()
+        yield bool(taken)
+
+
+def state_counts(engine, study_id: int) -> dict[str, int]:
+    """Count the trials of a study by state: ``{"COMPLETE": 4, "PRUNED": 2, ...}``.
+
+    Every state appears in the result, with 0 where the study has none.
+    """
+    counts = {s: 0 for s in STATES}
+    with connection(engine) as conn:
+        rows = conn.execute(
+            sqlalchemy.text("SELECT state, count(*) FROM trials WHERE study_id = :sid GROUP BY state"),
+            {"sid": study_id},
+        )
+        for state, n in rows:
+            counts[str(getattr(state, "name", state))] = int(n)
+    return counts
+
+
+def running_without_heartbeat(engine, study_id: int, started_before) -> list[int]:
+    """Ids of RUNNING trials that never recorded a heartbeat and started before the cutoff.
+
+    Such a trial belongs to a worker that died between claiming it and its first heartbeat
+    (or to a claim whose acknowledgement was lost with the connection); Optuna's stale-trial
+    check, which looks at heartbeats only, never finds it. ``started_before`` is a naive local
+    datetime, as Optuna writes ``datetime_start``.
+    """
+    with connection(engine) as conn:
+        rows = conn.execute(
+            sqlalchemy.text(
+                "SELECT t.trial_id FROM trials t WHERE t.study_id = :sid AND t.state = 'RUNNING' "
+                "AND t.datetime_start < :cutoff "
+                "AND NOT EXISTS (SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)"
+            ),
+            {"sid": study_id, "cutoff": started_before},
+        )
+        return [int(r[0]) for r in rows]
+
+
+def running_epochs(engine, study_id: int) -> dict[int, int]:
+    """Epochs reported so far by each RUNNING trial of a study: ``{trial number: epochs}``."""
+    with connection(engine) as conn:
+        rows = conn.execute(
+            sqlalchemy.text(
+                "SELECT t.number, count(v.step) FROM trials t LEFT JOIN trial_intermediate_values v "
+                "ON v.trial_id = t.trial_id WHERE t.study_id = :sid AND t.state = 'RUNNING' GROUP BY t.number"
+            ),
+            {"sid": study_id},
+        )
+        return {int(n): int(e) for n, e in rows}

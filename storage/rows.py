@@ -1,0 +1,148 @@
+"""The rows the queries return: frozen dataclasses with datetimes in UTC, and DataFrames of them."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+
+from storage.errors import HpsearchError
+
+__all__ = ["StudyRow", "TrialRow", "CurvePoint", "SummaryRow", "LandscapeGrid", "to_frame"]
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """One study: its trials counted by state, its best trial and when it was last active.
+
+    ``best_*`` are ``None`` while no trial is complete, and for multi-objective studies.
+    ``first_activity`` is the earliest trial start, ``last_activity`` the latest start or end.
+    """
+
+    name: str
+    study_id: int
+    direction: str
+    trials: int = 0
+    running: int = 0
+    waiting: int = 0
+    complete: int = 0
+    pruned: int = 0
+    fail: int = 0
+    best_number: int | None = None
+    best_value: float | None = None
+    best_learning_rate: float | None = None
+    first_activity: datetime | None = None
+    last_activity: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial, as a script wants it: no nested attributes, datetimes in UTC.
+
+    ``value`` is Optuna's objective value (the best ``val_accuracy``; a pruned trial holds its
+    last reported value); ``duration_s`` is ``datetime_complete - datetime_start`` in seconds.
+    """
+
+    number: int
+    state: str
+    learning_rate: float | None
+    value: float | None
+    best_epoch: int | None
+    epochs_run: int | None
+    stop_reason: str | None
+    test_accuracy: float | None
+    duration_s: float | None
+    host: str | None
+    gpu: str | None
+    datetime_start: datetime | None
+    datetime_complete: datetime | None
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One epoch of one trial's learning curve.
+
+    ``val_accuracy`` is the intermediate value the trial reported to Optuna at this step;
+    ``loss``, ``val_loss`` and ``accuracy`` come from the trial's ``history`` attribute.
+    """
+
+    number: int
+    learning_rate: float | None
+    epoch: int
+    val_accuracy: float | None
+    loss: float | None
+    val_loss: float | None
+    accuracy: float | None
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """The trials of one group (a state, a host, a GPU): counts, best value, time spent.
+
+    ``busy_seconds`` adds up the durations of the group's trials that have both datetimes.
+    """
+
+    group: str | None
+    trials: int
+    running: int
+    waiting: int
+    complete: int
+    pruned: int
+    fail: int
+    best_value: float | None
+    busy_seconds: float
+    first_start: datetime | None
+    last_complete: datetime | None
+
+
+@dataclass(frozen=True)
+class LandscapeGrid:
+    """The loss landscape: a metric over learning rate (rows) × epoch (columns).
+
+    ``values[i][j]`` is the metric of trial ``numbers[i]`` (learning rate
+    ``learning_rates[i]``, rows sorted by it) at epoch ``epochs[j]``; ``None`` where the
+    trial did not reach that epoch or the value was not finite.
+    """
+
+    metric: str
+    numbers: list[int]
+    learning_rates: list[float]
+    epochs: list[int]
+    values: list[list[float | None]]
+
+    def points(self) -> list[tuple[int, float, int, float]]:
+        """The grid's defined cells as ``(number, learning_rate, epoch, value)``."""
+        return [
+            (n, lr, e, v)
+            for n, lr, row in zip(self.numbers, self.learning_rates, self.values)
+            for e, v in zip(self.epochs, row)
+            if v is not None
+        ]
+
+
+def to_frame(rows, row_type: type | None = None):
+    """A pandas DataFrame of query results, columns in the rows' field order.
+
+    Args:
+        rows: a list of rows from any query here, or a :class:`LandscapeGrid` (which becomes
+            a learning rate × epoch table indexed by learning rate, with a ``number`` column
+            first).
+        row_type: the row class, so that an empty list still gets its columns
+            (``to_frame([], TrialRow)``); taken from the rows when left out.
+
+    Raises:
+        HpsearchError: pandas is not installed.
+    """
+    try:
+        import pandas as pd
+    except ImportError:
+        raise HpsearchError("DataFrames need pandas: pip install 'hpsearch[pandas]' (or pip install pandas)") from None
+    if isinstance(rows, LandscapeGrid):
+        df = pd.DataFrame(rows.values, columns=rows.epochs, index=pd.Index(rows.learning_rates, name="learning_rate"), dtype=float)
+        df.columns.name = "epoch"
+        df.insert(0, "number", rows.numbers)
+        return df
+    rows = list(rows)
+    row_type = row_type or (type(rows[0]) if rows else None)
+    names = [f.name for f in dataclasses.fields(row_type)] if row_type is not None else []
+    return pd.DataFrame([[getattr(r, n) for n in names] for r in rows], columns=names)
