@@ -1,9 +1,10 @@
 """Shared fixtures: the real MNIST file, real PostgreSQL servers, and the hpsearch CLI.
 
 Database tests talk to a real PostgreSQL, never a mock: the embedded server (started in a
-temporary HPSEARCH_HOME, stopped at teardown even when the test fails) and, when it answers,
-the machine's server at 127.0.0.1:5432 (a fresh database per test module, dropped at
-teardown).
+temporary HPSEARCH_HOME, stopped at teardown even when the test fails) and the machine's
+server at 127.0.0.1:5432 (a fresh database per test module, dropped at teardown). Where the
+machine's server does not answer, ``local_pg_url`` hands out a fresh database on the embedded
+server instead, so no database test skips for want of a server.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist.npz"
-LOCAL_PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+#: The machine's PostgreSQL; HPSEARCH_TEST_PG_ADMIN points the tests elsewhere (a dead port
+#: shows the fallback to the embedded server: tests/test_fixtures.py).
+LOCAL_PG_ADMIN = os.environ.get("HPSEARCH_TEST_PG_ADMIN") or "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
 
 def mnist_path() -> str | None:
@@ -68,22 +71,43 @@ def _local_pg_answers() -> bool:
         return False
 
 
+def with_database(url: str, name: str) -> str:
+    """``url`` with its database replaced by ``name`` (any URL form: TCP or a socket's ?host=)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` (both test servers trust local connections, so any is accepted)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(password=password).render_as_string(hide_password=False)
+
+
 @pytest.fixture(scope="module")
-def local_pg_url():
-    """A fresh database on the machine's PostgreSQL (127.0.0.1:5432), dropped at teardown."""
+def local_pg_url(request):
+    """A fresh database on a real PostgreSQL, dropped at teardown.
+
+    The machine's server at 127.0.0.1:5432 when it answers; otherwise a fresh database on the
+    embedded server (this module's ``embedded_home``), so these tests run everywhere instead of
+    skipping.
+    """
     import sqlalchemy
 
-    if not _local_pg_answers():
-        pytest.skip("no PostgreSQL answers at 127.0.0.1:5432 (start it to run these tests)")
+    if _local_pg_answers():
+        admin_url = LOCAL_PG_ADMIN
+    else:
+        admin_url = request.getfixturevalue("embedded_home")[1]
     name = f"hps_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(LOCAL_PG_ADMIN, isolation_level="AUTOCOMMIT")
+    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.exec_driver_sql(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+        yield with_database(admin_url, name)
     finally:
         with admin.connect() as c:
-            c.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+            c.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()")
             c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
         admin.dispose()
 
@@ -93,6 +117,8 @@ def pg_url(request):
     """Each PostgreSQL the tests run against: the embedded server and the machine's."""
     if request.param == "embedded":
         return request.getfixturevalue("embedded_home")[1]
+    if not _local_pg_answers():
+        pytest.skip("no PostgreSQL answers at 127.0.0.1:5432: the 'embedded' run of this test covers the embedded server")
     return request.getfixturevalue("local_pg_url")
 
 

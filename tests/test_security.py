@@ -15,11 +15,11 @@ import uuid
 
 import sqlalchemy
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, with_database, with_password
 
 
 def _marker_url(local_pg_url: str, marker: str) -> str:
-    return local_pg_url.replace("postgres@", f"postgres:{marker}@", 1)
+    return with_password(local_pg_url, marker)
 
 
 def test_no_command_leaks_the_password(local_pg_url, mnist, tmp_path):
@@ -70,7 +70,7 @@ def test_no_command_leaks_the_password(local_pg_url, mnist, tmp_path):
     assert cli("db", "views").returncode == 0
     assert cli("landscape", "--study", "secret", "--out", str(tmp_path / "landscape.html")).returncode == 0
     # errors that involve the URL: a missing database, a closed port, a bad driver
-    missing_db = run_cli("run", "--study", "x", "--storage", url.rsplit("/", 1)[0] + "/no_such_db_x", *data, env=env, cwd=tmp_path)
+    missing_db = run_cli("run", "--study", "x", "--storage", with_database(url, "no_such_db_x"), *data, env=env, cwd=tmp_path)
     outputs.append((("missing database",), missing_db))
     assert missing_db.returncode == 2 and "does not exist" in missing_db.stderr
     cli_bad = run_cli("run", "--storage", f"postgresql://u:{marker}@127.0.0.1:9/db", env=env, cwd=tmp_path)

@@ -240,18 +240,38 @@ def test_workers_refresh_at_most_once_per_interval_and_one_at_a_time(pg_study):
     assert maybe_refresh_landscape(study, storage, force=True).refreshed
 
 
-def test_a_failed_refresh_is_a_warning_in_the_worker(caplog):
+def test_a_failed_refresh_is_a_warning_in_the_worker(local_pg_url, caplog):
+    """A real storage whose database disappears: the refresh fails, the worker only warns,
+    and the warning does not carry the password (here also the database's name, which the
+    driver's error names)."""
+    import uuid
+
+    import sqlalchemy
+
     from search.worker import _refresh_landscape
+    from storage import open_storage, resolve_storage_url
+    from tests.conftest import with_database, with_password
 
-    class Broken:
-        url = "postgresql+psycopg2://u:hunter2@db/x"
-
-        def get_study_id_from_name(self, name):
-            raise RuntimeError("connection to db failed for u:hunter2")
-
-    study = optuna.create_study(study_name="s")
-    with caplog.at_level(logging.WARNING, logger="hpsearch.worker"):
-        _refresh_landscape(study, Broken(), force=True)
+    marker = f"pw{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(local_pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'CREATE DATABASE "{marker}"')
+        storage = open_storage(resolve_storage_url(with_password(with_database(local_pg_url, marker), marker)), heartbeat=False)
+        study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+        study.tell(study.ask(), 0.5)
+        storage.engine.dispose()
+        with admin.connect() as c:
+            c.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{marker}'")
+            c.exec_driver_sql(f'DROP DATABASE "{marker}"')
+        with caplog.at_level(logging.WARNING, logger="hpsearch.worker"):
+            _refresh_landscape(study, storage, force=True)
+    finally:
+        with admin.connect() as c:
+            c.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{marker}'")
+            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{marker}"')
+        admin.dispose()
     (record,) = [r for r in caplog.records if r.name == "hpsearch.worker"]
     assert "could not refresh the loss landscape" in record.getMessage()
-    assert "hunter2" not in record.getMessage()
+    assert "StorageInternalError" in record.getMessage()
+    assert marker not in record.getMessage()

@@ -19,10 +19,26 @@ def _logs(acc, loss=0.5):
     return {"loss": loss, "val_loss": loss, "accuracy": acc, "val_accuracy": acc}
 
 
+def _prunes_at(pruner, complete: int, step: int) -> bool:
+    """Would ``pruner`` stop a hopeless trial at ``step``, after ``complete`` good trials?"""
+    study = _study(pruner)
+    for _ in range(complete):
+        t = study.ask()
+        for s in range(step + 1):
+            t.report(0.9, s)
+        study.tell(t, 0.9)
+    t = study.ask()
+    for s in range(step + 1):
+        t.report(0.1, s)
+    return t.should_prune()
+
+
 def test_median_pruner_settings_are_explicit():
     p = make_pruner(StudyConfig(epochs=500))
     assert isinstance(p, optuna.pruners.MedianPruner)
-    assert p._n_warmup_steps == 50 and p._n_startup_trials == 5
+    # 50 warm-up epochs (a tenth of 500) and 5 startup trials, seen in what it decides:
+    assert not _prunes_at(p, complete=5, step=49) and _prunes_at(p, complete=5, step=50)
+    assert not _prunes_at(p, complete=4, step=50)
     assert warmup_steps(3) == 1
     assert isinstance(make_pruner(StudyConfig(pruner="hyperband", epochs=9)), optuna.pruners.HyperbandPruner)
     assert isinstance(make_pruner(StudyConfig(pruner="none")), optuna.pruners.NopPruner)

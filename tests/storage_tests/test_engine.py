@@ -6,6 +6,7 @@ import pytest
 
 from storage import StorageError, open_storage, resolve_storage_url
 from storage.queries import state_counts
+from tests.conftest import with_database
 
 
 def test_open_storage_creates_schema_and_counts_states(pg_url):
@@ -19,7 +20,32 @@ def test_open_storage_creates_schema_and_counts_states(pg_url):
     study.ask()
     counts = state_counts(storage.engine, study._study_id)
     assert counts == {"RUNNING": 1, "WAITING": 0, "COMPLETE": 1, "PRUNED": 1, "FAIL": 0}
-    assert storage.engine.pool._pre_ping is True
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_before_use(pg_url):
+    """pool_pre_ping: after the server drops every idle connection (a restart, a proxy's
+    timeout), the next storage call reconnects instead of failing."""
+    import optuna
+    import sqlalchemy
+
+    storage = open_storage(resolve_storage_url(pg_url), heartbeat=False)
+    study = optuna.create_study(storage=storage, study_name=f"ping-{time.time_ns()}", direction="maximize")
+    study.tell(study.ask(), 0.5)
+    held = [storage.engine.connect(), storage.engine.connect()]
+    pids = [c.exec_driver_sql("select pg_backend_pid()").scalar() for c in held]
+    for c in held:
+        c.close()
+    admin = sqlalchemy.create_engine(pg_url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with admin.connect() as c:
+            for pid in pids:
+                assert c.exec_driver_sql(f"select pg_terminate_backend({int(pid)})").scalar()
+    finally:
+        admin.dispose()
+    assert state_counts(storage.engine, study._study_id)["COMPLETE"] == 1
+    with storage.engine.connect() as c:
+        assert c.exec_driver_sql("select pg_backend_pid()").scalar() not in pids
+    storage.engine.dispose()
 
 
 def test_connection_refused_fails_fast_with_masked_url():
@@ -70,7 +96,7 @@ def test_silent_server_times_out_within_the_bound():
 
 
 def test_missing_database_names_the_fix(local_pg_url):
-    url = local_pg_url.rsplit("/", 1)[0] + "/no_such_db_hpsearch"
+    url = with_database(local_pg_url, "no_such_db_hpsearch")
     with pytest.raises(StorageError) as e:
         open_storage(resolve_storage_url(url))
     assert "does not exist" in str(e.value) and "createdb" in str(e.value)
@@ -93,7 +119,7 @@ def test_a_worker_process_holds_at_most_two_connections(local_pg_url):
 
     storage = open_storage(resolve_storage_url(local_pg_url))
     pool = storage.engine.pool
-    assert pool.size() == 2 and pool._max_overflow == 0
+    assert pool.size() == 2
     opened = []
     sqlalchemy.event.listen(storage.engine, "connect", lambda dbapi_conn, record: opened.append(dbapi_conn))
     held = [storage.engine.connect(), storage.engine.connect()]
