@@ -101,10 +101,19 @@ def connect_error(resolved: ResolvedStorage, exc: BaseException) -> StorageError
         hint = f"no answer within {CONNECT_TIMEOUT_S} s: check the host and port and any firewall"
     elif "unable to open database file" in low:
         hint = "check that the SQLite file's directory exists and is writable"
+    transient = not isinstance(exc, OSError) and is_transient(exc)
+    if not transient and _is_statement_error(exc):
+        hint = "the database refused the statement: check that this is an Optuna storage (`optuna storage upgrade --storage URL` updates an old schema), or rerun with --debug"
     err = StorageError(f"cannot use storage {resolved.masked} ({detail}): {hint}")
     err.detail = detail
-    err.transient = not isinstance(exc, OSError) and is_transient(exc)
+    err.transient = transient
     return err
+
+
+def _is_statement_error(exc: BaseException) -> bool:
+    from sqlalchemy import exc as sa_exc
+
+    return isinstance(exc, (sa_exc.ProgrammingError, sa_exc.DataError, sa_exc.IntegrityError, sa_exc.InternalError, sa_exc.NotSupportedError))
 
 
 def _resolved_of(target) -> ResolvedStorage:

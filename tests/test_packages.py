@@ -33,3 +33,40 @@ def test_help_starts_quickly():
     assert "run" in out.stdout and "worker" in out.stdout
     # "well under a second" on this 2-core machine, interpreter start included
     assert elapsed < 1.5, elapsed
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    """Every module each file of ``package`` imports, at any depth (function-level too)."""
+    import ast
+
+    found = {}
+    for path in sorted((REPO / package).rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+        found[str(path.relative_to(REPO))] = names
+    return found
+
+
+def test_storage_never_imports_search():
+    bad = {f: sorted(n for n in names if n == "search" or n.startswith("search.")) for f, names in _imports("storage").items()}
+    assert {f: n for f, n in bad.items() if n} == {}
+
+
+def test_search_never_imports_sqlalchemy():
+    """Every database call of search goes through storage, which translates driver errors."""
+    bad = {f: sorted(n for n in names if n.split(".")[0] in ("sqlalchemy", "psycopg2")) for f, names in _imports("search").items()}
+    assert {f: n for f, n in bad.items() if n} == {}
+
+
+def test_the_import_scan_sees_function_level_imports():
+    # The two tests above must be able to fail: this file imports subprocess at the top and
+    # search/storage inside functions, and the scan finds both kinds.
+    import ast
+
+    tree = ast.parse((REPO / "tests" / "test_packages.py").read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert {"subprocess", "search", "storage", "ast"} <= names

@@ -98,3 +98,16 @@ def test_no_command_leaks_the_password(local_pg_url, mnist, tmp_path):
         n = c.exec_driver_sql("SELECT count(*) FROM trials t JOIN studies s USING (study_id) WHERE s.study_name = 'secret'").scalar()
         assert n >= 5
     engine.dispose()
+
+
+def test_debug_shows_the_chained_driver_error_but_never_the_password(local_pg_url, tmp_path):
+    """--debug prints the traceback with the driver error the StorageError was raised from;
+    every line of it is scrubbed (test_boundary.py holds a driver error that carries it)."""
+    marker = f"Pw{uuid.uuid4().hex}"
+    missing = with_database(with_password(local_pg_url, marker), "no_such_db_debug")
+    for args in (["query", "studies"], ["db", "views"], ["init", "--study", "x"]):
+        out = run_cli(*args, "--debug", "--storage", missing, env={"HPSEARCH_HOME": str(tmp_path / "home")}, cwd=tmp_path, timeout=120)
+        assert out.returncode == 2, (args, out.stderr)
+        assert "Traceback" in out.stderr and "OperationalError" in out.stderr and "direct cause" in out.stderr, (args, out.stderr)
+        assert "does not exist" in out.stderr.splitlines()[-1]
+        assert marker not in out.stdout + out.stderr, args

@@ -1,0 +1,122 @@
+"""The one boundary: driver errors leave storage as StorageError, chained, password masked."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+
+import pytest
+import sqlalchemy
+
+from storage import StorageConfigError, StorageError, open_engine, resolve_storage_url, retrying, scrub_traceback, state_counts
+from storage.engine import connection, database_errors
+from storage.settings import STORAGE_ENV_VARS, env_seconds
+from tests.conftest import with_password
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture(scope="module")
+def url(embedded_home):
+    return embedded_home[1]
+
+
+def test_a_driver_error_becomes_a_storage_error_chained_from_it_and_masked(url):
+    marker = f"Pw{uuid.uuid4().hex}"
+    engine = sqlalchemy.create_engine(with_password(url, marker))
+    try:
+        with pytest.raises(StorageError) as e:
+            with connection(engine) as conn:
+                # the statement, and so the driver's message, holds the password
+                conn.exec_driver_sql(f"SELECT 1 / 0 AS \"{marker}\"")
+    finally:
+        engine.dispose()
+    err = e.value
+    assert isinstance(err.__cause__, sqlalchemy.exc.DBAPIError), "chained from the driver error"
+    assert marker in str(err.__cause__), "the test must hold a driver error that carries the password"
+    assert marker not in str(err) and "division by zero" in str(err)
+    assert err.transient is False
+    shown = scrub_traceback(err, with_password(url, marker))
+    assert "DivisionByZero" in shown and "direct cause" in shown and "StorageError" in shown
+    assert marker not in shown
+
+
+def test_hpsearch_errors_pass_the_boundary_unchanged(url):
+    with pytest.raises(StorageConfigError, match="as it was"):
+        with database_errors(resolve_storage_url(url)):
+            raise StorageConfigError("as it was")
+
+
+def test_a_query_engine_is_read_only_and_its_writes_are_storage_errors(url):
+    engine = open_engine(url)
+    try:
+        with pytest.raises(StorageError, match="read-only transaction"):
+            with connection(engine) as conn:
+                conn.exec_driver_sql("CREATE TABLE hps_should_not_exist (x int)")
+    finally:
+        engine.dispose()
+
+
+def test_retrying_gives_up_after_its_limit_on_an_unreachable_database():
+    dead = sqlalchemy.create_engine(f"postgresql+psycopg2://u@127.0.0.1:{_closed_port()}/db", connect_args={"connect_timeout": 2})
+    calls = []
+
+    def count():
+        calls.append(time.monotonic())
+        return state_counts(dead, 1)
+
+    start = time.monotonic()
+    with pytest.raises(StorageError, match=r"did not answer for 1 s while counting") as e:
+        retrying(count, what="counting", limit_s=1.0)
+    assert len(calls) >= 2 and time.monotonic() - start < 10
+    assert isinstance(e.value.__cause__, StorageError) and e.value.__cause__.transient
+
+
+def test_retrying_goes_on_once_the_database_answers_and_does_not_retry_a_bad_statement(url):
+    dead = sqlalchemy.create_engine(f"postgresql+psycopg2://u@127.0.0.1:{_closed_port()}/db", connect_args={"connect_timeout": 2})
+    live = open_engine(url)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        with connection(dead if len(calls) < 3 else live) as conn:
+            return conn.exec_driver_sql("select 41 + 1").scalar()
+
+    try:
+        assert retrying(flaky, what="counting", limit_s=30) == 42
+        assert len(calls) == 3
+
+        def bad():
+            calls.append(1)
+            with connection(live) as conn:
+                conn.exec_driver_sql("SELECT * FROM no_such_table_hps")
+
+        calls.clear()
+        with pytest.raises(StorageError, match="no_such_table_hps.*refused the statement"):
+            retrying(bad, what="reading", limit_s=30)
+        assert len(calls) == 1
+    finally:
+        live.dispose()
+        dead.dispose()
+
+
+def test_storage_settings_are_registered_and_checked(monkeypatch):
+    from search.config import ENV_VARS
+
+    assert set(STORAGE_ENV_VARS) <= set(ENV_VARS)
+    assert {"OPTUNA_STORAGE", "HPSEARCH_HOME", "HPSEARCH_DB_RETRY_S", "HPSEARCH_HEARTBEAT_S", "HPSEARCH_GRACE_S"} == set(STORAGE_ENV_VARS)
+    monkeypatch.setenv("HPSEARCH_DB_RETRY_S", "soon")
+    with pytest.raises(StorageConfigError, match="HPSEARCH_DB_RETRY_S='soon' is not a number of seconds"):
+        env_seconds("HPSEARCH_DB_RETRY_S", 60)
+    monkeypatch.setenv("HPSEARCH_DB_RETRY_S", "")
+    assert env_seconds("HPSEARCH_DB_RETRY_S", 60) == 60
+    monkeypatch.setenv("OPTUNA_STORAGE", "")
+    with pytest.raises(StorageConfigError, match="OPTUNA_STORAGE is empty"):
+        resolve_storage_url(None)
