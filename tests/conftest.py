@@ -122,6 +122,17 @@ def pg_url(request):
     return request.getfixturevalue("local_pg_url")
 
 
+def closed_port() -> int:
+    """A loopback TCP port that nothing listens on (bound, read, released)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def run_cli(*args: str, env: dict | None = None, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``hpsearch ARGS`` in a subprocess (the installed entry point's code path)."""
     full_env = dict(os.environ)

@@ -3,13 +3,12 @@ traceback, and the study data in the database byte-for-byte unchanged."""
 
 from __future__ import annotations
 
-import socket
 
 import numpy as np
 import pytest
 import sqlalchemy
 
-from tests.conftest import run_cli
+from tests.conftest import closed_port, run_cli
 
 TABLES = (
     "studies", "study_directions", "study_user_attributes", "study_system_attributes", "trials",
@@ -70,14 +69,6 @@ def populated(local_pg_url, mnist, tmp_path_factory):
     }
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def _cases(p):
     url, data = p["url"], p["data"]
     st = ["--storage", url]
@@ -93,7 +84,7 @@ def _cases(p):
         (["run", "--storage", "postgresql://u:pw@/", *data], "names no database"),
         (["run", "--storage", "mysql://u:pw@h/db", *data], "unsupported driver 'mysql'"),
         (["query", "studies", "--storage", "::nonsense::"], "not a valid storage URL"),
-        (["run", "--storage", f"postgresql://u@127.0.0.1:{_closed_port()}/db", *data], "cannot use storage"),
+        (["run", "--storage", f"postgresql://u@127.0.0.1:{closed_port()}/db", *data], "cannot use storage"),
         (["run", "--storage", url.rsplit("/", 1)[0] + "/no_such_database", *data], "create the database"),
         # settings
         (["run", *st, "--lr-min", "0.1", "--lr-max", "0.01", *data], "must be below --lr-max"),

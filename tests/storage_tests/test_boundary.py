@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 
@@ -12,15 +11,7 @@ import sqlalchemy
 from storage import StorageConfigError, StorageError, open_engine, resolve_storage_url, retrying, scrub_traceback, state_counts
 from storage.engine import connection, database_errors
 from storage.settings import STORAGE_ENV_VARS, env_seconds
-from tests.conftest import with_password
-
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from tests.conftest import closed_port, with_password
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +56,7 @@ def test_a_query_engine_is_read_only_and_its_writes_are_storage_errors(url):
 
 
 def test_retrying_gives_up_after_its_limit_on_an_unreachable_database():
-    dead = sqlalchemy.create_engine(f"postgresql+psycopg2://u@127.0.0.1:{_closed_port()}/db", connect_args={"connect_timeout": 2})
+    dead = sqlalchemy.create_engine(f"postgresql+psycopg2://u@127.0.0.1:{closed_port()}/db", connect_args={"connect_timeout": 2})
     calls = []
 
     def count():
@@ -80,7 +71,7 @@ def test_retrying_gives_up_after_its_limit_on_an_unreachable_database():
 
 
 def test_retrying_goes_on_once_the_database_answers_and_does_not_retry_a_bad_statement(url):
-    dead = sqlalchemy.create_engine(f"postgresql+psycopg2://u@127.0.0.1:{_closed_port()}/db", connect_args={"connect_timeout": 2})
+    dead = sqlalchemy.create_engine(f"postgresql+psycopg2://u@127.0.0.1:{closed_port()}/db", connect_args={"connect_timeout": 2})
     live = open_engine(url)
     calls = []
 
