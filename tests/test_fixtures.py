@@ -1,0 +1,25 @@
+"""The database fixtures keep the project's rule: no server at 127.0.0.1:5432 means the
+embedded one, not a skip."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO, closed_port
+
+
+def test_without_the_machines_postgresql_the_tests_run_on_the_embedded_server(tmp_path):
+    env = dict(os.environ, HPSEARCH_TEST_PG_ADMIN=f"postgresql+psycopg2://postgres@127.0.0.1:{closed_port()}/test",
+               HPSEARCH_HOME=str(tmp_path / "home"))
+    env.pop("OPTUNA_STORAGE", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'bt'}",
+         "tests/storage_tests/test_engine.py", "-k", "missing_database or creates_schema"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:]
+    # local_pg_url's test ran (on the embedded server); pg_url's "local" copy says why it skipped
+    assert "2 passed, 1 skipped" in out.stdout, out.stdout[-3000:]
+    assert "no PostgreSQL answers at 127.0.0.1:5432: the 'embedded' run of this test covers the embedded server" in out.stdout
