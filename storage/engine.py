@@ -314,3 +314,13 @@ def _make_rdb(resolved: ResolvedStorage, heartbeat: bool):
         # Optuna raises RuntimeError for a schema written by another Optuna version; its own
         # message already names the `optuna storage upgrade` command.
         raise StorageError(scrub(" ".join(str(e).split()), resolved.url)) from e
+
+
+def __getattr__(name: str):
+    # ``study_lock`` lived here before the fleet's statements moved to storage.fleet (which
+    # imports this module, so it cannot be imported at the top).
+    if name == "study_lock":
+        from storage.fleet import study_lock
+
+        return study_lock
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
