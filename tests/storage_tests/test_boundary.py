@@ -15,8 +15,8 @@ from tests.conftest import closed_port, with_password
 
 
 @pytest.fixture(scope="module")
-def url(embedded_home):
-    return embedded_home[1]
+def url(local_pg_url):
+    return local_pg_url
 
 
 def test_a_driver_error_becomes_a_storage_error_chained_from_it_and_masked(url):

@@ -13,8 +13,8 @@ from storage.fleet import lock_key
 
 
 @pytest.fixture(scope="module")
-def storage(embedded_home):
-    s = open_storage(resolve_storage_url(embedded_home[1]), heartbeat=False)
+def storage(local_pg_url):
+    s = open_storage(resolve_storage_url(local_pg_url), heartbeat=False)
     yield s
     s.engine.dispose()
 
