@@ -417,7 +417,11 @@ def landscape(engine, study: str, *, metric: str = "loss", states: Iterable[str]
     wanted = t.check_states(states)
     with connection(engine) as conn:
         sid = t.study_id(conn, study)
-    records = trial_records(engine, sid, param=t.PARAM, attrs=("history",), states=wanted)
+
+    def one_metric(key, history):
+        return {metric: history.get(metric)} if isinstance(history, dict) else None
+
+    records = trial_records(engine, sid, param=t.PARAM, attrs=("history",), states=wanted, keep=one_metric)
     series = []
     for r in sorted((r for r in records if r.param is not None), key=lambda r: (r.param, r.number)):
         seq = _history(r.attrs).get(metric)
