@@ -147,7 +147,8 @@ def connect_error(resolved: ResolvedStorage, exc: BaseException) -> StorageError
 
 
 def open_storage(resolved: ResolvedStorage, *, heartbeat: bool = True):
-    """Return an ``optuna.storages.RDBStorage`` for ``resolved``, schema created if missing.
+    """Return an ``optuna.storages.RDBStorage`` for ``resolved``, schema created if missing
+    (Optuna's tables and hpsearch's epochs table, :mod:`storage.epochs`).
 
     Checks the connection first with a bounded wait, so an unreachable database fails within
     ``CONNECT_TIMEOUT_S`` seconds with a clear message instead of hanging. Concurrent first
@@ -164,12 +165,16 @@ def open_storage(resolved: ResolvedStorage, *, heartbeat: bool = True):
     probe = sqlalchemy.create_engine(resolved.url, poolclass=sqlalchemy.pool.NullPool, connect_args=kwargs["connect_args"])
     try:
         with probe.connect() as conn:
+            from storage.epochs import ensure_table
+
             if resolved.is_postgresql:
                 with _xact_lock(conn, _SCHEMA_LOCK_KEY):
                     storage = _make_rdb(resolved, kwargs, heartbeat)
+                    ensure_table(storage.engine, conn)  # hpsearch's epochs table, next to Optuna's
             else:
                 conn.exec_driver_sql("select 1")
                 storage = _make_rdb(resolved, kwargs, heartbeat)
+                ensure_table(storage.engine)
     except StorageError:
         raise
     except (SQLAlchemyError, OSError) as e:
