@@ -73,6 +73,18 @@
   }
 
   // ---- figures ------------------------------------------------------------------------
+  function lossTicks(lo, hi) { // 1-2-5 losses inside [lo, hi] (log10), labelled in full
+    let vals = [], text = [];
+    for (let k = Math.floor(lo) - 1; k <= Math.ceil(hi); k++) {
+      for (const m of [1, 2, 5]) {
+        const v = m * Math.pow(10, k), l = Math.log10(v);
+        if (l >= lo && l <= hi) { vals.push(l); text.push(String(Number(v.toPrecision(2)))); }
+      }
+    }
+    if (vals.length > 7) { const keep = vals.map((_, i) => text[i].replace(/^[0.]+/, "").startsWith("1")); vals = vals.filter((_, i) => keep[i]); text = text.filter((_, i) => keep[i]); }
+    if (vals.length < 2) { vals = [lo, hi]; text = [Math.pow(10, lo).toPrecision(2), Math.pow(10, hi).toPrecision(2)]; }
+    return { tickvals: vals, ticktext: text };
+  }
   function decades(lo, hi, log) {
     const vals = [], text = [];
     for (let k = Math.floor(lo); k <= Math.ceil(hi); k++) {
@@ -117,7 +129,7 @@
     let zmin = percentile(all, 0.01), zmax = percentile(all, 0.99);
     if (!(zmax - zmin > 1e-3)) { zmin = (zmin || 0) - 0.25; zmax = (zmax || 0) + 0.25; }
     const lo = x.length ? x[0] : -4, hi = x.length ? x[x.length - 1] : -1;
-    const ct = decades(zmin, zmax, true);
+    const ct = lossTicks(zmin, zmax);
     const running = ts.filter((t) => t.state === "RUNNING");
     const traces = [{
       type: "heatmap", x: x, y: centres(nb), z: z, zmin: zmin, zmax: zmax, colorscale: "Viridis", reversescale: false,
@@ -131,8 +143,7 @@
     }];
     const layout = base(title);
     const xt = decades(lo, hi, true);
-    layout.xaxis = { title: { text: "learning rate (log scale)" }, tickvals: xt.tickvals, ticktext: xt.ticktext,
-                     range: [lo - 0.05, hi + 0.05], zeroline: false };
+    layout.xaxis = { title: { text: "learning rate (log scale)" }, tickvals: xt.tickvals, ticktext: xt.ticktext, zeroline: false };
     layout.yaxis = { title: { text: "epoch" }, range: [0.5, Math.max(live.epochs, 1) + 0.5], zeroline: false };
     layout.legend = { orientation: "h", y: -0.2, x: 0 };
     return [traces, layout];
@@ -190,7 +201,7 @@
     return [traces, layout];
   }
 
-  const CONFIG = { displaylogo: false, responsive: true };
+  const CONFIG = { displaylogo: false, responsive: true, showTips: false };
   let pending = false;
   function render() {
     pending = false;
