@@ -11,7 +11,7 @@
   const studyId = root.dataset.study;
   const api = "/live/api/studies/" + studyId;
   const POLL_MS = Number(root.dataset.poll || 1000);
-  const CURVE_TRACES = 60, BANDS = 24;
+  const CURVE_TRACES = 60, BANDS = 24, CURVE_POINTS = 12000;
   const live = {
     bin: 1, bins: 0, epochs: 0, cursor: null, trials: new Map(), received: 0, renders: 0,
     lastEpochAt: null, error: null, polls: 0,
@@ -162,10 +162,18 @@
           hovertemplate: "trial " + t.number + ", rate " + t.lr.toPrecision(3) + " (" + t.state.toLowerCase() + ")<br>epoch %{x}<br>loss %{y:.4g}<extra></extra>" });
       }
     } else {
+      // Many trials: one trace per colour band, and about CURVE_POINTS points in all (bins
+      // merged k at a time), so a redraw stays quick however large the study grows.
+      const k = Math.max(1, Math.ceil((ts.length * xs.length) / CURVE_POINTS));
       const bands = Array.from({ length: BANDS }, () => ({ x: [], y: [], ids: [] }));
       for (const t of ts) {
         const band = bands[Math.min(BANDS - 1, Math.floor(pos(t) * BANDS))];
-        for (let b = 0; b < t[key].length; b++) { band.x.push(xs[b]); band.y.push(finite(t[key][b]) ? t[key][b] : null); band.ids.push(t.number); }
+        const a = t[key], c = key === "val" ? t.cv : t.cl;
+        for (let b = 0; b < a.length; b += k) {
+          let sum = 0, n = 0;
+          for (let j = b; j < Math.min(a.length, b + k); j++) if (finite(a[j]) && c[j] > 0) { sum += a[j] * c[j]; n += c[j]; }
+          band.x.push((xs[b] + xs[Math.min(a.length, b + k) - 1]) / 2); band.y.push(n ? sum / n : null); band.ids.push(t.number);
+        }
         band.x.push(null); band.y.push(null); band.ids.push(null);
       }
       bands.forEach((band, i) => {
@@ -205,6 +213,7 @@
   let pending = false;
   function render() {
     pending = false;
+    const started = performance.now();
     const ts = drawn();
     const figs = {
       "live-heat-val": heatmap(ts, "val", "Validation loss over learning rate and epoch"),
@@ -213,8 +222,18 @@
       "live-curves-train": curves(ts, "loss", "Learning curves: training loss"),
       "live-accuracy": accuracy(Array.from(live.trials.values()).filter((t) => finite(t.lr))),
     };
-    for (const id in figs) Plotly.react(id, figs[id][0], figs[id][1], CONFIG);
+    const built = performance.now();
+    live.figureMs = {};
+    for (const id in figs) {
+      const t0 = performance.now();
+      Plotly.react(id, figs[id][0], figs[id][1], CONFIG);
+      live.figureMs[id] = Math.round(performance.now() - t0);
+    }
+    live.buildMs = Math.round(built - started);
     live.renders += 1;
+    live.renderedAt = performance.now(); // ms since navigation started (benchmarks read it)
+    live.renderMs = live.renderedAt - started;
+    if (live.firstRenderMs === undefined) live.firstRenderMs = live.renderedAt;
     const running = ts.filter((t) => t.state === "RUNNING").length;
     document.getElementById("status").textContent = live.trials.size + " trials (" + running + " running), " +
       live.received + " epochs received, bins of " + live.bin + " epoch" + (live.bin > 1 ? "s" : "") +
@@ -224,13 +243,14 @@
     if (!pending) { pending = true; window.requestAnimationFrame(render); }
   }
 
-  async function getJSON(url) {
-    const r = await fetch(url, { cache: "no-store" });
+  async function getJSON(url, preloaded) {
+    // The first load may use the response the page preloaded while Plotly was parsed.
+    const r = await fetch(url, preloaded ? {} : { cache: "no-store" });
     if (!r.ok) throw new Error(url + ": HTTP " + r.status + " " + (await r.text()).slice(0, 200));
     return r.json();
   }
   async function first() {
-    const g = await getJSON(api + "/grid");
+    const g = await getJSON(api + "/grid", true);
     live.bin = g.bin_epochs;
     live.cursor = g.cursor;
     const loss = decode(g.loss, g.quant[0], g.quant[1]), val = decode(g.val_loss, g.quant[0], g.quant[1]);

@@ -159,6 +159,7 @@ def _page(study_id: int, name: str) -> bytes:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="preload" href="{LIVE_PREFIX}/api/studies/{study_id}/grid" as="fetch" crossorigin="anonymous">
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1em 1.5em; color: #222; }}
 header {{ display: flex; gap: 1.5em; align-items: baseline; flex-wrap: wrap; }}
