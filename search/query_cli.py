@@ -63,7 +63,7 @@ def _states(text: str) -> list[str]:
 
 
 def add_query_parser(sub, add_common) -> None:
-    """Add ``hpsearch query`` and its six actions to the subparsers ``sub``.
+    """Add ``hpsearch query`` and its seven actions to the subparsers ``sub``.
 
     Args:
         sub: the ``hpsearch`` subparsers.
@@ -74,7 +74,7 @@ def add_query_parser(sub, add_common) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     query = sub.add_parser(
         "query",
-        help="read studies from scripts: studies, trials, best, top, curves, summary",
+        help="read studies from scripts: studies, trials, best, top, curves, summary, follow",
         description="Read studies without loading them into Optuna: a few SQL queries per command, read-only. Rows go to stdout as a table, JSON or CSV, columns in a fixed order.",
         epilog="examples:\n  hpsearch query studies\n  hpsearch query trials --state pruned --sort learning_rate --format csv > pruned.csv\n  hpsearch query best --format json",
         formatter_class=fmt,
@@ -162,7 +162,7 @@ def run_query(args) -> int:
     what = args.query_command
     if what == "follow":
         try:
-            return run_follow(engine, args.study, from_start=args.from_start, fmt=args.format, interval=args.interval)
+            return run_follow(engine, args.study, from_start=args.from_start, fmt=args.format, interval=max(0.05, args.interval))
         except SQLAlchemyError as e:
             raise connect_error(resolved, e) from None
         finally:
@@ -218,9 +218,8 @@ def run_follow(engine, study: str, *, from_start: bool = False, fmt: str = "json
     """
     import csv
     import json
-    import time
 
-    from storage.epochs import budget, epochs_after, study_id_of
+    from storage.epochs import budget, study_id_of
 
     out, err = out or sys.stdout, err or sys.stderr
     study_id = study_id_of(engine, study)
@@ -237,9 +236,24 @@ def run_follow(engine, study: str, *, from_start: bool = False, fmt: str = "json
                 print(json.dumps({c: getattr(e, c) for c in FOLLOW_COLUMNS}, allow_nan=False), file=out)
         out.flush()
 
-    if writer is not None:
-        writer.writerow(FOLLOW_COLUMNS)
-        out.flush()
+    try:
+        if writer is not None:
+            writer.writerow(FOLLOW_COLUMNS)
+            out.flush()
+        return _follow(engine, study, study_id, from_start, interval, emit, err)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as `yes | head` does.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _follow(engine, study: str, study_id: int, from_start: bool, interval: float, emit, err) -> int:
+    import time
+
+    from storage.epochs import budget, epochs_after
+
     cursor = None if from_start else epochs_after(engine, study_id, epochs=False).cursor
     while True:
         batch = epochs_after(engine, study_id, cursor)

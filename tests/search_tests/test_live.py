@@ -2,7 +2,8 @@
 epochs written through the real writer (`DeferredWrites.epoch`, what the trial's monitor
 calls), `hpsearch query follow`, and a real headless Chromium watching the figures change.
 
-The browser test keeps its screenshots in ``docs/live-before.png`` and ``docs/live-after.png``.
+The browser test keeps its screenshots in ``tests/artifacts/live-before.png`` and
+``live-after.png``; ``docs/live-before.png`` and ``docs/live-after.png`` are copies of them.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from tests.search_tests.test_dashboard import PASSWORD, Dashboard, _browser, _wi
 
 pytestmark = pytest.mark.slow
 
-DOCS = REPO / "docs"
+ARTIFACTS = REPO / "tests" / "artifacts"
 EPOCHS = 10
 
 
@@ -246,8 +247,9 @@ def test_a_real_browser_watches_the_landscape_change_without_a_reload_and_keeps_
         WebDriverWait(browser, 60).until(lambda b: b.execute_script("return window.hpsearchLive && window.hpsearchLive.renders > 0"))
         WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#live-heat-val .hm image"))
         browser.execute_script("window.notReloaded = true;")
+        ARTIFACTS.mkdir(exist_ok=True)
         time.sleep(0.5)
-        DOCS.joinpath("live-before.png").write_bytes(browser.get_screenshot_as_png())
+        ARTIFACTS.joinpath("live-before.png").write_bytes(browser.get_screenshot_as_png())
 
         def filled():  # cells of the validation-loss heatmap that hold a value
             return browser.execute_script(
@@ -284,7 +286,7 @@ def test_a_real_browser_watches_the_landscape_change_without_a_reload_and_keeps_
         # The after picture at the default zoom, so the new epochs show.
         browser.execute_script("Plotly.relayout('live-heat-val', {'xaxis.autorange': true, 'yaxis.autorange': true})")
         time.sleep(0.5)
-        DOCS.joinpath("live-after.png").write_bytes(browser.get_screenshot_as_png())
+        ARTIFACTS.joinpath("live-after.png").write_bytes(browser.get_screenshot_as_png())
     finally:
         browser.quit()
         shutil.rmtree(profile, ignore_errors=True)
