@@ -213,7 +213,13 @@ class Cursor:
 
     def encode(self) -> str:
         gaps = ",".join(f"{i}:{t}" for i, t in self.gaps)
-        opened = ",".join(f"{i}{_STATE_LETTERS[s]}" for i, s in self.open)
+        # Open trials per state, ids as differences ("R1001.1.1"): 64 running trials with
+        # neighbouring ids take about 130 characters, so an empty poll stays small.
+        opened = ""
+        for state in _OPEN:
+            ids = sorted(i for i, s in self.open if s == state)
+            if ids:
+                opened += _STATE_LETTERS[state] + ".".join(str(b - a) for a, b in zip([0, *ids], ids))
         return f"{self.epoch_id}_{self.trial_id}_{gaps}_{opened}"
 
     @classmethod
@@ -225,13 +231,27 @@ class Cursor:
                 int(epoch_id),
                 tuple((int(i), int(t)) for i, t in (g.split(":") for g in gaps.split(",") if g)),
                 int(trial_id),
-                tuple((int(o[:-1]), _LETTER_STATES[o[-1]]) for o in opened.split(",") if o),
+                _decode_open(opened),
             )
         except (ValueError, KeyError, IndexError):
             raise ValueError(f"{text[:80]!r} is not a cursor of this feed") from None
         if cursor.epoch_id < 0 or cursor.trial_id < 0:
             raise ValueError(f"{text[:80]!r} is not a cursor of this feed")
         return cursor
+
+
+def _decode_open(text: str) -> tuple[tuple[int, str], ...]:
+    import re
+
+    if re.fullmatch(r"([RW]\d+(\.\d+)*)*", text) is None:
+        raise ValueError(text)
+    out = []
+    for letter, deltas in re.findall(r"([RW])([\d.]+)", text):
+        i = 0
+        for d in deltas.split("."):
+            i += int(d)
+            out.append((i, _LETTER_STATES[letter]))
+    return tuple(sorted(out))
 
 
 @dataclass(frozen=True)

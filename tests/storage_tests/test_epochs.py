@@ -158,7 +158,14 @@ def test_optuna_deletes_a_study_and_its_epochs_go_with_it(storage):
     assert left == 0
 
 
+def test_a_cursor_round_trips_and_stays_short_with_many_running_trials():
+    cursor = Cursor(523_412, ((523_400, 1_800_000_000),), 2_064, tuple((i, "RUNNING") for i in range(2_001, 2_065)) + ((2_070, "WAITING"),))
+    text = cursor.encode()
+    assert Cursor.decode(text) == cursor
+    assert len(text) < 180, text
+
+
 def test_a_bad_cursor_is_a_value_error():
-    for text in ("", "abc", "1_2_3", "1_2__9X", "-1_0__"):
+    for text in ("", "abc", "1_2_3", "1_2__9X", "-1_0__", "1_2__R1.x", "1_2__R"):
         with pytest.raises(ValueError, match="is not a cursor of this feed"):
             Cursor.decode(text)
