@@ -138,14 +138,20 @@ def ensure_table(engine, conn=None) -> None:
 
 
 def _create(conn) -> None:
+    # No DDL when the table is there: a role that may write rows but not create tables
+    # (a shared production database) must still open the storage.
+    if _table_exists(conn):
+        return
     ddl = _POSTGRES_DDL if conn.dialect.name == "postgresql" else _SQLITE_DDL
     for statement in ddl:
         conn.exec_driver_sql(statement)
 
 
 def _has_table(conn) -> bool:
-    if conn.engine in _ready:
-        return True
+    return conn.engine in _ready or _table_exists(conn)
+
+
+def _table_exists(conn) -> bool:
     if conn.dialect.name == "postgresql":
         found = conn.execute(sqlalchemy.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": TABLE}).scalar()
     else:
