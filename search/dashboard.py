@@ -4,7 +4,9 @@
 password in it to every user of the machine. ``hpsearch dashboard`` resolves the URL the
 usual way (``--storage`` > ``OPTUNA_STORAGE`` > the embedded PostgreSQL) and serves
 optuna-dashboard's WSGI application (``optuna_dashboard.wsgi``) from this process, so the URL
-only ever lives in memory; everything printed shows it masked.
+only ever lives in memory; everything printed shows it masked. The same server answers the
+live loss landscape's routes (``/live/...``, :mod:`search.live`), and each study's note links
+to its live page.
 
 The server is the standard library's threaded WSGI server, as ``optuna_dashboard.run_server``
 uses (through bottle): fine for the handful of people who look at a study. optuna-dashboard
@@ -98,6 +100,16 @@ def _refresh_all(storage, names: list[str], err) -> None:
             print(f"landscape of study {name!r}: not drawn ({result.reason})", file=err)
 
 
+def _link_live_pages(storage, names: list[str], err) -> None:
+    from search.live import link_live_page
+
+    for name in names:
+        try:
+            link_live_page(storage, storage.get_study_id_from_name(name))
+        except Exception as e:  # a note we cannot write must not keep the dashboard from serving
+            print(f"hpsearch dashboard: warning: could not link the live page in the note of study {name!r}: {type(e).__name__}: {' '.join(str(e).split())[:200]}", file=err)
+
+
 def serve_dashboard(storage_flag: str | None, study: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                     *, out=None, err=None) -> int:
     """Refresh the landscape of the studies served, then serve optuna-dashboard until stopped.
@@ -148,9 +160,15 @@ def serve_dashboard(storage_flag: str | None, study: str | None = None, host: st
 
         import optuna_dashboard
 
-        server.set_app(optuna_dashboard.wsgi(storage))
+        from search.live import live_path, with_live
+
+        _link_live_pages(storage, [study] if study is not None else names, err)
+        server.set_app(with_live(storage, optuna_dashboard.wsgi(storage)))
         path = "/dashboard" if study is None else f"/dashboard/studies/{storage.get_study_id_from_name(study)}"
         print(f"optuna-dashboard on {resolved.masked}: open http://{_url_host(host)}:{server.server_port}{path}", file=out, flush=True)
+        if study is not None:
+            live = live_path(storage.get_study_id_from_name(study))
+            print(f"live loss landscape: http://{_url_host(host)}:{server.server_port}{live}", file=err, flush=True)
         print("press Ctrl-C to stop", file=err, flush=True)
         return _serve(server)
     finally:

@@ -166,6 +166,7 @@ class EpochMonitor:
             self.writes.submit(self.trial.report, value, step=epoch, what=f"reporting epoch {epoch}")
             if self.best_value is None or value > self.best_value:
                 self.best_value, self.best_epoch = value, epoch
+        self.writes.epoch(self.trial, epoch, logs, seconds=self.epoch_seconds[-1])  # the live landscape's row
         if self.on_epoch is not None:
             self.on_epoch(epoch, logs)
         if _finite(logs.get("loss")) is None:

@@ -20,7 +20,7 @@ import math
 import sys
 from datetime import datetime
 
-__all__ = ["FORMATS", "add_query_parser", "add_views_parser", "format_rows", "run_query", "run_views"]
+__all__ = ["FOLLOW_COLUMNS", "FORMATS", "add_query_parser", "add_views_parser", "format_rows", "run_follow", "run_query", "run_views"]
 
 FORMATS = ("table", "json", "csv")
 
@@ -63,7 +63,7 @@ def _states(text: str) -> list[str]:
 
 
 def add_query_parser(sub, add_common) -> None:
-    """Add ``hpsearch query`` and its six actions to the subparsers ``sub``.
+    """Add ``hpsearch query`` and its seven actions to the subparsers ``sub``.
 
     Args:
         sub: the ``hpsearch`` subparsers.
@@ -74,7 +74,7 @@ def add_query_parser(sub, add_common) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     query = sub.add_parser(
         "query",
-        help="read studies from scripts: studies, trials, best, top, curves, summary",
+        help="read studies from scripts: studies, trials, best, top, curves, summary, follow",
         description="Read studies without loading them into Optuna: a few SQL queries per command, read-only. Rows go to stdout as a table, JSON or CSV, columns in a fixed order.",
         epilog="examples:\n  hpsearch query studies\n  hpsearch query trials --state pruned --sort learning_rate --format csv > pruned.csv\n  hpsearch query best --format json",
         formatter_class=fmt,
@@ -117,6 +117,18 @@ def add_query_parser(sub, add_common) -> None:
     which.add_argument("--numbers", type=_numbers, help="comma-separated trial numbers")
     which.add_argument("--top", type=_nonnegative_int, default=5, help="the curves of the k best complete trials (default: 5)")
 
+    f = actions.add_parser(
+        "follow", help="print each new epoch of a study as it is written, until its budget is finished or Ctrl-C",
+        description="Print each epoch of the study's trials as workers write it (one JSON object per line, or CSV), the same epochs the live page draws, until the study holds the trials its workers were started for and none runs, or Ctrl-C (exit 130). Polls the database once a second; only reads.",
+        epilog="examples:\n  hpsearch query follow --study mnist-learning-rate\n  hpsearch query follow --study mnist-learning-rate --from-start --format csv > epochs.csv",
+        formatter_class=fmt,
+    )
+    f.add_argument("--study", default=DEFAULT_STUDY, help=f"study name (default: {DEFAULT_STUDY})")
+    f.add_argument("--from-start", action="store_true", help="first print every epoch already written (default: only new ones)")
+    f.add_argument("--format", choices=("json", "csv"), default="json", help="json (default: one object per line) or csv, on stdout")
+    f.add_argument("--interval", type=_float, default=1.0, help=argparse.SUPPRESS)
+    add_common(f)
+
     s = action("summary", "trials grouped by state, or by host, GPU or device: counts, best value, busy time",
                "hpsearch query summary --by gpu")
     from storage.queries import SUMMARY_KEYS
@@ -145,6 +157,13 @@ def run_query(args) -> int:
     resolved = resolve_storage_url(args.storage)
     engine = q.open_engine(resolved)
     what = args.query_command
+    if what == "follow":
+        try:
+            return run_follow(engine, args.study, from_start=args.from_start, fmt=args.format, interval=max(0.05, args.interval))
+        except SQLAlchemyError as e:
+            raise connect_error(resolved, e) from None
+        finally:
+            engine.dispose()
     try:
         if what == "studies":
             rows, row_type = q.list_studies(engine), q.StudyRow
@@ -176,6 +195,72 @@ def run_query(args) -> int:
         engine.dispose()
     print(format_rows(rows, args.format, row_type))
     return 0
+
+
+#: The columns ``hpsearch query follow`` prints, in order (the live feed's epochs).
+FOLLOW_COLUMNS = ("trial", "epoch", "learning_rate", "loss", "val_loss", "accuracy", "val_accuracy", "epoch_seconds")
+
+
+def run_follow(engine, study: str, *, from_start: bool = False, fmt: str = "json", interval: float = 1.0, out=None, err=None) -> int:
+    """Print the study's epochs as they are written until its budget is finished; return 0.
+
+    The budget is the ``--trials`` its workers were started with (recorded in the study); a
+    study without one (not run by hpsearch workers) is followed until Ctrl-C.
+
+    Raises:
+        StudyNotFoundError: no study of that name.
+        KeyboardInterrupt: Ctrl-C (``search.cli`` prints one line and exits 130).
+    """
+    import csv
+    import json
+
+    from storage.epochs import budget, study_id_of
+
+    out, err = out or sys.stdout, err or sys.stderr
+    study_id = study_id_of(engine, study)
+    state = budget(engine, study_id)
+    target = f"{state.target} trials" if state.target is not None else "none recorded: Ctrl-C to stop"
+    print(f"following study {study!r}: {state.finished} trials finished, budget {target}", file=err, flush=True)
+    writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+
+    def emit(epochs) -> None:
+        for e in epochs:
+            if writer is not None:
+                writer.writerow([_csv_cell(getattr(e, c)) for c in FOLLOW_COLUMNS])
+            else:
+                print(json.dumps({c: getattr(e, c) for c in FOLLOW_COLUMNS}, allow_nan=False), file=out)
+        out.flush()
+
+    try:
+        if writer is not None:
+            writer.writerow(FOLLOW_COLUMNS)
+            out.flush()
+        return _follow(engine, study, study_id, from_start, interval, emit, err)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as `yes | head` does.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _follow(engine, study: str, study_id: int, from_start: bool, interval: float, emit, err) -> int:
+    import time
+
+    from storage.epochs import budget, epochs_after
+
+    cursor = None if from_start else epochs_after(engine, study_id, epochs=False).cursor
+    while True:
+        batch = epochs_after(engine, study_id, cursor)
+        emit(batch.epochs)
+        cursor = batch.cursor
+        if batch.more:
+            continue
+        if budget(engine, study_id).done:
+            emit(epochs_after(engine, study_id, cursor).epochs)  # any epoch whose commit came late
+            print(f"study {study!r} finished its budget", file=err, flush=True)
+            return 0
+        time.sleep(interval)
 
 
 def run_views(args) -> int:

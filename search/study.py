@@ -80,6 +80,9 @@ def open_study(storage, name: str, given: dict, fingerprint: str, *, create: boo
             )
             study.set_user_attr(CONFIG_ATTR, config.to_dict())
             enqueue_recipe(study, config)
+            from search.live import link_live_page
+
+            link_live_page(storage, study._study_id)  # the study's note links to its live page
             return study, config, True
 
         attrs = storage.get_study_user_attrs(study_id)

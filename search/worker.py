@@ -356,6 +356,10 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
         return call(_best, study, what="reading the best trial") if progress.enabled else None
 
     objective = Objective(config, dataset, on_epoch=on_epoch, call=call, options=fit_options)
+    from storage.epochs import TARGET_ATTR
+
+    # The budget, for readers that follow the study to its end (hpsearch query follow).
+    call(storage.set_study_system_attr, study._study_id, TARGET_ATTR, target, what="recording the study's budget")
     trials_run = 0
     consecutive_failures = 0
     waited = False

@@ -263,7 +263,8 @@ def open_engine(storage=None, *, read_only: bool = True):
 
 
 def open_storage(resolved: ResolvedStorage, *, heartbeat: bool = True):
-    """Return an ``optuna.storages.RDBStorage`` for ``resolved``, schema created if missing.
+    """Return an ``optuna.storages.RDBStorage`` for ``resolved``, schema created if missing
+    (Optuna's tables and hpsearch's epochs table, :mod:`storage.epochs`).
 
     Checks the connection first with a bounded wait, so an unreachable database fails within
     ``CONNECT_TIMEOUT_S`` seconds with a clear message instead of hanging. Concurrent first
@@ -278,12 +279,18 @@ def open_storage(resolved: ResolvedStorage, *, heartbeat: bool = True):
     probe = open_engine(resolved, read_only=False)
     try:
         with database_errors(resolved), probe.connect() as conn:
+            from storage.epochs import ensure_table
+
             if resolved.is_postgresql:
                 with xact_lock(conn, SCHEMA_LOCK_KEY):
-                    return _make_rdb(resolved, heartbeat)
-            return _make_rdb(resolved, heartbeat)
+                    storage = _make_rdb(resolved, heartbeat)
+                    ensure_table(storage.engine, conn)  # hpsearch's epochs table, next to Optuna's
+            else:
+                storage = _make_rdb(resolved, heartbeat)
+                ensure_table(storage.engine)
     finally:
         probe.dispose()
+    return storage
 
 
 def _make_rdb(resolved: ResolvedStorage, heartbeat: bool):

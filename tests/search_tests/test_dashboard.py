@@ -225,6 +225,30 @@ def test_a_real_browser_renders_the_landscape_on_the_study_page(dashboard):
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def test_the_workers_epochs_are_in_the_live_feed_as_their_histories_say(dashboard, ran_study):
+    """`hpsearch run`'s workers wrote every epoch of every trial (pruned ones up to where they
+    stopped) to the live feed, equal to the history each trial recorded at its end."""
+    url = dashboard.wait_url()
+    sid = _study_id(url)
+    feed = _get_json(f"{dashboard.base}/live/api/studies/{sid}")
+    from storage import open_storage, resolve_storage_url
+
+    storage = open_storage(resolve_storage_url(ran_study), heartbeat=False)
+    try:
+        trials = {t.number: t for t in optuna.load_study(study_name=STUDY, storage=storage).trials}
+    finally:
+        storage.engine.dispose()
+    by_trial: dict[int, list] = {}
+    for e in feed["epochs"]:
+        by_trial.setdefault(e["trial"], []).append(e)
+    assert set(by_trial) == set(trials) and feed["more"] is False
+    for number, epochs in by_trial.items():
+        history = trials[number].user_attrs["history"]
+        assert [e["epoch"] for e in epochs] == list(range(len(history["loss"])))
+        assert [e["loss"] for e in epochs] == pytest.approx(history["loss"], rel=1e-6)
+        assert [e["val_accuracy"] for e in epochs] == pytest.approx(history["val_accuracy"], rel=1e-6)
+
+
 def test_the_password_is_in_neither_ps_nor_the_logs_while_the_dashboard_runs(dashboard):
     _get_json(f"{dashboard.base}/api/studies")  # it has served requests
     assert dashboard.proc.poll() is None

@@ -53,6 +53,36 @@ def test_objective_records_history_and_returns_best_val_accuracy(embedded_home, 
     assert t.value > 0.5
 
 
+def test_each_epoch_reaches_the_live_feed_while_the_trial_trains(embedded_home, tiny):
+    """The monitor hands every epoch to the background writer: the feed has epoch e-1 (loss
+    included) while epoch e's hook runs, and the rows equal the history recorded at the end."""
+    import time
+
+    from storage.epochs import epochs_after
+
+    storage = open_storage(resolve_storage_url(embedded_home[1]))
+    study = optuna.create_study(storage=storage, study_name="live-epochs", direction="maximize", pruner=optuna.pruners.NopPruner())
+    study.enqueue_trial({"learning_rate": 0.01})
+    during = []
+
+    def on_epoch(number, epoch, logs):
+        deadline = time.monotonic() + 10
+        while len(rows := epochs_after(storage.engine, study._study_id).epochs) < epoch:
+            assert time.monotonic() < deadline, f"epoch {epoch - 1} not in the feed after 10 s"
+            time.sleep(0.02)
+        during.append((epoch, [r.epoch for r in rows], study.get_trials(deepcopy=False)[0].state.name))
+
+    study.optimize(Objective(StudyConfig(epochs=3, train_size=512, seed=1), tiny, on_epoch=on_epoch), n_trials=1)
+    assert [(e, seen[:e], state) for e, seen, state in during] == [(0, [], "RUNNING"), (1, [0], "RUNNING"), (2, [0, 1], "RUNNING")]
+    rows = epochs_after(storage.engine, study._study_id).epochs
+    history = study.trials[0].user_attrs["history"]
+    assert [r.epoch for r in rows] == [0, 1, 2] and all(r.learning_rate == 0.01 for r in rows)
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert [getattr(r, key) for r in rows] == pytest.approx(history[key], rel=1e-6)
+    assert all(r.epoch_seconds > 0 for r in rows)
+    storage.engine.dispose()
+
+
 def test_the_same_seed_gives_the_same_trial(tiny):
     values = []
     for _ in range(2):
