@@ -160,8 +160,6 @@ def run_query(args) -> int:
     if what == "follow":
         try:
             return run_follow(engine, args.study, from_start=args.from_start, fmt=args.format, interval=max(0.05, args.interval))
-        except SQLAlchemyError as e:
-            raise connect_error(resolved, e) from None
         finally:
             engine.dispose()
     try:

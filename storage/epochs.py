@@ -27,6 +27,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import sqlalchemy
@@ -297,12 +298,17 @@ class EpochBatch:
     more: bool = False
 
 
+@contextmanager
 def _read_conn(engine):
     """A connection whose statements all see one snapshot (PostgreSQL: a REPEATABLE READ,
-    READ ONLY transaction), so the epochs read and the gaps counted agree, and nothing writes."""
-    if engine.dialect.name == "postgresql":
-        return engine.connect().execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-    return engine.connect()
+    READ ONLY transaction), so the epochs read and the gaps counted agree, and nothing writes.
+    Driver errors leave it as :class:`StorageError` (storage's one boundary)."""
+    from storage.engine import database_errors
+
+    with database_errors(engine), engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        yield conn
 
 
 _TRIALS_SQL = (
@@ -502,15 +508,18 @@ def study_id_of(engine, name: str) -> int:
     Raises:
         StudyNotFoundError: no study of that name (the message lists the studies there are).
     """
+    from storage.engine import connection
     from storage.tables import study_id
 
-    with engine.connect() as conn:
+    with connection(engine) as conn:
         return study_id(conn, name)
 
 
 def budget(engine, study_id: int) -> Budget:
     """The study's budget and its trials by state, in one read."""
-    with engine.connect() as conn:
+    from storage.engine import connection
+
+    with connection(engine) as conn:
         raw = conn.execute(sqlalchemy.text("SELECT value_json FROM study_system_attributes WHERE study_id = :sid AND key = :key"),
                            {"sid": study_id, "key": TARGET_ATTR}).scalar()
         counts = {_state(s): int(n) for s, n in conn.execute(
