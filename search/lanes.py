@@ -22,14 +22,13 @@ trains as it would alone.
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 
 from search.errors import ConfigError
 
-__all__ = ["LaneModel", "MAX_LANES", "bytes_per_member", "check_lanes_fit", "member_params"]
+__all__ = ["LaneModel", "MAX_LANES", "bytes_per_member", "check_lanes_fit", "default_layout", "lane_orders", "member_params"]
 
 #: An upper bound that catches typos (``--lanes 6400``) before the memory check does.
 MAX_LANES = 4096
@@ -125,18 +124,31 @@ def _adam(w, m, v, g, alpha):
     return w - (m * alpha) / (ops.sqrt(v) + EPSILON), m, v
 
 
+def _per_member(value, like):
+    """``value`` (a member's scalar, or one per member ``(K,)``) shaped to broadcast over ``like``."""
+    from keras import ops
+
+    if len(value.shape) == 0:
+        return value
+    return ops.reshape(value, (-1,) + (1,) * (len(like.shape) - 1))
+
+
 def _forward(params, x):
-    """Logits ``(K, B, C)`` and the hidden pre-activation; ``x`` is ``(B, I)`` shared or ``(K, B, I)``."""
+    """Logits and the hidden pre-activation and activation.
+
+    The same code serves one member (``x`` ``(B, I)``, kernels ``(I, H)``) and a stack
+    (``x`` ``(K, B, I)``, kernels ``(K, I, H)``): ``matmul`` batches over the leading axis.
+    """
     from keras import ops
 
     w1, b1, w2, b2 = params
-    z1 = ops.einsum("bi,kih->kbh" if len(x.shape) == 2 else "kbi,kih->kbh", x, w1) + b1[:, None, :]
+    z1 = ops.matmul(x, w1) + ops.expand_dims(b1, -2)
     h = ops.relu(z1)
-    return ops.einsum("kbh,khc->kbc", h, w2) + b2[:, None, :], z1, h
+    return ops.matmul(h, w2) + ops.expand_dims(b2, -2), z1, h
 
 
 def _loss_and_correct(logits, y):
-    """Per member: categorical cross-entropy summed over the batch, and correct predictions."""
+    """Categorical cross-entropy summed over the batch, and correct predictions (per member)."""
     from keras import ops
 
     # From the logits (what TensorFlow's Keras computes for a softmax output): finite for any
@@ -146,39 +158,71 @@ def _loss_and_correct(logits, y):
     return ops.sum(ce, axis=-1), ops.sum(hits, axis=-1)
 
 
-def _train_step(state, x_all, y_all, idx):
-    """One step of every member on its own batch ``idx[k]``; returns the new state and per-member sums."""
+def _member_step(member, x, y):
+    """One training step of one member, or of a stack of members on their own batches.
+
+    ``member`` is ``(params, moments, step, rate)``. The gradient of the batch-mean
+    cross-entropy is written out (the model has two layers): ``(softmax - y) / B`` at the
+    logits, back through ``Dense(10)``, ReLU's ``z > 0`` and ``Dense(1000)``; Adam then updates
+    with the member's own step count and rate.
+    """
     from keras import ops
 
-    params, moments, steps, rates = state
-    x = ops.take(x_all, idx, axis=0)  # (K, B, I)
-    y = ops.take(y_all, idx, axis=0)  # (K, B, C)
+    params, moments, step, rate = member
     logits, z1, h = _forward(params, x)
     loss_sum, hits = _loss_and_correct(logits, y)
-    n = ops.cast(ops.shape(idx)[1], "float32")
-    # d(mean CE)/d(logits) of each member over its own batch: (softmax - y) / B.
+    n = ops.cast(ops.shape(x)[-2], "float32")
     dz2 = (ops.softmax(logits, axis=-1) - y) / n
     w1, b1, w2, b2 = params
-    g_w2 = ops.einsum("kbh,kbc->khc", h, dz2)
-    g_b2 = ops.sum(dz2, axis=1)
-    dz1 = ops.einsum("kbc,khc->kbh", dz2, w2) * ops.cast(z1 > 0, "float32")
-    g_w1 = ops.einsum("kbi,kbh->kih", x, dz1)
-    g_b1 = ops.sum(dz1, axis=1)
-    steps = steps + 1.0
-    # Adam's bias correction folded into the rate, per member (its own step count).
-    alpha = rates * ops.sqrt(1 - ops.power(BETA_2, steps)) / (1 - ops.power(BETA_1, steps))
+    g_w2 = ops.matmul(ops.swapaxes(h, -1, -2), dz2)
+    g_b2 = ops.sum(dz2, axis=-2)
+    dz1 = ops.matmul(dz2, ops.swapaxes(w2, -1, -2)) * ops.cast(z1 > 0, "float32")
+    g_w1 = ops.matmul(ops.swapaxes(x, -1, -2), dz1)
+    g_b1 = ops.sum(dz1, axis=-2)
+    step = step + 1.0
+    # Adam's bias correction folded into the rate, as Keras does, with the member's own step.
+    alpha = rate * ops.sqrt(1 - ops.power(BETA_2, step)) / (1 - ops.power(BETA_1, step))
     new_params, new_moments = [], []
     for w, (m, v), g in zip(params, moments, (g_w1, g_b1, g_w2, g_b2)):
-        a = ops.reshape(alpha, (-1,) + (1,) * (len(w.shape) - 1))
-        w, m, v = _adam(w, m, v, g, a)
+        w, m, v = _adam(w, m, v, g, _per_member(alpha, w))
         new_params.append(w)
         new_moments.append((m, v))
-    return (tuple(new_params), tuple(new_moments), steps, rates), loss_sum, hits
+    return (tuple(new_params), tuple(new_moments), step, rate), loss_sum, hits
 
 
-def _eval_chunk(params, x, y):
-    logits, _, _ = _forward(params, x)
-    return _loss_and_correct(logits, y)
+def _stacked_step(state, x_all, y_all, idx):
+    """All members as one stack: ``(K, ...)`` weights, batched matrix products."""
+    from keras import ops
+
+    return _member_step(state, ops.take(x_all, idx, axis=0), ops.take(y_all, idx, axis=0))
+
+
+def _unrolled_step(state, x_all, y_all, idx):
+    """All members in one compiled step, one matrix product per member (faster on CPUs)."""
+    from keras import ops
+
+    out, losses, hits = [], [], []
+    for k, member in enumerate(state):
+        new, loss, hit = _member_step(member, ops.take(x_all, idx[k], axis=0), ops.take(y_all, idx[k], axis=0))
+        out.append(new)
+        losses.append(loss)
+        hits.append(hit)
+    return tuple(out), ops.stack(losses), ops.stack(hits)
+
+
+def _stacked_eval(params, x, y):
+    from keras import ops
+
+    w1, b1, w2, b2 = params
+    h = ops.relu(ops.einsum("bi,kih->kbh", x, w1) + ops.expand_dims(b1, -2))
+    return _loss_and_correct(ops.einsum("kbh,khc->kbc", h, w2) + ops.expand_dims(b2, -2), y)
+
+
+def _unrolled_eval(members, x, y):
+    from keras import ops
+
+    sums = [_loss_and_correct(_forward(params, x)[0], y) for params in members]
+    return ops.stack([s[0] for s in sums]), ops.stack([s[1] for s in sums])
 
 
 def _compile(fn):
@@ -197,6 +241,14 @@ def _compile(fn):
     return fn  # torch: eager (no compiled path measured)
 
 
+def default_layout() -> str:
+    """``"unrolled"`` on a CPU (one GEMM per member measured faster than TensorFlow's batched
+    matmul there), ``"stacked"`` where Keras sees a GPU (one batched product per layer)."""
+    from search.objective import runtime_info
+
+    return "stacked" if runtime_info()["device"] != "cpu" else "unrolled"
+
+
 class LaneModel:
     """K recipe models trained as one: stacked weights, per-member Adam, per-member batches.
 
@@ -212,27 +264,45 @@ class LaneModel:
         >>> logs = model.train_epoch(data, orders)   # orders: (3, n) batch orders
     """
 
-    def __init__(self, lanes: int, *, hidden_units: int = 1000, input_dim: int = 784, num_classes: int = 10, batch_size: int = 1024):
+    def __init__(self, lanes: int, *, hidden_units: int = 1000, input_dim: int = 784, num_classes: int = 10, batch_size: int = 1024,
+                 layout: str | None = None):
         from keras import ops
 
         self.lanes, self.batch_size = lanes, batch_size
         self.sizes = (hidden_units, input_dim, num_classes)
-        shapes = ((lanes, input_dim, hidden_units), (lanes, hidden_units), (lanes, hidden_units, num_classes), (lanes, num_classes))
+        self.layout = layout or default_layout()
+        if self.layout not in ("stacked", "unrolled"):
+            raise ValueError(f"layout {self.layout!r}: use 'stacked' or 'unrolled'")
+        shapes = ((input_dim, hidden_units), (hidden_units,), (hidden_units, num_classes), (num_classes,))
+        if self.layout == "stacked":
+            shapes = tuple((lanes, *shape) for shape in shapes)
         zeros = lambda s: ops.zeros(s, "float32")  # noqa: E731
-        params = tuple(zeros(s) for s in shapes)
-        moments = tuple((zeros(s), zeros(s)) for s in shapes)
-        self.state = (params, moments, zeros((lanes,)), zeros((lanes,)))
-        self._step = _compile(_train_step)
-        self._eval = _compile(_eval_chunk)
+        one = lambda lead: (tuple(zeros(s) for s in shapes), tuple((zeros(s), zeros(s)) for s in shapes), zeros(lead), zeros(lead))  # noqa: E731
+        if self.layout == "stacked":
+            self.state = one((lanes,))
+            self._step, self._eval = _compile(_stacked_step), _compile(_stacked_eval)
+        else:
+            self.state = tuple(one(()) for _ in range(lanes))
+            self._step, self._eval = _compile(_unrolled_step), _compile(_unrolled_eval)
 
     def reset_lane(self, lane: int, learning_rate: float, seed: int | None) -> None:
         """Give member ``lane`` fresh initial weights (drawn after seeding with ``seed``), zeroed
         Adam moments and step count, and ``learning_rate``; the other members are untouched."""
         from keras import ops
 
-        params, moments, steps, rates = self.state
         hidden, inputs, classes = self.sizes
-        fresh = _initial_member(hidden, inputs, classes, seed)
+        fresh = [np.asarray(w, "float32") for w in _initial_member(hidden, inputs, classes, seed)]
+        rate = np.float32(learning_rate)
+        if self.layout == "unrolled":
+            member = (
+                tuple(ops.convert_to_tensor(w) for w in fresh),
+                tuple((ops.zeros(w.shape, "float32"), ops.zeros(w.shape, "float32")) for w in fresh),
+                ops.convert_to_tensor(np.float32(0.0)),
+                ops.convert_to_tensor(rate),
+            )
+            self.state = self.state[:lane] + (member,) + self.state[lane + 1:]
+            return
+        params, moments, steps, rates = self.state
 
         def put(stacked, value):
             value = ops.convert_to_tensor(np.asarray(value, "float32")[None])
@@ -240,21 +310,24 @@ class LaneModel:
 
         params = tuple(put(p, w) for p, w in zip(params, fresh))
         moments = tuple((put(m, np.zeros(m.shape[1:])), put(v, np.zeros(v.shape[1:]))) for m, v in moments)
-        steps = put(steps, 0.0)
-        rates = put(rates, learning_rate)
-        self.state = (params, moments, steps, rates)
+        self.state = (params, moments, put(steps, 0.0), put(rates, rate))
+
+    def _params(self):
+        return tuple(member[0] for member in self.state) if self.layout == "unrolled" else self.state[0]
 
     def member_weights(self, lane: int) -> list[np.ndarray]:
         """Member ``lane``'s kernels and biases as NumPy arrays (for tests and checks)."""
         from keras import ops
 
+        if self.layout == "unrolled":
+            return [np.asarray(ops.convert_to_numpy(p)) for p in self.state[lane][0]]
         return [np.asarray(ops.convert_to_numpy(p))[lane] for p in self.state[0]]
 
     def train_epoch(self, x, y, orders: np.ndarray) -> dict[str, np.ndarray]:
         """Train every member for one epoch; member k takes its batches from ``orders[k]``.
 
         Args:
-            x, y: the training images and one-hot labels (NumPy or backend tensors).
+            x, y: the training images and one-hot labels (backend tensors, converted once).
             orders: ``(K, n)`` integer array, each row a permutation of the n images.
 
         Returns:
@@ -264,13 +337,13 @@ class LaneModel:
         from keras import ops
 
         n = orders.shape[1]
-        loss = np.zeros(self.lanes)
-        hits = np.zeros(self.lanes)
+        sums = []
         for start in range(0, n, self.batch_size):
             idx = ops.convert_to_tensor(np.ascontiguousarray(orders[:, start:start + self.batch_size], dtype="int32"))
             self.state, batch_loss, batch_hits = self._step(self.state, x, y, idx)
-            loss += ops.convert_to_numpy(batch_loss)
-            hits += ops.convert_to_numpy(batch_hits)
+            sums.append((batch_loss, batch_hits))  # read back once per epoch, not per step
+        loss = sum(np.asarray(ops.convert_to_numpy(s[0]), "float64") for s in sums)
+        hits = sum(np.asarray(ops.convert_to_numpy(s[1]), "float64") for s in sums)
         return {"loss": loss / n, "accuracy": hits / n}
 
     def evaluate(self, x, y, batch_size: int | None = None) -> dict[str, np.ndarray]:
@@ -279,12 +352,10 @@ class LaneModel:
 
         batch = batch_size or self.batch_size
         n = int(x.shape[0])
-        loss = np.zeros(self.lanes)
-        hits = np.zeros(self.lanes)
-        for start in range(0, n, batch):
-            chunk_loss, chunk_hits = self._eval(self.state[0], x[start:start + batch], y[start:start + batch])
-            loss += ops.convert_to_numpy(chunk_loss)
-            hits += ops.convert_to_numpy(chunk_hits)
+        params = self._params()
+        sums = [self._eval(params, x[start:start + batch], y[start:start + batch]) for start in range(0, n, batch)]
+        loss = sum(np.asarray(ops.convert_to_numpy(s[0]), "float64") for s in sums)
+        hits = sum(np.asarray(ops.convert_to_numpy(s[1]), "float64") for s in sums)
         return {"loss": loss / n, "accuracy": hits / n}
 
 
@@ -295,6 +366,3 @@ def lane_orders(seed: int | None, epochs: list[int], n: int) -> np.ndarray:
     return np.stack([epoch_order(seed, e, n) for e in epochs])
 
 
-def finite(value) -> float | None:
-    v = float(value)
-    return v if math.isfinite(v) else None
