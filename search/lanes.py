@@ -147,15 +147,36 @@ def _forward(params, x):
     return ops.matmul(h, w2) + ops.expand_dims(b2, -2), z1, h
 
 
-def _loss_and_correct(logits, y):
-    """Categorical cross-entropy summed over the batch, and correct predictions (per member)."""
+def _from_logits() -> bool:
+    """Whether Keras computes the recipe's loss from the logits on this backend.
+
+    ``Dense(10, activation="softmax")`` with ``categorical_crossentropy``: TensorFlow's Keras
+    finds the logits behind the softmax and uses them; the other backends take the
+    probabilities, clipped to ``[1e-7, 1 - 1e-7]``, so a sample whose true class is clipped
+    gives no gradient there. A member follows its backend's rule, as its solo trial does.
+    """
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
+
+
+def _loss_and_correct(logits, y, *, from_logits: bool = True):
+    """Per sample: categorical cross-entropy, and where its gradient flows; per member: the
+    loss summed over the batch and the correct predictions."""
     from keras import ops
 
-    # From the logits (what TensorFlow's Keras computes for a softmax output): finite for any
-    # finite logits, NaN or inf once a member has diverged.
-    ce = ops.logsumexp(logits, axis=-1) - ops.sum(y * logits, axis=-1)
+    if from_logits:
+        # finite for any finite logits, NaN or inf once a member has diverged
+        ce = ops.logsumexp(logits, axis=-1) - ops.sum(y * logits, axis=-1)
+        flows = None
+    else:
+        p = ops.softmax(logits, axis=-1)
+        p = p / ops.sum(p, axis=-1, keepdims=True)
+        true = ops.sum(y * p, axis=-1)
+        flows = ops.cast(ops.logical_and(true > EPSILON, true < 1 - EPSILON), "float32")
+        ce = -ops.sum(y * ops.log(ops.clip(p, EPSILON, 1 - EPSILON)), axis=-1)
     hits = ops.cast(ops.equal(ops.argmax(logits, axis=-1), ops.argmax(y, axis=-1)), "float32")
-    return ops.sum(ce, axis=-1), ops.sum(hits, axis=-1)
+    return ops.sum(ce, axis=-1), ops.sum(hits, axis=-1), flows
 
 
 def _member_step(member, x, y):
@@ -170,9 +191,11 @@ def _member_step(member, x, y):
 
     params, moments, step, rate = member
     logits, z1, h = _forward(params, x)
-    loss_sum, hits = _loss_and_correct(logits, y)
+    loss_sum, hits, flows = _loss_and_correct(logits, y, from_logits=_from_logits())
     n = ops.cast(ops.shape(x)[-2], "float32")
     dz2 = (ops.softmax(logits, axis=-1) - y) / n
+    if flows is not None:  # clipped probabilities: those samples give no gradient
+        dz2 = dz2 * ops.expand_dims(flows, -1)
     w1, b1, w2, b2 = params
     g_w2 = ops.matmul(ops.swapaxes(h, -1, -2), dz2)
     g_b2 = ops.sum(dz2, axis=-2)
@@ -215,13 +238,13 @@ def _stacked_eval(params, x, y):
 
     w1, b1, w2, b2 = params
     h = ops.relu(ops.einsum("bi,kih->kbh", x, w1) + ops.expand_dims(b1, -2))
-    return _loss_and_correct(ops.einsum("kbh,khc->kbc", h, w2) + ops.expand_dims(b2, -2), y)
+    return _loss_and_correct(ops.einsum("kbh,khc->kbc", h, w2) + ops.expand_dims(b2, -2), y, from_logits=_from_logits())[:2]
 
 
 def _unrolled_eval(members, x, y):
     from keras import ops
 
-    sums = [_loss_and_correct(_forward(params, x)[0], y) for params in members]
+    sums = [_loss_and_correct(_forward(params, x)[0], y, from_logits=_from_logits()) for params in members]
     return ops.stack([s[0] for s in sums]), ops.stack([s[1] for s in sums])
 
 
