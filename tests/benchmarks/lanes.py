@@ -6,7 +6,8 @@ Three parts, each one command:
 a seeded study) trained solo, one after another on the worker's one compiled model
 (:class:`search.objective.Objective`, what a ``--lanes 1`` worker runs), and as K lanes of
 one :class:`search.lanes.LaneModel`. Solo and lanes alternate, each repeat in the other order
-first. Training time is the sum of the trials' epoch times (train + validation + reports),
+first; a third contender is the same solo trials without a seed (one ``fit`` call for all
+epochs, Keras's own shuffle), the path of an unseeded study. Training time is the sum of the trials' epoch times (train + validation + reports),
 compilation excluded by a warm-up; trial-epochs/s = trials x epochs / that time. It also
 prints the largest val_accuracy difference between a member and its solo trial::
 
@@ -122,13 +123,17 @@ def cmd_model(args) -> None:
         rates = _rates(k)
         _solo(ds, warm, rates[:1])  # compile the solo model once
         _lanes(ds, warm, rates)  # and this K's lane steps
-        solo_s, lanes_s, diffs = [], [], []
+        solo_s, lanes_s, unseeded_s, diffs = [], [], [], []
+        unseeded = StudyConfig(epochs=args.epochs, train_size=args.train_size, validation="test", pruner="none", seed=None)
         for rep in range(args.repeats):
-            order = ("solo", "lanes") if rep % 2 == 0 else ("lanes", "solo")
+            order = ("solo", "lanes", "unseeded") if rep % 2 == 0 else ("unseeded", "lanes", "solo")
             for which in order:
                 if which == "solo":
                     seconds, solo_h = _solo(ds, config, rates)
                     solo_s.append(seconds)
+                elif which == "unseeded":
+                    # a solo trial without --seed: one fit call for all epochs, Keras's shuffle
+                    unseeded_s.append(_solo(ds, unseeded, rates)[0])
                 else:
                     seconds, lane_h, _ = _lanes(ds, config, rates)
                     lanes_s.append(seconds)
@@ -137,24 +142,22 @@ def cmd_model(args) -> None:
         record = {
             "part": "model", "k": k, "epochs": args.epochs, "train_size": args.train_size, "repeats": args.repeats,
             "solo_seconds": [round(s, 3) for s in solo_s], "lanes_seconds": [round(s, 3) for s in lanes_s],
+            "solo_unseeded_seconds": [round(s, 3) for s in unseeded_s],
             "solo_trial_epochs_per_s": round(te / statistics.median(solo_s), 3),
             "lanes_trial_epochs_per_s": round(te / statistics.median(lanes_s), 3),
             "ratio_lanes_over_solo": round(statistics.median(lanes_s) / statistics.median(solo_s), 3),
+            "ratio_lanes_over_solo_unseeded": round(statistics.median(lanes_s) / statistics.median(unseeded_s), 3),
             "max_val_accuracy_diff": round(max(diffs), 5), "loadavg_start": round(load, 2), "loadavg_end": round(os.getloadavg()[0], 2),
         }
         _emit(record, args.out, "model")
 
 
-def _run_study(args, lanes: int | None, tag: str) -> float:
+def _hpsearch_run(args: list[str], data: str | None, tag: str) -> tuple[float, dict]:
+    """One ``hpsearch run`` process on a fresh embedded PostgreSQL: (wall seconds, its JSON summary)."""
     home = tempfile.mkdtemp(prefix=f"lanes-bench-{tag}-")
-    cmd = [sys.executable, "-m", "search", "run", "--study", "bench", "--seed", "0", "--validation", "test", "--pruner", "none",
-           "--epochs", str(args.epochs), "--trials", str(args.trials), "--format", "json"]
-    if args.train_size:
-        cmd += ["--train-size", str(args.train_size)]
-    if args.data:
-        cmd += ["--data", args.data]
-    if lanes:
-        cmd += ["--lanes", str(lanes)]
+    cmd = [sys.executable, "-m", "search", "run", "--seed", "0", "--validation", "test", "--pruner", "none", "--format", "json", *args]
+    if data:
+        cmd += ["--data", data]
     env = dict(os.environ, HPSEARCH_HOME=home)
     env.pop("OPTUNA_STORAGE", None)
     started = time.monotonic()
@@ -162,7 +165,19 @@ def _run_study(args, lanes: int | None, tag: str) -> float:
     seconds = time.monotonic() - started
     subprocess.run([sys.executable, "-m", "search", "db", "stop"], env=env, cwd=REPO, capture_output=True)
     if out.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed: {out.stderr[-500:]}")
+        return seconds, {"error": f"{' '.join(cmd)} failed: {out.stderr[-800:]}"}
+    return seconds, json.loads(out.stdout)
+
+
+def _run_study(args, lanes: int | None, tag: str) -> float:
+    flags = ["--study", "bench", "--epochs", str(args.epochs), "--trials", str(args.trials)]
+    if args.train_size:
+        flags += ["--train-size", str(args.train_size)]
+    if lanes:
+        flags += ["--lanes", str(lanes)]
+    seconds, summary = _hpsearch_run(flags, args.data, tag)
+    if "error" in summary:
+        raise SystemExit(summary["error"])
     return seconds
 
 
@@ -211,20 +226,10 @@ def cmd_gpu(args) -> None:
             }, args.out, "gpu")
     # The recipe's study with --lanes 64: 64 trials x 500 epochs, one process.
     k, trials, epochs = (2, 4, 2) if args.tiny else (64, 64, 500)
-    home = tempfile.mkdtemp(prefix="lanes-bench-recipe-")
-    cmd = [sys.executable, "-m", "search", "run", "--study", "recipe-lanes", "--validation", "test", "--pruner", "none",
-           "--epochs", str(epochs), "--trials", str(trials), "--lanes", str(k), "--seed", "0", "--format", "json"]
+    flags = ["--study", "recipe-lanes", "--epochs", str(epochs), "--trials", str(trials), "--lanes", str(k)]
     if train_size:
-        cmd += ["--train-size", str(train_size)]
-    if args.data:
-        cmd += ["--data", args.data]
-    env = dict(os.environ, HPSEARCH_HOME=home)
-    env.pop("OPTUNA_STORAGE", None)
-    started = time.monotonic()
-    out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
-    seconds = time.monotonic() - started
-    subprocess.run([sys.executable, "-m", "search", "db", "stop"], env=env, cwd=REPO, capture_output=True)
-    summary = json.loads(out.stdout) if out.returncode == 0 else {"error": out.stderr[-800:]}
+        flags += ["--train-size", str(train_size)]
+    seconds, summary = _hpsearch_run(flags, args.data, "recipe")
     _emit({"part": "gpu-recipe-study", "lanes": k, "trials": trials, "epochs": epochs, "seconds": round(seconds, 1),
            "finished": summary.get("finished_trials"), "best": summary.get("best"), "error": summary.get("error"),
            "backend": info["backend"], "device": info["device"]}, args.out, "gpu")

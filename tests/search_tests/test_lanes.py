@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -21,13 +19,13 @@ import pytest
 
 from search.config import StudyConfig
 from search.data import load_dataset
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli
+from tests.test_faults import FAST_HEARTBEAT, _env, _stop_all, _worker
 
 TRAIN_SIZE = 2000
 EPOCHS = 3
 #: The study both the solo reference and the lanes runs use (flags of ``hpsearch run``).
 STUDY = ["--seed", "0", "--validation", "test", "--pruner", "none", "--epochs", str(EPOCHS), "--train-size", str(TRAIN_SIZE)]
-FAST_HEARTBEAT = {"HPSEARCH_HEARTBEAT_S": "1", "HPSEARCH_GRACE_S": "4"}
 
 
 def _load(url, name):
@@ -42,15 +40,6 @@ def _finished(study):
 
 def _by_rate(trials):
     return {t.params["learning_rate"]: t for t in trials}
-
-
-def _env(url: str | None, **extra) -> dict:
-    env = dict(os.environ)
-    env.pop("OPTUNA_STORAGE", None)
-    if url:
-        env["OPTUNA_STORAGE"] = url
-    env.update(extra)
-    return env
 
 
 def _data(mnist):
@@ -226,19 +215,6 @@ def test_two_lane_workers_finish_exactly_the_target(local_pg_url, mnist, tmp_pat
     assert "RUNNING" not in states and "FAIL" not in states
     assert all(t.user_attrs["lanes"] == 3 for t in _finished(study))
     assert len({t.user_attrs["pid"] for t in _finished(study)}) == 2, "both workers should have run trials"
-
-
-def _worker(args: list[str], env: dict, log) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "search", "worker", "--quiet", *args], cwd=REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop_all(procs) -> None:
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-    for p in procs:
-        p.wait(timeout=30)
 
 
 def _running_lanes(url: str, name: str, pid: int | None, lanes: int, min_epochs: int, timeout: float) -> dict[int, int]:
