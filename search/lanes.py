@@ -386,6 +386,10 @@ def lane_orders(seed: int | None, epochs: list[int], n: int) -> np.ndarray:
     """``(K, n)`` batch orders: row k is the order of member k's own epoch ``epochs[k]``."""
     from search.data import epoch_order
 
-    return np.stack([epoch_order(seed, e, n) for e in epochs])
+    if seed is None:
+        return np.stack([epoch_order(None, e, n) for e in epochs])
+    # members that started together share an epoch: draw each distinct epoch's order once
+    orders = {e: epoch_order(seed, e, n) for e in set(epochs)}
+    return np.stack([orders[e] for e in epochs])
 
 
