@@ -108,13 +108,6 @@ def check_lanes_fit(lanes: int, *, hidden_units: int = 1000, batch_size: int = 1
         )
 
 
-def _initial_member(hidden_units: int, input_dim: int, num_classes: int, seed: int | None):
-    """One member's initial weights, drawn exactly as :func:`search.model.reset_model` draws them."""
-    from search.model import initial_weights
-
-    return initial_weights(seed, hidden_units=hidden_units, input_dim=input_dim, num_classes=num_classes)
-
-
 def _adam(w, m, v, g, alpha):
     """One Adam update, written as ``keras.optimizers.Adam.update_step`` writes it."""
     from keras import ops
@@ -284,7 +277,7 @@ class LaneModel:
         >>> model = LaneModel(3)
         >>> for k, lr in enumerate((0.1, 0.01, 0.0001)):
         ...     model.reset_lane(k, lr, seed=k)
-        >>> logs = model.train_epoch(data, orders)   # orders: (3, n) batch orders
+        >>> logs = model.train_epoch(x, y, lane_orders(0, [0, 0, 0], len(x)))   # {"loss": (3,), "accuracy": (3,)}
     """
 
     def __init__(self, lanes: int, *, hidden_units: int = 1000, input_dim: int = 784, num_classes: int = 10, batch_size: int = 1024,
@@ -313,8 +306,11 @@ class LaneModel:
         Adam moments and step count, and ``learning_rate``; the other members are untouched."""
         from keras import ops
 
+        from search.model import initial_weights
+
         hidden, inputs, classes = self.sizes
-        fresh = [np.asarray(w, "float32") for w in _initial_member(hidden, inputs, classes, seed)]
+        # drawn exactly as reset_model draws a solo trial's
+        fresh = [np.asarray(w, "float32") for w in initial_weights(seed, hidden_units=hidden, input_dim=inputs, num_classes=classes)]
         rate = np.float32(learning_rate)
         if self.layout == "unrolled":
             member = (
