@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study(run, trials_help="finished trials the study must hold in total")
     run.add_argument("--workers", type=_int, default=1, help="worker processes on this machine, spread over its GPUs if it has any (default: 1)")
     run.add_argument("--max-failures", type=_int, default=3, help="a worker stops after this many failed trials in a row (default: 3)")
+    run.add_argument("--lanes", type=_int, metavar="K", help="trials each worker trains at once as one batched model (default: $HPSEARCH_LANES, else 1; see docs/lanes.md)")
     _add_common(run)
 
     launch = sub.add_parser(
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--workers", type=_int, help="total workers (default: one per GPU times --per-gpu; 1 without GPUs)")
     launch.add_argument("--max-restarts", type=_int, default=3, help="restarts of a worker that dies unexpectedly (default: 3)")
     launch.add_argument("--max-failures", type=_int, default=3, help="a worker stops after this many failed trials in a row (default: 3)")
+    launch.add_argument("--lanes", type=_int, metavar="K", help="trials each worker trains at once as one batched model (default: $HPSEARCH_LANES, else 1; see docs/lanes.md)")
     _add_common(launch)
 
     worker = sub.add_parser(
@@ -124,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--join", action="store_true", help="never create the study: wait (up to 10 minutes) until it exists, e.g. for `hpsearch init` to run first")
     worker.add_argument("--max-failures", type=_int, default=3, help="stop after this many failed trials in a row (default: 3)")
     worker.add_argument("--quiet", action="store_true", help="no progress display")
+    worker.add_argument("--lanes", type=_int, metavar="K", help="trials this worker trains at once as one batched model (default: $HPSEARCH_LANES, else 1; see docs/lanes.md)")
     _add_common(worker)
 
     init = sub.add_parser(
@@ -255,6 +258,10 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
             raise ConfigError(f"--{flag.replace('_', '-')} must be a whole number of at least {0 if flag == 'max_restarts' else 1}, got {value}")
     if not args.study.strip():
         raise ConfigError("--study is empty: give the study a name")
+    from search.config import resolve_lanes
+    from search.lanes import check_lanes_fit
+
+    lanes = resolve_lanes(getattr(args, "lanes", None))
     slots = None
     if args.command == "launch" or (args.command == "run" and workers > 1):
         from search.launch import check_gpu, detect_gpus, plan_slots
@@ -276,6 +283,9 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
         check_gpu(str(args.gpu))
         # before TensorFlow is imported: this process sees only its GPU
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+    if train:
+        # per worker: on a GPU, the card's free memory now (packed workers share it)
+        check_lanes_fit(lanes, hidden_units=1000, batch_size=given["batch_size"] or 1024)
     if args.storage is None and os.environ.get("OPTUNA_STORAGE") is None:
         resolved = None  # the embedded server starts only after the data checked out
     else:
@@ -310,12 +320,12 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
             launch_workers(
                 study, storage, resolved.url, args.trials, slots, data=data_path, log_dir=home_dir() / "logs",
                 progress=progress, epochs=config.epochs, max_restarts=getattr(args, "max_restarts", 3),
-                worker_args=["--max-failures", str(args.max_failures)],
+                worker_args=["--max-failures", str(args.max_failures), "--lanes", str(lanes)],
             )
         else:
             dataset = load_dataset(data_path, train_size=config.train_size, validation=config.validation)
             run_worker(study, storage, config, dataset, args.trials, progress=progress,
-                       max_consecutive_failures=args.max_failures, gpu=getattr(args, "gpu", None))
+                       max_consecutive_failures=args.max_failures, gpu=getattr(args, "gpu", None), lanes=lanes)
     finally:
         progress.close()
     summary = summarize(study, storage, config, args.trials)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from search.errors import ConfigError
 from storage.settings import STORAGE_ENV_VARS
 
-__all__ = ["ENV_VARS", "RECIPE_RATES", "StudyConfig", "DEFAULT_STUDY", "DEFAULT_TRIALS", "env"]
+__all__ = ["ENV_VARS", "RECIPE_RATES", "StudyConfig", "DEFAULT_STUDY", "DEFAULT_TRIALS", "env", "resolve_lanes"]
 
 #: The recipe's three learning rates, enqueued as every study's first trials.
 RECIPE_RATES: tuple[float, ...] = (0.1, 0.01, 0.0001)
@@ -41,6 +41,7 @@ ENV_VARS: dict[str, str] = {
     "KERAS_BACKEND": "Keras backend: tensorflow (default), jax or torch",
     "CUDA_VISIBLE_DEVICES": "GPUs a worker may use; set by `--gpu`",
     "HPSEARCH_DEBUG": "set by `--debug` (any non-empty value): tracebacks are shown, and the backend's start-up noise on stderr is not held back",
+    "HPSEARCH_LANES": "trials a worker trains at once as one batched model, used when --lanes is not given (default 1)",
 }
 
 
@@ -49,6 +50,27 @@ def env(name: str) -> str | None:
     assert name in ENV_VARS, f"unregistered environment variable {name}"
     value = os.environ.get(name)
     return value if value else None
+
+
+def resolve_lanes(flag: int | None) -> int:
+    """A worker's lanes (issue 12): ``--lanes``, else ``HPSEARCH_LANES``, else 1.
+
+    Lanes are how a worker runs, not a study setting: workers with different lanes share a
+    study. The value is checked here for form only; :func:`search.lanes.check_lanes_fit`
+    checks that it fits in memory.
+
+    Raises:
+        ConfigError: ``HPSEARCH_LANES`` is not a whole number.
+    """
+    if flag is not None:
+        return flag
+    text = env("HPSEARCH_LANES")
+    if text is None:
+        return 1
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"HPSEARCH_LANES={text!r} is not a whole number: set it to the trials a worker trains at once, such as 8, or unset it") from None
 
 
 @dataclass(frozen=True)

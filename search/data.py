@@ -24,7 +24,7 @@ import numpy as np
 from search.config import HOLDOUT_SIZE, env
 from search.errors import DataError
 
-__all__ = ["Dataset", "DeviceData", "RawMnist", "device_data", "load_dataset", "read_mnist", "read_mnist_cached", "preprocess"]
+__all__ = ["Dataset", "DeviceData", "RawMnist", "device_data", "epoch_order", "load_dataset", "read_mnist", "read_mnist_cached", "preprocess"]
 
 NUM_CLASSES = 10
 _IDX_FILES = {
@@ -251,6 +251,17 @@ def load_dataset(path: str | os.PathLike | None, *, train_size: int | None, vali
     ds = Dataset(x_train, y_train, x_val_p, y_val_p, x_test, y_test, raw.fingerprint(), raw.source, validation)
     _CACHE[key] = ds
     return ds
+
+
+def epoch_order(seed: int | None, epoch: int, n: int) -> np.ndarray:
+    """The order in which a trial of a seeded study sees its ``n`` training images at ``epoch``.
+
+    It depends on the study's seed and the epoch only (not on the trial), so a solo trial and
+    the same trial trained as a lane of a batched model (:mod:`search.lanes`) see the same
+    batches. Without a seed the order is fresh randomness.
+    """
+    rng = np.random.default_rng(None if seed is None else [seed, epoch])
+    return rng.permutation(n).astype(np.int32)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 
-__all__ = ["ModelCache", "build_model", "clear_session", "reset_model", "steps_per_execution"]
+__all__ = ["ModelCache", "build_model", "clear_session", "initial_weights", "reset_model", "steps_per_execution"]
 
 
 def clear_session() -> None:
@@ -105,6 +105,27 @@ def reset_model(model, learning_rate: float) -> None:
         if variable is not rate:
             variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
     rate.assign(learning_rate)
+
+
+def initial_weights(seed: int | None, *, hidden_units: int = 1000, input_dim: int = 784, num_classes: int = 10):
+    """The recipe's initial weights as NumPy arrays ``[kernel1, bias1, kernel2, bias2]``.
+
+    Drawn as :func:`reset_model` draws them after ``keras.utils.set_random_seed(seed)``: a
+    ``Dense`` layer's Glorot-uniform kernels (fans of 784x1000 and 1000x10) and zero biases, in
+    the layers' order, so a lane member starts where the same trial starts alone
+    (:mod:`search.lanes`). ``seed=None`` draws from the current global random state.
+    """
+    import keras
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    out = []
+    for shape in ((input_dim, hidden_units), (hidden_units, num_classes)):
+        # A fresh initializer per draw, in the layers' order, as reset_model makes them: one
+        # made without a seed takes its own from the global random state when it is made.
+        out.append(keras.ops.convert_to_numpy(keras.initializers.GlorotUniform()(shape, "float32")))
+        out.append(keras.ops.convert_to_numpy(keras.initializers.Zeros()(shape[1:], "float32")))
+    return out
 
 
 class ModelCache:

@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from search.config import StudyConfig
 from search.data import Dataset, device_data
 from search.deferred import DeferredWrites
@@ -36,7 +38,7 @@ from search.errors import StorageError, TrialConfigError, TrialEnvironmentError
 from search.pruning import EpochMonitor, pruner_schedule
 from search.space import suggest
 
-__all__ = ["FitOptions", "Objective", "VALIDATION_BATCH", "runtime_info"]
+__all__ = ["FitOptions", "Objective", "TrialRun", "VALIDATION_BATCH", "report_epoch", "runtime_info"]
 
 #: Images per validation (and test) batch: the whole of MNIST's 10,000 in one batch. Only a
 #: forward pass, so memory is small (10,000 x 1,000 activations, 40 MB) and the result is the
@@ -135,23 +137,57 @@ def _direct(fn, *args, what: str, **kwargs):
     return fn(*args, **kwargs)
 
 
+def report_epoch(monitor: EpochMonitor, epoch: int, logs: dict) -> bool:
+    """The end of one epoch of one trial, solo or a lane's member: record its history, report
+    ``val_accuracy`` as the intermediate value, ask the pruner where due. True: stop it.
+
+    Solo trials (through the Keras callback) and lane members (:mod:`search.lanes`, from the
+    worker's lane loop) both end their epochs here, so per-epoch work has one place to hook.
+    """
+    return monitor.end_epoch(epoch, logs)
+
+
 def _keras_callback(monitor: EpochMonitor):
     import keras
 
     class _MonitorCallback(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            monitor.start()
+            if monitor.epochs_run == 0:  # a seeded trial calls fit once per epoch
+                monitor.start()
 
         def on_epoch_end(self, epoch, logs=None):
-            if monitor.end_epoch(epoch, dict(logs or {})):
+            if report_epoch(monitor, epoch, dict(logs or {})):
                 self.model.stop_training = True
 
     return _MonitorCallback()
 
 
+@dataclass
+class TrialRun:
+    """One trial while it trains: its rate, its monitor and its queued writes."""
+
+    trial: object
+    lr: float
+    monitor: EpochMonitor
+    writes: DeferredWrites
+    started: float
+
+
 def _is_out_of_memory(exc: BaseException) -> bool:
     text = f"{type(exc).__name__} {exc}".lower()
     return "resourceexhausted" in text or "out of memory" in text or "oom" in text.split()
+
+
+def classify_failure(e: Exception, number: int, batch_size: int) -> Exception:
+    """The error a failed fit becomes: out of memory is the environment's, bad shapes and
+    settings the configuration's; anything else stays what it was."""
+    if _is_out_of_memory(e):
+        return TrialEnvironmentError(f"trial {number} ran out of device memory at batch size {batch_size}")
+    if isinstance(e, (ValueError, TypeError)):
+        # Keras raises these for shapes and settings that no retry will fix.
+        detail = " ".join(str(e).split())[:300]
+        return TrialConfigError(f"trial {number} cannot train: {type(e).__name__}: {detail}")
+    return e
 
 
 class Objective:
@@ -184,37 +220,59 @@ class Objective:
         self.options = (options or FitOptions()).resolved(gpu=runtime_info()["device"] != "cpu")
         self._models = ModelCache()
 
-    def __call__(self, trial) -> float:
-        import optuna
-
-        cfg, ds = self.config, self.dataset
-        call = self.call
+    def begin(self, trial, attrs: dict | None = None) -> TrialRun:
+        """Start ``trial``: sample its rate, queue where it runs (and ``attrs``), make its monitor."""
+        cfg, opt, call = self.config, self.options, self.call
         lr = call(suggest, trial, cfg, what="sampling a learning rate")
-        opt = self.options
         writes = DeferredWrites(call, background=opt.deferred_writes)
-        for key, value in runtime_info().items():
+        for key, value in {**runtime_info(), **(attrs or {})}.items():
             writes.submit(trial.set_user_attr, key, value, what="recording where the trial runs")
-
         hook = None
         if self.on_epoch is not None:
             hook = functools.partial(self.on_epoch, trial.number)
         monitor = EpochMonitor(trial, on_epoch=hook, call=call, schedule=pruner_schedule(cfg, budget=opt.pruner_budget), writes=writes)
-        started = time.perf_counter()
+        return TrialRun(trial, lr, monitor, writes, time.perf_counter())
+
+    def finish(self, run: TrialRun, test_accuracy) -> float:
+        """Record the trained trial; return its best val_accuracy or raise ``optuna.TrialPruned``."""
+        import optuna
+
+        run.writes.close()  # every report and attribute is in the database before the results
+        monitor = run.monitor
+        self._record(run.trial, monitor, test_accuracy, time.perf_counter() - run.started)
+        if monitor.stop_reason is not None:
+            raise optuna.TrialPruned(monitor.detail)
+        if monitor.best_value is None:
+            raise optuna.TrialPruned(f"no finite val_accuracy in {monitor.epochs_run} epochs")
+        return monitor.best_value
+
+    def abort(self, run: TrialRun, error: BaseException | None) -> None:
+        """Save what a failing trial trained so far (unless the database is what failed)."""
+        run.writes.close(raise_errors=False)
+        if error is None or isinstance(error, StorageError):  # with the database gone, recording would only wait again
+            return
+        try:
+            self._record(run.trial, run.monitor, None, time.perf_counter() - run.started)
+        except Exception:
+            pass  # the original error matters more than a history we could not save
+
+    def __call__(self, trial) -> float:
+        cfg, ds = self.config, self.dataset
+        opt = self.options
+        run = self.begin(trial)
+        lr, monitor = run.lr, run.monitor
         model = None
         try:
             model = self._model(lr, None if cfg.seed is None else cfg.seed + trial.number)
             data = device_data(ds) if opt.device_data else ds
-            history = model.fit(
-                data.x_train,
-                data.y_train,
-                batch_size=cfg.batch_size,
-                epochs=cfg.epochs,
-                validation_data=(data.x_val, data.y_val),
-                validation_batch_size=opt.validation_batch,
-                shuffle=True,
-                verbose=0,
-                callbacks=[_keras_callback(monitor)],
+            fit = functools.partial(
+                model.fit, batch_size=cfg.batch_size, validation_data=(data.x_val, data.y_val),
+                validation_batch_size=opt.validation_batch, verbose=0, callbacks=[_keras_callback(monitor)],
             )
+            if cfg.seed is None:
+                history = fit(data.x_train, data.y_train, epochs=cfg.epochs, shuffle=True)
+            else:
+                history = self._fit_seeded(fit, data, monitor)
             if opt.skip_test_eval and ds.validation == "test":
                 # The last epoch validated the final weights on the test set already.
                 test_accuracy = history.history["val_accuracy"][-1]
@@ -224,33 +282,39 @@ class Objective:
         except Exception as e:
             model = None
             self._models.discard()  # a failed fit may leave the model or the backend broken
-            writes.close(raise_errors=False)
-            if not isinstance(e, StorageError):  # with the database gone, recording would only wait again
-                try:
-                    self._record(trial, monitor, None, time.perf_counter() - started)
-                except Exception:
-                    pass  # the original error matters more than a history we could not save
-            if _is_out_of_memory(e):
-                raise TrialEnvironmentError(f"trial {trial.number} ran out of device memory at batch size {cfg.batch_size}") from e
-            if isinstance(e, (ValueError, TypeError)):
-                # Keras raises these for shapes and settings that no retry will fix.
-                detail = " ".join(str(e).split())[:300]
-                raise TrialConfigError(f"trial {trial.number} cannot train: {type(e).__name__}: {detail}") from e
-            raise
+            self.abort(run, e)
+            failure = classify_failure(e, trial.number, cfg.batch_size)
+            if failure is e:
+                raise
+            raise failure from e
         except BaseException:  # KeyboardInterrupt: let queued writes land before the worker fails the trial
-            writes.close(raise_errors=False)
+            self.abort(run, None)
             raise
         finally:
             model = None
             if not opt.reuse_model:
                 self._models.discard()
-        writes.close()  # every report and attribute is in the database before the results
-        self._record(trial, monitor, test_accuracy, time.perf_counter() - started)
-        if monitor.stop_reason is not None:
-            raise optuna.TrialPruned(monitor.detail)
-        if monitor.best_value is None:
-            raise optuna.TrialPruned(f"no finite val_accuracy in {monitor.epochs_run} epochs")
-        return monitor.best_value
+        return self.finish(run, test_accuracy)
+
+    def _fit_seeded(self, fit, data, monitor: EpochMonitor):
+        """Fit epoch by epoch in the order :func:`search.data.epoch_order` gives for the study's
+        seed and the epoch, so a lane member of the same trial sees the same batches."""
+        import keras
+
+        from search.data import epoch_order
+
+        n = len(self.dataset.x_train)
+        history = None
+        for epoch in range(self.config.epochs):
+            order = epoch_order(self.config.seed, epoch, n)
+            if isinstance(data.x_train, np.ndarray):
+                x, y = data.x_train[order], data.y_train[order]
+            else:
+                x, y = keras.ops.take(data.x_train, order, axis=0), keras.ops.take(data.y_train, order, axis=0)
+            history = fit(x, y, epochs=epoch + 1, initial_epoch=epoch, shuffle=False)
+            if monitor.stop_reason is not None:
+                break
+        return history
 
     def _model(self, lr: float, seed: int | None):
         """The trial's model: the cached one, reset to ``lr`` with initial weights drawn after seeding."""

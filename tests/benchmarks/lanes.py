@@ -1,0 +1,262 @@
+"""Lanes benchmark (issue 12): K trials as one batched model against the same trials solo.
+
+Three parts, each one command:
+
+``model`` (default): in one process, the same K trials (rates log-spaced from 1e-4 to 1e-1,
+a seeded study) trained solo, one after another on the worker's one compiled model
+(:class:`search.objective.Objective`, what a ``--lanes 1`` worker runs), and as K lanes of
+one :class:`search.lanes.LaneModel`. Solo and lanes alternate, each repeat in the other order
+first; a third contender is the same solo trials without a seed (one ``fit`` call for all
+epochs, Keras's own shuffle), the path of an unseeded study. Training time is the sum of the trials' epoch times (train + validation + reports),
+compilation excluded by a warm-up; trial-epochs/s = trials x epochs / that time. It also
+prints the largest val_accuracy difference between a member and its solo trial::
+
+    python tests/benchmarks/lanes.py model --data mnist.npz --ks 1,2,4,8 --epochs 3 --train-size 5000
+
+``study``: whole ``hpsearch run`` processes (start-up, claims and writes included), with and
+without ``--lanes``, each on a fresh study of a fresh embedded PostgreSQL, alternated::
+
+    python tests/benchmarks/lanes.py study --data mnist.npz --lanes 3 --trials 6 --epochs 3 --train-size 5000 --repeats 3
+
+``gpu``: the grid for an accelerator: K = 1, 8, 32, 64, 128 on the full training set at 5 and
+50 epochs (trials/hour, epochs/s, peak device memory, in-process), then the recipe's study of
+64 trials x 500 epochs with ``--lanes 64`` as one ``hpsearch run`` process. Writes JSON::
+
+    KERAS_BACKEND=jax python tests/benchmarks/lanes.py gpu --data mnist.npz --out results/
+    python tests/benchmarks/lanes.py gpu --data mnist.npz --tiny     # a CPU check of the script
+
+Every part prints one JSON object per measurement to stdout (``--out DIR`` also writes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+
+def _rates(k: int) -> list[float]:
+    if k == 1:
+        return [0.001]
+    return [float(10 ** (-4 + 3 * i / (k - 1))) for i in range(k)]
+
+
+def _emit(record: dict, out: Path | None, name: str) -> None:
+    print(json.dumps(record), flush=True)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / f"{name}.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def _solo(dataset, config, rates):
+    """Train ``rates`` one after another as a ``--lanes 1`` worker does; (seconds, histories)."""
+    import optuna
+
+    from search.objective import Objective
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    for lr in rates:
+        study.enqueue_trial({"learning_rate": lr})
+    objective = Objective(config, dataset)
+    study.optimize(objective, n_trials=len(rates))
+    seconds = sum(sum(t.user_attrs["epoch_seconds"]) for t in study.trials)
+    return seconds, [t.user_attrs["history"]["val_accuracy"] for t in study.trials]
+
+
+def _lanes(dataset, config, rates, layout=None):
+    """Train ``rates`` as one LaneModel, as a ``--lanes K`` worker does; (seconds, histories, model)."""
+    from search.data import device_data
+    from search.lanes import LaneModel, lane_orders
+
+    data = device_data(dataset)
+    model = LaneModel(len(rates), hidden_units=config.hidden_units, batch_size=config.batch_size, layout=layout)
+    for lane, lr in enumerate(rates):
+        model.reset_lane(lane, lr, config.seed + lane)
+    histories = [[] for _ in rates]
+    started = time.perf_counter()
+    for epoch in range(config.epochs):
+        model.train_epoch(data.x_train, data.y_train, lane_orders(config.seed, [epoch] * len(rates), len(dataset.x_train)))
+        val = model.evaluate(data.x_val, data.y_val)
+        for lane in range(len(rates)):
+            histories[lane].append(float(val["accuracy"][lane]))
+    return time.perf_counter() - started, histories, model
+
+
+def _peak_memory() -> int | None:
+    import keras
+
+    try:
+        if keras.backend.backend() == "jax":
+            import jax
+
+            return int(jax.devices()[0].memory_stats().get("peak_bytes_in_use"))
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            if tf.config.list_physical_devices("GPU"):
+                return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+    except Exception:
+        return None
+    return None
+
+
+def cmd_model(args) -> None:
+    from search.config import StudyConfig
+    from search.data import load_dataset
+
+    ds = load_dataset(args.data, train_size=args.train_size, validation="test")
+    config = StudyConfig(epochs=args.epochs, train_size=args.train_size, validation="test", pruner="none", seed=0)
+    warm = StudyConfig(epochs=1, train_size=args.train_size, validation="test", pruner="none", seed=0)
+    load = os.getloadavg()[0]
+    for k in args.ks:
+        rates = _rates(k)
+        _solo(ds, warm, rates[:1])  # compile the solo model once
+        _lanes(ds, warm, rates)  # and this K's lane steps
+        solo_s, lanes_s, unseeded_s, diffs = [], [], [], []
+        unseeded = StudyConfig(epochs=args.epochs, train_size=args.train_size, validation="test", pruner="none", seed=None)
+        for rep in range(args.repeats):
+            order = ("solo", "lanes", "unseeded") if rep % 2 == 0 else ("unseeded", "lanes", "solo")
+            for which in order:
+                if which == "solo":
+                    seconds, solo_h = _solo(ds, config, rates)
+                    solo_s.append(seconds)
+                elif which == "unseeded":
+                    # a solo trial without --seed: one fit call for all epochs, Keras's shuffle
+                    unseeded_s.append(_solo(ds, unseeded, rates)[0])
+                else:
+                    seconds, lane_h, _ = _lanes(ds, config, rates)
+                    lanes_s.append(seconds)
+            diffs.append(max(abs(a - b) for s, lh in zip(solo_h, lane_h) for a, b in zip(s, lh)))
+        te = k * args.epochs
+        record = {
+            "part": "model", "k": k, "epochs": args.epochs, "train_size": args.train_size, "repeats": args.repeats,
+            "solo_seconds": [round(s, 3) for s in solo_s], "lanes_seconds": [round(s, 3) for s in lanes_s],
+            "solo_unseeded_seconds": [round(s, 3) for s in unseeded_s],
+            "solo_trial_epochs_per_s": round(te / statistics.median(solo_s), 3),
+            "lanes_trial_epochs_per_s": round(te / statistics.median(lanes_s), 3),
+            "ratio_lanes_over_solo": round(statistics.median(lanes_s) / statistics.median(solo_s), 3),
+            "ratio_lanes_over_solo_unseeded": round(statistics.median(lanes_s) / statistics.median(unseeded_s), 3),
+            "max_val_accuracy_diff": round(max(diffs), 5), "loadavg_start": round(load, 2), "loadavg_end": round(os.getloadavg()[0], 2),
+        }
+        _emit(record, args.out, "model")
+
+
+def _hpsearch_run(args: list[str], data: str | None, tag: str) -> tuple[float, dict]:
+    """One ``hpsearch run`` process on a fresh embedded PostgreSQL: (wall seconds, its JSON summary)."""
+    home = tempfile.mkdtemp(prefix=f"lanes-bench-{tag}-")
+    cmd = [sys.executable, "-m", "search", "run", "--seed", "0", "--validation", "test", "--pruner", "none", "--format", "json", *args]
+    if data:
+        cmd += ["--data", data]
+    env = dict(os.environ, HPSEARCH_HOME=home)
+    env.pop("OPTUNA_STORAGE", None)
+    started = time.monotonic()
+    out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    subprocess.run([sys.executable, "-m", "search", "db", "stop"], env=env, cwd=REPO, capture_output=True)
+    if out.returncode != 0:
+        return seconds, {"error": f"{' '.join(cmd)} failed: {out.stderr[-800:]}"}
+    return seconds, json.loads(out.stdout)
+
+
+def _run_study(args, lanes: int | None, tag: str) -> float:
+    flags = ["--study", "bench", "--epochs", str(args.epochs), "--trials", str(args.trials)]
+    if args.train_size:
+        flags += ["--train-size", str(args.train_size)]
+    if lanes:
+        flags += ["--lanes", str(lanes)]
+    seconds, summary = _hpsearch_run(flags, args.data, tag)
+    if "error" in summary:
+        raise SystemExit(summary["error"])
+    return seconds
+
+
+def cmd_study(args) -> None:
+    lanes_s, solo_s = [], []
+    load = os.getloadavg()[0]
+    for rep in range(args.repeats):
+        for which in (("lanes", "solo") if rep % 2 == 0 else ("solo", "lanes")):
+            if which == "lanes":
+                lanes_s.append(_run_study(args, args.lanes, "lanes"))
+            else:
+                solo_s.append(_run_study(args, None, "solo"))
+    _emit({
+        "part": "study", "lanes": args.lanes, "trials": args.trials, "epochs": args.epochs, "train_size": args.train_size,
+        "lanes_seconds": [round(s, 2) for s in lanes_s], "solo_seconds": [round(s, 2) for s in solo_s],
+        "ratio_lanes_over_solo": round(statistics.median(lanes_s) / statistics.median(solo_s), 3),
+        "pair_ratios": [round(a / b, 3) for a, b in zip(lanes_s, solo_s)],
+        "loadavg_start": round(load, 2), "loadavg_end": round(os.getloadavg()[0], 2),
+    }, args.out, "study")
+
+
+def cmd_gpu(args) -> None:
+    from search.config import StudyConfig
+    from search.data import load_dataset
+    from search.objective import runtime_info
+    from search.worker import configure_backend
+
+    configure_backend()
+    info = runtime_info()
+    ks = [1, 2] if args.tiny else [1, 8, 32, 64, 128]
+    epochs_list = [1, 2] if args.tiny else [5, 50]
+    train_size = 2000 if args.tiny else None
+    ds = load_dataset(args.data, train_size=train_size, validation="test")
+    for k in ks:
+        rates = _rates(k)
+        warm = StudyConfig(epochs=1, train_size=train_size, validation="test", pruner="none", seed=0)
+        _lanes(ds, warm, rates)  # compile
+        for epochs in epochs_list:
+            config = StudyConfig(epochs=epochs, train_size=train_size, validation="test", pruner="none", seed=0)
+            seconds, _, model = _lanes(ds, config, rates)
+            _emit({
+                "part": "gpu-grid", "k": k, "epochs": epochs, "train_images": len(ds.x_train), "layout": model.layout,
+                "seconds": round(seconds, 3), "epochs_per_s": round(epochs / seconds, 3),
+                "trial_epochs_per_s": round(k * epochs / seconds, 2), "trials_per_hour": round(k * 3600 / seconds, 1),
+                "peak_device_bytes": _peak_memory(), "backend": info["backend"], "device": info["device"],
+            }, args.out, "gpu")
+    # The recipe's study with --lanes 64: 64 trials x 500 epochs, one process.
+    k, trials, epochs = (2, 4, 2) if args.tiny else (64, 64, 500)
+    flags = ["--study", "recipe-lanes", "--epochs", str(epochs), "--trials", str(trials), "--lanes", str(k)]
+    if train_size:
+        flags += ["--train-size", str(train_size)]
+    seconds, summary = _hpsearch_run(flags, args.data, "recipe")
+    _emit({"part": "gpu-recipe-study", "lanes": k, "trials": trials, "epochs": epochs, "seconds": round(seconds, 1),
+           "finished": summary.get("finished_trials"), "best": summary.get("best"), "error": summary.get("error"),
+           "backend": info["backend"], "device": info["device"]}, args.out, "gpu")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="part")
+    for name in ("model", "study", "gpu"):
+        p = sub.add_parser(name)
+        p.add_argument("--data", default=os.environ.get("HPSEARCH_DATA"))
+        p.add_argument("--out", type=Path)
+    m = sub.choices["model"]
+    m.add_argument("--ks", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8])
+    m.add_argument("--epochs", type=int, default=3)
+    m.add_argument("--train-size", type=int, default=5000)
+    m.add_argument("--repeats", type=int, default=2)
+    s = sub.choices["study"]
+    s.add_argument("--lanes", type=int, default=3)
+    s.add_argument("--trials", type=int, default=6)
+    s.add_argument("--epochs", type=int, default=3)
+    s.add_argument("--train-size", type=int, default=5000)
+    s.add_argument("--repeats", type=int, default=3)
+    sub.choices["gpu"].add_argument("--tiny", action="store_true", help="small sizes, to check the script on a CPU")
+    args = parser.parse_args()
+    {"model": cmd_model, "study": cmd_study, "gpu": cmd_gpu, None: cmd_model}[args.part](args) if args.part else parser.print_help()
+
+
+if __name__ == "__main__":
+    main()
