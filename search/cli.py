@@ -203,7 +203,7 @@ def _quiet_libraries() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def _open_study_waiting(storage, args, given, fingerprint, progress):
+def _open_study_waiting(storage, args, given, fingerprint, progress, check=None):
     """``open_study``; with ``--join``, wait for another process to create the study."""
     import time
 
@@ -215,7 +215,7 @@ def _open_study_waiting(storage, args, given, fingerprint, progress):
     waited = False
     while True:
         try:
-            return open_study(storage, args.study, given, fingerprint, create=not join, worker_index=getattr(args, "worker_index", 0))
+            return open_study(storage, args.study, given, fingerprint, create=not join, worker_index=getattr(args, "worker_index", 0), check=check)
         except StudyNotFoundError:
             if time.monotonic() > deadline:
                 raise StudyNotFoundError(
@@ -241,9 +241,11 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
 
     given = _given(args)
     _check_given(given)
+    from search.config import check_backend
     from storage.engine import check_environment
 
     check_environment()
+    check_backend()
     if args.trials < 1:
         raise ConfigError(f"--trials must be a whole number of at least 1, got {args.trials}")
     workers = getattr(args, "workers", 1)
@@ -285,6 +287,9 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
     _quiet_libraries()
     data_path = args.data if args.data is not None else env("HPSEARCH_DATA")
     raw = read_mnist_cached(data_path)
+    from search.data import check_split
+
+    check_split(raw, given["train_size"], given["validation"])  # before the server starts or the schema is made
     if resolved is None:
         resolved = resolve_storage_url(None)
     if getattr(args, "gpu", None) is not None:
@@ -294,7 +299,9 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
     storage = open_storage(resolved)
     quiet = getattr(args, "quiet", False)
     progress = Progress(args.trials, enabled=not quiet)
-    study, config, created = _open_study_waiting(storage, args, given, raw.fingerprint(), progress)
+    study, config, created = _open_study_waiting(
+        storage, args, given, raw.fingerprint(), progress, check=lambda c: check_split(raw, c.train_size, c.validation)
+    )
     if not train:
         info = {"study": args.study, "created": created, "storage": resolved.masked, "config": config.to_dict()}
         print(json.dumps(info, indent=2) if args.format == "json" else f"study {args.study!r} {'created' if created else 'exists'} on {resolved.masked}")

@@ -24,7 +24,7 @@ import numpy as np
 from search.config import HOLDOUT_SIZE, env
 from search.errors import DataError
 
-__all__ = ["Dataset", "DeviceData", "RawMnist", "device_data", "load_dataset", "read_mnist", "read_mnist_cached", "preprocess"]
+__all__ = ["Dataset", "DeviceData", "RawMnist", "check_split", "device_data", "load_dataset", "read_mnist", "read_mnist_cached", "preprocess"]
 
 NUM_CLASSES = 10
 _IDX_FILES = {
@@ -266,6 +266,24 @@ def read_mnist_cached(path: str | os.PathLike | None = None) -> RawMnist:
     return _RAW_CACHE[key]
 
 
+def check_split(raw: RawMnist, train_size: int | None, validation: str | None) -> None:
+    """Check that ``raw`` holds enough images for the split, before a study is written.
+
+    ``validation=None`` (a flag left out, the study's value not known yet) checks only what
+    every split needs: at most as many training images as the data has.
+
+    Raises:
+        DataError: too few images to hold out the validation set, or for ``train_size``.
+    """
+    n = len(raw.x_train)
+    if validation == "holdout" and n <= HOLDOUT_SIZE:
+        raise DataError(f"{raw.source} has {n} training images, too few to hold out {HOLDOUT_SIZE} for validation: use --validation test")
+    available = n - HOLDOUT_SIZE if validation == "holdout" else n
+    if train_size is not None and train_size > available:
+        split = f" with --validation {validation}" if validation else ""
+        raise DataError(f"--train-size {train_size} exceeds the {available} training images of {raw.source}{split}: use --train-size {available} or less")
+
+
 def load_dataset(path: str | os.PathLike | None, *, train_size: int | None, validation: str) -> Dataset:
     """Read, preprocess and split MNIST once per process; later calls return the cached arrays.
 
@@ -281,11 +299,8 @@ def load_dataset(path: str | os.PathLike | None, *, train_size: int | None, vali
     if key in _CACHE:
         return _CACHE[key]
     raw = read_mnist_cached(path)
+    check_split(raw, train_size, validation)
     if validation == "holdout":
-        if len(raw.x_train) <= HOLDOUT_SIZE:
-            raise DataError(
-                f"{raw.source} has {len(raw.x_train)} training images, too few to hold out {HOLDOUT_SIZE} for validation: use --validation test"
-            )
         cut = len(raw.x_train) - HOLDOUT_SIZE
         x_fit, y_fit = raw.x_train[:cut], raw.y_train[:cut]
         x_val, y_val = raw.x_train[cut:], raw.y_train[cut:]
@@ -293,8 +308,6 @@ def load_dataset(path: str | os.PathLike | None, *, train_size: int | None, vali
         x_fit, y_fit = raw.x_train, raw.y_train
         x_val, y_val = raw.x_test, raw.y_test
     if train_size is not None:
-        if train_size > len(x_fit):
-            raise DataError(f"--train-size {train_size} exceeds the {len(x_fit)} training images of {raw.source} with --validation {validation}")
         x_fit, y_fit = x_fit[:train_size], y_fit[:train_size]
     x_train, y_train = preprocess(x_fit, y_fit)
     x_val_p, y_val_p = preprocess(x_val, y_val)

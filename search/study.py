@@ -43,7 +43,7 @@ def make_sampler(config: StudyConfig, worker_index: int = 0):
     )
 
 
-def open_study(storage, name: str, given: dict, fingerprint: str, *, create: bool = True, worker_index: int = 0):
+def open_study(storage, name: str, given: dict, fingerprint: str, *, create: bool = True, worker_index: int = 0, check=None):
     """Create the study ``name`` or join it; return ``(study, config, created)``.
 
     Args:
@@ -52,6 +52,9 @@ def open_study(storage, name: str, given: dict, fingerprint: str, *, create: boo
         given: the study flags the user passed (``None`` for each flag left out).
         fingerprint: the fingerprint of the data this process loaded.
         create: create the study if it does not exist (else raise StudyNotFoundError).
+        check: called with the study's configuration before the study is created or joined
+            (e.g. :func:`search.data.check_split`), so a setting the data cannot serve
+            writes nothing.
 
     Raises:
         ConfigError: a flag contradicts the stored configuration, or the study was not made
@@ -71,6 +74,8 @@ def open_study(storage, name: str, given: dict, fingerprint: str, *, create: boo
                 existing = ", ".join(study_names(storage.engine)) or "none"
                 raise StudyNotFoundError(f"no study named {name!r} in this storage (studies: {existing}): check --study and --storage")
             config = StudyConfig(**{k: v for k, v in given.items() if v is not None}, data_fingerprint=fingerprint).validate()
+            if check is not None:
+                check(config)
             study = optuna.create_study(
                 storage=storage,
                 study_name=name,
@@ -98,6 +103,8 @@ def open_study(storage, name: str, given: dict, fingerprint: str, *, create: boo
             raise DataError(
                 f"this worker's data (fingerprint {fingerprint}) differs from the data study {name!r} was created with ({stored_fp}): pass --data with the same MNIST files"
             )
+        if check is not None:
+            check(config)
         study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(config, worker_index), pruner=make_pruner(config))
         # A study whose creator died before seeding it still gets the recipe's trials.
         enqueue_recipe(study, config)
