@@ -215,7 +215,7 @@ def _open_study_waiting(storage, args, given, fingerprint, progress, check=None)
     waited = False
     while True:
         try:
-            return open_study(storage, args.study, given, fingerprint, create=not join, worker_index=getattr(args, "worker_index", 0), check=check)
+            return open_study(storage, args.study, given, fingerprint, create=not join, worker_index=getattr(args, "worker_index", 0), check=check, say=progress.message)
         except StudyNotFoundError:
             if time.monotonic() > deadline:
                 raise StudyNotFoundError(

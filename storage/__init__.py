@@ -7,6 +7,7 @@ read-only queries. Never imports TensorFlow or Keras.
 
 from storage.embedded import embedded_status, embedded_url, home_dir, stop_embedded
 from storage.engine import heartbeat_settings, open_storage, retrying, study_lock
+from storage.foreign import foreign_counts, own_counts
 from storage.errors import HpsearchError, StorageConfigError, StorageError, StudyNotFoundError, TrialNotFoundError
 from storage.queries import (
     CurvePoint,
@@ -47,6 +48,7 @@ __all__ = [
     "curves",
     "embedded_status",
     "embedded_url",
+    "foreign_counts",
     "heartbeat_settings",
     "home_dir",
     "landscape",
@@ -54,6 +56,7 @@ __all__ = [
     "mask_url",
     "open_engine",
     "open_storage",
+    "own_counts",
     "resolve_storage_url",
     "retrying",
     "running_without_heartbeat",

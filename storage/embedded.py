@@ -186,7 +186,6 @@ def _start(home: Path, pgdata: Path):
     is in the data directory (mode 0700) when its path is short enough, else in a private
     directory of the temp directory that only the server's user can enter.
     """
-    import subprocess
     import time
 
     bad = sorted(_SHELL_SPECIAL & set(str(pgdata)))

@@ -197,11 +197,14 @@ def _make_rdb(resolved: ResolvedStorage, kwargs: dict, heartbeat: bool):
                 # A trial whose worker died is failed once its heartbeat is stale, and its
                 # parameters are enqueued again (at most twice), so a crash costs time, not
                 # a learning rate.
+                from storage.stale import StaleTrialCallback
+
                 interval, grace = heartbeat_settings()
                 hb = {
                     "heartbeat_interval": interval,
                     "grace_period": grace,
-                    "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+                    # Optuna's RetryHeartbeatStaleTrialCallback, recording the fail_reason first.
+                    "heartbeat_stale_trial_callback": StaleTrialCallback(max_retry=2),
                 }
             return optuna.storages.RDBStorage(resolved.url, engine_kwargs=kwargs, **hb)
     except SQLAlchemyError as e:
