@@ -203,7 +203,7 @@ def _quiet_libraries() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def _open_study_waiting(storage, args, given, fingerprint, progress, check=None):
+def _open_study_waiting(storage, args, given, fingerprint, progress, check=None, target=None):
     """``open_study``; with ``--join``, wait for another process to create the study."""
     import time
 
@@ -215,7 +215,7 @@ def _open_study_waiting(storage, args, given, fingerprint, progress, check=None)
     waited = False
     while True:
         try:
-            return open_study(storage, args.study, given, fingerprint, create=not join, worker_index=getattr(args, "worker_index", 0), check=check, say=progress.message)
+            return open_study(storage, args.study, given, fingerprint, create=not join, worker_index=getattr(args, "worker_index", 0), check=check, say=progress.message, target=target)
         except StudyNotFoundError:
             if time.monotonic() > deadline:
                 raise StudyNotFoundError(
@@ -228,6 +228,8 @@ def _open_study_waiting(storage, args, given, fingerprint, progress, check=None)
 
 
 JOIN_TIMEOUT_S = 600
+#: Optuna's ``studies.study_name`` column is VARCHAR(512).
+MAX_STUDY_NAME = 512
 
 
 def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
@@ -257,6 +259,8 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
             raise ConfigError(f"--{flag.replace('_', '-')} must be a whole number of at least {0 if flag == 'max_restarts' else 1}, got {value}")
     if not args.study.strip():
         raise ConfigError("--study is empty: give the study a name")
+    if len(args.study) > MAX_STUDY_NAME:
+        raise ConfigError(f"--study is {len(args.study)} characters long; Optuna stores at most {MAX_STUDY_NAME}: choose a shorter name")
     slots = None
     if args.command == "launch" or (args.command == "run" and workers > 1):
         from search.launch import check_gpu, detect_gpus, plan_slots
@@ -300,7 +304,8 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
     quiet = getattr(args, "quiet", False)
     progress = Progress(args.trials, enabled=not quiet)
     study, config, created = _open_study_waiting(
-        storage, args, given, raw.fingerprint(), progress, check=lambda c: check_split(raw, c.train_size, c.validation)
+        storage, args, given, raw.fingerprint(), progress, check=lambda c: check_split(raw, c.train_size, c.validation),
+        target=args.trials if train else None,
     )
     if not train:
         info = {"study": args.study, "created": created, "storage": resolved.masked, "config": config.to_dict()}
@@ -358,7 +363,19 @@ def _cmd_db(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``hpsearch`` command; return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the command starts (issue 15): no traceback
+        print("hpsearch: interrupted", file=sys.stderr)
+        return 130
+    try:
+        return _main(args)
+    except KeyboardInterrupt:  # a Ctrl-C that lands between the handlers below
+        print(f"hpsearch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(args) -> int:
     debug = getattr(args, "debug", False)
     if debug:
         os.environ["HPSEARCH_DEBUG"] = "1"

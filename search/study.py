@@ -64,7 +64,7 @@ def make_sampler(config: StudyConfig, worker_index: int = 0):
     )
 
 
-def open_study(storage, name: str, given: dict, fingerprint: str, *, create: bool = True, worker_index: int = 0, check=None, say=None):
+def open_study(storage, name: str, given: dict, fingerprint: str, *, create: bool = True, worker_index: int = 0, check=None, say=None, target: int | None = None):
     """Create the study ``name`` or join it; return ``(study, config, created)``.
 
     Args:
@@ -76,6 +76,8 @@ def open_study(storage, name: str, given: dict, fingerprint: str, *, create: boo
         check: called with the study's configuration before the study is created or joined
             (e.g. :func:`search.data.check_split`), so a setting the data cannot serve
             writes nothing.
+        target: the ``--trials`` of this run; fewer recipe rates are enqueued when it is below
+            their number (None: all of them, as ``hpsearch init`` does).
         say: called with a one-line notice (this worker's heartbeat settings differ from the
             study's, which it uses).
 
@@ -108,7 +110,7 @@ def open_study(storage, name: str, given: dict, fingerprint: str, *, create: boo
             )
             study.set_user_attr(CONFIG_ATTR, config.to_dict())
             _agree_heartbeat(storage, study._study_id, {}, say)
-            enqueue_recipe(study, config)
+            enqueue_recipe(study, config, target)
             return study, config, True
 
         attrs = storage.get_study_user_attrs(study_id)
@@ -132,7 +134,7 @@ def open_study(storage, name: str, given: dict, fingerprint: str, *, create: boo
         study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(config, worker_index), pruner=make_pruner(config))
         _agree_heartbeat(storage, study_id, attrs, say)
         # A study whose creator died before seeding it still gets the recipe's trials.
-        enqueue_recipe(study, config)
+        enqueue_recipe(study, config, target)
         _restore_recipe(study, config)
         return study, config, False
 

@@ -164,11 +164,16 @@ def open_storage(resolved: ResolvedStorage, *, heartbeat: bool = True):
     probe = sqlalchemy.create_engine(resolved.url, poolclass=sqlalchemy.pool.NullPool, connect_args=kwargs["connect_args"])
     try:
         with probe.connect() as conn:
+            from storage.schema import check_schema
+
             if resolved.is_postgresql:
                 with _xact_lock(conn, _SCHEMA_LOCK_KEY):
+                    check_schema(conn, resolved.masked)
                     storage = _make_rdb(resolved, kwargs, heartbeat)
             else:
                 conn.exec_driver_sql("select 1")
+                check_schema(conn, resolved.masked)
+                conn.commit()  # end the inspection's transaction before Optuna opens its own
                 storage = _make_rdb(resolved, kwargs, heartbeat)
     except StorageError:
         raise

@@ -268,9 +268,15 @@ def open_engine(storage=None, *, read_only: bool = True):
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("select 1")
+            from storage.schema import check_schema
+
+            check_schema(conn, resolved.masked)  # a damaged schema: one line, not a driver error
     except (SQLAlchemyError, OSError) as e:
         engine.dispose()
         raise connect_error(resolved, e) from None
+    except StorageError:
+        engine.dispose()
+        raise
     return engine
 
 
@@ -630,6 +636,9 @@ def trials(
             if limit is not None:
                 q = q.limit(limit)
         rows = [_to_trial_row(r) for r in conn.execute(q)]
+        from storage.queued import with_queued_rates
+
+        rows = with_queued_rates(conn, sid, rows)  # WAITING trials keep theirs in fixed_params
     if in_sql is None:
         rows = _sort_rows(rows, sort, descending)
         if limit is not None:

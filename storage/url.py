@@ -59,8 +59,9 @@ def mask_url(url: str) -> str:
     Works on URLs SQLAlchemy cannot parse too, so that an error about a malformed URL never
     echoes its password.
     """
-    # user:password@ in the authority part; the password may contain anything but '@' and '/'.
-    masked = re.sub(r"(?<=://)([^:/@]*):([^@/]*)@", lambda m: f"{m.group(1)}:***@" if m.group(2) else m.group(0), url)
+    # user:password@ in the authority part, up to its last '@' (an unencoded '@' in the
+    # password must not leave the rest of it showing); the password may not contain '/'.
+    masked = re.sub(r"(?<=://)([^:/@]*):([^/]*)@", lambda m: f"{m.group(1)}:***@" if m.group(2) else m.group(0), url)
     # password=... as a query parameter (libpq style)
     masked = re.sub(r"(?i)(password=)[^&\s]*", r"\1***", masked)
     return masked
@@ -95,6 +96,11 @@ def validate_url(url: str, source: str) -> str:
     url = url.strip()
     if not url:
         raise StorageConfigError(f"{source} is empty: give a URL such as {_EXAMPLE}, or unset it to use the embedded PostgreSQL")
+    authority = url.split("://", 1)[1].split("/", 1)[0] if "://" in url else ""
+    if authority.count("@") > 1:
+        raise StorageConfigError(
+            f"{source} has more than one '@' before the host ({mask_url(url)!r}): percent-encode an '@' in the user or password as %40"
+        )
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
