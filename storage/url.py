@@ -71,15 +71,34 @@ def scrub(text: str, url: str | None) -> str:
     """Remove the password of ``url`` from ``text`` (for driver messages that echo it)."""
     if not url:
         return text
-    try:
-        from sqlalchemy.engine import make_url
+    raw = _raw_password(url)
+    if raw is not None:
+        # From the text itself: with an unencoded '@' in the password, SQLAlchemy's parse
+        # keeps only its first part, and replacing that would leave the rest showing.
+        from urllib.parse import unquote
 
-        password = make_url(url).password
-    except Exception:  # an unparsable URL: fall back to masking URL-shaped text only
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
+        passwords = {raw, unquote(raw)}
+    else:
+        try:
+            from sqlalchemy.engine import make_url
+
+            passwords = {make_url(url).password}
+        except Exception:  # an unparsable URL: fall back to masking URL-shaped text only
+            passwords = set()
+    for password in sorted((str(p) for p in passwords if p), key=len, reverse=True):
+        text = text.replace(password, "***")
     return mask_url(text)
+
+
+def _raw_password(url: str) -> str | None:
+    """The password as written in ``url``'s authority (up to its last '@'), else None."""
+    if "://" not in url:
+        return None
+    authority = url.split("://", 1)[1].split("/", 1)[0]
+    if "@" not in authority:
+        return None
+    userinfo = authority.rsplit("@", 1)[0]
+    return userinfo.split(":", 1)[1] if ":" in userinfo else None
 
 
 def validate_url(url: str, source: str) -> str:
