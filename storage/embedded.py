@@ -241,8 +241,6 @@ def _initdb(home: Path, pgdata: Path) -> None:
     pgs.PostgresServer._instances.pop(staging.resolve(), None)
     server = pgs.PostgresServer(staging, cleanup_mode=None)
     server.ensure_pgdata_inited()
-    if os.environ.get("HPSEARCH_TEST_STOP_AFTER_INITDB"):  # tests: an interruption at the worst moment
-        os._exit(130)
     os.rename(staging, pgdata)
 
 
