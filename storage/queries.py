@@ -518,6 +518,13 @@ def _check_states(states: Iterable[str] | None) -> list[str] | None:
     return wanted
 
 
+def _lr_value():
+    """A trial's learning rate: its parameter, or for a queued trial its ``fixed_params`` one."""
+    from storage.queued import queued_learning_rate
+
+    return func.coalesce(_params.c.param_value, queued_learning_rate(_trials))
+
+
 def _trial_select(study_id: int):
     """The select behind every trial row: one row per trial, attributes pivoted in SQL."""
     keys = list(_ROW_ATTRS)
@@ -536,7 +543,7 @@ def _trial_select(study_id: int):
         select(
             _trials.c.number,
             _state_col().label("state"),
-            _params.c.param_value.label("learning_rate"),
+            _lr_value().label("learning_rate"),
             value.label("value"),
             _trials.c.datetime_start,
             _trials.c.datetime_complete,
@@ -618,14 +625,14 @@ def trials(
         if wanted is not None:
             q = q.where(_state_col().in_(wanted))
         if lr_min is not None:
-            q = q.where(_params.c.param_value >= lr_min)
+            q = q.where(_lr_value() >= lr_min)
         if lr_max is not None:
-            q = q.where(_params.c.param_value <= lr_max)
+            q = q.where(_lr_value() <= lr_max)
         if min_value is not None:
             q = q.where(value >= min_value)
         in_sql = {
             "number": _trials.c.number,
-            "learning_rate": _params.c.param_value,
+            "learning_rate": _lr_value(),
             "value": value,
             "datetime_start": _trials.c.datetime_start,
             "datetime_complete": _trials.c.datetime_complete,
@@ -636,9 +643,6 @@ def trials(
             if limit is not None:
                 q = q.limit(limit)
         rows = [_to_trial_row(r) for r in conn.execute(q)]
-        from storage.queued import with_queued_rates
-
-        rows = with_queued_rates(conn, sid, rows)  # WAITING trials keep theirs in fixed_params
     if in_sql is None:
         rows = _sort_rows(rows, sort, descending)
         if limit is not None:
@@ -918,6 +922,8 @@ def _view_sql() -> str:
     def text(key: str) -> str:
         return f"CASE WHEN left(a.{key}, 1) = '\"' THEN a.{key}::json #>> '{{}}' END AS {key}"
 
+    from storage.queued import QUEUED_LR_SQL
+
     pivot = ",\n           ".join(f"max(CASE WHEN key = '{k}' THEN value_json END) AS {k}" for k in _ROW_ATTRS)
     keys = ", ".join(f"'{k}'" for k in _ROW_ATTRS)
     return f"""
@@ -927,7 +933,7 @@ SELECT s.study_name AS study,
        t.trial_id,
        t.number,
        t.state::text AS state,
-       p.param_value AS learning_rate,
+       coalesce(p.param_value, {QUEUED_LR_SQL}) AS learning_rate,
        CASE v.value_type::text WHEN 'INF_POS' THEN 'Infinity'::float8
                                WHEN 'INF_NEG' THEN '-Infinity'::float8
                                ELSE v.value END AS value,

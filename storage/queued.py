@@ -2,36 +2,51 @@
 
 An enqueued trial's parameters live in its system attribute ``fixed_params`` until a worker
 takes it, so the trial rows showed an empty ``learning_rate`` for the recipe's queued rates
-(issue 15). This fills them in from there, in one query.
+(issue 15). These expressions read it from there, for the queries and for the SQL view.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+from sqlalchemy import Float, Integer, String, Text, column, select, table
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
 
-import sqlalchemy
+__all__ = ["queued_learning_rate", "QUEUED_LR_SQL"]
 
-__all__ = ["with_queued_rates"]
+_sattrs = table("trial_system_attributes", column("trial_id", Integer), column("key", String), column("value_json", Text))
 
 
-def with_queued_rates(conn, study_id: int, rows: list, param: str = "learning_rate") -> list:
-    """``rows`` with each WAITING row's ``learning_rate`` taken from its ``fixed_params``."""
-    missing = {r.number for r in rows if r.state == "WAITING" and getattr(r, param) is None}
-    if not missing:
-        return rows
-    found = {}
-    for number, value in conn.execute(
-        sqlalchemy.text(
-            "SELECT t.number, a.value_json FROM trials t JOIN trial_system_attributes a ON a.trial_id = t.trial_id "
-            "WHERE t.study_id = :sid AND t.state = 'WAITING' AND a.key = 'fixed_params'"
-        ),
-        {"sid": study_id},
-    ):
-        try:
-            rate = json.loads(value).get(param)
-        except (ValueError, AttributeError):
-            continue
-        if isinstance(rate, (int, float)) and int(number) in missing:
-            found[int(number)] = float(rate)
-    return [dataclasses.replace(r, **{param: found[r.number]}) if r.number in found else r for r in rows]
+class _JsonFloat(FunctionElement):
+    """``json_text[key]`` as a float; the column is TEXT, so each dialect parses it its way."""
+
+    type = Float()
+    inherit_cache = True
+    name = "json_float"
+
+
+@compiles(_JsonFloat)
+def _json_float_sqlite(element, compiler, **kw):
+    text, key = list(element.clauses)
+    return f"json_extract({compiler.process(text, **kw)}, '$.' || {compiler.process(key, **kw)})"
+
+
+@compiles(_JsonFloat, "postgresql")
+def _json_float_pg(element, compiler, **kw):
+    text, key = list(element.clauses)
+    return f"(CAST({compiler.process(text, **kw)} AS json) ->> {compiler.process(key, **kw)})::float8"
+
+
+def queued_learning_rate(trials, param: str = "learning_rate"):
+    """A scalar subquery, correlated to ``trials``: the trial's ``fixed_params[param]``, or NULL."""
+    return (
+        select(_JsonFloat(_sattrs.c.value_json, param))
+        .where(_sattrs.c.trial_id == trials.c.trial_id, _sattrs.c.key == "fixed_params")
+        .scalar_subquery()
+    )
+
+
+#: The same for the PostgreSQL view (``t`` is the trials table there).
+QUEUED_LR_SQL = (
+    "(SELECT (a.value_json::json ->> 'learning_rate')::float8 FROM trial_system_attributes a"
+    " WHERE a.trial_id = t.trial_id AND a.key = 'fixed_params')"
+)
