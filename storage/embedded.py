@@ -153,8 +153,12 @@ def embedded_url(home: str | os.PathLike | None = None) -> str:
             except StorageError:
                 raise
             except Exception as e:
+                import subprocess
+
+                reason = _log_tail(pgdata) if isinstance(e, subprocess.CalledProcessError) else None
+                reason = reason or f"{type(e).__name__}: {_first_line(e)}"
                 raise StorageError(
-                    f"the embedded PostgreSQL did not start in {str(pgdata)!r} ({type(e).__name__}: {_first_line(e)}): see {pgdata / 'log'}, or pass --storage to use another server"
+                    f"the embedded PostgreSQL did not start in {str(pgdata)!r} ({reason}): see {pgdata / 'log'}, or pass --storage to use another server"
                 ) from e
         try:
             _ensure_database(info)
@@ -163,6 +167,18 @@ def embedded_url(home: str | os.PathLike | None = None) -> str:
                 f"the embedded PostgreSQL in {str(pgdata)!r} does not answer ({str(e).strip().splitlines()[0]}): run `hpsearch db stop` and retry"
             ) from e
     return _url_from_info(info)
+
+
+def _log_tail(pgdata: Path) -> str | None:
+    """The server log's last FATAL or ERROR line (what pg_ctl's exit status does not say)."""
+    try:
+        lines = (pgdata / "log").read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if "FATAL" in line or "ERROR" in line:
+            return " ".join(line.split())[:200]
+    return None
 
 
 def _first_line(e: BaseException) -> str:
