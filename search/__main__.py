@@ -1,5 +1,9 @@
 import sys
 
-from search.cli import main
+try:
+    from search.cli import main
+except KeyboardInterrupt:  # Ctrl-C while Python imports the command (issue 15): no traceback
+    print("hpsearch: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

@@ -206,7 +206,7 @@ def _quiet_libraries() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def _open_study_waiting(storage, args, given, fingerprint, progress):
+def _open_study_waiting(storage, args, given, fingerprint, progress, check=None, target=None):
     """``open_study``; with ``--join``, wait for another process to create the study."""
     import time
 
@@ -218,7 +218,7 @@ def _open_study_waiting(storage, args, given, fingerprint, progress):
     waited = False
     while True:
         try:
-            return open_study(storage, args.study, given, fingerprint, create=not join, worker_index=getattr(args, "worker_index", 0))
+            return open_study(storage, args.study, given, fingerprint, create=not join, worker_index=getattr(args, "worker_index", 0), check=check, say=progress.message, target=target)
         except StudyNotFoundError:
             if time.monotonic() > deadline:
                 raise StudyNotFoundError(
@@ -231,6 +231,8 @@ def _open_study_waiting(storage, args, given, fingerprint, progress):
 
 
 JOIN_TIMEOUT_S = 600
+#: Optuna's ``studies.study_name`` column is VARCHAR(512).
+MAX_STUDY_NAME = 512
 
 
 def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
@@ -244,9 +246,11 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
 
     given = _given(args)
     _check_given(given)
+    from search.config import check_backend
     from storage.engine import check_environment
 
     check_environment()
+    check_backend()
     if args.trials < 1:
         raise ConfigError(f"--trials must be a whole number of at least 1, got {args.trials}")
     workers = getattr(args, "workers", 1)
@@ -258,6 +262,8 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
             raise ConfigError(f"--{flag.replace('_', '-')} must be a whole number of at least {0 if flag == 'max_restarts' else 1}, got {value}")
     if not args.study.strip():
         raise ConfigError("--study is empty: give the study a name")
+    if len(args.study) > MAX_STUDY_NAME:
+        raise ConfigError(f"--study is {len(args.study)} characters long; Optuna stores at most {MAX_STUDY_NAME}: choose a shorter name")
     from search.config import resolve_lanes
     from search.lanes import check_lanes_fit
 
@@ -295,6 +301,9 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
     _quiet_libraries()
     data_path = args.data if args.data is not None else env("HPSEARCH_DATA")
     raw = read_mnist_cached(data_path)
+    from search.data import check_split
+
+    check_split(raw, given["train_size"], given["validation"])  # before the server starts or the schema is made
     if resolved is None:
         resolved = resolve_storage_url(None)
     if getattr(args, "gpu", None) is not None:
@@ -304,7 +313,10 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
     storage = open_storage(resolved)
     quiet = getattr(args, "quiet", False)
     progress = Progress(args.trials, enabled=not quiet)
-    study, config, created = _open_study_waiting(storage, args, given, raw.fingerprint(), progress)
+    study, config, created = _open_study_waiting(
+        storage, args, given, raw.fingerprint(), progress, check=lambda c: check_split(raw, c.train_size, c.validation),
+        target=args.trials if train else None,
+    )
     if not train:
         info = {"study": args.study, "created": created, "storage": resolved.masked, "config": config.to_dict()}
         print(json.dumps(info, indent=2) if args.format == "json" else f"study {args.study!r} {'created' if created else 'exists'} on {resolved.masked}")
@@ -361,7 +373,19 @@ def _cmd_db(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``hpsearch`` command; return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the command starts (issue 15): no traceback
+        print("hpsearch: interrupted", file=sys.stderr)
+        return 130
+    try:
+        return _main(args)
+    except KeyboardInterrupt:  # a Ctrl-C that lands between the handlers below
+        print(f"hpsearch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(args) -> int:
     debug = getattr(args, "debug", False)
     if debug:
         os.environ["HPSEARCH_DEBUG"] = "1"

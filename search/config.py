@@ -31,6 +31,11 @@ VALIDATIONS = ("holdout", "test")
 #: Size of the hold-out: the last 10,000 training images, as large as MNIST's test set.
 HOLDOUT_SIZE = 10_000
 MNIST_TRAIN_SIZE = 60_000
+#: The largest --seed: trial numbers and worker indexes are added to it, and the sum must stay
+#: below 2**32, the bound of NumPy's and Keras's seeds.
+MAX_SEED = 2**31 - 1
+#: Keras backends hpsearch trains with, and the module (and extra) each needs.
+BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 #: Every environment variable hpsearch reads, with what it does. The README's configuration
 #: table is written from this registry. Storage's own variables are declared next to their
@@ -115,8 +120,12 @@ class StudyConfig:
                 raise ConfigError(f"{name} must be a positive finite number, got {value}: the learning rate is sampled on a log scale")
         if self.lr_min >= self.lr_max:
             raise ConfigError(f"--lr-min {self.lr_min:g} must be below --lr-max {self.lr_max:g}: swap them or widen the range")
-        if self.seed is not None and not isinstance(self.seed, int):
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise ConfigError(f"--seed must be an integer, got {self.seed!r}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            # Keras and NumPy take seeds in [0, 2**32); each trial adds its number and each
+            # worker its index, so half that range is left for them.
+            raise ConfigError(f"--seed {self.seed} is outside 0-{MAX_SEED}, the seeds the Keras backends accept with room for trial numbers: pick a seed in that range")
         return self
 
     def to_dict(self) -> dict:
@@ -144,6 +153,24 @@ STUDY_FLAGS: dict[str, str] = {
     "sampler": "--sampler",
     "seed": "--seed",
 }
+
+
+def check_backend() -> str:
+    """Check ``KERAS_BACKEND`` names a backend that is installed, without importing it.
+
+    Raises:
+        ConfigError: the backend is unknown or its package is missing (with the extra to install).
+    """
+    import importlib.util
+
+    backend = env("KERAS_BACKEND") or "tensorflow"
+    if backend not in BACKENDS:
+        raise ConfigError(f"KERAS_BACKEND={backend!r} is not a backend hpsearch trains with: use one of {', '.join(BACKENDS)}, or unset it")
+    module = BACKENDS[backend]
+    if importlib.util.find_spec(module) is None:
+        extra = "" if backend == "tensorflow" else f"[{backend}]"
+        raise ConfigError(f"KERAS_BACKEND={backend} but {module} is not installed: pip install 'hpsearch{extra}', or unset KERAS_BACKEND to use TensorFlow")
+    return backend
 
 
 def merge_with_stored(stored: StudyConfig, given: dict) -> StudyConfig:

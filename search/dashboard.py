@@ -140,9 +140,9 @@ def serve_dashboard(storage_flag: str | None, study: str | None = None, host: st
     resolved = resolve_storage_url(storage_flag)
     if resolved.source == "--storage" and mask_url(storage_flag) != storage_flag:
         print("hpsearch dashboard: warning: the password in --storage shows in the process list (ps) while the dashboard runs: set OPTUNA_STORAGE instead", file=err)
+    server = _bind(host, port)  # before the warning: a host that cannot be bound is one line
     if not is_loopback(host):
         print(f"hpsearch dashboard: warning: listening on {host}: optuna-dashboard has no authentication; anyone who can reach this port can read, change and delete the studies", file=err)
-    server = _bind(host, port)
     storage = None
     try:
         storage = open_storage(resolved, heartbeat=False)

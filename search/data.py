@@ -24,7 +24,7 @@ import numpy as np
 from search.config import HOLDOUT_SIZE, env
 from search.errors import DataError
 
-__all__ = ["Dataset", "DeviceData", "RawMnist", "device_data", "epoch_order", "load_dataset", "read_mnist", "read_mnist_cached", "preprocess"]
+__all__ = ["Dataset", "DeviceData", "RawMnist", "check_split", "device_data", "epoch_order", "load_dataset", "read_mnist", "read_mnist_cached", "preprocess"]
 
 NUM_CLASSES = 10
 _IDX_FILES = {
@@ -86,6 +86,12 @@ def _check(name: str, x: np.ndarray, y: np.ndarray, source: str) -> None:
             raise DataError(f"{source}: x_{name} has dtype {x.dtype}, expected uint8 pixels 0-255: {_FIX}")
         if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 255:
             raise DataError(f"{source}: x_{name} has values outside 0-255: expected raw uint8 pixels, not preprocessed data")
+        if np.issubdtype(x.dtype, np.integer) or _pre_scaled(x):
+            pass
+        elif not np.all(np.mod(x, 1) == 0):
+            raise DataError(
+                f"{source}: x_{name} holds fractional values up to {float(x.max()):g}: expected uint8 pixels 0-255 or floats already scaled to [0, 1], not other preprocessing"
+            )
     if not np.issubdtype(y.dtype, np.integer):
         if not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0):
             raise DataError(f"{source}: y_{name} has dtype {y.dtype}, expected integer labels 0-9: {_FIX}")
@@ -93,13 +99,33 @@ def _check(name: str, x: np.ndarray, y: np.ndarray, source: str) -> None:
         raise DataError(f"{source}: y_{name} has labels from {y.min()} to {y.max()}, expected 0-9: the file is not MNIST digits")
 
 
+def _pre_scaled(x: np.ndarray) -> bool:
+    """Floats in [0, 1] with fractional values: images already divided by 255 (issue 15).
+
+    Cast to uint8 as they are, every pixel would become 0 or 1 and every rate train at
+    chance; they are scaled back to 0-255 instead, so the recipe's own scaling applies once.
+    """
+    return np.issubdtype(x.dtype, np.floating) and float(x.max()) <= 1.0 and not np.all(np.mod(x, 1) == 0)
+
+
+def _pixels(x: np.ndarray) -> np.ndarray:
+    x = x.reshape(len(x), 28, 28)
+    if x.dtype == np.uint8:
+        return x
+    if _pre_scaled(x):
+        x = x * 255.0
+    return np.rint(x).astype(np.uint8)
+
+
 def _finish(x_train, y_train, x_test, y_test, source: str) -> RawMnist:
     _check("train", x_train, y_train, source)
     _check("test", x_test, y_test, source)
+    if _pre_scaled(x_train) != _pre_scaled(x_test):
+        raise DataError(f"{source}: one of x_train and x_test is scaled to [0, 1] and the other is not: save both the same way")
     return RawMnist(
-        x_train.reshape(len(x_train), 28, 28).astype(np.uint8, copy=False),
+        _pixels(x_train),
         y_train.astype(np.int64, copy=False),
-        x_test.reshape(len(x_test), 28, 28).astype(np.uint8, copy=False),
+        _pixels(x_test),
         y_test.astype(np.int64, copy=False),
         source,
     )
@@ -182,9 +208,34 @@ def read_mnist(path: str | os.PathLike | None = None) -> RawMnist:
         return _read_idx_dir(p)
     if not p.exists():
         raise DataError(f"--data {str(p)!r} does not exist: {_FIX}")
-    if p.suffix == ".gz" or "idx" in p.name:
+    kind = _sniff(p)
+    if kind == "npy":
+        raise DataError(
+            f"--data {str(p)!r} is a single .npy array: hpsearch reads one .npz holding x_train, y_train, x_test and y_test (np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)), or a directory of the four IDX files"
+        )
+    if kind in ("gzip", "idx"):
         raise DataError(f"--data {str(p)!r} is a single IDX file: pass the directory that holds all four IDX files")
+    if kind != "zip":
+        raise DataError(f"--data {str(p)!r} is neither an .npz file nor a directory of IDX files (its first bytes match neither): {_FIX}")
     return _read_npz(p)
+
+
+def _sniff(path: Path) -> str:
+    """What a data file is, by its first bytes rather than its name (a misnamed npz still reads)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as e:
+        raise DataError(f"--data {str(path)!r} cannot be read ({e.strerror}): check its permissions") from None
+    if head.startswith(b"PK"):
+        return "zip"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head[:3] == b"\x00\x00\x08" and len(head) >= 4 and head[3] in (1, 3):
+        return "idx"
+    return "other"
 
 
 def preprocess(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -215,6 +266,24 @@ def read_mnist_cached(path: str | os.PathLike | None = None) -> RawMnist:
     return _RAW_CACHE[key]
 
 
+def check_split(raw: RawMnist, train_size: int | None, validation: str | None) -> None:
+    """Check that ``raw`` holds enough images for the split, before a study is written.
+
+    ``validation=None`` (a flag left out, the study's value not known yet) checks only what
+    every split needs: at most as many training images as the data has.
+
+    Raises:
+        DataError: too few images to hold out the validation set, or for ``train_size``.
+    """
+    n = len(raw.x_train)
+    if validation == "holdout" and n <= HOLDOUT_SIZE:
+        raise DataError(f"{raw.source} has {n} training images, too few to hold out {HOLDOUT_SIZE} for validation: use --validation test")
+    available = n - HOLDOUT_SIZE if validation == "holdout" else n
+    if train_size is not None and train_size > available:
+        split = f" with --validation {validation}" if validation else ""
+        raise DataError(f"--train-size {train_size} exceeds the {available} training images of {raw.source}{split}: use --train-size {available} or less")
+
+
 def load_dataset(path: str | os.PathLike | None, *, train_size: int | None, validation: str) -> Dataset:
     """Read, preprocess and split MNIST once per process; later calls return the cached arrays.
 
@@ -230,11 +299,8 @@ def load_dataset(path: str | os.PathLike | None, *, train_size: int | None, vali
     if key in _CACHE:
         return _CACHE[key]
     raw = read_mnist_cached(path)
+    check_split(raw, train_size, validation)
     if validation == "holdout":
-        if len(raw.x_train) <= HOLDOUT_SIZE:
-            raise DataError(
-                f"{raw.source} has {len(raw.x_train)} training images, too few to hold out {HOLDOUT_SIZE} for validation: use --validation test"
-            )
         cut = len(raw.x_train) - HOLDOUT_SIZE
         x_fit, y_fit = raw.x_train[:cut], raw.y_train[:cut]
         x_val, y_val = raw.x_train[cut:], raw.y_train[cut:]
@@ -242,8 +308,6 @@ def load_dataset(path: str | os.PathLike | None, *, train_size: int | None, vali
         x_fit, y_fit = raw.x_train, raw.y_train
         x_val, y_val = raw.x_test, raw.y_test
     if train_size is not None:
-        if train_size > len(x_fit):
-            raise DataError(f"--train-size {train_size} exceeds the {len(x_fit)} training images of {raw.source} with --validation {validation}")
         x_fit, y_fit = x_fit[:train_size], y_fit[:train_size]
     x_train, y_train = preprocess(x_fit, y_fit)
     x_val_p, y_val_p = preprocess(x_val, y_val)

@@ -676,6 +676,22 @@ def write_pngs(figures: dict, path) -> tuple[list[Path], str | None]:
     return written, None
 
 
+def _check_out(out) -> None:
+    """Refuse an ``--out`` that cannot be written, before anything is refreshed or written."""
+    import os
+
+    from search.errors import ConfigError
+
+    path = Path(out).expanduser()
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ConfigError(f"--out {out} is a directory: give a file name such as {path / 'landscape.html'}")
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out}: the folder {parent} does not exist: create it (mkdir -p {parent}) or choose another path")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"--out {out} is not writable: choose a writable path")
+
+
 def export_landscape(storage_flag: str | None, study_name: str, out="landscape.html", *, err=None) -> Path:
     """What ``hpsearch landscape`` does: refresh the figures in the study, write them to a page.
 
@@ -703,6 +719,7 @@ def export_landscape(storage_flag: str | None, study_name: str, out="landscape.h
     from storage import open_storage, resolve_storage_url, study_names
 
     err = err or sys.stderr
+    _check_out(out)  # before the figures are refreshed in the study (issue 15)
     resolved = resolve_storage_url(storage_flag)
     storage = open_storage(resolved, heartbeat=False)
     try:

@@ -27,7 +27,7 @@ from pathlib import Path
 from search.errors import ConfigError, WorkerFatalError, WorkerInterrupted
 from search.progress import Progress
 from search.space import PARAM
-from storage import retrying, running_epochs, state_counts
+from storage import own_counts, retrying, running_epochs
 
 __all__ = ["Slot", "detect_gpus", "plan_slots", "launch_workers", "EXIT_TOO_MANY_FAILURES"]
 
@@ -149,6 +149,10 @@ def launch_workers(study, storage, storage_url: str, target: int, slots: list[Sl
             # SIGTERM once, so every worker closes its trial exactly once.
             slot.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True)
 
+    from optuna.trial import TrialState
+
+    from search.study import best_own
+
     def forward(signum, frame):
         if not stopping:
             stopping.append(signal.Signals(signum).name)
@@ -188,13 +192,10 @@ def launch_workers(study, storage, storage_url: str, target: int, slots: list[Sl
             if all(s.proc is None for s in slots):
                 break
             sweep()
-            counts = retrying(state_counts, storage.engine, study._study_id, what="reading progress")
+            counts = retrying(own_counts, storage.engine, study._study_id, PARAM, what="reading progress")
             done = counts["COMPLETE"] + counts["PRUNED"]
-            try:
-                bt = study.best_trial
-                best = (bt.value, bt.params.get(PARAM))
-            except ValueError:
-                best = None
+            bt = best_own(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            best = None if bt is None else (bt.value, bt.params.get(PARAM))
             progress.set_study(done, best)
             running = running_epochs(storage.engine, study._study_id)
             epochs_text = ", ".join(f"#{n} epoch {e}/{epochs}" for n, e in sorted(running.items())[:8])
@@ -220,7 +221,7 @@ def launch_workers(study, storage, storage_url: str, target: int, slots: list[Sl
             signal.signal(s, h)
     if stopping:
         raise WorkerInterrupted(f"interrupted by {stopping[0]}; workers stopped, finished trials kept: rerun the same command to resume")
-    counts = retrying(state_counts, storage.engine, study._study_id, what="reading the final counts")
+    counts = retrying(own_counts, storage.engine, study._study_id, PARAM, what="reading the final counts")
     done = counts["COMPLETE"] + counts["PRUNED"]
     if done < target:
         bad = [s for s in slots if s.exit_codes and s.exit_codes[-1] != 0]

@@ -23,16 +23,24 @@ def suggest(trial, config: StudyConfig) -> float:
     return trial.suggest_float(PARAM, config.lr_min, config.lr_max, log=True)
 
 
-def enqueue_recipe(study, config: StudyConfig) -> list[float]:
+def enqueue_recipe(study, config: StudyConfig, limit: int | None = None) -> list[float]:
     """Enqueue the recipe's rates that lie in the study's range; call under the study lock.
 
-    Returns the rates enqueued by this call (empty when an earlier call already did it).
+    Args:
+        limit: enqueue at most this many (a ``--trials`` below three); a later call with a
+            larger limit enqueues the rest. Without it, a study run with ``--trials 1`` kept
+            two recipe trials WAITING that no worker would ever run (issue 15).
+
+    Returns the rates this call asked for (empty when an earlier call already did it all).
     """
     if study.user_attrs.get(RECIPE_ENQUEUED_ATTR):
         return []
-    rates = config.recipe_rates()
+    every = config.recipe_rates()
+    rates = every if limit is None else every[: max(limit, 0)]
     for rate in rates:
-        # skip_if_exists also covers a process that died between enqueueing and marking.
+        # skip_if_exists also covers a process that died between enqueueing and marking,
+        # and the rates an earlier call with a smaller limit enqueued.
         study.enqueue_trial({PARAM: rate}, user_attrs={"source": "recipe"}, skip_if_exists=True)
-    study.set_user_attr(RECIPE_ENQUEUED_ATTR, True)
+    if len(rates) == len(every):
+        study.set_user_attr(RECIPE_ENQUEUED_ATTR, True)
     return rates

@@ -217,50 +217,50 @@ def _finished(counts: dict) -> int:
 
 
 def _best(study):
-    try:
-        t = study.best_trial
-    except ValueError:
-        return None
-    return (t.value, t.params.get(PARAM))
+    from optuna.trial import TrialState
+
+    from search.study import best_own
+
+    t = best_own(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return None if t is None else (t.value, t.params.get(PARAM))
 
 
 def sweep_stale(study, storage) -> int:
     """Fail the RUNNING trials of dead workers; return how many were failed.
 
-    Two kinds: trials whose heartbeat is older than the grace period (Optuna's
-    ``fail_stale_trials``, whose callback re-enqueues their parameters), and trials that never
-    got a heartbeat at all and started longer ago than the grace period (a worker that died
-    between claiming a trial and its first heartbeat).
+    Those are the trials whose heartbeat is older than the grace period (Optuna's
+    ``fail_stale_trials``, whose callback re-enqueues their parameters). A trial with no
+    heartbeat record at all is never failed: hpsearch records one when it claims a trial
+    (:func:`_claim`), so such a trial is a plain Optuna objective's, which hpsearch cannot
+    tell alive from dead (issue 15).
     """
-    import datetime
-
     import optuna
-
-    from storage import running_without_heartbeat
 
     before = state_counts(storage.engine, study._study_id)["FAIL"]
     optuna.storages.fail_stale_trials(study)  # a no-op when heartbeats are off
-    grace = getattr(storage, "grace_period", None)
-    if grace and storage.get_heartbeat_interval():
-        cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace)
-        for trial_id in running_without_heartbeat(storage.engine, study._study_id, cutoff):
-            try:
-                storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass
     return state_counts(storage.engine, study._study_id)["FAIL"] - before
 
 
 def _claim(study, storage, target: int):
-    """Under the study's slot lock: a new trial, or None when all slots are taken/finished."""
+    """Under the study's slot lock: a new trial, or None when all slots are taken/finished.
+
+    Only hpsearch's own trials count (a plain Optuna objective may share the study, see
+    :mod:`storage.foreign`). The claimed trial gets its first heartbeat at once, inside the
+    lock, so every trial hpsearch runs has a heartbeat record from its start.
+    """
+    from storage import own_counts
+
     with study_lock(storage, study.study_name, "slots"):
         sweep_stale(study, storage)
-        counts = state_counts(storage.engine, study._study_id)
+        counts = own_counts(storage.engine, study._study_id, PARAM)
         if _finished(counts) >= target:
             return counts, None
         if _finished(counts) + counts["RUNNING"] >= target:
             return counts, None
-        return counts, study.ask()
+        trial = study.ask()
+        if storage.get_heartbeat_interval():
+            storage.record_heartbeat(trial._trial_id)
+        return counts, trial
 
 
 def _tell(study, trial, call, *, value=None, state=None) -> str:

@@ -8,6 +8,7 @@ leave it as :class:`StorageError`. Never imports TensorFlow, Keras or ``search``
 
 from storage.embedded import embedded_status, embedded_url, home_dir, stop_embedded
 from storage.engine import check_environment, database_errors, heartbeat_settings, open_engine, open_storage, retrying
+from storage.foreign import foreign_counts, own_counts
 from storage.errors import HpsearchError, StorageConfigError, StorageError, StudyNotFoundError, TrialNotFoundError
 from storage.fleet import running_epochs, running_without_heartbeat, state_counts, study_lock, try_study_lock
 from storage.histories import TrialRecord, study_system_attr, trial_records
@@ -38,6 +39,7 @@ __all__ = [
     "database_errors",
     "embedded_status",
     "embedded_url",
+    "foreign_counts",
     "heartbeat_settings",
     "home_dir",
     "landscape",
@@ -45,6 +47,7 @@ __all__ = [
     "mask_url",
     "open_engine",
     "open_storage",
+    "own_counts",
     "resolve_storage_url",
     "retrying",
     "running_epochs",

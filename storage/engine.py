@@ -256,6 +256,9 @@ def open_engine(storage=None, *, read_only: bool = True):
     try:
         with database_errors(resolved), engine.connect() as conn:
             conn.exec_driver_sql("select 1")
+            from storage.schema import check_schema
+
+            check_schema(conn, resolved.masked)  # a damaged schema: one line, not a driver error
     except StorageError:
         engine.dispose()
         raise
@@ -280,12 +283,16 @@ def open_storage(resolved: ResolvedStorage, *, heartbeat: bool = True):
     try:
         with database_errors(resolved), probe.connect() as conn:
             from storage.epochs import ensure_table
+            from storage.schema import check_schema
 
             if resolved.is_postgresql:
                 with xact_lock(conn, SCHEMA_LOCK_KEY):
+                    check_schema(conn, resolved.masked)
                     storage = _make_rdb(resolved, heartbeat)
                     ensure_table(storage.engine, conn)  # hpsearch's epochs table, next to Optuna's
             else:
+                check_schema(conn, resolved.masked)
+                conn.commit()  # end the inspection's transaction before Optuna opens its own
                 storage = _make_rdb(resolved, heartbeat)
                 ensure_table(storage.engine)
     finally:
@@ -310,11 +317,14 @@ def _make_rdb(resolved: ResolvedStorage, heartbeat: bool):
                 # A trial whose worker died is failed once its heartbeat is stale, and its
                 # parameters are enqueued again (at most twice), so a crash costs time, not
                 # a learning rate.
+                from storage.stale import StaleTrialCallback
+
                 interval, grace = heartbeat_settings()
                 hb = {
                     "heartbeat_interval": interval,
                     "grace_period": grace,
-                    "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+                    # Optuna's RetryHeartbeatStaleTrialCallback, recording the fail_reason first.
+                    "heartbeat_stale_trial_callback": StaleTrialCallback(max_retry=2),
                 }
             return optuna.storages.RDBStorage(resolved.url, engine_kwargs=engine_options(resolved), **hb)
     except RuntimeError as e:

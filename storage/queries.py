@@ -175,6 +175,13 @@ TRIAL_SORT_KEYS = (
 
 
 
+def _lr_value():
+    """A trial's learning rate: its parameter, or for a queued trial its ``fixed_params`` one."""
+    from storage.queued import queued_learning_rate
+
+    return func.coalesce(t.params.c.param_value, queued_learning_rate(t.trials))
+
+
 def _trial_select(study_id: int):
     """The select behind every trial row: one row per trial, attributes pivoted in SQL."""
     keys = list(t.ROW_ATTRS)
@@ -193,7 +200,7 @@ def _trial_select(study_id: int):
         select(
             t.trials.c.number,
             t.state_col().label("state"),
-            t.params.c.param_value.label("learning_rate"),
+            _lr_value().label("learning_rate"),
             value.label("value"),
             t.trials.c.datetime_start,
             t.trials.c.datetime_complete,
@@ -275,14 +282,14 @@ def trials(
         if wanted is not None:
             q = q.where(t.state_col().in_(wanted))
         if lr_min is not None:
-            q = q.where(t.params.c.param_value >= lr_min)
+            q = q.where(_lr_value() >= lr_min)
         if lr_max is not None:
-            q = q.where(t.params.c.param_value <= lr_max)
+            q = q.where(_lr_value() <= lr_max)
         if min_value is not None:
             q = q.where(value >= min_value)
         in_sql = {
             "number": t.trials.c.number,
-            "learning_rate": t.params.c.param_value,
+            "learning_rate": _lr_value(),
             "value": value,
             "datetime_start": t.trials.c.datetime_start,
             "datetime_complete": t.trials.c.datetime_complete,

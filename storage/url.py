@@ -59,8 +59,9 @@ def mask_url(url: str) -> str:
     Works on URLs SQLAlchemy cannot parse too, so that an error about a malformed URL never
     echoes its password.
     """
-    # user:password@ in the authority part; the password may contain anything but '@' and '/'.
-    masked = re.sub(r"(?<=://)([^:/@]*):([^@/]*)@", lambda m: f"{m.group(1)}:***@" if m.group(2) else m.group(0), url)
+    # user:password@ in the authority part, up to its last '@' (an unencoded '@' in the
+    # password must not leave the rest of it showing); the password may not contain '/'.
+    masked = re.sub(r"(?<=://)([^:/@]*):([^/]*)@", lambda m: f"{m.group(1)}:***@" if m.group(2) else m.group(0), url)
     # password=... as a query parameter (libpq style)
     masked = re.sub(r"(?i)(password=)[^&\s]*", r"\1***", masked)
     return masked
@@ -70,14 +71,22 @@ def scrub(text: str, url: str | None) -> str:
     """Remove the password of ``url`` from ``text`` (for driver messages that echo it)."""
     if not url:
         return text
-    try:
-        from sqlalchemy.engine import make_url
+    raw = _raw_password(url)
+    if raw is not None:
+        # From the text itself: with an unencoded '@' in the password, SQLAlchemy's parse
+        # keeps only its first part, and replacing that would leave the rest showing.
+        from urllib.parse import unquote
 
-        password = make_url(url).password
-    except Exception:  # an unparsable URL: fall back to masking URL-shaped text only
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
+        passwords = {raw, unquote(raw)}
+    else:
+        try:
+            from sqlalchemy.engine import make_url
+
+            passwords = {make_url(url).password}
+        except Exception:  # an unparsable URL: fall back to masking URL-shaped text only
+            passwords = set()
+    for password in sorted((str(p) for p in passwords if p), key=len, reverse=True):
+        text = text.replace(password, "***")
     return mask_url(text)
 
 
@@ -90,6 +99,17 @@ def scrub_traceback(exc: BaseException, url: str | None) -> str:
     import traceback
 
     return scrub("".join(traceback.format_exception(exc)), url)
+
+
+def _raw_password(url: str) -> str | None:
+    """The password as written in ``url``'s authority (up to its last '@'), else None."""
+    if "://" not in url:
+        return None
+    authority = url.split("://", 1)[1].split("/", 1)[0]
+    if "@" not in authority:
+        return None
+    userinfo = authority.rsplit("@", 1)[0]
+    return userinfo.split(":", 1)[1] if ":" in userinfo else None
 
 
 def validate_url(url: str, source: str) -> str:
@@ -106,6 +126,11 @@ def validate_url(url: str, source: str) -> str:
     url = url.strip()
     if not url:
         raise StorageConfigError(f"{source} is empty: give a URL such as {_EXAMPLE}, or unset it to use the embedded PostgreSQL")
+    authority = url.split("://", 1)[1].split("/", 1)[0] if "://" in url else ""
+    if authority.count("@") > 1:
+        raise StorageConfigError(
+            f"{source} has more than one '@' before the host ({mask_url(url)!r}): percent-encode an '@' in the user or password as %40"
+        )
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):

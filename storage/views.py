@@ -28,6 +28,8 @@ def _view_sql() -> str:
     def text(key: str) -> str:
         return f"CASE WHEN left(a.{key}, 1) = '\"' THEN a.{key}::json #>> '{{}}' END AS {key}"
 
+    from storage.queued import QUEUED_LR_SQL
+
     pivot = ",\n           ".join(f"max(CASE WHEN key = '{k}' THEN value_json END) AS {k}" for k in ROW_ATTRS)
     keys = ", ".join(f"'{k}'" for k in ROW_ATTRS)
     return f"""
@@ -37,7 +39,7 @@ SELECT s.study_name AS study,
        t.trial_id,
        t.number,
        t.state::text AS state,
-       p.param_value AS learning_rate,
+       coalesce(p.param_value, {QUEUED_LR_SQL}) AS learning_rate,
        CASE v.value_type::text WHEN 'INF_POS' THEN 'Infinity'::float8
                                WHEN 'INF_NEG' THEN '-Infinity'::float8
                                ELSE v.value END AS value,

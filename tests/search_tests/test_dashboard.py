@@ -289,13 +289,32 @@ def test_loopback_hosts_and_the_url_printed_for_each():
 
 
 def test_a_host_other_than_loopback_warns_that_there_is_no_authentication(local_pg_url):
-    # 192.0.2.1 (TEST-NET-1) is no address of this machine: the warning comes, then the
-    # bind fails, so nothing is ever exposed beyond loopback.
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: the bind fails first, in one line
+    # and with no warning about a server that never listened (issue 15).
     r = run_cli("dashboard", "--host", "192.0.2.1", "--port", "0", env={"OPTUNA_STORAGE": local_pg_url}, timeout=60)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
-    assert "no authentication" in lines[0] and lines[0].startswith("hpsearch dashboard: warning:")
-    assert lines[-1].startswith("hpsearch dashboard: error: cannot listen on --host 192.0.2.1")
+    assert len(lines) == 1 and lines[0].startswith("hpsearch dashboard: error: cannot listen on --host 192.0.2.1")
+    # 0.0.0.0 binds: the warning comes first, before anything is served.
+    env = {**os.environ, "OPTUNA_STORAGE": local_pg_url}
+    proc = subprocess.Popen([sys.executable, "-m", "search", "dashboard", "--host", "0.0.0.0", "--port", "0"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert first.startswith("hpsearch dashboard: warning: listening on 0.0.0.0") and "no authentication" in first
 
 
 def test_hpsearch_landscape_refreshes_the_study_and_writes_a_self_contained_page(ran_study, tmp_path):

@@ -101,7 +101,9 @@ def _truncated(tmp_path):
     [
         (lambda p: p / "missing.npz", "does not exist"),
         (_truncated, "not a readable npz file"),
-        (lambda p: _junk(p), "not a readable npz file"),
+        (lambda p: _junk(p), "neither an .npz file nor a directory of IDX files"),
+        (lambda p: _npy(p), "is a single .npy array"),
+        (lambda p: _npz(p / "m.npz", _small(), x_train=np.full((12_000, 28, 28), 127.5)), "holds fractional values up to 127.5"),
         (lambda p: _keys(p), "lacks y_test"),
         (lambda p: _npz(p / "s.npz", _small(), x_train=np.zeros((12_000, 32, 32), np.uint8)), "x_train has shape (12000, 32, 32)"),
         (lambda p: _npz(p / "d.npz", _small(), x_train=np.full((12_000, 28, 28), "a")), "x_train has dtype <U1"),
@@ -179,3 +181,28 @@ def test_device_tensors_are_made_once_and_reused_across_trials(mnist):
     np.testing.assert_array_equal(np.asarray(first.y_val), ds.y_val)
     other = load_dataset(mnist, train_size=128, validation="holdout")
     assert device_data(other) is not first and np.asarray(device_data(other).x_train).shape == (128, 784)
+
+
+def _npy(p):
+    np.save(p / "x.npy", _small()[0])
+    return p / "x.npy"
+
+
+def test_images_already_scaled_to_floats_are_scaled_back_not_truncated(tmp_path):
+    """Issue 15: x/255 as float32 used to be cast to 0/1 and every rate trained at chance."""
+    x_train, y_train, x_test, y_test = _small()
+    raw = read_mnist(_npz(tmp_path / "raw.npz", (x_train, y_train, x_test, y_test)))
+    scaled = read_mnist(_npz(tmp_path / "scaled.npz", (x_train.astype(np.float32) / 255, y_train, x_test.astype(np.float32) / 255, y_test)))
+    assert np.array_equal(scaled.x_train, raw.x_train) and np.array_equal(scaled.x_test, raw.x_test)
+    assert scaled.fingerprint() == raw.fingerprint()
+    mixed = _npz(tmp_path / "mixed.npz", (x_train.astype(np.float32) / 255, y_train, x_test, y_test))
+    with pytest.raises(DataError, match="one of x_train and x_test is scaled"):
+        read_mnist(mixed)
+
+
+def test_a_valid_npz_is_read_whatever_its_name(tmp_path):
+    arrays = _small()
+    misnamed = _npz(tmp_path / "train-images-idx3-ubyte.npz", arrays)
+    renamed = tmp_path / "mnist-idx.bin"
+    misnamed.rename(renamed)
+    assert read_mnist(renamed).x_train.shape == (12_000, 28, 28)

@@ -98,3 +98,15 @@ def test_recipe_is_enqueued_once_when_four_processes_start_together(pg_url):
     study = optuna.load_study(study_name=name, storage=_storage(pg_url))
     rates = sorted(_rate(t) for t in study.trials)
     assert rates == [0.0001, 0.01, 0.1]
+
+
+def test_a_target_below_three_enqueues_only_that_many_recipe_rates(pg_url):
+    """Issue 15: `run --trials 1` left two recipe trials WAITING that no worker would run."""
+    storage = _storage(pg_url)
+    name = _name("few")
+    study, _, _ = open_study(storage, name, GIVEN, "fp1", target=1)
+    assert [_rate(t) for t in study.get_trials(states=[optuna.trial.TrialState.WAITING])] == [0.1]
+    # a later run with a larger target queues the rest, once
+    for _ in range(2):
+        study, _, _ = open_study(storage, name, dict.fromkeys(GIVEN), "fp1", target=5)
+    assert sorted(_rate(t) for t in study.get_trials(states=[optuna.trial.TrialState.WAITING])) == [0.0001, 0.01, 0.1]

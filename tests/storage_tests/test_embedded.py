@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 import os
 import stat
 
@@ -54,3 +55,126 @@ def test_unwritable_home_gives_a_clear_error(tmp_path):
     target.write_text("")
     with pytest.raises(StorageConfigError, match="cannot write to HPSEARCH_HOME"):
         embedded_url(target / "sub")
+
+
+def _connects(url: str) -> str:
+    eng = sqlalchemy.create_engine(url)
+    try:
+        with eng.connect() as c:
+            return c.exec_driver_sql("select current_database()").scalar()
+    finally:
+        eng.dispose()
+
+
+@pytest.mark.parametrize("name", ["with space", "a&b", "it's", "pct%41", "x" * 90])
+def test_embedded_server_in_an_ordinary_home(tmp_path, name):
+    """Issue 15: a home with a space, '&', a quote or '%41' failed (or, for %41, printed a URL
+    that connects elsewhere); a long one put the socket outside the home."""
+    home = tmp_path / name / "home"
+    env = {"HPSEARCH_HOME": str(home)}
+    try:
+        out = run_cli("db", "url", env=env, cwd=tmp_path)
+        assert out.returncode == 0 and out.stderr == "", out.stderr
+        url = out.stdout.strip()
+        assert _connects(url) == "hpsearch"
+        status = embedded_status(home)
+        assert status["running"] and status["url"] == url
+    finally:
+        stop_embedded(home)
+    assert not embedded_status(home)["running"]
+
+
+def test_a_home_pg_ctl_cannot_quote_is_refused_in_one_line(tmp_path):
+    home = tmp_path / 'say "hi"'
+    out = run_cli("db", "start", env={"HPSEARCH_HOME": str(home)}, cwd=tmp_path)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "HPSEARCH_HOME" in out.stderr and "'\"'" in out.stderr
+
+
+def _as_nobody_connect(socket_path: str) -> str:
+    """Connect to a Unix socket as the user nobody; 'connected' or the refusal."""
+    import subprocess
+
+    code = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n    s.connect(sys.argv[1]); print('connected')\n"
+        "except OSError as e:\n    print(type(e).__name__)\n"
+    )
+    out = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3", "-c", code, socket_path],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another local user (nobody) needs root")
+@pytest.mark.parametrize("length", ["short", "long"])
+def test_only_the_homes_owner_reaches_the_socket(tmp_path, length):
+    """Issue 15: with a home of ~90 characters the socket went to a mode-0777 directory of the
+    temp directory, and any local user connected as the superuser."""
+    home = tmp_path / ("h" if length == "short" else "d" * 100) / "home"
+    try:
+        url = embedded_url(home)
+        socket_dir = embedded_status(home)["url"].split("host=", 1)[1]
+        from urllib.parse import unquote
+
+        socket_dir = unquote(socket_dir)
+        sock = os.path.join(socket_dir, ".s.PGSQL.5432")
+        assert stat.S_ISSOCK(os.stat(sock).st_mode)
+        assert stat.S_IMODE(os.stat(socket_dir).st_mode) == 0o700
+        assert (socket_dir == str(home / "pgdata")) == (length == "short")
+        assert _connects(url) == "hpsearch"  # the owner (root here) connects
+        assert _as_nobody_connect(sock) == "PermissionError"
+    finally:
+        stop_embedded(home)
+
+
+def test_a_planted_socket_directory_is_refused(tmp_path):
+    """A directory another user made in advance at the socket's place is never used."""
+    import tempfile
+
+    from storage.embedded import _socket_dir
+
+    pgdata = tmp_path / ("p" * 110)
+    pgdata.mkdir()
+    first = _socket_dir(pgdata, None)
+    assert first.parent == Path(tempfile.gettempdir()) and stat.S_IMODE(first.stat().st_mode) == 0o700
+    first.chmod(0o777)
+    try:
+        with pytest.raises(StorageConfigError, match="not a private directory"):
+            _socket_dir(pgdata, None)
+    finally:
+        first.rmdir()
+
+
+def test_a_sigint_during_the_first_start_leaves_a_home_that_works(tmp_path):
+    """Issue 15: Ctrl-C during the first `db start` left a data directory no later command could
+    start. initdb now works in a staging directory that is moved into place when complete, so
+    a Ctrl-C in the middle of it (a real SIGINT here) leaves a home the next command repairs."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    home = tmp_path / "home"
+    env = {**os.environ, "HPSEARCH_HOME": str(home)}
+    env.pop("OPTUNA_STORAGE", None)
+    proc = subprocess.Popen([sys.executable, "-m", "search", "db", "start"], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and not any((home / d / "base").exists() for d in (".pgdata-init", "pgdata")):
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and err.strip() == "hpsearch db: interrupted", err  # it landed during initdb
+        again = run_cli("db", "start", env={"HPSEARCH_HOME": str(home)}, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert _connects(again.stdout.split(": ", 1)[1].strip()) == "hpsearch"
+        assert not (home / ".pgdata-init").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stop_embedded(home)

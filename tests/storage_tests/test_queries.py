@@ -70,7 +70,8 @@ def _expected(t) -> TrialRow:
     return TrialRow(
         number=t.number,
         state=t.state.name,
-        learning_rate=t.params.get("learning_rate"),
+        # a queued trial's rate is in its fixed_params until a worker takes it (issue 15)
+        learning_rate=t.params.get("learning_rate", t.system_attrs.get("fixed_params", {}).get("learning_rate")),
         value=t.value,
         best_epoch=ua.get("best_epoch"),
         epochs_run=ua.get("epochs_run"),
@@ -105,7 +106,7 @@ def test_trial_rows_cover_every_state_and_awkward_value(db):
     assert {r.state for r in rows} == set(STATES)
     assert all(r.datetime_start is None or r.datetime_start.tzinfo is timezone.utc for r in rows)
     waiting = [r for r in rows if r.state == "WAITING"]
-    assert len(waiting) == 1 and waiting[0].learning_rate is None and waiting[0].datetime_start is None
+    assert len(waiting) == 1 and waiting[0].learning_rate == 0.01 and waiting[0].datetime_start is None  # its queued rate (issue 15)
     assert any(r.state == "FAIL" and r.learning_rate is None for r in rows)
     assert [r.value for r in trials(engine, MINIMIZE, sort="value")] == [-math.inf, 0.25, 0.5, 3.0, math.inf]
 

@@ -1,0 +1,47 @@
+"""What a trial failed by the stale-trial sweep records: why it failed.
+
+Optuna fails a trial whose heartbeat went stale and hands it to a callback, by then already
+finished, so ``set_trial_user_attr`` refuses it. The reason is written here directly, in
+Optuna's own table, so that ``query trials`` and the dashboard show why the trial failed
+(issue 15: a trial failed because its worker died had no ``fail_reason``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy
+
+__all__ = ["StaleTrialCallback", "record_fail_reason"]
+
+
+def record_fail_reason(engine, trial_id: int, reason: str) -> None:
+    """Set the user attribute ``fail_reason`` of a finished trial unless it has one."""
+    with getattr(engine, "engine", engine).begin() as conn:
+        exists = conn.execute(
+            sqlalchemy.text("SELECT 1 FROM trial_user_attributes WHERE trial_id = :t AND key = 'fail_reason'"), {"t": trial_id}
+        ).first()
+        if exists is None:
+            conn.execute(
+                sqlalchemy.text("INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES (:t, 'fail_reason', :v)"),
+                {"t": trial_id, "v": json.dumps(reason)},
+            )
+
+
+class StaleTrialCallback:
+    """Record why a stale trial failed, then re-enqueue it as Optuna's retry callback does."""
+
+    def __init__(self, max_retry: int = 2):
+        import optuna
+
+        self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study, trial) -> None:
+        storage = getattr(study._storage, "_backend", study._storage)  # Optuna wraps RDBStorage in a cache
+        grace = getattr(storage, "grace_period", None)
+        reason = f"its worker sent no heartbeat for over {grace} s (it died, or lost the database): the learning rate is retried"
+        try:
+            record_fail_reason(storage.engine, trial._trial_id, reason)
+        except sqlalchemy.exc.SQLAlchemyError:
+            pass  # the reason is informative; the retry below matters more
+        self._retry(study, trial)
