@@ -100,12 +100,14 @@ def test_no_command_leaks_the_password(local_pg_url, mnist, tmp_path):
     engine.dispose()
 
 
-def test_debug_shows_the_chained_driver_error_but_never_the_password(local_pg_url, tmp_path):
+def test_debug_shows_the_chained_driver_error_but_never_the_password(local_pg_url, mnist, tmp_path):
     """--debug prints the traceback with the driver error the StorageError was raised from;
     every line of it is scrubbed (test_boundary.py holds a driver error that carries it)."""
     marker = f"Pw{uuid.uuid4().hex}"
     missing = with_database(with_password(local_pg_url, marker), "no_such_db_debug")
-    for args in (["query", "studies"], ["db", "views"], ["init", "--study", "x"]):
+    # init checks its data before the storage (issue 15), so it gets good data
+    data = ["--data", mnist] if mnist else []
+    for args in (["query", "studies"], ["db", "views"], ["init", "--study", "x", *data]):
         out = run_cli(*args, "--debug", "--storage", missing, env={"HPSEARCH_HOME": str(tmp_path / "home")}, cwd=tmp_path, timeout=120)
         assert out.returncode == 2, (args, out.stderr)
         assert "Traceback" in out.stderr and "OperationalError" in out.stderr and "direct cause" in out.stderr, (args, out.stderr)

@@ -28,7 +28,8 @@ def built(local_pg_url):
 def _keep(t, states, lr_min, lr_max, min_value):
     if states and t.state.name not in states:
         return False
-    lr = t.params.get("learning_rate")
+    # A queued trial's rate is in Optuna's fixed_params until a worker takes it (issue 15).
+    lr = t.params.get("learning_rate", t.system_attrs.get("fixed_params", {}).get("learning_rate"))
     if lr_min is not None and (lr is None or lr < lr_min):
         return False
     if lr_max is not None and (lr is None or lr > lr_max):
