@@ -42,6 +42,7 @@ ENV_VARS: dict[str, str] = {
     "HPSEARCH_DB_RETRY_S": "seconds a worker retries storage calls while the database is unreachable, then gives up (default 60)",
     "HPSEARCH_HEARTBEAT_S": "seconds between a running trial's heartbeats (default 30)",
     "HPSEARCH_GRACE_S": "seconds without a heartbeat after which a trial's worker is taken for dead (default 120)",
+    "HPSEARCH_LANES": "trials a worker trains at once as one batched model, used when --lanes is not given (default 1)",
 }
 
 

@@ -41,13 +41,15 @@ _hosts_kill_ns() {
     return 0
 }
 
-# The worker and study-init argv of the Kubernetes manifests (overlay cpu-smoke: the CPU one).
+# The argv of a Job's container in the Kubernetes manifests (overlay cpu-smoke, the CPU one),
+# one word a line: the e2e runs the manifests' own command lines.
 _k8s_args() {
     "$E2E_VENV/bin/kubectl" kustomize "$E2E_REPO/deploy/k8s/overlays/cpu-smoke" |
-        awk -v job="$1" '
-            /^kind: /{kind=$2} /^  name: /{name=$2}
-            kind == "Job" && name == job && /^ *args:/ {
-                sub(/^ *args: */, ""); gsub(/[][",]/, " "); print; exit }'
+        "$E2E_VENV/bin/python" -c '
+import sys, yaml
+for doc in yaml.safe_load_all(sys.stdin):
+    if doc and doc["kind"] == "Job" and doc["metadata"]["name"] == sys.argv[1]:
+        print("\n".join(doc["spec"]["template"]["spec"]["containers"][0]["args"]))' "$1"
 }
 
 # _on_host N CMD...: run CMD on host N, its environment that of a worker machine.
@@ -61,8 +63,8 @@ _on_host() {
 
 _hosts_study() {
     local init worker n
-    read -ra init <<<"$(_k8s_args hpsearch-study-init)"
-    read -ra worker <<<"$(_k8s_args hpsearch-worker)"
+    mapfile -t init < <(_k8s_args hpsearch-study-init)
+    mapfile -t worker < <(_k8s_args hpsearch-worker)
     [[ ${init[0]:-} == init && ${worker[0]:-} == worker ]] || { e2e_log "no init/worker args in the rendered manifests"; return 1; }
     # The manifests' command lines, the e2e's study and size appended (argparse: the last wins).
     _on_host 1 "$E2E_VENV/bin/hpsearch" "${init[@]}" --study "$STUDY" "${STUDY_FLAGS[@]}" >/dev/null || return 1

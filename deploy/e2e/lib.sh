@@ -23,6 +23,21 @@ e2e_die() {
 # Register a command to run on exit, in reverse order of registration.
 e2e_on_exit() { E2E_CLEANUP+=("$1"); }
 
+# e2e_stop PID...: SIGTERM, then wait up to 30 s for each to exit (SIGKILL after that), so no
+# daemon writes into the work directory once it is removed.
+e2e_stop() {
+    local pid i
+    for pid in "$@"; do
+        [[ -n $pid ]] || continue
+        kill "$pid" 2>/dev/null || continue
+        for ((i = 0; i < 300; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+}
+
 e2e_cleanup() {
     local rc=$? i
     trap - EXIT INT TERM

@@ -59,11 +59,11 @@ CONF
     runuser -u munge -- munged --socket="$E2E_WORK/munge/munge.socket" --key-file="$E2E_WORK/munge/munge.key" \
         --pid-file="$E2E_WORK/munge/munged.pid" --log-file="$E2E_WORK/munge/munged.log" \
         --seed-file="$E2E_WORK/munge/munged.seed" || return 1
-    e2e_on_exit "kill \$(cat $E2E_WORK/munge/munged.pid)"
+    e2e_on_exit "e2e_stop \$(cat $E2E_WORK/munge/munged.pid)"
     slurmctld -f "$SLURM_CONF" || return 1
-    e2e_on_exit "kill \$(cat $d/slurmctld.pid)"
+    e2e_on_exit "e2e_stop \$(cat $d/slurmctld.pid)"
     slurmd -f "$SLURM_CONF" || return 1
-    e2e_on_exit "kill \$(cat $d/slurmd.pid)"
+    e2e_on_exit "e2e_stop \$(cat $d/slurmd.pid)"
     # Jobs first: scancel everything of this private cluster and wait for their steps to end.
     e2e_on_exit "_slurm_drain"
     e2e_wait 60 "node $host idle" _slurm_node_idle
