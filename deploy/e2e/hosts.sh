@@ -96,7 +96,10 @@ _hosts_kill() {
     wait "${WORKER_PID[3]}" 2>/dev/null
     KILLED_EXIT=$?
     e2e_wait 900 "the workers on hosts 1 and 2 to finish" _workers_done
-    wait "${WORKER_PID[1]}" && wait "${WORKER_PID[2]}" || { e2e_log "a worker on host 1 or 2 exited non-zero"; return 1; }
+    if ! wait "${WORKER_PID[1]}" || ! wait "${WORKER_PID[2]}"; then
+        e2e_log "a worker on host 1 or 2 exited non-zero"
+        return 1
+    fi
 }
 
 _workers_done() { ! kill -0 "${WORKER_PID[1]}" 2>/dev/null && ! kill -0 "${WORKER_PID[2]}" 2>/dev/null; }
@@ -105,7 +108,7 @@ engine_hosts() {
     EXPECTED=${HPSEARCH_E2E_TRIALS:-6}
     STUDY=e2e-hosts
     # Trials of tens of seconds, so a link cut and a kill land in the middle of one.
-    STUDY_FLAGS=(--epochs 40 --train-size 3000 --pruner none --seed 3)
+    STUDY_FLAGS=(--epochs 20 --train-size 3000 --pruner none --seed 3)
     declare -ga WORKER_PID=()
     e2e_step setup _hosts_setup
     e2e_step study _hosts_study

@@ -44,7 +44,11 @@ e2e_cleanup() {
     for ((i = ${#E2E_CLEANUP[@]} - 1; i >= 0; i--)); do
         eval "${E2E_CLEANUP[i]}" >/dev/null 2>&1 || e2e_log "cleanup failed: ${E2E_CLEANUP[i]}"
     done
-    [[ -n ${E2E_WORK:-} && -z ${HPSEARCH_E2E_KEEP:-} ]] && rm -rf "$E2E_WORK"
+    if [[ -n ${E2E_WORK:-} ]]; then
+        # Whatever a daemon left mounted in the work directory (dockerd's netns), innermost first.
+        awk -v w="$E2E_WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | xargs -r -n1 umount -l
+        [[ -z ${HPSEARCH_E2E_KEEP:-} ]] && rm -rf "$E2E_WORK"
+    fi
     exit "$rc"
 }
 
