@@ -129,7 +129,8 @@ _worker_exits() {
 _compose_stop() {
     _compose stop worker-cpu >/dev/null 2>&1 || return 1
     STOP_EXITS=$(_worker_exits)
-    read -r _ STOP_RUNNING STOP_FAIL STOP_WAITING <<<"$(e2e_states e2e-compose)"
+    read -r _ STOP_RUNNING STOP_FAIL _ <<<"$(e2e_states e2e-compose)"
+    STOP_RETRIES=$(e2e_retries e2e-compose)
 }
 
 _compose_resume() {
@@ -164,14 +165,14 @@ engine_compose() {
     e2e_step dashboard _compose_dashboard
     local finished running fail reasons
     read -r finished running fail _ <<<"$(e2e_states e2e-compose)"
-    reasons=$(e2e_fail_reasons e2e-compose | sort | uniq -c | awk '{$1=$1; print}' | paste -sd';' -)
+    reasons=$(e2e_fail_reasons_json e2e-compose)
     E2E_STEP=check
-    [[ $STOP_EXITS == 143 && $STOP_RUNNING -eq 0 && $STOP_FAIL -ge 1 && $STOP_WAITING -ge 1 ]] ||
-        e2e_die "compose stop: worker exits $STOP_EXITS (expected 143), $STOP_RUNNING running, $STOP_FAIL failed, $STOP_WAITING re-enqueued"
+    [[ $STOP_EXITS == 143 && $STOP_RUNNING -eq 0 && $STOP_FAIL -ge 1 && $STOP_RETRIES -eq $STOP_FAIL ]] ||
+        e2e_die "compose stop: worker exits $STOP_EXITS (expected 143), $STOP_RUNNING running, $STOP_FAIL failed, $STOP_RETRIES re-enqueued"
     [[ $finished -eq $EXPECTED && $running -eq 0 && $FINAL_EXITS == 0 ]] ||
         e2e_die "study e2e-compose: $finished finished (expected $EXPECTED), $running running, worker exits $FINAL_EXITS"
     e2e_finish expected="$EXPECTED" finished="$finished" running="$running" interrupted_exit="$STOP_EXITS" \
-        failed_by_stop="$STOP_FAIL" reenqueued_by_stop="$STOP_WAITING" final_exit="$FINAL_EXITS" \
+        failed_by_stop="$STOP_FAIL" reenqueued_by_stop="$STOP_RETRIES" final_exit="$FINAL_EXITS" \
         image_bytes="$IMAGE_BYTES" image_mb="$((IMAGE_BYTES / 1000000))" dashboard_loopback="$DASHBOARD_HTTP" \
-        dashboard_elsewhere="\"$DASHBOARD_OTHER\"" fail_reasons="\"$reasons\""
+        dashboard_elsewhere="\"$DASHBOARD_OTHER\"" fail_reasons="$reasons"
 }

@@ -133,6 +133,16 @@ e2e_fail_reasons() {
              WHERE s.study_name = '$1' AND t.state = 'FAIL' AND a.key = 'fail_reason' ORDER BY t.number"
 }
 
+# e2e_retries STUDY: trials that the worker enqueued again for a trial it failed (user attribute
+# retry_of, search/worker.py), in any state.
+e2e_retries() {
+    e2e_sql "SELECT count(*) FROM trial_user_attributes a JOIN trials t USING (trial_id)
+             JOIN studies s USING (study_id) WHERE s.study_name = '$1' AND a.key = 'retry_of'"
+}
+
+# e2e_fail_reasons_json STUDY: the fail reasons as a JSON list.
+e2e_fail_reasons_json() { echo "[$(e2e_fail_reasons "$1" | paste -sd, -)]"; }
+
 # e2e_wait SECONDS WHAT CMD...: poll CMD every second until it succeeds.
 e2e_wait() {
     local limit=$1 what=$2 i

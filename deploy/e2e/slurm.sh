@@ -161,17 +161,18 @@ engine_slurm() {
     e2e_step database _slurm_db
     e2e_step study _slurm_study
     e2e_step interrupt _slurm_interrupt
-    local finished running ifinished irunning ifail reasons
+    local finished running ifinished irunning ifail reasons retries
     read -r finished running _ _ <<<"$(e2e_states e2e-slurm)"
     read -r ifinished irunning ifail _ <<<"$(e2e_states e2e-slurm-interrupt)"
-    reasons=$(e2e_fail_reasons e2e-slurm-interrupt | tr '\n' ',' | sed 's/,$//')
+    reasons=$(e2e_fail_reasons_json e2e-slurm-interrupt)
+    retries=$(e2e_retries e2e-slurm-interrupt)
     E2E_STEP=check
     [[ $finished -eq $EXPECTED && $running -eq 0 ]] || e2e_die "study e2e-slurm: $finished finished (expected $EXPECTED), $running running"
     [[ $ifinished -eq $INTERRUPT_TRIALS && $irunning -eq 0 ]] || e2e_die "study e2e-slurm-interrupt: $ifinished finished (expected $INTERRUPT_TRIALS), $irunning running"
     [[ $TIMELIMIT_EXIT == 143 && $PREEMPT_EXIT == 143 ]] || e2e_die "worker exits: time limit $TIMELIMIT_EXIT, requeue $PREEMPT_EXIT (expected 143 both)"
-    [[ $ifail -ge 2 ]] || e2e_die "study e2e-slurm-interrupt: $ifail FAIL trials (expected one per interruption)"
+    [[ $ifail -ge 2 && $retries -eq $ifail ]] || e2e_die "study e2e-slurm-interrupt: $ifail FAIL trials (expected one per interruption), $retries re-enqueued"
     e2e_finish expected="$EXPECTED" finished="$finished" running="$running" interrupted_exit="$PREEMPT_EXIT" \
         timelimit_exit="$TIMELIMIT_EXIT" requeue_exit="$PREEMPT_EXIT" array_tasks="$SLURM_ARRAY" \
         interrupt_expected="$INTERRUPT_TRIALS" interrupt_finished="$ifinished" interrupt_running="$irunning" \
-        interrupt_failed="$ifail" requeues="$REQUEUES" fail_reasons="[$reasons]"
+        interrupt_failed="$ifail" interrupt_reenqueued="$retries" requeues="$REQUEUES" fail_reasons="$reasons"
 }
