@@ -114,7 +114,8 @@ _restarts_at_least() { [[ $(_job_field "$1" Restarts) -ge $2 && $(_job_field "$1
 
 _slurm_interrupt() {
     # The script's own directives (its --gres=gpu:1 on the fake GPUs), a 2-minute limit and the
-    # warning 60 s before it, so the time-limit path comes within a minute or so.
+    # warning 60 s before it, so the time-limit path comes within a minute or so. The trials
+    # are far longer than that, so each interruption lands in the middle of one.
     local out
     out=$(cd "$E2E_WORK/jobs" && sbatch --parsable --cpus-per-task=1 --mem=3G --time=2 --signal=B:USR1@60 \
         "$SBATCH_SCRIPT" --study e2e-slurm-interrupt --trials "$INTERRUPT_TRIALS") || return 1
@@ -123,15 +124,19 @@ _slurm_interrupt() {
     # 1. The time limit: SIGUSR1 to the script, which stops the worker and requeues the task.
     e2e_wait 150 "job $INT_JOB to be requeued at its time limit" _restarts_at_least "$INT_JOB" 1
     TIMELIMIT_EXIT=$(_exit_in_log "$INT_JOB" 1)
-    # The requeued task gets time enough to finish.
+    # The requeued task gets time enough for the rest.
     scontrol update JobId="$INT_JOB" TimeLimit=30 || return 1
-    # 2. Preemption: scontrol requeue sends SIGTERM to the whole job.
+    # 2. Preemption: scontrol requeue sends SIGTERM to the whole job, and requeues it.
     e2e_wait 180 "requeued job $INT_JOB to run a trial" _running_trial e2e-slurm-interrupt
     scontrol requeue "$INT_JOB" || return 1
     e2e_wait 120 "job $INT_JOB to be requeued by scontrol requeue" _restarts_at_least "$INT_JOB" 2
     PREEMPT_EXIT=$(_exit_in_log "$INT_JOB" 2)
-    e2e_wait 600 "job $INT_JOB to finish the study" _job_gone "$INT_JOB"
-    REQUEUES=2
+    # 3. scancel: the same SIGTERM, and the job ends for good.
+    e2e_wait 180 "requeued job $INT_JOB to run a trial" _running_trial e2e-slurm-interrupt
+    scancel "$INT_JOB" || return 1
+    e2e_wait 120 "job $INT_JOB to end" _job_gone "$INT_JOB"
+    CANCEL_EXIT=$(_exit_in_log "$INT_JOB" 3)
+    REQUEUES=$(_job_field "$INT_JOB" Restarts)
 }
 
 # _exit_in_log JOB N: the worker's exit status in the N-th run of JOB, from the job's log: the
@@ -154,25 +159,27 @@ engine_slurm() {
     SLURM_ARRAY=${HPSEARCH_E2E_SLURM_TASKS:-2}
     SLURM_DB_PORT=${HPSEARCH_E2E_SLURM_DB_PORT:-16832}
     STUDY_FLAGS=(--epochs 2 --train-size 2000 --pruner none --seed 1)
-    # Trials long enough (tens of seconds here) to be interrupted in the middle.
-    INTERRUPT_FLAGS=(--epochs 60 --train-size 3000 --pruner none --seed 2)
+    # Trials of minutes, far longer than the 30 to 90 s to the time-limit warning.
+    INTERRUPT_FLAGS=(--epochs 300 --train-size 3000 --pruner none --seed 2)
     INTERRUPT_TRIALS=3
     e2e_step setup _slurm_setup
     e2e_step database _slurm_db
     e2e_step study _slurm_study
     e2e_step interrupt _slurm_interrupt
-    local finished running ifinished irunning ifail reasons retries
+    local finished running irunning ifail reasons retries
     read -r finished running _ _ <<<"$(e2e_states e2e-slurm)"
-    read -r ifinished irunning ifail _ <<<"$(e2e_states e2e-slurm-interrupt)"
+    read -r _ irunning ifail _ <<<"$(e2e_states e2e-slurm-interrupt)"
     reasons=$(e2e_fail_reasons_json e2e-slurm-interrupt)
     retries=$(e2e_retries e2e-slurm-interrupt)
     E2E_STEP=check
     [[ $finished -eq $EXPECTED && $running -eq 0 ]] || e2e_die "study e2e-slurm: $finished finished (expected $EXPECTED), $running running"
-    [[ $ifinished -eq $INTERRUPT_TRIALS && $irunning -eq 0 ]] || e2e_die "study e2e-slurm-interrupt: $ifinished finished (expected $INTERRUPT_TRIALS), $irunning running"
-    [[ $TIMELIMIT_EXIT == 143 && $PREEMPT_EXIT == 143 ]] || e2e_die "worker exits: time limit $TIMELIMIT_EXIT, requeue $PREEMPT_EXIT (expected 143 both)"
-    [[ $ifail -ge 2 && $retries -eq $ifail ]] || e2e_die "study e2e-slurm-interrupt: $ifail FAIL trials (expected one per interruption), $retries re-enqueued"
+    [[ $irunning -eq 0 ]] || e2e_die "study e2e-slurm-interrupt: $irunning trials left RUNNING"
+    [[ $TIMELIMIT_EXIT == 143 && $PREEMPT_EXIT == 143 && $CANCEL_EXIT == 143 ]] ||
+        e2e_die "worker exits: time limit $TIMELIMIT_EXIT, requeue $PREEMPT_EXIT, scancel $CANCEL_EXIT (expected 143 each)"
+    [[ $ifail -eq 3 && $retries -eq 3 ]] ||
+        e2e_die "study e2e-slurm-interrupt: $ifail FAIL trials, $retries re-enqueued (expected one each per interruption: 3)"
     e2e_finish expected="$EXPECTED" finished="$finished" running="$running" interrupted_exit="$PREEMPT_EXIT" \
-        timelimit_exit="$TIMELIMIT_EXIT" requeue_exit="$PREEMPT_EXIT" array_tasks="$SLURM_ARRAY" \
-        interrupt_expected="$INTERRUPT_TRIALS" interrupt_finished="$ifinished" interrupt_running="$irunning" \
+        timelimit_exit="$TIMELIMIT_EXIT" requeue_exit="$PREEMPT_EXIT" scancel_exit="$CANCEL_EXIT" \
+        array_tasks="$SLURM_ARRAY" interrupt_running="$irunning" \
         interrupt_failed="$ifail" interrupt_reenqueued="$retries" requeues="$REQUEUES" fail_reasons="$reasons"
 }
