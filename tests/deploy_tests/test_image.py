@@ -25,12 +25,20 @@ def test_hadolint_is_live():
     assert out.returncode != 0 and "DL3006" in out.stdout
 
 
+def _arg_defaults() -> dict[str, str]:
+    return dict(a.split("=", 1) for a in _instructions("ARG") if "=" in a)
+
+
 def test_bases_are_tensorflow_images_pinned_by_version_tag_with_a_cpu_variant():
+    """By default; BASE_IMAGE_* build arguments replace them where no registry is reachable."""
+    args = _arg_defaults()
     bases = {}
     for rest in _instructions("FROM"):
         parts = rest.split()
         if len(parts) == 3 and parts[1].upper() == "AS":
-            bases[parts[2]] = parts[0]
+            m = re.fullmatch(r"\$\{(BASE_IMAGE_(GPU|CPU))\}", parts[0])
+            assert m, f"base images come from BASE_IMAGE_* build arguments: FROM {rest}"
+            bases[parts[2]] = args[m.group(1)]
     assert set(bases) == {"base-gpu", "base-cpu"}
     assert re.fullmatch(r"tensorflow/tensorflow:\d+\.\d+\.\d+-gpu", bases["base-gpu"])
     assert re.fullmatch(r"tensorflow/tensorflow:\d+\.\d+\.\d+", bases["base-cpu"])
@@ -65,6 +73,25 @@ def test_build_context_keeps_out_venvs_data_and_env_files():
     # Everything is excluded first, then only the sources the install needs come back in.
     assert patterns[0] == "*"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "search", "storage"}
+    # ... and the wheelhouse of air-gapped builds, which is mounted for the install, never copied.
+    assert allowed == {"pyproject.toml", "README.md", "search", "storage", "deploy/image/wheelhouse"}
     copied = {w.rstrip("/") for rest in _instructions("COPY") for w in rest.split()[:-1]}
     assert copied <= allowed
+
+
+def test_builds_without_a_registry_beyond_the_base():
+    """No `# syntax=` line (BuildKit would pull a frontend image), and an air-gapped mode: wheels
+    in deploy/image/wheelhouse are installed with --no-index, mounted, not copied into a layer."""
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"(?im)^#\s*syntax\s*=", text)
+    runs = " ".join(_instructions("RUN"))
+    assert "--mount=type=bind,source=deploy/image/wheelhouse" in runs
+    assert "--no-index --find-links /tmp/wheelhouse" in runs
+    ignore = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().split()
+    assert "!deploy/image/wheelhouse/" in ignore
+    assert (DOCKERFILE.parent / "wheelhouse" / "README.md").is_file()
+
+
+def test_has_a_healthcheck_in_exec_form():
+    (check,) = _instructions("HEALTHCHECK")
+    assert json.loads(check.split("CMD", 1)[1])[0] == "hpsearch"

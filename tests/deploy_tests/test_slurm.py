@@ -44,5 +44,9 @@ def test_storage_url_comes_from_the_environment_only():
 def test_signals_reach_the_worker_and_time_limits_requeue():
     text = SBATCH.read_text()
     assert re.search(r"trap '[^']*' USR1", text) and re.search(r"trap '[^']*' TERM", text)
-    assert 'kill -TERM "$worker"' in text
+    assert 'kill -TERM "$worker"' in text  # outside SLURM
+    # Under SLURM, the time-limit warning signals the job's steps, never srun (which would SIGKILL
+    # the worker): deploy/e2e/run slurm checks the worker's 143 on a real cluster.
+    assert 'scancel --signal=TERM "${SLURM_JOB_ID}"' in text
+    assert 'kill -TERM "$worker"' not in text.split("elif [[ $1 == USR1 ]]", 1)[1].split("\n}", 1)[0]
     assert 'scontrol requeue "${SLURM_JOB_ID}"' in text
