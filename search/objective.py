@@ -75,7 +75,7 @@ class FitOptions:
     validation_batch: int | str | None = "auto"
     skip_test_eval: bool = True
     jit_compile: bool | str = "auto"
-    pruner_budget: float = 0.01
+    pruner_budget: float = math.inf
     deferred_writes: bool = True
 
     def resolved(self, gpu: bool) -> "FitOptions":

@@ -105,7 +105,7 @@ def _cases(p):
         (["run", *st, "--batch-size", "-8", *data], "--batch-size must be"),
         (["run", *st, "--workers", "0", *data], "--workers must be"),
         (["launch", *st, "--per-gpu", "0", *data], "--per-gpu must be"),
-        (["run", *st, "--pruner", "asha", *data], "--pruner 'asha' is unknown"),
+        (["run", *st, "--pruner", "sha", *data], "--pruner 'sha' is unknown: use one of asha, median, hyperband, none"),
         (["run", *st, "--sampler", "cmaes", *data], "--sampler 'cmaes' is unknown"),
         (["run", *st, "--format", "yaml", *data], "invalid choice: 'yaml'"),
         (["query", "trials", "--study", "kept", *st, "--format", "xml"], "invalid choice: 'xml'"),
