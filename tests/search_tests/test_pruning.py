@@ -255,3 +255,16 @@ def test_successive_halving_reads_each_value_once(rdb_url):
     assert step_values(engine, study._study_id, 0, exclude=ids[:2]) == {ids[2]: 0.7}
     # every epoch is reported, but the pruner read only its rungs
     assert len(step_values(engine, study._study_id, 1)) == 3 and (study._study_id, 1) not in pruner._seen
+
+
+def test_the_pruner_chosen_on_the_command_line_is_stored_in_the_study(rdb_url, mnist):
+    from search.study import CONFIG_ATTR
+    from tests.conftest import run_cli
+
+    data = ["--data", mnist] if mnist else []
+    st = ["--study", "pruner-chosen", "--storage", rdb_url, "--epochs", "3", "--train-size", "300"]
+    r = run_cli("init", *st, "--pruner", "asha", *data)
+    assert r.returncode == 0, r.stderr
+    assert optuna.load_study(study_name="pruner-chosen", storage=rdb_url).user_attrs[CONFIG_ATTR]["pruner"] == "asha"
+    r = run_cli("init", *st, "--pruner", "median", *data)  # joining: the stored choice holds
+    assert r.returncode == 2 and "--pruner median contradicts this study's stored --pruner asha" in r.stderr
