@@ -394,8 +394,8 @@ def main() -> int:
                 f"{stamp.format(time.time() - started)} (all horizons of this run).\n\n{render_anytime({h: res})}")
         print(text)
         if not args.no_write:
-            plot(h, res, REPO / "docs" / f"anytime-{h}.png")
             (data_dir / f"anytime-{h}.json").write_text(json.dumps(res))
+            plot(h, res, REPO / "docs" / f"anytime-{h}.png")
             write_block(f"anytime-{h}", text)
     return 0
 
