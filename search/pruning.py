@@ -111,8 +111,7 @@ class AshaPruner:
             return True
         values = self._values_at(study, step)
         values[trial._trial_id] = value
-        ranked = sorted(values.values(), reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
-        ranked = [v for v in ranked if not math.isnan(v)]
+        ranked = sorted((v for v in values.values() if not math.isnan(v)), reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
         keep = max(1, len(ranked) // self.reduction_factor)
         cut = ranked[keep - 1]
         return value < cut if study.direction == optuna.study.StudyDirection.MAXIMIZE else value > cut
