@@ -163,19 +163,19 @@ class PrunerSchedule:
 
     Attributes:
         enabled: False for a pruner that never prunes (``--pruner none``): never ask.
-        steps: where given, the only epochs the pruner can act at (successive halving's
-            rungs): ask there and nowhere else.
         first_step: the first epoch the pruner may judge (the median pruner's warm-up).
         last_step: the last epoch; not asked, since stopping there saves nothing. None: no limit.
         budget: the share of training time that questions may take; after an expensive
             question the next ones wait until training has caught up.
+        steps: where given, the only epochs the pruner can act at (successive halving's
+            rungs): ask there and nowhere else.
     """
 
     enabled: bool = True
-    steps: frozenset[int] | None = None
     first_step: int = 0
     last_step: int | None = None
     budget: float = PRUNER_BUDGET
+    steps: frozenset[int] | None = None  # last, so positional construction keeps its meaning
 
     def due(self, epoch: int, train_seconds: float, asked_seconds: float) -> bool:
         """Ask the pruner at ``epoch``, given the seconds trained and spent asking so far?"""
