@@ -15,7 +15,7 @@ halving with rungs at 1, 3, 9, 27, 81 and 243 epochs trained: a trial goes on pa
 only if its ``val_accuracy`` there is in the top third of every trial's at that rung. It reads
 one value per trial at the rung (:func:`storage.step_values`) and caches what it read, where
 Optuna's pruners reload every running trial whole at each question (docs/benchmarks.md,
-"Pruning", for the measurements behind the choice).
+"Search efficiency", for the measurements behind the choice).
 """
 
 from __future__ import annotations
