@@ -62,7 +62,7 @@ def _add_study(p: argparse.ArgumentParser, *, trials_help: str) -> None:
     g.add_argument("--validation", choices=("holdout", "test"), help="holdout: last 10,000 training images (default); test: the test set, as the recipe did")
     g.add_argument("--lr-min", type=_positive_float, help="lowest learning rate sampled (default: 1e-5)")
     g.add_argument("--lr-max", type=_positive_float, help="highest learning rate sampled (default: 1.0)")
-    g.add_argument("--pruner", help="median (default), hyperband or none")
+    g.add_argument("--pruner", help="asha (successive halving at 1, 3, 9, 27... epochs; default), median, hyperband or none")
     g.add_argument("--sampler", help="tpe (default) or random (a baseline)")
     g.add_argument("--seed", type=_int, help="seed of the sampler and of the weights (default: none)")
 

@@ -25,7 +25,7 @@ __all__ = ["ENV_VARS", "RECIPE_RATES", "StudyConfig", "DEFAULT_STUDY", "DEFAULT_
 RECIPE_RATES: tuple[float, ...] = (0.1, 0.01, 0.0001)
 DEFAULT_STUDY = "mnist-learning-rate"
 DEFAULT_TRIALS = 20
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("asha", "median", "hyperband", "none")
 SAMPLERS = ("tpe", "random")
 VALIDATIONS = ("holdout", "test")
 #: Size of the hold-out: the last 10,000 training images, as large as MNIST's test set.
@@ -91,7 +91,7 @@ class StudyConfig:
     validation: str = "holdout"
     lr_min: float = 1e-5
     lr_max: float = 1.0
-    pruner: str = "median"
+    pruner: str = "asha"
     sampler: str = "tpe"
     seed: int | None = None
     hidden_units: int = 1000

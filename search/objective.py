@@ -66,7 +66,8 @@ class FitOptions:
             validation instead of evaluating the same images again.
         jit_compile: Keras's ``jit_compile`` (``"auto"``: XLA on GPUs and JAX).
         pruner_budget: the share of training time questions to the pruner may take
-            (``math.inf``: ask every epoch, like Optuna's callbacks).
+            (``math.inf``, the default: ask at every epoch where the pruner can act, so no
+            decision waits; a finite share spaces questions out, issue 6's former default 0.01).
         deferred_writes: write reports and where the trial runs from a background thread
             while training goes on (:mod:`search.deferred`).
     """
@@ -77,7 +78,7 @@ class FitOptions:
     validation_batch: int | str | None = "auto"
     skip_test_eval: bool = True
     jit_compile: bool | str = "auto"
-    pruner_budget: float = 0.01
+    pruner_budget: float = math.inf
     deferred_writes: bool = True
 
     def resolved(self, gpu: bool) -> "FitOptions":

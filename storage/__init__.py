@@ -10,7 +10,7 @@ from storage.embedded import embedded_status, embedded_url, home_dir, stop_embed
 from storage.engine import check_environment, database_errors, heartbeat_settings, open_engine, open_storage, retrying
 from storage.foreign import foreign_counts, own_counts
 from storage.errors import HpsearchError, StorageConfigError, StorageError, StudyNotFoundError, TrialNotFoundError
-from storage.fleet import running_epochs, running_without_heartbeat, state_counts, study_lock, try_study_lock
+from storage.fleet import running_epochs, running_without_heartbeat, state_counts, step_values, study_lock, try_study_lock
 from storage.histories import TrialRecord, study_system_attr, trial_records
 from storage.queries import best_trial, curves, landscape, list_studies, study_names, summary, top_trials, trials
 from storage.rows import CurvePoint, LandscapeGrid, StudyRow, SummaryRow, TrialRow, to_frame
@@ -55,6 +55,7 @@ __all__ = [
     "scrub",
     "scrub_traceback",
     "state_counts",
+    "step_values",
     "stop_embedded",
     "study_lock",
     "study_names",

@@ -34,7 +34,7 @@ from sqlalchemy import String, case, cast, func, select
 from storage import tables as t
 from storage.engine import connection, open_engine
 from storage.errors import HpsearchError, TrialNotFoundError
-from storage.fleet import STATES, running_without_heartbeat, state_counts
+from storage.fleet import STATES, running_without_heartbeat, state_counts, step_values
 from storage.histories import trial_records
 from storage.rows import CurvePoint, LandscapeGrid, StudyRow, SummaryRow, TrialRow, to_frame
 from storage.tables import PARAM
@@ -59,6 +59,7 @@ __all__ = [
     "open_engine",
     "running_without_heartbeat",
     "state_counts",
+    "step_values",
     "study_names",
     "summary",
     "to_frame",

@@ -151,7 +151,7 @@ CASES = [
     ("per-gpu-zero", ["launch", "--storage", "{url}", "--per-gpu", "0", "{data}"], {}, "--per-gpu must be"),
     ("max-failures-zero", ["worker", "--storage", "{url}", "--max-failures", "0", "{data}"], {}, "--max-failures must be a whole number of at least 1"),
     ("max-restarts-negative", ["launch", "--storage", "{url}", "--max-restarts", "-1", "{data}"], {}, "--max-restarts must be a whole number of at least 0"),
-    ("pruner-unknown", ["run", "--storage", "{url}", "--pruner", "asha", "{data}"], {}, "--pruner 'asha' is unknown"),
+    ("pruner-unknown", ["run", "--storage", "{url}", "--pruner", "sha", "{data}"], {}, "--pruner 'sha' is unknown: use one of asha, median, hyperband, none"),
     ("sampler-unknown", ["run", "--storage", "{url}", "--sampler", "cmaes", "{data}"], {}, "--sampler 'cmaes' is unknown"),
     ("validation-unknown", ["init", "--validation", "kfold"], {}, "invalid choice: 'kfold'"),
     ("format-run", ["run", "--storage", "{url}", "--format", "yaml", "{data}"], {}, "invalid choice: 'yaml'"),

@@ -168,7 +168,7 @@ BAD = [
     (["run", "--batch-size", "0"], "--batch-size must be"),
     (["run", "--workers", "0"], "--workers must be"),
     (["run", "--epochs", "three"], "argument --epochs: 'three' is not a whole number"),
-    (["run", "--pruner", "random"], "--pruner 'random' is unknown: use one of median, hyperband, none"),
+    (["run", "--pruner", "random"], "--pruner 'random' is unknown: use one of asha, median, hyperband, none"),
     (["run", "--sampler", "grid"], "--sampler 'grid' is unknown: use one of tpe, random"),
     (["run", "--format", "xml"], "invalid choice: 'xml'"),
     (["run", "--workers", "2", "--storage", "sqlite:///x.db"], "SQLite serves one worker only"),

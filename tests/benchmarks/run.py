@@ -359,7 +359,8 @@ def pruning(size: dict, url: str, data, more: bool = False) -> dict:
     from search.data import load_dataset
 
     ds = load_dataset(data, train_size=size["train_size"], validation="holdout")
-    plans = [("none", "none", None), ("median (default)", "median", None)] + (_more_pruners() if more else [])
+    # issue 6's rows (median) with issue 13's default beside them
+    plans = [("none", "none", None), ("median (`--pruner median`)", "median", None), ("asha (default)", "asha", None)] + (_more_pruners() if more else [])
     rows = {}
     original = study_module.make_pruner
     for label, pruner, factory in plans:
@@ -581,7 +582,7 @@ def render(results: dict) -> str:
     if "pruning" in results:
         p = results["pruning"]
         s = p["size"]
-        none, med = p["rows"]["none"], p["rows"]["median (default)"]
+        none, med = p["rows"]["none"], p["rows"]["median (`--pruner median`)"]
         out.append("### 2. Pruning")
         out.append("")
         out.append(f"{s['trials']} trials of {s['epochs']} epochs, {s['train_size']} training images, hold-out validation "
@@ -729,7 +730,7 @@ def main() -> int:
         if "pruning" in only:
             results["pruning"] = pruning(size["pruning"], url, data, more=args.more_pruners)
         if "anchors" in only:
-            row = results["pruning"]["rows"]["median (default)"] if "pruning" in results else None
+            row = results["pruning"]["rows"]["median (`--pruner median`)"] if "pruning" in results else None
             results["anchors"] = anchors(size["pruning"], url, data, row)
         if "storage" in only:
             results["storage"] = storage_section(size["storage"], url, data)

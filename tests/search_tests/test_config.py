@@ -12,7 +12,7 @@ def test_defaults_are_the_recipe():
     assert (c.lr_min, c.lr_max) == (1e-5, 1.0)
     assert RECIPE_RATES == (0.1, 0.01, 0.0001)
     assert c.recipe_rates() == [0.1, 0.01, 0.0001]
-    assert c.validation == "holdout" and c.pruner == "median"
+    assert c.validation == "holdout" and c.pruner == "asha"
 
 
 @pytest.mark.parametrize(
@@ -29,7 +29,7 @@ def test_defaults_are_the_recipe():
         ({"lr_max": math.inf}, "--lr-max must be a positive finite number"),
         ({"lr_min": 0.1, "lr_max": 0.01}, "--lr-min 0.1 must be below --lr-max 0.01"),
         ({"lr_min": 0.1, "lr_max": 0.1}, "must be below"),
-        ({"pruner": "random"}, "--pruner 'random' is unknown: use one of median, hyperband, none"),
+        ({"pruner": "random"}, "--pruner 'random' is unknown: use one of asha, median, hyperband, none"),
         ({"validation": "val"}, "--validation 'val' is unknown"),
     ],
 )

@@ -34,7 +34,11 @@ def _prunes_at(pruner, complete: int, step: int) -> bool:
 
 
 def test_median_pruner_settings_are_explicit():
+    from search.pruning import AshaPruner
+
     p = make_pruner(StudyConfig(epochs=500))
+    assert isinstance(p, AshaPruner) and p.rungs == [0, 2, 8, 26, 80, 242] and p.reduction_factor == 3
+    p = make_pruner(StudyConfig(epochs=500, pruner="median"))
     assert isinstance(p, optuna.pruners.MedianPruner)
     # 50 warm-up epochs (a tenth of 500) and 5 startup trials, seen in what it decides:
     assert not _prunes_at(p, complete=5, step=49) and _prunes_at(p, complete=5, step=50)
@@ -45,7 +49,7 @@ def test_median_pruner_settings_are_explicit():
 
 
 def test_a_bad_trial_is_pruned_after_warmup_and_keeps_its_history():
-    study = _study(make_pruner(StudyConfig(epochs=10)))
+    study = _study(make_pruner(StudyConfig(epochs=10, pruner="median")))
     for _ in range(5):
         t = study.ask()
         m = EpochMonitor(t)
@@ -106,7 +110,7 @@ def test_progress_hook_sees_every_epoch():
 def test_the_schedule_asks_only_where_the_pruner_can_act():
     from search.pruning import PrunerSchedule, pruner_schedule
 
-    median = pruner_schedule(StudyConfig(epochs=500))
+    median = pruner_schedule(StudyConfig(epochs=500, pruner="median"))
     assert median.first_step == warmup_steps(500) == 50 and median.last_step == 499
     assert not median.due(49, train_seconds=100.0, asked_seconds=0.0)  # warm-up: never pruned
     assert median.due(50, train_seconds=100.0, asked_seconds=0.0)
@@ -132,7 +136,7 @@ def _ask_counter():
 def test_every_epoch_is_reported_but_the_pruner_is_asked_on_schedule():
     from search.pruning import pruner_schedule
 
-    cfg = StudyConfig(epochs=10)  # median pruner, warm-up 1 epoch
+    cfg = StudyConfig(epochs=10, pruner="median")  # warm-up 1 epoch
     study = _study(make_pruner(cfg))
     calls, call = _ask_counter()
     # no time budget here: these epochs take no time, so any question would exceed it
@@ -177,3 +181,106 @@ def test_slow_questions_are_spaced_out_to_the_budget(monkeypatch):
             asked.append(epoch)
     assert asked[0] == 0 and all(b - a in (4, 5) for a, b in zip(asked, asked[1:])) and len(asked) >= 8
     assert m.pruner_seconds <= 0.01 * sum(m.epoch_seconds) + 0.05
+
+
+# --- successive halving (--pruner asha, the default) on a real PostgreSQL ---------------
+
+
+@pytest.fixture(scope="module")
+def rdb_url(request):
+    """The machine's PostgreSQL when it answers, else the embedded server."""
+    from tests.conftest import _local_pg_answers
+
+    if _local_pg_answers():
+        return request.getfixturevalue("local_pg_url")
+    return request.getfixturevalue("embedded_home")[1]
+
+
+def test_rungs_are_epochs_trained_1_3_9_27_81_243():
+    from search.pruning import rung_epochs
+
+    assert rung_epochs(500) == [0, 2, 8, 26, 80, 242]
+    assert rung_epochs(10) == [0, 2, 8] and rung_epochs(9) == [0, 2] and rung_epochs(1) == []
+    sched = pruner_schedule_for(StudyConfig(epochs=500, pruner="asha"))
+    assert [e for e in range(500) if sched.due(e, train_seconds=0.0, asked_seconds=1e9)] == [0, 2, 8, 26, 80, 242]
+
+
+def pruner_schedule_for(cfg):
+    from search.pruning import pruner_schedule
+
+    return pruner_schedule(cfg)
+
+
+def _run_trial(study, cfg, curve):
+    """Drive one trial through the monitor as a worker would; return (monitor, epoch it stopped at or None)."""
+    trial = study.ask()
+    m = EpochMonitor(trial, schedule=pruner_schedule_for(cfg))
+    for epoch, acc in enumerate(curve):
+        if m.end_epoch(epoch, _logs(acc)):
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return m, epoch
+    study.tell(trial, m.best_value)
+    return m, None
+
+
+def test_successive_halving_stops_each_trial_at_the_rung_its_rule_says(rdb_url):
+    """Rungs after 1, 3 and 9 epochs; the top third of the values at a rung goes on (the first
+    trial always, the second only if it beats the first), running trials included."""
+    import uuid
+
+    cfg = StudyConfig(epochs=10, pruner="asha")
+    study = optuna.create_study(storage=rdb_url, study_name=f"asha-{uuid.uuid4().hex[:6]}", direction="maximize", pruner=make_pruner(cfg))
+    up = lambda first, step=0.02: [first + step * e for e in range(10)]  # noqa: E731
+    a, stop = _run_trial(study, cfg, up(0.50))  # alone at every rung: completes
+    assert stop is None and a.epochs_run == 10 and a.pruner_calls == 3  # asked at epochs 0, 2, 8 only
+    b, stop = _run_trial(study, cfg, up(0.40))  # 0.40 < 0.50 at epoch 0: top 1 of 2 is A
+    assert stop == 0 and b.epochs_run == 1 and b.stop_reason == "pruned" and b.pruner_calls == 1
+    c, stop = _run_trial(study, cfg, [0.55, 0.56, 0.57] + [0.70] * 7)  # leads at epochs 0, 2 and 8
+    assert stop is None and c.epochs_run == 10 and c.pruner_calls == 3
+    # leads at epoch 0 (4 values, keep 1); at epoch 2, 0.53 is below A's 0.54 and C's 0.57
+    d, stop = _run_trial(study, cfg, [0.56, 0.57, 0.53] + [0.90] * 7)
+    assert stop == 2 and d.epochs_run == 3 and d.history["val_accuracy"] == [0.56, 0.57, 0.53] and "pruned at epoch 2" in d.detail
+    # two trials running at once: each sees the other's value at the rung before either ends
+    e, f = study.ask(), study.ask()
+    me, mf = EpochMonitor(e, schedule=pruner_schedule_for(cfg)), EpochMonitor(f, schedule=pruner_schedule_for(cfg))
+    assert me.end_epoch(0, _logs(0.95)) is False  # 5 values, keep 1: E leads
+    assert mf.end_epoch(0, _logs(0.90)) is False  # 6 values, keep 2: E (running) and F
+    assert me.end_epoch(1, _logs(0.10)) is False  # not a rung: never asked, whatever the value
+    assert me.pruner_calls == 1
+    assert me.end_epoch(2, _logs(0.50)) is True  # 5 values at epoch 2 (A, C, D, E; keep 1): C's 0.57 leads
+    g, stop = _run_trial(study, cfg, [0.30] + [0.99] * 9)
+    assert stop == 0  # 7 values at epoch 0, keep 2 (E 0.95, F 0.90): 0.30 is out, however good it would become
+
+
+def test_successive_halving_reads_each_value_once(rdb_url):
+    """The pruner caches the values it read at a rung and reads only trials it has not seen."""
+    import uuid
+
+    from storage import step_values
+
+    cfg = StudyConfig(epochs=10, pruner="asha")
+    pruner = make_pruner(cfg)
+    study = optuna.create_study(storage=rdb_url, study_name=f"asha-{uuid.uuid4().hex[:6]}", direction="maximize", pruner=pruner)
+    for first in (0.5, 0.6, 0.7):
+        _run_trial(study, cfg, [first] * 10)
+    seen = pruner._seen[(study._study_id, 0)]
+    assert sorted(seen.values()) == [0.5, 0.6, 0.7] and pruner.reads == 9  # 3 trials x rungs 0, 2, 8
+    engine = study._storage._backend.engine
+    ids = sorted(seen)
+    assert step_values(engine, study._study_id, 0) == seen
+    assert step_values(engine, study._study_id, 0, exclude=ids[:2]) == {ids[2]: 0.7}
+    # every epoch is reported, but the pruner read only its rungs
+    assert len(step_values(engine, study._study_id, 1)) == 3 and (study._study_id, 1) not in pruner._seen
+
+
+def test_the_pruner_chosen_on_the_command_line_is_stored_in_the_study(rdb_url, mnist):
+    from search.study import CONFIG_ATTR
+    from tests.conftest import run_cli
+
+    data = ["--data", mnist] if mnist else []
+    st = ["--study", "pruner-chosen", "--storage", rdb_url, "--epochs", "3", "--train-size", "300"]
+    r = run_cli("init", *st, "--pruner", "asha", *data)
+    assert r.returncode == 0, r.stderr
+    assert optuna.load_study(study_name="pruner-chosen", storage=rdb_url).user_attrs[CONFIG_ATTR]["pruner"] == "asha"
+    r = run_cli("init", *st, "--pruner", "median", *data)  # joining: the stored choice holds
+    assert r.returncode == 2 and "--pruner median contradicts this study's stored --pruner asha" in r.stderr

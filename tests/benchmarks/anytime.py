@@ -1,0 +1,404 @@
+"""Search efficiency (issue 13): best val_accuracy so far against epochs trained and wall time.
+
+Every contender runs as a whole process, one after the other, seeds alternating, so that the
+load of a shared machine falls on all of them alike:
+
+- ``hpsearch``: ``hpsearch run`` with its defaults (TPE, the recipe's rates enqueued, the
+  default pruner);
+- ``optuna-script``: a hand-written Optuna study as users write it today: TPE,
+  ``MedianPruner(n_startup_trials=3, n_warmup_steps=2)``, optuna-integration's
+  ``KerasPruningCallback`` asking at every epoch, the recipe's rates enqueued, a new model per
+  trial (:func:`optuna_script` below, run by ``--contender optuna``);
+- ``kerastuner-hyperband``: KerasTuner's ``Hyperband(max_epochs=H, factor=3)``, one
+  iteration (it decides its own number of trials);
+- ``random-unpruned``: ``hpsearch run --sampler random --pruner none``, the baseline whose
+  epochs are the budget (trials x epochs).
+
+Two measurements:
+
+``--gate``
+    The issue's comparison: 12 trials x 10 epochs, 10,000 training images, ``--validation
+    test``, hpsearch against the Optuna script, over the seeds. Prints and stores epochs
+    trained, wall seconds (the whole process) and best val_accuracy per run.
+default
+    The anytime curves at each horizon (10, 30, 100 epochs per trial on small training
+    slices): one PNG per horizon (``docs/anytime-<H>.png``) and the tables between the
+    ``<!-- benchmark:anytime ... -->`` markers of docs/benchmarks.md.
+
+Usage::
+
+    python tests/benchmarks/anytime.py --gate                 # about 10 minutes here
+    python tests/benchmarks/anytime.py                        # horizons 10, 30, 100; 3 seeds
+    python tests/benchmarks/anytime.py --horizons 10,30 --no-write
+
+Needs a PostgreSQL (a scratch database on 127.0.0.1:5432, else the embedded server, or
+``--storage URL``), matplotlib for the PNGs and keras-tuner (``pip install -e ".[bench]"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DOC = REPO / "docs" / "benchmarks.md"
+DATA = Path(os.environ.get("HPSEARCH_DATA") or "/work/shared/data/mnist.npz")
+CONTENDERS = ("hpsearch", "optuna-script", "kerastuner-hyperband", "random-unpruned")
+#: Per horizon: (epochs per trial, trials, training images). Sized so that the three run
+#: in about 40 minutes on this project's 2-core CPU (10,000 validation images every epoch
+#: is most of an epoch's time at these slices).
+HORIZONS = {10: (10, 12, 2_000), 30: (30, 12, 1_000), 100: (100, 12, 500)}
+GATE = (10, 12, 10_000)
+RATES = (0.1, 0.01, 0.0001)
+LR_RANGE = (1e-5, 1.0)
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.2f}] {text}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# The hand-written contenders, each run as its own process (``--contender``)
+
+#: (wall clock, val_accuracy) at the end of every epoch trained; module-level because
+#: KerasTuner deep-copies the callbacks it is given.
+EVENTS: list[tuple[float, float]] = []
+
+
+def _epoch_logger():
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            EVENTS.append((time.time(), float((logs or {}).get("val_accuracy", math.nan))))
+
+    return EpochLog()
+
+
+def _data(train_size: int):
+    """The recipe's arrays (the test set validates), read as a user's script would."""
+    import numpy as np
+
+    with np.load(DATA) as f:
+        x_train, y_train, x_test, y_test = f["x_train"], f["y_train"], f["x_test"], f["y_test"]
+    prep = lambda x: x.reshape(len(x), 784).astype("float32") / 255.0  # noqa: E731
+    onehot = lambda y: np.eye(10, dtype="float32")[y]  # noqa: E731
+    return prep(x_train[:train_size]), onehot(y_train[:train_size]), prep(x_test), onehot(y_test)
+
+
+def optuna_script(args) -> None:
+    """The twenty lines a user writes with Optuna and optuna-integration."""
+    import keras
+    import optuna
+    from optuna_integration import KerasPruningCallback
+
+    from anchors import recipe_model
+
+    x, y, xv, yv = _data(args.train_size)
+
+    def objective(trial):
+        lr = trial.suggest_float("learning_rate", *LR_RANGE, log=True)
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(args.seed + trial.number)
+        model = recipe_model(lr)
+        history = model.fit(x, y, batch_size=1024, epochs=args.epochs, validation_data=(xv, yv), verbose=0,
+                            callbacks=[KerasPruningCallback(trial, "val_accuracy"), _epoch_logger()])
+        return max(history.history["val_accuracy"])
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=args.storage, study_name=args.study, direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=args.seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
+    for lr in RATES:
+        study.enqueue_trial({"learning_rate": lr})
+    study.optimize(objective, n_trials=args.trials)
+
+
+def kerastuner_hyperband(args) -> None:
+    import tempfile
+
+    import keras_tuner as kt
+
+    from anchors import recipe_model
+
+    x, y, xv, yv = _data(args.train_size)
+    tuner = kt.Hyperband(lambda hp: recipe_model(hp.Float("learning_rate", *LR_RANGE, sampling="log")),
+                         objective="val_accuracy", max_epochs=args.epochs, factor=3, hyperband_iterations=1, seed=args.seed,
+                         directory=tempfile.mkdtemp(prefix="kt-anytime-"), project_name="hb", overwrite=True)
+    tuner.search(x, y, epochs=args.epochs, batch_size=1024, validation_data=(xv, yv), verbose=0, callbacks=[_epoch_logger()])
+
+
+def _run_contender(args) -> int:
+    {"optuna": optuna_script, "kerastuner": kerastuner_hyperband}[args.contender](args)
+    Path(args.log).write_text(json.dumps(EVENTS))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# The driver
+
+
+def _study_events(url: str, study: str) -> list[tuple[float, float]]:
+    """(wall clock, val_accuracy) per epoch trained, from a study's trials in the database.
+
+    hpsearch's trials record each epoch's wall seconds; the Optuna script's epochs come from
+    its own log instead, so this is used for hpsearch's studies only.
+    """
+    import optuna
+
+    events = []
+    for t in optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False):
+        if not t.state.is_finished():
+            continue
+        clock = t.datetime_start.timestamp()
+        for i, sec in enumerate(t.user_attrs.get("epoch_seconds", [])):
+            clock += sec
+            events.append((clock, t.intermediate_values.get(i, math.nan)))
+    return sorted(events)
+
+
+def _study_counts(url: str, study: str) -> dict:
+    import optuna
+
+    trials = [t for t in optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False) if t.state.is_finished()]
+    return {"trials": len(trials), "pruned": sum(t.state.name == "PRUNED" for t in trials)}
+
+
+def run_one(name: str, url: str, epochs: int, trials: int, train_size: int, seed: int) -> dict:
+    """Run contender ``name`` as a process; return its epochs, seconds, best and curve."""
+    study = f"anytime-{name}-{uuid.uuid4().hex[:6]}"
+    logfile = Path(f"/tmp/anytime-{uuid.uuid4().hex[:8]}.json")
+    common = ["--epochs", str(epochs), "--train-size", str(train_size), "--seed", str(seed)]
+    hp = ["hpsearch", "run", "--storage", url, "--study", study, "--data", str(DATA), "--trials", str(trials),
+          "--validation", "test", "--format", "json"] + common
+    cmd = {
+        "hpsearch": hp,
+        "random-unpruned": hp + ["--sampler", "random", "--pruner", "none"],
+        "hpsearch-median": hp + ["--pruner", "median"],
+        "optuna-script": [sys.executable, __file__, "--contender", "optuna", "--storage", url, "--study", study,
+                          "--trials", str(trials), "--log", str(logfile)] + common,
+        "kerastuner-hyperband": [sys.executable, __file__, "--contender", "kerastuner", "--log", str(logfile)] + common,
+    }[name]
+    load = os.getloadavg()[0]
+    started = time.time()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    seconds = time.time() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    if name in ("hpsearch", "random-unpruned", "hpsearch-median"):
+        events = _study_events(url, study)
+        counts = _study_counts(url, study)
+    else:
+        events = [tuple(e) for e in json.loads(logfile.read_text())]
+        logfile.unlink()
+        counts = _study_counts(url, study) if name == "optuna-script" else {"trials": None, "pruned": None}
+    curve, best = [], -math.inf
+    for i, (clock, value) in enumerate(events, 1):
+        if math.isfinite(value) and value > best:
+            best = value
+        curve.append((i, round(clock - started, 3), best))
+    row = {"contender": name, "seed": seed, "epochs": len(events), "seconds": round(seconds, 2), "best": best,
+           "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2), "curve": curve, **counts}
+    log(f"{name} seed {seed}: {row['epochs']} epochs, {seconds:.1f} s, best {best:.4f}")
+    return row
+
+
+def best_at(curve: list, x: float, by: str) -> float | None:
+    """Best so far once ``x`` epochs (``by="epochs"``) or seconds (``"seconds"``) are spent."""
+    k = 0 if by == "epochs" else 1
+    seen = [p[2] for p in curve if p[k] <= x]
+    return seen[-1] if seen else None
+
+
+def _storage(given: str | None):
+    from run import scratch_storage
+
+    return scratch_storage(given)
+
+
+def gate(args) -> dict:
+    epochs, trials, train_size = GATE
+    runs = []
+    with _storage(args.storage) as (url, where):
+        log(f"gate: {trials} trials x {epochs} epochs, {train_size} images, seeds {args.seeds}, {where}")
+        for seed in args.seeds:
+            order = args.contenders if seed % 2 == 0 else args.contenders[::-1]
+            for name in order:
+                runs.append(run_one(name, url, epochs, trials, train_size, seed))
+    return {"size": GATE, "contenders": list(args.contenders), "runs": [{k: v for k, v in r.items() if k != "curve"} for r in runs], "machine_load": os.getloadavg()}
+
+
+def render_gate(result: dict) -> str:
+    runs = result["runs"]
+    by = lambda name: [r for r in runs if r["contender"] == name]  # noqa: E731
+    hp, sc = by("hpsearch"), by("optuna-script")
+    if not hp or not sc:
+        hp, sc = by(result["contenders"][0]), by(result["contenders"][-1])
+    out = ["| seed | contender | trials (pruned) | epochs trained | wall s | best val_accuracy | load before → after |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        out.append(f"| {r['seed']} | {r['contender']} | {r['trials']} ({r['pruned']}) | {r['epochs']} | {r['seconds']:.1f} | {r['best']:.4f} | {r['load_before']:.2f} → {r['load_after']:.2f} |")
+    mean = lambda rows, k: statistics.mean(r[k] for r in rows)  # noqa: E731
+    pairs = list(zip(sorted(hp, key=lambda r: r["seed"]), sorted(sc, key=lambda r: r["seed"])))
+    ratios = ", ".join(f"{h['seconds'] / s['seconds']:.2f}" for h, s in pairs)
+    shares = ", ".join(f"{h['epochs'] / s['epochs']:.0%}" for h, s in pairs)
+    deltas = ", ".join(f"{100 * (h['best'] - s['best']):+.2f}" for h, s in pairs)
+    he, se = mean(hp, "epochs"), mean(sc, "epochs")
+    out.append("")
+    out.append(f"Mean over {len(hp)} seeds: hpsearch trained {he:.1f} epochs ({he / 120:.1%} of 120; {he / se:.1%} of the script's {se:.1f}, "
+               f"per seed {shares}), in {mean(hp, 'seconds') / mean(sc, 'seconds'):.2f}x the script's wall time (per seed {ratios}), "
+               f"best val_accuracy {mean(hp, 'best'):.4f} against {mean(sc, 'best'):.4f} ({100 * (mean(hp, 'best') - mean(sc, 'best')):+.2f} points; per seed {deltas}).")
+    return "\n".join(out)
+
+
+def anytime(args) -> dict:
+    results = {}
+    with _storage(args.storage) as (url, where):
+        for h in args.horizons:
+            epochs, trials, train_size = HORIZONS[h]
+            log(f"horizon {h}: {trials} trials x {epochs} epochs, {train_size} images, seeds {args.seeds}, {where}")
+            runs = []
+            for i, seed in enumerate(args.seeds):
+                order = CONTENDERS[i % len(CONTENDERS):] + CONTENDERS[:i % len(CONTENDERS)]  # rotate who goes first
+                for name in order:
+                    runs.append(run_one(name, url, epochs, trials, train_size, seed))
+            results[h] = {"epochs": epochs, "trials": trials, "train_size": train_size, "runs": runs}
+    return results
+
+
+def plot(h: int, res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = dict(zip(CONTENDERS, ("tab:red", "tab:blue", "tab:green", "tab:gray")))
+    for name in CONTENDERS:
+        for j, r in enumerate(r for r in res["runs"] if r["contender"] == name):
+            xs_e = [p[0] for p in r["curve"]]
+            xs_t = [p[1] for p in r["curve"]]
+            ys = [p[2] for p in r["curve"]]
+            label = name if j == 0 else None
+            axes[0].step(xs_e, ys, where="post", color=colors[name], alpha=0.8, label=label)
+            axes[1].step(xs_t, ys, where="post", color=colors[name], alpha=0.8, label=label)
+    budget = res["trials"] * res["epochs"]
+    axes[0].axvline(budget / 4, color="k", lw=0.6, ls=":")
+    axes[0].set_xlabel("epochs trained (cumulative)")
+    axes[1].set_xlabel("wall seconds since the process started")
+    for ax in axes:
+        ax.set_ylabel("best val_accuracy so far")
+        ax.set_ylim(0.8, 1.0)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"{res['trials']} trials x {res['epochs']} epochs, {res['train_size']} training images, test set validates; one line per seed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _mean_or_none(values: list) -> float | None:
+    """The mean, or None where a run had not reported anything by then."""
+    return statistics.mean(values) if values and all(v is not None for v in values) else None
+
+
+def render_anytime(results: dict) -> str:
+    out = []
+    for h, res in results.items():
+        budget = res["trials"] * res["epochs"]
+        runs = res["runs"]
+        rnd = {r["seed"]: r for r in runs if r["contender"] == "random-unpruned"}
+        out.append(f"### Horizon {h}: {res['trials']} trials x {res['epochs']} epochs, {res['train_size']} training images\n")
+        out.append(f"![anytime, horizon {h}](anytime-{h}.png)\n")
+        out.append("| contender | epochs trained (% of unpruned) | wall s | best val_accuracy | Δ vs unpruned (pp), per seed | best at 25% / 50% of the budget's epochs | best at 25% / 50% of the unpruned wall time | load |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for name in CONTENDERS:
+            rows = [r for r in runs if r["contender"] == name]
+            if not rows:
+                continue
+            ep = statistics.mean(r["epochs"] for r in rows)
+            sec = statistics.mean(r["seconds"] for r in rows)
+            best = statistics.mean(r["best"] for r in rows)
+            deltas = ", ".join(f"{100 * (r['best'] - rnd[r['seed']]['best']):+.2f}" for r in rows if r["seed"] in rnd)
+            fmt = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
+            at_e = [_mean_or_none([best_at(r["curve"], f * budget, "epochs") for r in rows]) for f in (0.25, 0.5)]
+            at_t = [_mean_or_none([best_at(r["curve"], f * rnd[r["seed"]]["seconds"], "seconds") for r in rows if r["seed"] in rnd]) for f in (0.25, 0.5)]
+            loads = [r["load_before"] for r in rows] + [r["load_after"] for r in rows]
+            out.append(f"| {name} | {ep:.1f} ({ep / budget:.1%}) | {sec:.1f} | {best:.4f} | {deltas} | {fmt(at_e[0])} / {fmt(at_e[1])} | "
+                       f"{fmt(at_t[0])} / {fmt(at_t[1])} | {min(loads):.1f}–{max(loads):.1f} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_block(tag: str, text: str) -> None:
+    doc = DOC.read_text()
+    begin, end = f"<!-- benchmark:{tag} begin -->", f"<!-- benchmark:{tag} end -->"
+    block = f"{begin}\n{text}\n{end}"
+    if begin in doc:
+        doc = doc[: doc.index(begin)] + block + doc[doc.index(end) + len(end):]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+    DOC.write_text(doc)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gate", action="store_true", help="the 12 x 10 comparison against the hand-written Optuna script")
+    p.add_argument("--horizons", default="10,30,100", help="comma-separated horizons among 10, 30, 100 (default: all)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    p.add_argument("--storage", help="PostgreSQL URL (default: a scratch database on 127.0.0.1:5432, else the embedded server)")
+    p.add_argument("--no-write", action="store_true", help="print, do not write docs/")
+    p.add_argument("--contenders", default="hpsearch,optuna-script",
+                   help="with --gate: who runs, alternated (default: hpsearch,optuna-script; also hpsearch-median: --pruner median)")
+    # a hand-written contender as its own process (used by the driver)
+    p.add_argument("--contender", choices=("optuna", "kerastuner"), help=argparse.SUPPRESS)
+    p.add_argument("--study", help=argparse.SUPPRESS)
+    p.add_argument("--log", help=argparse.SUPPRESS)
+    p.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--trials", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--train-size", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.contender:
+        return _run_contender(args)
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.contenders = tuple(args.contenders.split(","))
+    args.horizons = [int(h) for h in args.horizons.split(",")]
+    started = time.time()
+    stamp = f"{time.strftime('%Y-%m-%d')}, {{:.0f}} s in all, TensorFlow on {os.cpu_count()} CPU cores shared with other work"
+    data_dir = REPO / "docs" / "data"
+    if args.gate:
+        result = gate(args)
+        text = f"Measured by `python tests/benchmarks/anytime.py --gate` on {stamp.format(time.time() - started)}.\n\n{render_gate(result)}"
+        print(text)
+        if not args.no_write:
+            (data_dir / "anytime-gate.json").write_text(json.dumps(result, indent=1))
+            write_block("anytime-gate", text)
+        return 0
+    results = anytime(args)
+    seeds = ",".join(map(str, args.seeds))
+    for h, res in results.items():
+        text = (f"Measured by `python tests/benchmarks/anytime.py --horizons {h} --seeds {seeds}` on "
+                f"{stamp.format(time.time() - started)} (all horizons of this run).\n\n{render_anytime({h: res})}")
+        print(text)
+        if not args.no_write:
+            (data_dir / f"anytime-{h}.json").write_text(json.dumps(res))
+            plot(h, res, REPO / "docs" / f"anytime-{h}.png")
+            write_block(f"anytime-{h}", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
