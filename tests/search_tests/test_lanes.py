@@ -17,7 +17,6 @@ import numpy as np
 import optuna
 import pytest
 
-from search.config import StudyConfig
 from search.data import load_dataset
 from tests.conftest import run_cli
 from tests.test_faults import FAST_HEARTBEAT, _env, _stop_all, _worker
@@ -279,7 +278,9 @@ def test_kill_9_of_a_lane_worker_fails_and_retries_all_its_trials(local_pg_url, 
 
 def test_sigterm_closes_every_lane_trial_and_requeues_its_rate(local_pg_url, mnist, tmp_path):
     name = "lanes-term"
-    args = ["--study", name, "--trials", "3", "--lanes", "3", "--epochs", "300", "--train-size", "1000", *_data(mnist)]
+    # no pruner: successive halving (the default) would stop the worst rate at epoch 1, and
+    # this test needs all three lanes training when the signal comes
+    args = ["--study", name, "--trials", "3", "--lanes", "3", "--epochs", "300", "--train-size", "1000", "--pruner", "none", *_data(mnist)]
     with open(tmp_path / "w.log", "wb") as log:
         proc = _worker(args, _env(local_pg_url), log)
         try:
@@ -298,7 +299,7 @@ def test_sigterm_closes_every_lane_trial_and_requeues_its_rate(local_pg_url, mni
     study = _load(local_pg_url, name)
     failed = [t for t in study.trials if t.number in running]
     assert len(failed) == 3
-    assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs["fail_reason"] == "interrupted by SIGTERM" for t in failed)
+    assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs["fail_reason"] == "interrupted by SIGTERM" for t in failed), [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in failed]
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     waiting = sorted(t.system_attrs["fixed_params"]["learning_rate"] for t in study.trials if t.state == optuna.trial.TrialState.WAITING)
     assert waiting == sorted(t.params["learning_rate"] for t in failed)
