@@ -315,7 +315,7 @@ def _cmd_study(args, *, launcher: bool, train: bool = True) -> int:
     progress = Progress(args.trials, enabled=not quiet)
     study, config, created = _open_study_waiting(
         storage, args, given, raw.fingerprint(), progress, check=lambda c: check_split(raw, c.train_size, c.validation),
-        target=args.trials if train else None,
+        target=args.trials,  # init too: `init --trials 1` queues one recipe rate, a larger run the rest
     )
     if not train:
         info = {"study": args.study, "created": created, "storage": resolved.masked, "config": config.to_dict()}

@@ -209,3 +209,17 @@ def test_run_on_sqlite_for_a_single_worker(tmp_path, mnist):
     assert sorted(t.params["learning_rate"] for t in study.trials if t.user_attrs.get("source") == "recipe") == [0.0001, 0.01, 0.1]
     again = run_cli("run", "--study", "lite", "--trials", "4", "--storage", url, *data)
     assert again.returncode == 0 and len(_load(url, "lite").trials) == len(study.trials)
+
+
+def test_init_with_a_target_below_three_queues_only_that_many_recipe_rates(local_pg_url, mnist):
+    """Issue 15: `init --trials 1` then `worker --trials 1` left two recipe trials WAITING."""
+    data = ["--data", mnist] if mnist else []
+    out = run_cli("init", "--study", "init-few", "--storage", local_pg_url, "--trials", "1", *data)
+    assert out.returncode == 0, out.stderr
+    study = optuna.load_study(study_name="init-few", storage=local_pg_url)
+    waiting = [t.system_attrs["fixed_params"]["learning_rate"] for t in study.get_trials(states=[optuna.trial.TrialState.WAITING])]
+    assert waiting == [0.1]
+    out = run_cli("init", "--study", "init-few", "--storage", local_pg_url, "--trials", "5", *data)
+    assert out.returncode == 0, out.stderr
+    waiting = [t.system_attrs["fixed_params"]["learning_rate"] for t in study.get_trials(states=[optuna.trial.TrialState.WAITING])]
+    assert sorted(waiting) == [0.0001, 0.01, 0.1]
