@@ -5,13 +5,12 @@ cases from 34 to over 80)."""
 from __future__ import annotations
 
 import importlib.util
-import socket
 
 import numpy as np
 import pytest
 import sqlalchemy
 
-from tests.conftest import run_cli
+from tests.conftest import closed_port, run_cli
 
 TABLES = (
     "studies", "study_directions", "study_user_attributes", "study_system_attributes", "trials",
@@ -73,14 +72,6 @@ def populated(local_pg_url, mnist, tmp_path_factory):
     (files / "idx").mkdir()
     (files / "not-a-dir").write_text("")
     return {"url": local_pg_url, "data": data, "files": str(files)}
-
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 _JAX_INSTALLED = importlib.util.find_spec("jax") is not None
@@ -210,7 +201,7 @@ CASES = [
 def _fill(value: str, p: dict, tmp) -> list[str]:
     if value == "{data}":
         return list(p["data"])
-    return [value.format(url=p["url"], files=p["files"], closed=_closed_port(), server=p["url"].rsplit("/", 1)[0], tmp=tmp)]
+    return [value.format(url=p["url"], files=p["files"], closed=closed_port(), server=p["url"].rsplit("/", 1)[0], tmp=tmp)]
 
 
 def _case_id(case):
