@@ -412,7 +412,7 @@ def curves(engine, study: str, numbers: Sequence[int]) -> list[CurvePoint]:
 def landscape(engine, study: str, *, metric: str = "loss", states: Iterable[str] = ("COMPLETE", "PRUNED")) -> LandscapeGrid:
     """The grid the loss-landscape figures draw: ``metric`` by learning rate and epoch.
 
-    Read through :func:`storage.histories.trial_records`, as ``search.landscape`` reads it.
+    Read through :func:`storage.histories.trial_records`, as ``search.curves.load_curves`` reads it.
 
     Args:
         metric: a key of the trials' ``history``: ``loss``, ``val_loss``, ``accuracy`` or

@@ -48,7 +48,9 @@ def main(argv=None) -> int:
 
     import optuna
 
-    from search.landscape import build_figures, load_curves, refresh_landscape
+    from search.curves import load_curves
+    from search.figures import build_figures
+    from search.refresh import refresh_landscape
     from storage import open_storage, resolve_storage_url
     from tests.search_tests._synthetic import synthetic_trials
 

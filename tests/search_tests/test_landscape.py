@@ -1,7 +1,8 @@
 """The loss-landscape figures: their content at 3 and 1,000 trials, storing, rate limiting.
 
-Figures are built from synthetic histories shaped like the recipe's (no training); storing
-and refreshing run against the machine's real PostgreSQL.
+Figures (search.figures) are built from synthetic histories shaped like the recipe's (no
+training); reading curves (search.curves), storing and refreshing (search.refresh) run
+against a real PostgreSQL (the machine's, else the embedded one).
 """
 
 from __future__ import annotations
@@ -14,18 +15,9 @@ import numpy as np
 import optuna
 import pytest
 
-from search.landscape import (
-    COLOUR_BANDS,
-    FIGURE_IDS,
-    HEATMAP_COLUMNS,
-    HEATMAP_ROWS,
-    STAMP_ATTR,
-    build_figures,
-    curves_from_trials,
-    load_curves,
-    maybe_refresh_landscape,
-    refresh_landscape,
-)
+from search.curves import curves_from_trials, load_curves
+from search.figures import COLOUR_BANDS, FIGURE_IDS, HEATMAP_COLUMNS, HEATMAP_ROWS, build_figures
+from search.refresh import STAMP_ATTR, maybe_refresh_landscape, refresh_landscape
 from tests.search_tests._synthetic import synthetic_history, synthetic_trials
 
 RECIPE = (0.1, 0.01, 0.0001)
@@ -195,7 +187,7 @@ def pg_study(local_pg_url):
 
 def test_load_curves_reads_what_get_trials_does(pg_study):
     study, storage = pg_study
-    from_sql = load_curves(storage, study._study_id)
+    from_sql = load_curves(storage, storage.get_study_id_from_name(study.study_name))
     from_api = curves_from_trials(study.get_trials())
     assert [(c.number, c.learning_rate, c.state, c.best_val_accuracy, c.recipe) for c in from_sql] == [
         (c.number, c.learning_rate, c.state, c.best_val_accuracy, c.recipe) for c in from_api
@@ -213,16 +205,17 @@ def test_refresh_saves_the_figures_into_the_study_and_overwrites_them(pg_study):
     from optuna_dashboard._custom_plot_data import get_plotly_graph_objects  # what the dashboard reads
 
     study, storage = pg_study
+    study_id = storage.get_study_id_from_name(study.study_name)
     first = refresh_landscape(study, storage)
     assert first.refreshed and first.trials == 40
-    attrs = storage.get_study_system_attrs(study._study_id)
+    attrs = storage.get_study_system_attrs(study_id)
     saved = get_plotly_graph_objects(attrs)
     assert set(saved) == set(FIGURE_IDS)
     assert json.loads(saved["hpsearch-accuracy-vs-lr"])["layout"]["xaxis"]["type"] == "log"
     assert attrs[STAMP_ATTR]["trials"] == 40 and attrs[STAMP_ATTR]["bytes"] == first.bytes
-    chunks = len(_plot_chunks(storage, study._study_id))
+    chunks = len(_plot_chunks(storage, study_id))
     refresh_landscape(study, storage)
-    assert len(_plot_chunks(storage, study._study_id)) == chunks  # the same ids, overwritten
+    assert len(_plot_chunks(storage, study_id)) == chunks  # the same ids, overwritten
 
 
 def test_workers_refresh_at_most_once_per_interval_and_one_at_a_time(pg_study):
@@ -275,3 +268,29 @@ def test_a_failed_refresh_is_a_warning_in_the_worker(local_pg_url, caplog):
     assert "could not refresh the loss landscape" in record.getMessage()
     assert "StorageInternalError" in record.getMessage()
     assert marker not in record.getMessage()
+
+
+def test_search_landscape_still_offers_every_name_it_did_before_the_split():
+    """search.landscape did the four jobs until issue 11; search.dashboard, search.worker and
+    the CLI import from it still, and get the same objects as the new modules hold."""
+    import search.curves
+    import search.figures
+    import search.landscape
+    import search.refresh
+
+    moved = {
+        search.figures: ("FIGURE_IDS", "TrialCurve", "build_figures", "COLOUR_BANDS", "CURVE_TRACES", "CURVE_VALUES",
+                         "HEATMAP_COLUMNS", "HEATMAP_ROWS"),
+        search.curves: ("curves_from_records", "curves_from_trials", "load_curves"),
+        search.refresh: ("MIN_INTERVAL_S", "COST_FACTOR", "STAMP_ATTR", "RefreshResult", "maybe_refresh_landscape",
+                         "refresh_landscape"),
+    }
+    for module, names in moved.items():
+        for name in names:
+            assert getattr(search.landscape, name) is getattr(module, name), name
+    assert set(search.landscape.__all__) == {
+        "FIGURE_IDS", "MIN_INTERVAL_S", "RefreshResult", "TrialCurve", "build_figures", "curves_from_records",
+        "export_landscape", "curves_from_trials", "load_curves", "maybe_refresh_landscape", "refresh_landscape",
+        "write_html", "write_pngs",
+    }
+    assert all(callable(getattr(search.landscape, n)) for n in ("export_landscape", "write_html", "write_pngs"))
