@@ -17,13 +17,9 @@ GIVEN = {"epochs": 1, "batch_size": None, "train_size": 300, "validation": "test
 
 
 @pytest.fixture(scope="module")
-def db_url(request):
+def db_url(local_pg_url):
     """The machine's PostgreSQL when it answers, else the embedded one (never a skip)."""
-    from tests.conftest import _local_pg_answers
-
-    name = "local_pg_url" if _local_pg_answers() else "embedded_home"
-    value = request.getfixturevalue(name)
-    return value if name == "local_pg_url" else value[1]
+    return local_pg_url
 
 
 def _storage(url: str, heartbeat_s: str, grace_s: str):

@@ -35,13 +35,9 @@ EPOCHS = 10
 
 
 @pytest.fixture(scope="module")
-def db_url(request):
+def db_url(local_pg_url):
     """The machine's PostgreSQL where it answers, else the embedded one (never a skip)."""
-    from tests.conftest import _local_pg_answers
-
-    if _local_pg_answers():
-        return request.getfixturevalue("local_pg_url")
-    return request.getfixturevalue("embedded_home")[1]
+    return local_pg_url
 
 
 class Study:

@@ -14,17 +14,10 @@ from storage import open_storage, resolve_storage_url
 from storage.epochs import TABLE, Cursor, budget, epoch_grid, epochs_after, write_epochs
 
 
-@pytest.fixture(scope="module")
-def pg(request):
-    """The machine's PostgreSQL where it answers, else the embedded one (never a skip)."""
-    from tests.conftest import _local_pg_answers
-
-    return request.getfixturevalue("local_pg_url" if _local_pg_answers() else "embedded_home")
-
-
 @pytest.fixture
-def pg_url(pg):
-    return pg if isinstance(pg, str) else pg[1]
+def pg_url(local_pg_url):
+    """The machine's PostgreSQL where it answers, else the embedded one (never a skip)."""
+    return local_pg_url
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
