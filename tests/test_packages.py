@@ -62,6 +62,39 @@ def test_search_never_imports_sqlalchemy():
     assert {f: n for f, n in bad.items() if n} == {}
 
 
+def test_storage_never_imports_a_deep_learning_framework():
+    """storage is the database's side: it reads and writes trials, it never builds a model."""
+    frameworks = ("tensorflow", "keras", "jax", "torch")
+    bad = {f: sorted(n for n in names if n.split(".")[0] in frameworks) for f, names in _imports("storage").items()}
+    assert {f: n for f, n in bad.items() if n} == {}
+
+
+def test_every_storage_module_imported_loads_neither_search_nor_a_framework():
+    """The same rules at run time, so an import the scan cannot see (importlib, a dependency
+    that imports search or Keras) fails too: import every module of storage, then look."""
+    code = (
+        "import importlib, pkgutil, sys, storage\n"
+        "mods = [m.name for m in pkgutil.walk_packages(storage.__path__, 'storage.')]\n"
+        "[importlib.import_module(m) for m in mods]\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('search', 'tensorflow', 'keras', 'jax', 'torch'))\n"
+        "print(len(mods)); print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    count, bad = out.stdout.splitlines()
+    assert int(count) == len(list((REPO / "storage").glob("*.py"))) - 1  # every module but __init__
+    assert bad == ""
+
+
+def test_the_landscape_figures_read_and_write_nothing():
+    """search.figures is pure (curves in, figures out): it imports no storage, no Optuna, no
+    optuna-dashboard, and none of the landscape's modules that read, store or write."""
+    names = _imports("search")["search/figures.py"]
+    forbidden = ("storage", "optuna", "optuna_dashboard", "sqlalchemy", "psycopg2", "search.curves", "search.refresh",
+                 "search.landscape", "os", "pathlib", "shutil", "subprocess")
+    assert sorted(n for n in names if any(n == f or n.startswith(f + ".") for f in forbidden)) == []
+    assert "numpy" in names  # the scan read the file
+
+
 def test_the_import_scan_sees_function_level_imports():
     # The two tests above must be able to fail: this file imports subprocess at the top and
     # search/storage inside functions, and the scan finds both kinds.
