@@ -187,13 +187,9 @@ def test_slow_questions_are_spaced_out_to_the_budget(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def rdb_url(request):
+def rdb_url(local_pg_url):
     """The machine's PostgreSQL when it answers, else the embedded server."""
-    from tests.conftest import _local_pg_answers
-
-    if _local_pg_answers():
-        return request.getfixturevalue("local_pg_url")
-    return request.getfixturevalue("embedded_home")[1]
+    return local_pg_url
 
 
 def test_rungs_are_epochs_trained_1_3_9_27_81_243():
@@ -253,24 +249,41 @@ def test_successive_halving_stops_each_trial_at_the_rung_its_rule_says(rdb_url):
 
 
 def test_successive_halving_reads_each_value_once(rdb_url):
-    """The pruner caches the values it read at a rung and reads only trials it has not seen."""
+    """The pruner reads each value at a rung from the database once, and only at its rungs:
+    each read leaves out the trials whose value it already holds (a reported value never
+    changes). Counted as the rows its reads return, on the study's own engine."""
     import uuid
 
-    from storage import step_values
+    import sqlalchemy
+
+    from storage import open_storage, resolve_storage_url, step_values
 
     cfg = StudyConfig(epochs=10, pruner="asha")
     pruner = make_pruner(cfg)
-    study = optuna.create_study(storage=rdb_url, study_name=f"asha-{uuid.uuid4().hex[:6]}", direction="maximize", pruner=pruner)
-    for first in (0.5, 0.6, 0.7):
-        _run_trial(study, cfg, [first] * 10)
-    seen = pruner._seen[(study._study_id, 0)]
-    assert sorted(seen.values()) == [0.5, 0.6, 0.7] and pruner.reads == 9  # 3 trials x rungs 0, 2, 8
-    engine = study._storage._backend.engine
-    ids = sorted(seen)
-    assert step_values(engine, study._study_id, 0) == seen
-    assert step_values(engine, study._study_id, 0, exclude=ids[:2]) == {ids[2]: 0.7}
-    # every epoch is reported, but the pruner read only its rungs
-    assert len(step_values(engine, study._study_id, 1)) == 3 and (study._study_id, 1) not in pruner._seen
+    storage = open_storage(resolve_storage_url(rdb_url), heartbeat=False)
+    study = optuna.create_study(storage=storage, study_name=f"asha-{uuid.uuid4().hex[:6]}", direction="maximize", pruner=pruner)
+    reads = []  # rows returned by each read of the values at a step (storage.step_values' query)
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if "CAST(trial_intermediate_values.intermediate_value_type AS VARCHAR)" in statement:
+            reads.append(cursor.rowcount)
+
+    sqlalchemy.event.listen(storage.engine, "after_cursor_execute", count)
+    try:
+        for first in (0.5, 0.6, 0.7):
+            _run_trial(study, cfg, [first] * 10)
+    finally:
+        sqlalchemy.event.remove(storage.engine, "after_cursor_execute", count)
+    # 3 trials x rungs 0, 2, 8: 9 reads (not one per epoch), 9 values (without leaving out the
+    # values held it would be 1 + 2 + 3 per rung, 18)
+    assert len(reads) == 9 and sum(reads) == 9 and pruner.reads == 9
+    sid = storage.get_study_id_from_name(study.study_name)
+    at_0 = step_values(storage.engine, sid, 0)
+    assert sorted(at_0.values()) == [0.5, 0.6, 0.7]
+    ids = sorted(at_0)
+    assert step_values(storage.engine, sid, 0, exclude=ids[:2]) == {ids[2]: 0.7}
+    assert len(step_values(storage.engine, sid, 1)) == 3  # every epoch is reported, though read only at rungs
+    storage.engine.dispose()
 
 
 def test_the_pruner_chosen_on_the_command_line_is_stored_in_the_study(rdb_url, mnist):
