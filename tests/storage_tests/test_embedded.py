@@ -165,8 +165,16 @@ def test_a_sigint_during_the_first_start_leaves_a_home_that_works(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None and not any((home / d / "base").exists() for d in (".pgdata-init", "pgdata")):
-            time.sleep(0.01)
+        # initdb is running: in the staging directory (which is renamed only once initdb has
+        # exited), or, on the old code, in pgdata itself before it made the last database.
+        # pgdata/base alone would also match a finished initdb, when a late SIGINT under load
+        # lands after the start or even after the command ended (exit 0, seen in CI).
+        def initdb_running():
+            return (home / ".pgdata-init" / "base").exists() or (
+                (home / "pgdata" / "base").exists() and not (home / "pgdata" / "base" / "5").exists())
+
+        while time.monotonic() < deadline and proc.poll() is None and not initdb_running():
+            time.sleep(0.005)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130 and err.strip() == "hpsearch db: interrupted", err  # it landed during initdb
