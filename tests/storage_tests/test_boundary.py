@@ -111,3 +111,44 @@ def test_storage_settings_are_registered_and_checked(monkeypatch):
     monkeypatch.setenv("OPTUNA_STORAGE", "")
     with pytest.raises(StorageConfigError, match="OPTUNA_STORAGE is empty"):
         resolve_storage_url(None)
+
+
+def test_ctrl_c_stops_a_command_whose_statement_waits_on_a_lock(url):
+    """psycopg2 waits inside libpq, where a SIGINT is not acted on until the statement returns:
+    `hpsearch query follow` blocked behind another session's lock ignored Ctrl-C until the lock
+    went (25 s measured; a CI run where it never exited). The engine factory sets psycopg2's
+    ``wait_select``, so the statement is cancelled on the server and the command exits 130."""
+    import signal
+    import subprocess
+    import sys
+
+    import optuna
+
+    from tests.conftest import REPO
+
+    name = f"locked-{uuid.uuid4().hex[:6]}"
+    optuna.create_study(study_name=name, storage=url)
+    proc = subprocess.Popen([sys.executable, "-m", "search", "query", "follow", "--study", name, "--storage", url, "--interval", "0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    holder = sqlalchemy.create_engine(url)
+    try:
+        assert "following study" in proc.stderr.readline()
+        with holder.connect() as c:
+            c.exec_driver_sql("LOCK TABLE trials IN ACCESS EXCLUSIVE MODE")  # held until rollback
+            deadline = time.monotonic() + 60
+            waiting = 0
+            while time.monotonic() < deadline and not waiting:
+                time.sleep(0.1)
+                with holder.connect() as probe:
+                    waiting = probe.exec_driver_sql(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hpsearch-query' AND wait_event_type = 'Lock'").scalar()
+            assert waiting, "the follow command never waited on the lock"
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=20)  # the lock is still held here
+            assert proc.returncode == 130 and err.strip() == "hpsearch query: interrupted", err
+            c.rollback()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(15)
+        holder.dispose()

