@@ -8,7 +8,7 @@ import json
 import math
 from datetime import datetime, timezone
 
-from search.query_cli import format_rows
+from search.render import format_rows
 from storage import SummaryRow, TrialRow
 
 START = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
