@@ -31,10 +31,13 @@ DEFAULTS_HELP = "study settings (stored in the study when it is created; a worke
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``hpsearch run: error: ... (see hpsearch run --help)``).
 
+    Flags must be spelt out: ``--epoch 3`` is an unknown flag, not ``--epochs 3``
+    (``allow_abbrev`` is off), so a flag added later cannot change what an old command line means.
     Descriptions and epilogs are printed as written (examples keep their lines).
     """
 
     def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
 
