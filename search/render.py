@@ -18,7 +18,7 @@ import math
 from datetime import datetime
 
 __all__ = [
-    "FORMATS", "FOLLOW_COLUMNS", "format_rows", "epoch_json", "epoch_csv_row",
+    "FORMATS", "FOLLOW_COLUMNS", "format_rows", "epoch_json", "epoch_csv_row", "plural",
     "summary_text", "summary_json", "study_line", "init_text", "dashboard_hint",
 ]
 
@@ -26,6 +26,11 @@ __all__ = [
 FORMATS = ("table", "json", "csv")
 #: The columns ``hpsearch query follow`` prints, in order (the live feed's epochs).
 FOLLOW_COLUMNS = ("trial", "epoch", "learning_rate", "loss", "val_loss", "accuracy", "val_accuracy", "epoch_seconds")
+
+
+def plural(n: int | None, noun: str) -> str:
+    """``1 epoch``, ``3 epochs``, ``0 epochs`` (``None epochs`` where the count is missing)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 # --- rows ----------------------------------------------------------------------------------------
@@ -120,7 +125,7 @@ def study_line(created: bool, study: str, masked_storage: str, config) -> str:
     """The line a training command prints (stderr) once it holds the study."""
     return (
         f"{'created' if created else 'resumed'} study {study!r} on {masked_storage} "
-        f"({config.epochs} epochs, batch {config.batch_size}, train size {config.train_size or 'all'}, "
+        f"({plural(config.epochs, 'epoch')}, batch {config.batch_size}, train size {config.train_size or 'all'}, "
         f"validation {config.validation}, pruner {config.pruner})"
     )
 
@@ -153,17 +158,17 @@ def summary_text(summary: dict, dashboard_hint: str) -> str:
         ta = best["test_accuracy"]
         lines.append(
             f"  best: trial {best['number']}, learning_rate {best[PARAM]:.4g}, val_accuracy {best['val_accuracy']:.4f}, "
-            f"test_accuracy {'-' if ta is None else format(ta, '.4f')} (best epoch {best['best_epoch']}, {best['epochs_run']} epochs run)"
+            f"test_accuracy {'-' if ta is None else format(ta, '.4f')} (best epoch {best['best_epoch']}, {plural(best['epochs_run'], 'epoch')} run)"
         )
     else:
         lines.append("  best: no trial completed yet")
     foreign = summary.get("foreign_trials")
     if foreign:
         states = ", ".join(f"{k.lower()} {v}" for k, v in foreign.items())
-        lines.append(f"  not made by hpsearch: {sum(foreign.values())} trials ({states}) with other parameters, left out of the counts above")
+        lines.append(f"  not made by hpsearch: {plural(sum(foreign.values()), 'trial')} ({states}) with other parameters, left out of the counts above")
     for r in summary["recipe_trials"]:
         val = "-" if r["val_accuracy"] is None else f"{r['val_accuracy']:.4f}"
-        lines.append(f"  recipe rate {r[PARAM]:g}: {r['state'].lower()}, val_accuracy {val}, {r['epochs_run']} epochs")
+        lines.append(f"  recipe rate {r[PARAM]:g}: {r['state'].lower()}, val_accuracy {val}, {plural(r['epochs_run'], 'epoch')}")
     lines.append(f"  dashboard: {dashboard_hint}")
     return "\n".join(lines)
 
