@@ -3,7 +3,8 @@
 Each command is a class of :mod:`search.commands` (its flags declared once, its work in its
 ``run``). :func:`main` parses, calls the command chosen, and turns what escapes it into one
 line on stderr and an exit code: an :class:`~storage.errors.HpsearchError` exits with its
-``exit_code``, Ctrl-C with 130, anything else is an internal error (1).
+``exit_code``, Ctrl-C with 130, anything else is an internal error (1). A closed stdout pipe
+(``hpsearch query trials | head -1``) ends any command quietly.
 
 Imports stay lazy so ``hpsearch --help`` and ``hpsearch db url`` start quickly, and so a worker
 can set ``CUDA_VISIBLE_DEVICES`` before TensorFlow is imported.
@@ -69,6 +70,30 @@ def _forget_interrupt() -> None:
         pass
 
 
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe that nobody reads any more (as after ``| head -1``).
+
+    A pipe whose reading end is closed polls as an error; where poll cannot tell, the broken
+    pipe is taken to be stdout's, the one this process writes to most.
+    """
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, ValueError, OSError):
+        return True
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush at exit cannot fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (AttributeError, ValueError, OSError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``hpsearch`` command; return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
@@ -99,7 +124,7 @@ def _run(args) -> int:
         try:
             return args.handler.run(args)
         finally:
-            sys.stdout.flush()
+            sys.stdout.flush()  # a closed pipe shows here at the latest, while it is handled below
     except HpsearchError as e:
         if debug:
             print(scrub_traceback(e, secret), file=sys.stderr, end="")
@@ -108,6 +133,9 @@ def _run(args) -> int:
     except KeyboardInterrupt:
         return _interrupted(what)
     except Exception as e:
+        if isinstance(e, BrokenPipeError) and _reader_gone():
+            _drop_stdout()  # the reader went away (`| head`): stop quietly, as `yes | head` does
+            return 0
         if debug:
             print(scrub_traceback(e, secret), file=sys.stderr, end="")
         detail = scrub(" ".join(str(e).split())[:300], secret)

@@ -199,6 +199,7 @@ def follow(engine, study: str, *, from_start: bool = False, fmt: str = "json", i
     Raises:
         StudyNotFoundError: no study of that name.
         KeyboardInterrupt: Ctrl-C (``main`` prints one line and exits 130).
+        BrokenPipeError: the reader of ``out`` went away (``main`` exits quietly).
     """
     import csv
     import time
@@ -221,28 +222,21 @@ def follow(engine, study: str, *, from_start: bool = False, fmt: str = "json", i
                 print(epoch_json(e), file=out)
         out.flush()
 
-    try:
-        if writer is not None:
-            writer.writerow(FOLLOW_COLUMNS)
-            out.flush()
-        cursor = None if from_start else epochs_after(engine, study_id, epochs=False).cursor
-        while True:
-            batch = epochs_after(engine, study_id, cursor)
-            emit(batch.epochs)
-            cursor = batch.cursor
-            if batch.more:
-                continue
-            if budget(engine, study_id).done:
-                emit(epochs_after(engine, study_id, cursor).epochs)  # any epoch whose commit came late
-                print(f"study {study!r} finished its budget", file=err, flush=True)
-                return 0
-            time.sleep(interval)
-    except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, as `yes | head` does.
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    if writer is not None:
+        writer.writerow(FOLLOW_COLUMNS)
+        out.flush()
+    cursor = None if from_start else epochs_after(engine, study_id, epochs=False).cursor
+    while True:
+        batch = epochs_after(engine, study_id, cursor)
+        emit(batch.epochs)
+        cursor = batch.cursor
+        if batch.more:
+            continue
+        if budget(engine, study_id).done:
+            emit(epochs_after(engine, study_id, cursor).epochs)  # any epoch whose commit came late
+            print(f"study {study!r} finished its budget", file=err, flush=True)
+            return 0
+        time.sleep(interval)
 
 
 class Query(Group, name="query", help="read studies from scripts: studies, trials, best, top, curves, summary, follow"):
