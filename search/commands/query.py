@@ -25,6 +25,7 @@ class NoCompleteTrial(HpsearchError):
 
 class _Rows(Command, parents=(study_parent, storage_parent)):
     """A query action: open a read-only engine, fetch :meth:`rows`, print them in ``--format``."""
+
     #: JSON prints the one row as an object (``best``).
     single = False
     #: Said on stderr when there are no rows (``{storage}``: the storage, masked).

@@ -11,16 +11,27 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from search.cli_args import settings_parent, storage_parent, study_parent, whole_number
 from search.commands import Command, quiet_libraries
 
-__all__ = ["Init", "Launch", "Run", "Worker", "open_the_study", "JOIN_TIMEOUT_S", "MAX_STUDY_NAME"]
+if TYPE_CHECKING:
+    import optuna
+
+    from search.config import StudyConfig
+    from search.launch import Slot
+    from search.progress import Progress
+    from storage import ResolvedStorage
+
+__all__ = ["Init", "Launch", "Run", "Worker", "OpenedStudy", "open_the_study", "JOIN_TIMEOUT_S", "MAX_STUDY_NAME", "PER_GPU"]
 
 #: How long ``worker --join`` waits for the study to be created.
 JOIN_TIMEOUT_S = 600
 #: Optuna's ``studies.study_name`` column is VARCHAR(512).
 MAX_STUDY_NAME = 512
+#: Workers on each GPU unless ``launch --per-gpu`` says otherwise.
+PER_GPU = 1
 #: The least value of each count flag (present on some of the four commands only).
 _AT_LEAST = {"trials": 1, "workers": 1, "max_failures": 1, "max_restarts": 0, "per_gpu": 1}
 
@@ -31,34 +42,33 @@ _LANES_HELP = "trials each worker trains at once as one batched model (default: 
 class OpenedStudy:
     """A study ready to train: what :func:`open_the_study` hands the command."""
 
-    study: object
-    storage: object
-    config: object  #: the study's StudyConfig (as stored)
+    study: optuna.Study
+    storage: optuna.storages.BaseStorage
+    config: StudyConfig  # as the study stores it
     created: bool
-    resolved: object  #: its storage's ResolvedStorage
+    resolved: ResolvedStorage
     data_path: str | None
-    progress: object
+    progress: Progress
     lanes: int
-    slots: list | None  #: where its workers run; None: in this process
+    slots: list[Slot] | None  # where its workers run; None: in this process
 
 
 class StudyCommand(Command, parents=(study_parent, settings_parent, storage_parent)):
-    """The flags of a study command; :meth:`run` opens the study and hands it to :meth:`use`."""
+    """The flags of a study command; :meth:`run` opens the study, hands it to :meth:`use`, sums it up."""
+
     trials_help = "finished trials the study must hold in total"
-    #: Whether the command trains (init does not: it skips the checks that only training needs).
-    trains = True
 
     def add_arguments(self, parser) -> None:
         from search.config import DEFAULT_TRIALS
 
         parser.add_argument("--trials", type=whole_number, default=DEFAULT_TRIALS, help=f"{self.trials_help} (default: %(default)s)")
 
-    def slots(self, args) -> list | None:
+    def slots(self, args) -> list[Slot] | None:
         """Where this command's workers run (``search.launch.plan_slots``); None: in this process."""
         return None
 
     def run(self, args) -> int:
-        opened = open_the_study(args, plan=self.slots, trains=self.trains)
+        opened = open_the_study(args, plan=self.slots)
         try:
             self.use(args, opened)
         finally:
@@ -111,7 +121,7 @@ class _Launching(StudyCommand):
             worker_args=["--max-failures", str(args.max_failures), "--lanes", str(opened.lanes)],
         )
 
-    def slots(self, args) -> list:
+    def slots(self, args) -> list[Slot]:
         from search.errors import ConfigError
         from search.launch import check_gpu, detect_gpus, plan_slots
 
@@ -123,7 +133,7 @@ class _Launching(StudyCommand):
                 check_gpu(g)
         else:
             gpus = [index for index, _ in (detect_gpus() or [])]
-        return plan_slots(workers=args.workers, gpus=gpus, per_gpu=getattr(args, "per_gpu", 1))
+        return plan_slots(workers=args.workers, gpus=gpus, per_gpu=getattr(args, "per_gpu", PER_GPU))
 
 
 class Run(_Launching, name="run", help="create or resume a study and run it to --trials finished trials"):
@@ -138,7 +148,7 @@ class Run(_Launching, name="run", help="create or resume a study and run it to -
         super().add_arguments(parser)
         _add_worker_flags(parser, workers=(1, "worker processes on this machine, spread over its GPUs if it has any (default: %(default)s)"))
 
-    def slots(self, args) -> list | None:
+    def slots(self, args) -> list[Slot] | None:
         # one worker trains in this process; more are started as `hpsearch worker` processes
         return super().slots(args) if args.workers > 1 else None
 
@@ -160,7 +170,7 @@ class Launch(_Launching, name="launch", help="start and supervise workers on thi
 
         super().add_arguments(parser)
         parser.add_argument("--gpus", metavar="IDS", help="comma-separated GPU indices to use (default: every GPU nvidia-smi lists)")
-        parser.add_argument("--per-gpu", type=whole_number, default=1, metavar="K", help="workers packed on each GPU (default: %(default)s)")
+        parser.add_argument("--per-gpu", type=whole_number, default=PER_GPU, metavar="K", help="workers packed on each GPU (default: %(default)s)")
         parser.add_argument("--max-restarts", type=whole_number, default=MAX_RESTARTS, help="restarts of a worker that dies unexpectedly (default: %(default)s)")
         _add_worker_flags(parser, workers=(None, "total workers (default: one per GPU times --per-gpu; 1 without GPUs)"))
 
@@ -196,12 +206,11 @@ class Init(StudyCommand, name="init", help="create the study (schema, stored set
     """
 
     trials_help = "ignored by init; accepted so init and worker take the same flags"
-    trains = False
 
     def run(self, args) -> int:
         from search.render import init_text
 
-        opened = open_the_study(args, trains=False)
+        opened = open_the_study(args, trains=False)  # no lanes: init trains nothing
         opened.progress.close()
         info = {"study": args.study, "created": opened.created, "storage": opened.resolved.masked, "config": opened.config.to_dict()}
         print(init_text(info, args.format))
@@ -252,7 +261,7 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
         args: the parsed flags of ``run``, ``launch``, ``worker`` or ``init``.
         plan: ``plan(args)`` returns where the workers run (``search.launch.plan_slots``), or None
             to train in this process.
-        trains: False for ``init``, which skips the lanes' memory check.
+        trains: False for ``init``, which trains nothing: no lanes' memory check, no start line.
 
     Raises:
         HpsearchError: whatever was refused (``main`` prints it and exits with its code).
