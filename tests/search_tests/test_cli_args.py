@@ -99,11 +99,12 @@ def test_the_study_commands_share_their_flags_and_defaults():
     assert build_parser().parse_args(["run"]).workers == 1 and build_parser().parse_args(["launch"]).workers is None
 
 
-def test_help_shows_the_defaults_search_config_declares(capsys):
+def test_help_shows_the_defaults_search_config_declares(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per flag: no wrapping inside a default
     recipe = StudyConfig()
     with pytest.raises(SystemExit):
         build_parser().parse_args(["worker", "--help"])
-    out = " ".join(capsys.readouterr().out.split())
+    out = capsys.readouterr().out
     for text in (f"(default: {recipe.epochs}, the recipe's)", f"(default: {recipe.batch_size}, the recipe's)",
                  f"(default: {recipe.lr_min!r})", f"(default: {recipe.lr_max!r})", f"(default: {recipe.pruner})",
                  f"(default: {recipe.sampler})", f"(default: {recipe.validation})", f"the last {HOLDOUT_SIZE:,} training images",
