@@ -26,7 +26,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from search.errors import ConfigError
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "add_parsers", "is_loopback", "run_command", "serve_dashboard"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "is_loopback", "serve_dashboard"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -191,57 +191,4 @@ def _serve(server: _Server) -> int:
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
-    return 0
-
-
-# ---------------------------------------------------------------------------------------
-# The `hpsearch dashboard` and `hpsearch landscape` commands (wired in by search.cli)
-
-
-def _port(text: str) -> int:
-    import argparse
-
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-
-
-def add_parsers(sub, add_common) -> None:
-    """Add the ``dashboard`` and ``landscape`` subcommands to ``hpsearch``'s parser."""
-    import argparse
-
-    from search.config import DEFAULT_STUDY
-
-    dash = sub.add_parser(
-        "dashboard",
-        help="serve optuna-dashboard on the studies, with their loss landscape",
-        description="Refresh the loss-landscape figures of the studies, then serve optuna-dashboard on the storage (--storage, else $OPTUNA_STORAGE, else the embedded PostgreSQL) until Ctrl-C. The storage URL stays in this process: put a password in $OPTUNA_STORAGE, not on a command line. The dashboard has no authentication: it listens on 127.0.0.1 unless --host says otherwise.",
-        epilog="examples:\n  hpsearch dashboard\n  OPTUNA_STORAGE=postgresql+psycopg2://user:pass@db/hpsearch hpsearch dashboard --study mnist-learning-rate --port 8081",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    dash.add_argument("--study", help="the study whose page to open and whose landscape to refresh (default: every study)")
-    dash.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST}, this machine only; 0.0.0.0 serves everyone who can reach it)")
-    dash.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port to listen on (default: {DEFAULT_PORT}; 0 picks a free one)")
-    add_common(dash)
-
-    land = sub.add_parser(
-        "landscape",
-        help="refresh a study's loss-landscape figures and write them to an HTML page",
-        description="Rebuild the loss-landscape figures from every complete and pruned trial's history, save them into the study (optuna-dashboard shows them on the study's page), and write them to a self-contained HTML page (and PNGs, where kaleido is installed).",
-        epilog="example:\n  hpsearch landscape --study mnist-learning-rate --out landscape.html",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    land.add_argument("--study", default=DEFAULT_STUDY, help=f"study name (default: {DEFAULT_STUDY})")
-    land.add_argument("--out", default="landscape.html", metavar="FILE", help="the HTML page to write (default: landscape.html)")
-    add_common(land)
-
-
-def run_command(args) -> int:
-    """Run ``hpsearch dashboard`` or ``hpsearch landscape``; errors are the CLI's to print."""
-    if args.command == "dashboard":
-        return serve_dashboard(args.storage, args.study, args.host, args.port)
-    from search.landscape import export_landscape
-
-    print(export_landscape(args.storage, args.study, args.out))
     return 0

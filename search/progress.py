@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 import time
 
+from search.render import plural
+
 __all__ = ["Progress"]
 
 
@@ -71,7 +73,7 @@ class Progress:
     def trial_done(self, number: int, lr: float | None, state: str, value, epochs_run, detail: str | None = None) -> None:
         lr_text = "-" if lr is None else f"{lr:.3g}"
         extra = f" ({detail})" if detail else ""
-        self._write(f"{self.head()} trial {number} lr {lr_text}: {state} value {_fmt(value)} after {epochs_run} epochs{extra}", transient=False)
+        self._write(f"{self.head()} trial {number} lr {lr_text}: {state} value {_fmt(value)} after {plural(epochs_run, 'epoch')}{extra}", transient=False)
 
     def close(self) -> None:
         if self.enabled and self.tty and self._line_open:

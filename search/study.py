@@ -8,7 +8,6 @@ start at once and the study is created, configured and seeded exactly once.
 
 from __future__ import annotations
 
-import json
 
 from search.config import StudyConfig, merge_with_stored
 from search.errors import ConfigError, DataError, StudyNotFoundError
@@ -224,32 +223,3 @@ def summarize(study, storage, config: StudyConfig, target: int) -> dict:
         "recipe_rates": list(RECIPE_RATES),
         "config": {k: v for k, v in config.to_dict().items()},
     }
-
-
-def format_summary(summary: dict, dashboard_hint: str) -> str:
-    """The human-readable summary printed at the end of ``hpsearch run``."""
-    lines = [f"study {summary['study']}: {summary['finished_trials']}/{summary['target_trials']} trials finished"]
-    states = ", ".join(f"{k.lower()} {v}" for k, v in summary["states"].items() if v)
-    lines.append(f"  states: {states or 'no trials'}")
-    best = summary["best"]
-    if best:
-        ta = best["test_accuracy"]
-        lines.append(
-            f"  best: trial {best['number']}, learning_rate {best[PARAM]:.4g}, val_accuracy {best['val_accuracy']:.4f}, "
-            f"test_accuracy {'-' if ta is None else format(ta, '.4f')} (best epoch {best['best_epoch']}, {best['epochs_run']} epochs run)"
-        )
-    else:
-        lines.append("  best: no trial completed yet")
-    foreign = summary.get("foreign_trials")
-    if foreign:
-        states = ", ".join(f"{k.lower()} {v}" for k, v in foreign.items())
-        lines.append(f"  not made by hpsearch: {sum(foreign.values())} trials ({states}) with other parameters, left out of the counts above")
-    for r in summary["recipe_trials"]:
-        val = "-" if r["val_accuracy"] is None else f"{r['val_accuracy']:.4f}"
-        lines.append(f"  recipe rate {r[PARAM]:g}: {r['state'].lower()}, val_accuracy {val}, {r['epochs_run']} epochs")
-    lines.append(f"  dashboard: {dashboard_hint}")
-    return "\n".join(lines)
-
-
-def dumps(summary: dict) -> str:
-    return json.dumps(summary, indent=2, sort_keys=False)

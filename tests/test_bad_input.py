@@ -150,6 +150,7 @@ CASES = [
     ("study-empty", ["run", "--study", " ", "--storage", "{url}", "{data}"], {}, "--study is empty"),
     ("study-too-long", ["init", "--study", "s" * 600, "--storage", "{url}", "{data}"], {}, "--study is 600 characters long"),
     ("unknown-flag", ["run", "--speed", "3"], {}, "unrecognized arguments: --speed"),
+    ("abbreviated-flag", ["run", "--epoch", "3"], {}, "unrecognized arguments: --epoch 3"),
     ("unknown-command", ["train"], {}, "invalid choice: 'train'"),
     ("no-command", [], {}, "required: COMMAND"),
     # --- environment variables ---

@@ -12,6 +12,9 @@ import dataclasses
 import io
 import json
 import math
+import os
+import subprocess
+import sys
 from datetime import datetime
 
 import optuna
@@ -20,7 +23,7 @@ import sqlalchemy
 
 from storage import CurvePoint, StudyRow, SummaryRow, TrialRow, list_studies, open_engine, open_storage, resolve_storage_url
 from storage import curves, summary, top_trials, trials
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 from tests.storage_tests.study_factory import HOSTILE, MAIN, MINIMIZE, build_studies, empty_database
 
 
@@ -217,3 +220,28 @@ def test_an_empty_database_holds_no_study_and_stays_empty(url):
             assert sqlalchemy.inspect(eng).get_view_names() == []
         finally:
             eng.dispose()
+
+
+def _to_a_closed_pipe(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``hpsearch ARGS`` with stdout a pipe whose reader has already gone, as after ``| head -1``."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        full_env = {k: v for k, v in os.environ.items() if k != "OPTUNA_STORAGE"} | (env or {})
+        return subprocess.run([sys.executable, "-m", "search", *args], stdout=write, stderr=subprocess.PIPE, text=True,
+                              cwd=REPO, env=full_env, timeout=120)
+    finally:
+        os.close(write)
+
+
+@pytest.mark.parametrize("args", [["studies"], ["trials", "--study", MAIN], ["best", "--study", MAIN, "--format", "json"],
+                                  ["top", "--study", MAIN, "--format", "csv"], ["curves", "--study", MAIN], ["summary", "--study", MAIN]],
+                         ids=lambda a: a[0])
+def test_a_reader_that_went_away_ends_every_query_quietly(url, args):
+    out = _to_a_closed_pipe("query", *args, "--storage", url)
+    assert (out.returncode, out.stderr) == (0, "")
+
+
+def test_a_reader_that_went_away_ends_other_commands_quietly_too(tmp_path):
+    out = _to_a_closed_pipe("db", "status", env={"HPSEARCH_HOME": str(tmp_path / "home")})
+    assert (out.returncode, out.stderr) == (0, "")

@@ -18,9 +18,11 @@ def test_a_log_gets_one_line_per_finished_trial_with_the_best_so_far():
     p.set_study(1, (0.9712, 0.001))
     p.trial_done(3, 0.001, "complete", 0.9712, 12)
     p.trial_done(4, None, "failed", None, None, "NaN loss")
+    p.trial_done(5, 0.1, "pruned", 0.5, 1)
     assert out.getvalue().splitlines() == [
         "[1/4 trials, best val_accuracy 0.9712 (lr 0.001)] trial 3 lr 0.001: complete value 0.9712 after 12 epochs",
         "[1/4 trials, best val_accuracy 0.9712 (lr 0.001)] trial 4 lr -: failed value - after None epochs (NaN loss)",
+        "[1/4 trials, best val_accuracy 0.9712 (lr 0.001)] trial 5 lr 0.1: pruned value 0.5000 after 1 epoch",
     ]
 
 
