@@ -43,7 +43,9 @@ class StaleTrialCallback:
     def __call__(self, study, trial) -> None:
         storage = getattr(study._storage, "_backend", study._storage)  # Optuna wraps RDBStorage in a cache
         grace = getattr(storage, "grace_period", None)
-        reason = f"its worker sent no heartbeat for over {grace} s (it died, or lost the database): the learning rate is retried"
+        retried = self.policy.retry_attrs(trial, "") is not None
+        then = "the learning rate is retried" if retried else f"its learning rate had its {self.policy.max_attempts} attempts"
+        reason = f"its worker sent no heartbeat for over {grace} s (it died, or lost the database): {then}"
         try:
             record_fail_reason(storage.engine, trial._trial_id, reason)
         except sqlalchemy.exc.SQLAlchemyError:

@@ -78,3 +78,5 @@ def test_worker_and_stale_retries_share_one_count_of_attempts(storage):
     assert all(t.system_attrs["failed_trial"] == first.number for t in retries)
     assert retries[-1].system_attrs["retry_history"] == [t.number for t in seen[:-1]]
     assert all("sent no heartbeat" in trials[t.number].user_attrs["fail_reason"] for t in seen[1:])
+    assert trials[seen[-1].number].user_attrs["fail_reason"].endswith(f"its learning rate had its {MAX_ATTEMPTS} attempts")
+    assert trials[seen[-2].number].user_attrs["fail_reason"].endswith("the learning rate is retried")
