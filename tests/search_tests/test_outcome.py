@@ -96,12 +96,18 @@ def test_a_trial_running_when_its_worker_stops_is_retried():
 
 
 @pytest.fixture(scope="module")
-def study(local_pg_url):
+def storage(local_pg_url):
     from storage import open_storage, resolve_storage_url
 
     storage = open_storage(resolve_storage_url(local_pg_url), heartbeat=False)
-    yield optuna.create_study(storage=storage, study_name=f"outcome-{time.time_ns()}", direction="maximize")
+    yield storage
     storage.engine.dispose()
+
+
+@pytest.fixture
+def study(storage):
+    """A study of its own for each test, so no test takes another's queued retry."""
+    return optuna.create_study(storage=storage, study_name=f"outcome-{time.time_ns()}", direction="maximize")
 
 
 def _direct(fn, *args, what: str, **kwargs):
