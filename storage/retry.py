@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MAX_ATTEMPTS", "RETRY", "RetryPolicy", "requeue"]
+__all__ = ["MAX_ATTEMPTS", "RETRY", "RetryPolicy", "requeue", "retry_params"]
 
 #: How often one learning rate is tried when its trials fail by the environment (the first
 #: attempt included).
@@ -40,11 +40,13 @@ class RetryPolicy:
         """Which attempt at its parameters ``trial`` is (1 for a trial that is no retry)."""
         return int(trial.user_attrs.get("attempt", 1))
 
-    def retry_attrs(self, trial, reason: str) -> dict | None:
+    def retry_attrs(self, trial, reason: str, params: dict | None = None) -> dict | None:
         """The user attributes of ``trial``'s retry, or None when it is not retried: its
-        parameters had their last attempt, or it has none (it failed before sampling, so a
+        parameters (``params``, default ``trial.params``; see :func:`retry_params`) had their
+        last attempt, or there are none (a trial that failed before it sampled anything: a
         fresh trial samples anyway)."""
-        if not trial.params or self.attempt(trial) >= self.max_attempts:
+        params = trial.params if params is None else params
+        if not params or self.attempt(trial) >= self.max_attempts:
             return None
         attrs = {"attempt": self.attempt(trial) + 1, "retry_of": trial.number, "retry_reason": reason[:200]}
         if "source" in trial.user_attrs:  # a recipe rate stays labelled as one
@@ -53,6 +55,21 @@ class RetryPolicy:
 
 
 RETRY = RetryPolicy()
+
+
+def _system_attrs(study, trial) -> dict:
+    import optuna
+
+    # A running trial (optuna.Trial) does not show its system attributes; a frozen one does.
+    if isinstance(trial, optuna.trial.FrozenTrial):
+        return trial.system_attrs
+    return study._storage.get_trial_system_attrs(trial._trial_id)
+
+
+def retry_params(study, trial) -> dict:
+    """The parameters a retry of ``trial`` gets: those it sampled, else those it was queued
+    with (``fixed_params``: a queued trial that failed before it sampled keeps its rate)."""
+    return dict(trial.params) or dict(_system_attrs(study, trial).get("fixed_params") or {})
 
 
 def requeue(study, trial, reason: str, policy: RetryPolicy = RETRY) -> bool:
@@ -65,14 +82,14 @@ def requeue(study, trial, reason: str, policy: RetryPolicy = RETRY) -> bool:
     """
     import optuna
 
-    attrs = policy.retry_attrs(trial, reason)
+    params = retry_params(study, trial)
+    attrs = policy.retry_attrs(trial, reason, params)
     if attrs is None:
         return False
-    # A running trial (optuna.Trial) does not show its system attributes; a frozen one does.
-    earlier = trial.system_attrs if isinstance(trial, optuna.trial.FrozenTrial) else study._storage.get_trial_system_attrs(trial._trial_id)
+    earlier = _system_attrs(study, trial)
     history = [*earlier.get("retry_history", []), trial.number]
     system = {
-        "fixed_params": dict(trial.params),
+        "fixed_params": params,
         "failed_trial": earlier.get("failed_trial", trial.number),
         "retry_history": history,
     }

@@ -15,7 +15,7 @@ import json
 
 import sqlalchemy
 
-from storage.retry import RETRY, RetryPolicy, requeue
+from storage.retry import RETRY, RetryPolicy, requeue, retry_params
 
 __all__ = ["StaleTrialCallback", "record_fail_reason"]
 
@@ -43,7 +43,7 @@ class StaleTrialCallback:
     def __call__(self, study, trial) -> None:
         storage = getattr(study._storage, "_backend", study._storage)  # Optuna wraps RDBStorage in a cache
         grace = getattr(storage, "grace_period", None)
-        retried = self.policy.retry_attrs(trial, "") is not None
+        retried = self.policy.retry_attrs(trial, "", retry_params(study, trial)) is not None
         then = "the learning rate is retried" if retried else f"its learning rate had its {self.policy.max_attempts} attempts"
         reason = f"its worker sent no heartbeat for over {grace} s (it died, or lost the database): {then}"
         try:

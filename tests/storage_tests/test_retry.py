@@ -80,3 +80,14 @@ def test_worker_and_stale_retries_share_one_count_of_attempts(storage):
     assert all("sent no heartbeat" in trials[t.number].user_attrs["fail_reason"] for t in seen[1:])
     assert trials[seen[-1].number].user_attrs["fail_reason"].endswith(f"its learning rate had its {MAX_ATTEMPTS} attempts")
     assert trials[seen[-2].number].user_attrs["fail_reason"].endswith("the learning rate is retried")
+
+
+def test_a_queued_trial_that_died_before_sampling_keeps_its_rate(storage):
+    study = optuna.create_study(storage=storage, study_name=f"retry-queued-{time.time_ns()}", direction="maximize")
+    study.enqueue_trial({"learning_rate": 0.1}, user_attrs={"source": "recipe"})
+    trial = study.ask()  # claimed; its worker dies before it suggests the rate
+    StaleTrialCallback()(study, _fail(study, trial))
+    (retry,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert retry.system_attrs["fixed_params"] == {"learning_rate": 0.1}
+    assert retry.user_attrs == {"attempt": 2, "retry_of": trial.number, "retry_reason": retry.user_attrs["retry_reason"], "source": "recipe"}
+    assert study._storage.get_trial(trial._trial_id).user_attrs["fail_reason"].endswith("the learning rate is retried")
