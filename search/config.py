@@ -16,6 +16,9 @@ import math
 import os
 from dataclasses import dataclass, field
 
+# check_backend and BACKENDS moved to search.backend, which owns the backend's set-up; they
+# stay importable from here (search.cli imports check_backend from this module).
+from search.backend import BACKENDS, check_backend  # noqa: F401
 from search.errors import ConfigError
 from storage.settings import STORAGE_ENV_VARS
 
@@ -34,8 +37,6 @@ MNIST_TRAIN_SIZE = 60_000
 #: The largest --seed: trial numbers and worker indexes are added to it, and the sum must stay
 #: below 2**32, the bound of NumPy's and Keras's seeds.
 MAX_SEED = 2**31 - 1
-#: Keras backends hpsearch trains with, and the module (and extra) each needs.
-BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 #: Every environment variable hpsearch reads, with what it does. The README's configuration
 #: table is written from this registry. Storage's own variables are declared next to their
@@ -153,24 +154,6 @@ STUDY_FLAGS: dict[str, str] = {
     "sampler": "--sampler",
     "seed": "--seed",
 }
-
-
-def check_backend() -> str:
-    """Check ``KERAS_BACKEND`` names a backend that is installed, without importing it.
-
-    Raises:
-        ConfigError: the backend is unknown or its package is missing (with the extra to install).
-    """
-    import importlib.util
-
-    backend = env("KERAS_BACKEND") or "tensorflow"
-    if backend not in BACKENDS:
-        raise ConfigError(f"KERAS_BACKEND={backend!r} is not a backend hpsearch trains with: use one of {', '.join(BACKENDS)}, or unset it")
-    module = BACKENDS[backend]
-    if importlib.util.find_spec(module) is None:
-        extra = "" if backend == "tensorflow" else f"[{backend}]"
-        raise ConfigError(f"KERAS_BACKEND={backend} but {module} is not installed: pip install 'hpsearch{extra}', or unset KERAS_BACKEND to use TensorFlow")
-    return backend
 
 
 def merge_with_stored(stored: StudyConfig, given: dict) -> StudyConfig:

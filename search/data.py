@@ -181,6 +181,8 @@ def _read_idx_dir(directory: Path) -> RawMnist:
 
 
 def _read_keras() -> RawMnist:
+    # Keras's downloader and cache, a data source like the others (it imports Keras, and so
+    # its backend, but sets nothing up: search.backend does that before training).
     try:
         import keras
 
@@ -351,16 +353,15 @@ def device_data(ds: Dataset) -> DeviceData:
     trial of the recipe's loop pays that copy again. Tensors made once skip it: with JAX and
     PyTorch they live on the GPU where there is one, and batches are gathered there.
     ``keras.backend.clear_session`` does not free them; they live as long as the process
-    (about 220 MB for all of MNIST in float32).
+    (about 220 MB for all of MNIST in float32). :func:`search.backend.to_tensors` converts.
     """
-    import keras
+    from search import backend
 
-    key = (id(ds), keras.backend.backend())
+    key = (id(ds), backend.name())
     hit = _DEVICE_CACHE.get(key)
     if hit is not None and hit[0] is ds:
         return hit[1]
-    convert = keras.ops.convert_to_tensor
-    tensors = DeviceData(*(convert(getattr(ds, name)) for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")))
+    tensors = DeviceData(*backend.to_tensors(*(getattr(ds, name) for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"))))
     # Keep ``ds`` in the entry so its id cannot be reused by another dataset while cached.
     _DEVICE_CACHE[key] = (ds, tensors)
     return tensors

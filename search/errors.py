@@ -11,14 +11,35 @@ A trial that fails meets one of three fates (as in KerasTuner):
   :class:`DataError`): nothing the next trial does would succeed; the worker stops.
 
 The worker also stops after ``MAX_CONSECUTIVE_FAILURES`` failed trials in a row, so a broken
-worker does not burn the study's budget.
+worker does not burn the study's budget. :func:`search.outcome.classify` turns each of these
+(and every other exception a trial can end with) into the trial's outcome.
+
+Each error type carries the exit code a command ends with (:func:`exit_code`), so a launcher
+reads what happened from the code alone:
+
+====  =====================================================================================
+0     done
+1     :data:`EXIT_CRASHED`: an internal error (a bug), or an environment failure the worker
+      could not get past; a launcher restarts the worker
+2     :class:`HpsearchError`'s default: a flag, the data or the database is wrong; rerunning
+      the same command fails the same way
+3     :data:`EXIT_FATAL`: :class:`WorkerFatalError`, the worker stopped (too many failed
+      trials in a row); a launcher does not restart it
+128+N :class:`WorkerInterrupted` by signal N: 130 for SIGINT, 143 for SIGTERM, as a shell
+      reports a process killed by it
+====  =====================================================================================
 """
 
 from __future__ import annotations
 
+import signal
+
 from storage.errors import HpsearchError, StorageConfigError, StorageError, StudyNotFoundError
 
 __all__ = [
+    "EXIT_CRASHED",
+    "EXIT_FATAL",
+    "exit_code",
     "HpsearchError",
     "ConfigError",
     "DataError",
@@ -30,6 +51,12 @@ __all__ = [
     "WorkerFatalError",
     "WorkerInterrupted",
 ]
+
+
+#: A command that crashed: an internal error, or an environment failure it could not get past.
+EXIT_CRASHED = 1
+#: A worker that stopped for good (:class:`WorkerFatalError`): restarting it would not help.
+EXIT_FATAL = 3
 
 
 class ConfigError(HpsearchError):
@@ -47,27 +74,41 @@ class TrialConfigError(HpsearchError):
 class TrialEnvironmentError(HpsearchError):
     """A trial failed because of its environment: retry its parameters."""
 
-    exit_code = 1
+    exit_code = EXIT_CRASHED
 
 
 class WorkerFatalError(HpsearchError):
     """The worker cannot run any trial (too many failures in a row, say).
 
-    Exit code 3, so a launcher tells it from a crash (1) and does not restart it.
+    Exit code :data:`EXIT_FATAL`, so a launcher tells it from a crash and does not restart it.
     """
 
-    exit_code = 3
+    exit_code = EXIT_FATAL
 
 
 class WorkerInterrupted(HpsearchError):
     """The worker got SIGINT or SIGTERM; the running trial was closed and the worker exits.
 
     Exit code 128 + the signal's number, as a shell reports it: 130 for SIGINT, 143 for SIGTERM.
+
+    Args:
+        signum: the signal that arrived.
+        detail: what follows ``interrupted by SIGxxx`` in the message, if anything.
     """
 
-    exit_code = 130
+    def __init__(self, signum: int = signal.SIGINT, detail: str = ""):
+        self.signum, self.detail = int(signum), detail
+        self.exit_code = 128 + self.signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}" + (f"; {detail}" if detail else ""))
 
-    def __init__(self, message: str):
-        super().__init__(message)
-        if "SIGTERM" in message:
-            self.exit_code = 143
+    def __reduce__(self):  # built from the signal, not the message
+        return type(self), (self.signum, self.detail)
+
+
+def exit_code(error: BaseException) -> int:
+    """The exit code a command that ended with ``error`` returns (see the table above)."""
+    if isinstance(error, HpsearchError):
+        return error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        return WorkerInterrupted(signal.SIGINT).exit_code
+    return EXIT_CRASHED

@@ -10,7 +10,7 @@ would get alone (docs/lanes.md says why, term by term); members never mix, so on
 NaN stays in that member.
 
 The step is written in ``keras.ops`` and compiled by the backend's own compiler
-(``tf.function`` on TensorFlow, ``jax.jit`` on JAX), as a pure function of its state: the
+(``tf.function`` on TensorFlow, ``jax.jit`` on JAX; :func:`search.backend.compile_fn`), as a pure function of its state: the
 state is a tuple of backend tensors that goes in and comes back. A lane is refilled by writing
 one member's slice (:meth:`LaneModel.reset_lane`) without recompiling anything.
 
@@ -21,8 +21,6 @@ trains as it would alone.
 """
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 
@@ -56,7 +54,9 @@ def bytes_per_member(hidden_units: int = 1000, batch_size: int = 1024, input_dim
 
 def _available_bytes() -> tuple[int, str] | None:
     """Free memory of the device this process trains on, and what it is, or None if unknown."""
-    gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
+    from search.backend import visible_gpus
+
+    gpu = visible_gpus()
     if gpu:
         import subprocess
 
@@ -241,28 +241,12 @@ def _unrolled_eval(members, x, y):
     return ops.stack([s[0] for s in sums]), ops.stack([s[1] for s in sums])
 
 
-def _compile(fn):
-    """``fn`` compiled by the backend's own compiler (Keras's choice for each backend)."""
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn, jit_compile=False, reduce_retracing=True)
-    if backend == "jax":
-        import jax
-
-        return jax.jit(fn)
-    return fn  # torch: eager (no compiled path measured)
-
-
 def default_layout() -> str:
     """``"unrolled"`` on a CPU (one GEMM per member measured faster than TensorFlow's batched
     matmul there), ``"stacked"`` where Keras sees a GPU (one batched product per layer)."""
-    from search.objective import runtime_info
+    from search.backend import on_gpu
 
-    return "stacked" if runtime_info()["device"] != "cpu" else "unrolled"
+    return "stacked" if on_gpu() else "unrolled"
 
 
 class LaneModel:
@@ -284,6 +268,8 @@ class LaneModel:
                  layout: str | None = None):
         from keras import ops
 
+        from search.backend import compile_fn
+
         self.lanes, self.batch_size = lanes, batch_size
         self.sizes = (hidden_units, input_dim, num_classes)
         self.layout = layout or default_layout()
@@ -296,10 +282,10 @@ class LaneModel:
         one = lambda lead: (tuple(zeros(s) for s in shapes), tuple((zeros(s), zeros(s)) for s in shapes), zeros(lead), zeros(lead))  # noqa: E731
         if self.layout == "stacked":
             self.state = one((lanes,))
-            self._step, self._eval = _compile(_stacked_step), _compile(_stacked_eval)
+            self._step, self._eval = compile_fn(_stacked_step), compile_fn(_stacked_eval)
         else:
             self.state = tuple(one(()) for _ in range(lanes))
-            self._step, self._eval = _compile(_unrolled_step), _compile(_unrolled_eval)
+            self._step, self._eval = compile_fn(_unrolled_step), compile_fn(_unrolled_eval)
 
     def reset_lane(self, lane: int, learning_rate: float, seed: int | None) -> None:
         """Give member ``lane`` fresh initial weights (drawn after seeding with ``seed``), zeroed

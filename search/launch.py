@@ -9,8 +9,8 @@ the process list. Each worker's log goes to ``HPSEARCH_HOME/logs/``.
 
 The parent shows the study's combined progress, sweeps stale trials of dead workers (at start
 and on every poll, so they are failed and retried even when no worker asks for a trial),
-restarts a worker that dies unexpectedly (killed, or an internal error) up to
-``max_restarts`` times, forwards Ctrl-C/SIGTERM to every worker, and fails if the study did
+restarts a worker that dies unexpectedly (killed, or an internal error: :func:`restartable`
+reads the exit codes of :mod:`search.errors`) up to ``max_restarts`` times, forwards Ctrl-C/SIGTERM to every worker, and fails if the study did
 not reach its target.
 """
 
@@ -24,16 +24,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from search.errors import ConfigError, WorkerFatalError, WorkerInterrupted
+from search.errors import EXIT_CRASHED, ConfigError, WorkerFatalError, WorkerInterrupted
 from search.progress import Progress
 from search.space import PARAM
 from storage import own_counts, retrying, running_epochs
 
-__all__ = ["Slot", "detect_gpus", "plan_slots", "launch_workers", "EXIT_TOO_MANY_FAILURES"]
+__all__ = ["Slot", "detect_gpus", "plan_slots", "launch_workers", "restartable"]
 
-#: Exit code of a worker that stopped after too many failed trials in a row (not restarted).
-EXIT_TOO_MANY_FAILURES = 3
 MAX_RESTARTS = 3
+
+
+def restartable(code: int) -> bool:
+    """Whether a worker that exited with ``code`` died unexpectedly and is worth restarting.
+
+    Killed by a signal it did not handle (``Popen`` reports ``-N``), or crashed
+    (:data:`search.errors.EXIT_CRASHED`). Not one that finished (0), was refused its flags,
+    data or database (2: it would fail again), stopped for good (``WorkerFatalError``, 3) or
+    was interrupted (128 + the signal: someone stopped it).
+    """
+    return code < 0 or code == EXIT_CRASHED
 
 
 def detect_gpus() -> list[tuple[str, str]] | None:
@@ -61,7 +70,7 @@ def check_gpu(gpu: str) -> None:
     """Refuse a ``--gpu`` index this machine does not have.
 
     Without ``nvidia-smi`` the check is left to the worker, which refuses to train on the CPU
-    when its backend sees no GPU (see ``search.worker.configure_backend``).
+    when its backend sees no GPU (see ``search.backend.configure_backend``).
 
     Raises:
         ConfigError: naming the GPUs that exist (or that none was found).
@@ -131,9 +140,10 @@ def launch_workers(study, storage, storage_url: str, target: int, slots: list[Sl
     from search.worker import sweep_stale
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OPTUNA_STORAGE=storage_url)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    stopping: list[str] = []
+    from search.backend import library_defaults
+
+    env = library_defaults(dict(os.environ, OPTUNA_STORAGE=storage_url))
+    stopping: list[int] = []  # the signal that stops the launch
     safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in study.study_name)
 
     def start(slot: Slot) -> None:
@@ -155,7 +165,7 @@ def launch_workers(study, storage, storage_url: str, target: int, slots: list[Sl
 
     def forward(signum, frame):
         if not stopping:
-            stopping.append(signal.Signals(signum).name)
+            stopping.append(signum)
             for s in slots:
                 if s.proc is not None and s.proc.poll() is None:
                     s.proc.send_signal(signal.SIGTERM)
@@ -182,8 +192,7 @@ def launch_workers(study, storage, storage_url: str, target: int, slots: list[Sl
                 if code is None or slot.proc is None:
                     continue
                 slot.exit_codes.append(code)
-                unexpected = code < 0 or code == 1
-                if unexpected and slot.restarts < max_restarts and not stopping:
+                if restartable(code) and slot.restarts < max_restarts and not stopping:
                     slot.restarts += 1
                     progress.message(f"worker {slot.index} died (exit {code}: {_tail(slot.log)[:160]}); restart {slot.restarts}/{max_restarts}")
                     start(slot)
@@ -220,7 +229,7 @@ def launch_workers(study, storage, storage_url: str, target: int, slots: list[Sl
         for s, h in old.items():
             signal.signal(s, h)
     if stopping:
-        raise WorkerInterrupted(f"interrupted by {stopping[0]}; workers stopped, finished trials kept: rerun the same command to resume")
+        raise WorkerInterrupted(stopping[0], "workers stopped, finished trials kept: rerun the same command to resume")
     counts = retrying(own_counts, storage.engine, study._study_id, PARAM, what="reading the final counts")
     done = counts["COMPLETE"] + counts["PRUNED"]
     if done < target:

@@ -1,29 +1,18 @@
-"""Build and compile the recipe's model: the only place Keras layers appear.
+"""Build and compile the recipe's model: the only place Keras layers and callbacks appear.
 
 A worker builds the model once and reuses it for every trial (:class:`ModelCache`):
 :func:`reset_model` gives it fresh initial weights from the same initializers, a zeroed Adam
 state and the trial's learning rate, which is the model the recipe would build, without
 tracing and compiling its training and evaluation functions again for each learning rate
-(docs/benchmarks.md has the measured saving).
+(docs/benchmarks.md has the measured saving). The backend's own set-up (its session,
+seeds, device) is :mod:`search.backend`'s.
 """
 
 from __future__ import annotations
 
-import gc
+from search.backend import clear_session
 
-__all__ = ["ModelCache", "build_model", "clear_session", "initial_weights", "reset_model", "steps_per_execution"]
-
-
-def clear_session() -> None:
-    """Free the previous model's graph and weights before another is built.
-
-    KerasTuner does the same in its build step: without it, a worker that builds hundreds of
-    models keeps every model's state alive in the backend and slows down.
-    """
-    import keras
-
-    keras.backend.clear_session()
-    gc.collect()
+__all__ = ["ModelCache", "build_model", "clear_session", "epoch_callback", "initial_weights", "reset_model", "steps_per_execution"]
 
 
 def steps_per_execution(batches_per_epoch: int) -> int:
@@ -33,9 +22,25 @@ def steps_per_execution(batches_per_epoch: int) -> int:
     after each batch. PyTorch accepts only 1, and JAX's trainer loops over the steps in
     Python anyway, so they keep 1.
     """
+    from search.backend import name
+
+    return max(1, batches_per_epoch) if name() == "tensorflow" else 1
+
+
+def epoch_callback(on_train_begin, on_epoch_end):
+    """A Keras callback for ``model.fit``: ``on_train_begin()`` as training starts, and
+    ``on_epoch_end(epoch, logs)`` after each epoch, which returns True to stop training."""
     import keras
 
-    return max(1, batches_per_epoch) if keras.backend.backend() == "tensorflow" else 1
+    class _EpochCallback(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            on_train_begin()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if on_epoch_end(epoch, dict(logs or {})):
+                self.model.stop_training = True
+
+    return _EpochCallback()
 
 
 def build_model(learning_rate: float, *, hidden_units: int = 1000, input_dim: int = 784, num_classes: int = 10,
@@ -117,8 +122,10 @@ def initial_weights(seed: int | None, *, hidden_units: int = 1000, input_dim: in
     """
     import keras
 
+    from search.backend import set_seed
+
     if seed is not None:
-        keras.utils.set_random_seed(seed)
+        set_seed(seed)
     out = []
     for shape in ((input_dim, hidden_units), (hidden_units, num_classes)):
         # A fresh initializer per draw, in the layers' order, as reset_model makes them: one

@@ -23,18 +23,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
-import platform
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
+from search.backend import on_gpu, runtime_info, set_seed, take
 from search.config import StudyConfig
 from search.data import Dataset, device_data
 from search.deferred import DeferredWrites
-from search.errors import StorageError, TrialConfigError, TrialEnvironmentError
+from search.errors import StorageError
+from search.outcome import trial_error
 from search.pruning import EpochMonitor, pruner_schedule
 from search.space import suggest
 
@@ -92,48 +90,6 @@ class FitOptions:
         return dataclasses.replace(self, **auto)
 
 
-@functools.lru_cache(maxsize=1)
-def runtime_info() -> dict:
-    """Where trials of this process run: host, pid, backend, device and versions."""
-    import keras
-    import optuna
-
-    backend = keras.backend.backend()
-    info = {
-        "host": platform.node(),
-        "pid": os.getpid(),
-        "backend": backend,
-        "keras_version": keras.__version__,
-        "optuna_version": optuna.__version__,
-        "gpu": os.environ.get("CUDA_VISIBLE_DEVICES") or None,
-        "device": "cpu",
-    }
-    try:
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            info["tensorflow_version"] = tf.__version__
-            gpus = tf.config.list_physical_devices("GPU")
-            if gpus:
-                details = tf.config.experimental.get_device_details(gpus[0])
-                info["device"] = details.get("device_name", gpus[0].name)
-        elif backend == "jax":
-            import jax
-
-            info["jax_version"] = jax.__version__
-            dev = jax.devices()[0]
-            info["device"] = "cpu" if dev.platform == "cpu" else getattr(dev, "device_kind", str(dev))
-        elif backend == "torch":
-            import torch
-
-            info["torch_version"] = torch.__version__
-            if torch.cuda.is_available():
-                info["device"] = torch.cuda.get_device_name(0)
-    except Exception:  # device discovery is informative only; never fail a trial over it
-        pass
-    return info
-
-
 def _direct(fn, *args, what: str, **kwargs):
     return fn(*args, **kwargs)
 
@@ -148,19 +104,14 @@ def report_epoch(monitor: EpochMonitor, epoch: int, logs: dict) -> bool:
     return monitor.end_epoch(epoch, logs)
 
 
-def _keras_callback(monitor: EpochMonitor):
-    import keras
+def _fit_callback(monitor: EpochMonitor):
+    from search.model import epoch_callback
 
-    class _MonitorCallback(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            if monitor.epochs_run == 0:  # a seeded trial calls fit once per epoch
-                monitor.start()
+    def begin():
+        if monitor.epochs_run == 0:  # a seeded trial calls fit once per epoch
+            monitor.start()
 
-        def on_epoch_end(self, epoch, logs=None):
-            if report_epoch(monitor, epoch, dict(logs or {})):
-                self.model.stop_training = True
-
-    return _MonitorCallback()
+    return epoch_callback(begin, lambda epoch, logs: report_epoch(monitor, epoch, logs))
 
 
 @dataclass
@@ -172,23 +123,6 @@ class TrialRun:
     monitor: EpochMonitor
     writes: DeferredWrites
     started: float
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__} {exc}".lower()
-    return "resourceexhausted" in text or "out of memory" in text or "oom" in text.split()
-
-
-def classify_failure(e: Exception, number: int, batch_size: int) -> Exception:
-    """The error a failed fit becomes: out of memory is the environment's, bad shapes and
-    settings the configuration's; anything else stays what it was."""
-    if _is_out_of_memory(e):
-        return TrialEnvironmentError(f"trial {number} ran out of device memory at batch size {batch_size}")
-    if isinstance(e, (ValueError, TypeError)):
-        # Keras raises these for shapes and settings that no retry will fix.
-        detail = " ".join(str(e).split())[:300]
-        return TrialConfigError(f"trial {number} cannot train: {type(e).__name__}: {detail}")
-    return e
 
 
 class Objective:
@@ -218,7 +152,7 @@ class Objective:
         # ``call(fn, *args, what=...)`` runs a storage call; workers pass one that retries
         # while the database is unreachable.
         self.call = call or _direct
-        self.options = (options or FitOptions()).resolved(gpu=runtime_info()["device"] != "cpu")
+        self.options = (options or FitOptions()).resolved(gpu=on_gpu())
         self._models = ModelCache()
 
     def begin(self, trial, attrs: dict | None = None) -> TrialRun:
@@ -268,7 +202,7 @@ class Objective:
             data = device_data(ds) if opt.device_data else ds
             fit = functools.partial(
                 model.fit, batch_size=cfg.batch_size, validation_data=(data.x_val, data.y_val),
-                validation_batch_size=opt.validation_batch, verbose=0, callbacks=[_keras_callback(monitor)],
+                validation_batch_size=opt.validation_batch, verbose=0, callbacks=[_fit_callback(monitor)],
             )
             if cfg.seed is None:
                 history = fit(data.x_train, data.y_train, epochs=cfg.epochs, shuffle=True)
@@ -284,7 +218,7 @@ class Objective:
             model = None
             self._models.discard()  # a failed fit may leave the model or the backend broken
             self.abort(run, e)
-            failure = classify_failure(e, trial.number, cfg.batch_size)
+            failure = trial_error(e, trial.number, cfg.batch_size)
             if failure is e:
                 raise
             raise failure from e
@@ -300,18 +234,13 @@ class Objective:
     def _fit_seeded(self, fit, data, monitor: EpochMonitor):
         """Fit epoch by epoch in the order :func:`search.data.epoch_order` gives for the study's
         seed and the epoch, so a lane member of the same trial sees the same batches."""
-        import keras
-
         from search.data import epoch_order
 
         n = len(self.dataset.x_train)
         history = None
         for epoch in range(self.config.epochs):
             order = epoch_order(self.config.seed, epoch, n)
-            if isinstance(data.x_train, np.ndarray):
-                x, y = data.x_train[order], data.y_train[order]
-            else:
-                x, y = keras.ops.take(data.x_train, order, axis=0), keras.ops.take(data.y_train, order, axis=0)
+            x, y = take(data.x_train, order), take(data.y_train, order)
             history = fit(x, y, epochs=epoch + 1, initial_epoch=epoch, shuffle=False)
             if monitor.stop_reason is not None:
                 break
@@ -319,8 +248,6 @@ class Objective:
 
     def _model(self, lr: float, seed: int | None):
         """The trial's model: the cached one, reset to ``lr`` with initial weights drawn after seeding."""
-        import keras
-
         from search.model import reset_model, steps_per_execution
 
         cfg, opt = self.config, self.options
@@ -333,7 +260,7 @@ class Objective:
         # a trial's initial weights are the same whether or not the model was cached.
         model = self._models.get(lr, hidden_units=cfg.hidden_units, steps_per_execution=spe, jit_compile=opt.jit_compile)
         if seed is not None:
-            keras.utils.set_random_seed(seed)
+            set_seed(seed)
         reset_model(model, lr)
         return model
 

@@ -7,43 +7,37 @@ under the study's advisory lock: it counts finished plus running trials in one S
 asks for a new trial only while that sum is below the target. The total is therefore exact.
 
 A running trial writes a heartbeat; trials of workers that died are failed once their heartbeat
-is older than the grace period, and Optuna's ``RetryFailedTrialCallback`` re-enqueues them.
-SIGINT and SIGTERM close the running trial as FAIL with the reason, re-enqueue its parameters
-so a rerun resumes it, and exit; no trial is left RUNNING.
+is older than the grace period, and the stale-trial callback re-enqueues them (the retry policy
+of :mod:`storage.retry`, which the worker's own retries share). SIGINT and SIGTERM close the
+running trial as FAIL with the reason, re-enqueue its parameters so a rerun resumes it, and exit
+with 128 + the signal; no trial is left RUNNING. How each trial ended is decided and recorded by
+:mod:`search.outcome`; the backend is started by :mod:`search.backend`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import sys
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+# configure_backend moved to search.backend; re-exported here, where search.cli imports it.
+from search.backend import configure_backend  # noqa: F401
 from search.config import StudyConfig
-from search.errors import (
-    ConfigError,
-    HpsearchError,
-    StorageError,
-    TrialConfigError,
-    TrialEnvironmentError,
-    WorkerFatalError,
-    WorkerInterrupted,
-)
+from search.errors import WorkerFatalError, WorkerInterrupted
+from search.outcome import Outcome, classify, lanes_failure, record, settle, stopped
 from search.progress import Progress
 from search.space import PARAM
-from storage import retrying, state_counts, study_lock
+from storage import MAX_ATTEMPTS, retrying, state_counts, study_lock  # noqa: F401 (MAX_ATTEMPTS: re-exported)
 
 __all__ = ["WorkerResult", "run_worker", "MAX_CONSECUTIVE_FAILURES", "MAX_ATTEMPTS"]
 
 log = logging.getLogger("hpsearch.worker")
 
+#: A worker stops after this many failed trials (or lane epochs) in a row.
 MAX_CONSECUTIVE_FAILURES = 3
-#: How often one learning rate is tried when its trials fail by the environment.
-MAX_ATTEMPTS = 3
 POLL_SECONDS = 2.0
 
 
@@ -118,20 +112,20 @@ class _Signals:
     """
 
     def __init__(self):
-        self.received: str | None = None
+        self.received: int | None = None  # the first signal's number
         self._old = {}
         self._armed = False
 
     def _handler(self, signum, frame):
         first = self.received is None
-        self.received = self.received or signal.Signals(signum).name
+        self.received = self.received or signum
         if first and self._armed:
             self._armed = False
-            raise WorkerInterrupted(f"interrupted by {self.received}")
+            raise WorkerInterrupted(self.received)
 
     def check(self) -> None:
         if self.received is not None:
-            raise WorkerInterrupted(f"interrupted by {self.received}")
+            raise WorkerInterrupted(self.received)
 
     @contextmanager
     def interruptible(self):
@@ -151,65 +145,6 @@ class _Signals:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-@contextmanager
-def _native_stderr_captured():
-    """Hold back what native code writes to fd 2 while the backend starts.
-
-    TensorFlow 2.21 prints absl INFO lines ("oneDNN custom operations are on", "Could not find
-    cuda drivers") before its logging is initialised, so TF_CPP_MIN_LOG_LEVEL cannot silence
-    them. They are kept and replayed if the start fails, so nothing useful is lost.
-    """
-    import tempfile
-
-    if os.environ.get("HPSEARCH_DEBUG"):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            tmp.seek(0)
-            sys.stderr.write(tmp.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def configure_backend(require_gpu: str | None = None) -> None:
-    """Start the Keras backend quietly; let several workers share one GPU.
-
-    Neither TensorFlow nor JAX may grab the GPU's memory up front, or a second worker on the
-    same card fails: TensorFlow's memory growth must be set before the first operation, JAX's
-    preallocation switched off before it is imported.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # JAX's counterpart of memory growth: by default each process takes 75% of the card.
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    missing = False
-    with _native_stderr_captured():
-        import keras
-
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            gpus = tf.config.list_physical_devices("GPU")
-            for gpu in gpus:
-                try:
-                    tf.config.experimental.set_memory_growth(gpu, True)
-                except RuntimeError:  # already initialised in this process
-                    pass
-            missing = require_gpu is not None and not gpus
-    if missing:  # raised outside the capture: TensorFlow's start-up chatter is not the story
-        raise ConfigError(
-            f"--gpu {require_gpu}: TensorFlow sees no GPU there (no such GPU, or no CUDA libraries): check `nvidia-smi -L`, install hpsearch[cuda], or drop --gpu"
-        )
 
 
 def _finished(counts: dict) -> int:
@@ -263,90 +198,6 @@ def _claim(study, storage, target: int):
         return counts, trial
 
 
-def _tell(study, trial, call, *, value=None, state=None) -> str:
-    """Tell the trial's result, retrying while the database is away.
-
-    If the database stayed away past the grace period, a sweep may already have failed (and
-    re-enqueued) the trial; its result is then dropped rather than counted twice.
-    """
-    import optuna
-
-    try:
-        if state is None:
-            call(study.tell, trial, value, what=f"telling the result of trial {trial.number}")
-            return "complete"
-        call(study.tell, trial, state=state, what=f"telling the result of trial {trial.number}")
-        return "pruned"
-    except optuna.exceptions.UpdateFinishedTrialError:
-        log.warning("trial %s was failed by a stale-trial sweep while its result was on the way; it is retried", trial.number)
-        return "lost"
-
-
-def _retry(study, trial, reason: str) -> None:
-    """Enqueue the failed trial's parameters again, up to MAX_ATTEMPTS per learning rate."""
-    attempt = int(trial.user_attrs.get("attempt", 1))
-    if attempt >= MAX_ATTEMPTS or PARAM not in trial.params:
-        return
-    attrs = {"attempt": attempt + 1, "retry_of": trial.number, "retry_reason": reason}
-    if "source" in trial.user_attrs:
-        attrs["source"] = trial.user_attrs["source"]
-    study.enqueue_trial(dict(trial.params), user_attrs=attrs)
-
-
-def _fail(study, trial, reason: str, *, retry: bool) -> None:
-    import optuna
-
-    def record():
-        trial.set_user_attr("fail_reason", reason[:500])
-        try:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            return  # a sweep already failed it (and re-enqueued it)
-        if retry:
-            _retry(study, trial, reason[:200])
-
-    try:
-        retrying(record, what=f"recording the failure of trial {trial.number}", log=log)
-    except Exception as e:  # the database stayed away; the stale-trial sweep cleans up
-        log.warning("could not record the failure of trial %s: %s", trial.number, type(e).__name__)
-
-
-def _settle(study, trial, call, body) -> tuple[str, float | None]:
-    """Run ``body`` (train ``trial``, return its value or raise) and record the outcome once.
-
-    Returns the state (``"complete"``, ``"pruned"``, ``"lost"`` (see :func:`_tell`) or
-    ``"failed"``) and the value returned, if any.
-    Interrupts, storage errors and fatal errors are the caller's to handle; the ladder below
-    is the one classification of a trial's fate, for solo and lane trials alike.
-    """
-    import optuna
-
-    try:
-        value = body()
-    except optuna.TrialPruned:
-        return _tell(study, trial, call, state=optuna.trial.TrialState.PRUNED), None
-    except (WorkerInterrupted, KeyboardInterrupt):
-        raise
-    except StorageError:
-        # The database stayed away past HPSEARCH_DB_RETRY_S: recording the failure would
-        # only wait again. Once it is back, a sweep fails the trial (its heartbeat went
-        # stale) and retries its learning rate.
-        raise
-    except TrialConfigError as e:
-        _fail(study, trial, str(e), retry=False)
-        return "failed", None
-    except HpsearchError as e:
-        _fail(study, trial, str(e), retry=True)
-        if not isinstance(e, TrialEnvironmentError):
-            raise
-        return "failed", None
-    except Exception as e:  # a bug or backend error in this trial: record it, retry, go on
-        _fail(study, trial, f"{type(e).__name__}: {e}", retry=True)
-        log.exception("trial %s failed", trial.number)
-        return "failed", None
-    return _tell(study, trial, call, value=value), value
-
-
 class _Done:
     """What a worker does after each trial it ran: show it, refresh the landscape, count
     failures in a row and stop the worker after too many."""
@@ -369,9 +220,13 @@ class _Done:
         )
         if state in ("complete", "pruned"):
             _refresh_landscape(self.study, self.storage, force=progress.done >= self.target)
+        self.stop_if_too_many("trials", frozen.user_attrs.get("fail_reason", "unknown"))
+
+    def stop_if_too_many(self, what: str, last: str) -> None:
+        """Stop the worker once ``max_failures`` trials (or lane epochs) failed in a row."""
         if self.consecutive_failures >= self.max_failures:
             raise WorkerFatalError(
-                f"{self.consecutive_failures} trials failed in a row (last: {frozen.user_attrs.get('fail_reason', 'unknown')}): fix the cause and rerun; finished trials are kept"
+                f"{self.consecutive_failures} {what} failed in a row (last: {last}): fix the cause and rerun; finished trials are kept"
             )
 
 
@@ -404,10 +259,10 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
     SIGINT/SIGTERM fail every running lane trial and re-enqueue its rate; an error of the
     model itself fails every member as an environment failure, retried, and rebuilds it.
     """
+    from search.backend import clear_session
     from search.data import device_data
     from search.lanes import LaneModel, lane_orders
-    from search.model import clear_session
-    from search.objective import classify_failure, report_epoch
+    from search.objective import report_epoch
 
     cfg, opt = config, objective.options
     data = device_data(dataset)  # converted once: every step gathers its batches from these
@@ -425,14 +280,14 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
     def close(lane: int, test_accuracy) -> None:
         run = active.pop(lane)
         epoch_of.pop(lane, None)
-        state, shown = _settle(study, run.trial, call, lambda: objective.finish(run, test_accuracy))
+        state, shown = settle(study, run.trial, call, lambda: objective.finish(run, test_accuracy))
         heartbeat.trial_ids.discard(run.trial._trial_id)
         done(run.trial, run.lr, state, shown)
 
-    def fail_all(reason: str, *, error: BaseException | None) -> None:
+    def fail_all(outcome: Outcome, *, error: BaseException | None) -> None:
         for lane, run in sorted(active.items()):
             objective.abort(run, error)
-            _fail(study, run.trial, reason, retry=True)
+            record(study, run.trial, outcome, call)
             heartbeat.trial_ids.discard(run.trial._trial_id)
         active.clear()
         epoch_of.clear()
@@ -478,16 +333,12 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
                 except (WorkerInterrupted, KeyboardInterrupt):
                     raise
                 except Exception as e:
-                    failure = classify_failure(e, active[min(active)].trial.number, cfg.batch_size)
                     log.exception("the lanes model failed")
-                    fail_all(f"the lanes model of {lanes} members failed: {type(failure).__name__}: {failure}", error=e)
+                    fail_all(lanes_failure(e, lanes, active[min(active)].trial.number, cfg.batch_size), error=e)
                     model = None
                     clear_session()  # the failed model's state may be broken: build a new one
                     done.consecutive_failures += 1
-                    if done.consecutive_failures >= done.max_failures:
-                        raise WorkerFatalError(
-                            f"{done.consecutive_failures} lane epochs failed in a row (last: {type(e).__name__}: {' '.join(str(e).split())[:200]}): fix the cause and rerun; finished trials are kept"
-                        ) from e
+                    done.stop_if_too_many("lane epochs", f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
                     continue
                 leaving = []
                 for lane, run in sorted(active.items()):
@@ -502,20 +353,17 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
                     for lane in leaving:
                         close(lane, val["accuracy"][lane] if test is None else test["accuracy"][lane])
                 claim_after = 0.0 if leaving else claim_after
-        except WorkerInterrupted as e:
-            fail_all(str(e), error=None)
-            raise
-        except KeyboardInterrupt:
-            fail_all("interrupted by SIGINT", error=None)
-            raise WorkerInterrupted("interrupted by SIGINT") from None
-        except StorageError as e:
-            # The database stayed away: recording would only wait again. Once it is back, a
-            # sweep fails the lane trials (their heartbeats went stale) and retries their rates.
-            for run in active.values():
-                objective.abort(run, e)
-            raise
-        except BaseException as e:  # the worker stops (too many failures): its other lanes' trials are retried
-            fail_all(f"the worker stopped: {type(e).__name__}: {' '.join(str(e).split())[:200]}", error=e)
+        except BaseException as e:
+            # Every lane trial still running ends as the worker does: interrupted (its history
+            # is not saved), left to the sweep when the database stayed away (recording would
+            # only wait again; once it is back, a sweep fails and retries them), else failed
+            # as stopped with the worker (too many failures) and retried.
+            outcome = classify(e)
+            if outcome.kind not in ("interrupted", "database"):
+                outcome = stopped(e)
+            fail_all(outcome, error=None if outcome.kind == "interrupted" else e)
+            if isinstance(e, KeyboardInterrupt):
+                raise WorkerInterrupted(signal.SIGINT) from None
             raise
 
 
@@ -602,12 +450,5 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
                         current["lr"] = call(suggest, trial, config, what="sampling a learning rate")
                     return objective(trial)
 
-            try:
-                state, shown = _settle(study, trial, call, train)
-            except WorkerInterrupted as e:
-                _fail(study, trial, str(e), retry=True)
-                raise
-            except KeyboardInterrupt:
-                _fail(study, trial, "interrupted by SIGINT", retry=True)
-                raise WorkerInterrupted("interrupted by SIGINT") from None
+            state, shown = settle(study, trial, call, train)  # raises on what stops the worker, once recorded
             done(trial, current["lr"], state, shown)

@@ -13,6 +13,7 @@ from storage.errors import HpsearchError, StorageConfigError, StorageError, Stud
 from storage.fleet import running_epochs, running_without_heartbeat, state_counts, step_values, study_lock, try_study_lock
 from storage.histories import TrialRecord, study_system_attr, trial_records
 from storage.queries import best_trial, curves, landscape, list_studies, study_names, summary, top_trials, trials
+from storage.retry import MAX_ATTEMPTS, RETRY, RetryPolicy, requeue
 from storage.rows import CurvePoint, LandscapeGrid, StudyRow, SummaryRow, TrialRow, to_frame
 from storage.settings import STORAGE_ENV_VARS
 from storage.url import ResolvedStorage, mask_url, resolve_storage_url, scrub, scrub_traceback, validate_url
@@ -22,6 +23,9 @@ __all__ = [
     "CurvePoint",
     "HpsearchError",
     "LandscapeGrid",
+    "MAX_ATTEMPTS",
+    "RETRY",
+    "RetryPolicy",
     "ResolvedStorage",
     "STORAGE_ENV_VARS",
     "StorageConfigError",
@@ -48,6 +52,7 @@ __all__ = [
     "open_engine",
     "open_storage",
     "own_counts",
+    "requeue",
     "resolve_storage_url",
     "retrying",
     "running_epochs",

@@ -378,16 +378,16 @@ def _make_rdb(resolved: ResolvedStorage, heartbeat: bool):
             hb = {}
             if heartbeat:
                 # A trial whose worker died is failed once its heartbeat is stale, and its
-                # parameters are enqueued again (at most twice), so a crash costs time, not
-                # a learning rate.
+                # parameters are enqueued again (storage.retry's policy, the worker's too),
+                # so a crash costs time, not a learning rate.
                 from storage.stale import StaleTrialCallback
 
                 interval, grace = heartbeat_settings()
                 hb = {
                     "heartbeat_interval": interval,
                     "grace_period": grace,
-                    # Optuna's RetryHeartbeatStaleTrialCallback, recording the fail_reason first.
-                    "heartbeat_stale_trial_callback": StaleTrialCallback(max_retry=2),
+                    # Optuna's RetryHeartbeatStaleTrialCallback's job, recording the fail_reason first.
+                    "heartbeat_stale_trial_callback": StaleTrialCallback(),
                 }
             return optuna.storages.RDBStorage(resolved.url, engine_kwargs=engine_options(resolved), **hb)
     except RuntimeError as e:

@@ -4,6 +4,9 @@ Optuna fails a trial whose heartbeat went stale and hands it to a callback, by t
 finished, so ``set_trial_user_attr`` refuses it. The reason is written here directly, in
 Optuna's own table, so that ``query trials`` and the dashboard show why the trial failed
 (issue 15: a trial failed because its worker died had no ``fail_reason``).
+
+The trial is then retried by the one retry policy (:mod:`storage.retry`), the worker's: the
+same attempt count and cap, whichever of the two saw the failure.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import json
 
 import sqlalchemy
+
+from storage.retry import RETRY, RetryPolicy, requeue, retry_params
 
 __all__ = ["StaleTrialCallback", "record_fail_reason"]
 
@@ -29,19 +34,20 @@ def record_fail_reason(engine, trial_id: int, reason: str) -> None:
 
 
 class StaleTrialCallback:
-    """Record why a stale trial failed, then re-enqueue it as Optuna's retry callback does."""
+    """Record why a stale trial failed, then queue its parameters again as ``policy`` allows
+    (as Optuna's ``RetryHeartbeatStaleTrialCallback`` does, with the worker's count)."""
 
-    def __init__(self, max_retry: int = 2):
-        import optuna
-
-        self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    def __init__(self, policy: RetryPolicy = RETRY):
+        self.policy = policy
 
     def __call__(self, study, trial) -> None:
         storage = getattr(study._storage, "_backend", study._storage)  # Optuna wraps RDBStorage in a cache
         grace = getattr(storage, "grace_period", None)
-        reason = f"its worker sent no heartbeat for over {grace} s (it died, or lost the database): the learning rate is retried"
+        retried = self.policy.retry_attrs(trial, "", retry_params(study, trial)) is not None
+        then = "the learning rate is retried" if retried else f"its learning rate had its {self.policy.max_attempts} attempts"
+        reason = f"its worker sent no heartbeat for over {grace} s (it died, or lost the database): {then}"
         try:
             record_fail_reason(storage.engine, trial._trial_id, reason)
         except sqlalchemy.exc.SQLAlchemyError:
             pass  # the reason is informative; the retry below matters more
-        self._retry(study, trial)
+        requeue(study, trial, reason, self.policy)

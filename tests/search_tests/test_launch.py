@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 
 import pytest
@@ -76,3 +77,12 @@ def test_check_gpu_names_the_gpus_that_exist(nvidia_smi):
         check_gpu("3")
     with pytest.raises(ConfigError, match="is not a GPU index"):
         check_gpu("cuda:0")
+
+
+def test_a_worker_that_crashed_or_was_killed_is_restarted_one_that_stopped_is_not():
+    from search.errors import EXIT_CRASHED, WorkerFatalError, WorkerInterrupted, exit_code
+    from search.launch import restartable
+
+    assert restartable(-signal.SIGKILL) and restartable(EXIT_CRASHED) and restartable(exit_code(RuntimeError("a bug")))
+    for code in (0, ConfigError("x").exit_code, WorkerFatalError("x").exit_code, WorkerInterrupted(signal.SIGTERM).exit_code, 130):
+        assert not restartable(code), code
