@@ -116,10 +116,13 @@ def _run(args) -> int:
     debug = getattr(args, "debug", False)
     if debug:
         os.environ["HPSEARCH_DEBUG"] = "1"
+    from search.errors import exit_code
     from storage.errors import HpsearchError
     from storage.url import scrub, scrub_traceback
 
-    secret = getattr(args, "storage", None) or os.environ.get("OPTUNA_STORAGE")
+    from storage.settings import env as storage_env
+
+    secret = getattr(args, "storage", None) or storage_env("OPTUNA_STORAGE", keep_empty=True)
     try:
         try:
             return args.handler.run(args)
@@ -129,7 +132,7 @@ def _run(args) -> int:
         if debug:
             print(scrub_traceback(e, secret), file=sys.stderr, end="")
         print(f"{what}: error: {scrub(str(e), secret)}", file=sys.stderr)
-        return e.exit_code
+        return exit_code(e)
     except KeyboardInterrupt:
         return _interrupted(what)
     except Exception as e:
@@ -140,7 +143,7 @@ def _run(args) -> int:
             print(scrub_traceback(e, secret), file=sys.stderr, end="")
         detail = scrub(" ".join(str(e).split())[:300], secret)
         print(f"{what}: internal error: {type(e).__name__}: {detail} (rerun with --debug for the traceback, and report it)", file=sys.stderr)
-        return 1
+        return exit_code(e)
 
 
 if __name__ == "__main__":

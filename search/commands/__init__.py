@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import re
 
 __all__ = ["COMMANDS", "Command", "Group", "quiet_libraries"]
@@ -95,7 +94,9 @@ def quiet_libraries() -> None:
     import logging
     import warnings
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from search.backend import library_defaults
+
+    library_defaults()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

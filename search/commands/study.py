@@ -9,7 +9,6 @@ with more.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -272,6 +271,7 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
     from search.lanes import check_lanes_fit
     from search.progress import Progress
     from storage import open_storage, resolve_storage_url
+    from storage.settings import env as storage_env
 
     given = _given(args)
     _check_flags(args, given)
@@ -282,13 +282,14 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
         from search.launch import check_gpu
 
         check_gpu(str(gpu))
-        # before TensorFlow is imported: this process sees only its GPU
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        from search.backend import use_gpu
+
+        use_gpu(str(gpu))  # before TensorFlow is imported: this process sees only its GPU
     if trains:
         # per worker: on a GPU, the card's free memory now (packed workers share it)
         recipe = StudyConfig()
         check_lanes_fit(lanes, hidden_units=recipe.hidden_units, batch_size=given["batch_size"] or recipe.batch_size)
-    if args.storage is None and os.environ.get("OPTUNA_STORAGE") is None:
+    if args.storage is None and storage_env("OPTUNA_STORAGE", keep_empty=True) is None:
         resolved = None  # the embedded server starts only after the data checked out
     else:
         resolved = resolve_storage_url(args.storage)
