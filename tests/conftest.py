@@ -17,6 +17,16 @@ from pathlib import Path
 
 import pytest
 
+# A suite started as a shell's background job (`.ci/run &`, nohup) runs with SIGINT ignored,
+# and every command a test starts inherits that, so the tests of Ctrl-C (exit 130, no
+# traceback) would see a command that never gets the signal: the Ctrl-C tests of `query follow`,
+# `db start` and a statement waiting on a lock failed that way. A command started at a terminal
+# has the default handler; give the suite's children the same.
+import signal as _signal
+
+if _signal.getsignal(_signal.SIGINT) is _signal.SIG_IGN:
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist.npz"
 #: The machine's PostgreSQL; HPSEARCH_TEST_PG_ADMIN points the tests elsewhere (a dead port

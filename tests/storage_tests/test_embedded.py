@@ -167,8 +167,8 @@ def test_a_sigint_during_the_first_start_leaves_a_home_that_works(tmp_path):
         deadline = time.monotonic() + 60
         # initdb is running: in the staging directory (which is renamed only once initdb has
         # exited), or, on the old code, in pgdata itself before it made the last database.
-        # pgdata/base alone would also match a finished initdb, when a late SIGINT under load
-        # lands after the start or even after the command ended (exit 0, seen in CI).
+        # pgdata/base alone would also match a finished initdb, and the SIGINT would then test
+        # another moment of the start than the one this test is about.
         def initdb_running():
             return (home / ".pgdata-init" / "base").exists() or (
                 (home / "pgdata" / "base").exists() and not (home / "pgdata" / "base" / "5").exists())
