@@ -12,7 +12,9 @@ epoch e stops at e.
 
 The default pruner, :class:`AshaPruner` (``--pruner asha``), is asynchronous successive
 halving with rungs at 1, 3, 9, 27, 81 and 243 epochs trained: a trial goes on past a rung
-only if its ``val_accuracy`` there is in the top third of every trial's at that rung. It reads
+only if its ``val_accuracy`` there is in the top third of every trial's at that rung. The
+study's first trial always goes on (nothing to compare it with), which is why the recipe's
+best rate, 0.01, is enqueued first (:data:`search.space.RECIPE_BEST`). It reads
 one value per trial at the rung (:func:`storage.step_values`) and caches what it read, where
 Optuna's pruners reload every running trial whole at each question (docs/benchmarks.md,
 "Search efficiency", for the measurements behind the choice).
@@ -90,12 +92,19 @@ class AshaPruner:
         epochs: the study's epochs per trial (rungs at or past the last epoch are dropped).
         min_epochs: epochs trained at the first rung.
         reduction_factor: the share kept at each rung is one in ``reduction_factor``.
+        keep: optional share kept at each rung in turn (the last holds for the later rungs),
+            instead of one in ``reduction_factor`` everywhere; not the default (screened in
+            ``tests/benchmarks/rung_replay.py``: a lenient first rung cost epochs and did not
+            raise the best).
     """
 
-    def __init__(self, epochs: int, min_epochs: int = ASHA_MIN_EPOCHS, reduction_factor: int = ASHA_REDUCTION_FACTOR):
+    def __init__(self, epochs: int, min_epochs: int = ASHA_MIN_EPOCHS, reduction_factor: int = ASHA_REDUCTION_FACTOR,
+                 keep: tuple[float, ...] | None = None):
         self.epochs = epochs
         self.reduction_factor = reduction_factor
         self.rungs = rung_epochs(epochs, min_epochs, reduction_factor)
+        #: the share that goes on at each rung (the last share holds for the rungs after it)
+        self.keep = tuple(keep) if keep else (1 / reduction_factor,)
         self._seen: dict[tuple[int, int], dict[int, float]] = {}
         #: storage reads made, for benchmarks and tests
         self.reads = 0
@@ -112,7 +121,8 @@ class AshaPruner:
         values = self._values_at(study, step)
         values[trial._trial_id] = value
         ranked = sorted((v for v in values.values() if not math.isnan(v)), reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
-        keep = max(1, len(ranked) // self.reduction_factor)
+        share = self.keep[min(self.rungs.index(step), len(self.keep) - 1)]
+        keep = max(1, int(len(ranked) * share + 1e-9))
         cut = ranked[keep - 1]
         return value < cut if study.direction == optuna.study.StudyDirection.MAXIMIZE else value > cut
 

@@ -218,7 +218,7 @@ def test_init_with_a_target_below_three_queues_only_that_many_recipe_rates(local
     assert out.returncode == 0, out.stderr
     study = optuna.load_study(study_name="init-few", storage=local_pg_url)
     waiting = [t.system_attrs["fixed_params"]["learning_rate"] for t in study.get_trials(states=[optuna.trial.TrialState.WAITING])]
-    assert waiting == [0.1]
+    assert waiting == [0.01]  # the recipe's best goes first (issue 13)
     out = run_cli("init", "--study", "init-few", "--storage", local_pg_url, "--trials", "5", *data)
     assert out.returncode == 0, out.stderr
     waiting = [t.system_attrs["fixed_params"]["learning_rate"] for t in study.get_trials(states=[optuna.trial.TrialState.WAITING])]

@@ -192,7 +192,7 @@ def test_launcher_sweeps_stale_trials_at_start(local_pg_url, mnist, tmp_path):
     fp = read_mnist(mnist).fingerprint()
     given = {"epochs": 1, "batch_size": None, "train_size": 300, "validation": None, "lr_min": None, "lr_max": None, "pruner": None, "seed": None}
     study, _, _ = open_study(storage, "stale", given, fp)
-    stale = study.ask()  # the recipe's 0.1
+    stale = study.ask()  # the recipe's 0.01, enqueued first
     storage.record_heartbeat(stale._trial_id)
     foreign = study.ask()  # a plain Optuna ask: hpsearch records a heartbeat with every claim
     time.sleep(5)  # older than the 4 s grace period
@@ -208,7 +208,7 @@ def test_launcher_sweeps_stale_trials_at_start(local_pg_url, mnist, tmp_path):
     assert "its worker sent no heartbeat" in by_number[stale.number].user_attrs["fail_reason"]
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 3
-    assert 0.1 in [t.params["learning_rate"] for t in finished], "the stale trial's rate is retried"
+    assert 0.01 in [t.params["learning_rate"] for t in finished], "the stale trial's rate is retried"
 
 
 def test_database_restart_mid_study_is_survived(tmp_path, mnist):

@@ -264,17 +264,32 @@ def render_gate(result: dict) -> str:
 
 
 def anytime(args) -> dict:
+    """Run every contender of ``args.contenders`` at each horizon and seed.
+
+    With ``--merge`` the runs are added to the stored ones (``docs/data/anytime-<H>.json``),
+    replacing a stored run of the same contender and seed: epochs and accuracies do not depend
+    on the machine's load, wall times of runs made at different times do (the table says which
+    runs were merged).
+    """
     results = {}
     with _storage(args.storage) as (url, where):
         for h in args.horizons:
             epochs, trials, train_size = HORIZONS[h]
-            log(f"horizon {h}: {trials} trials x {epochs} epochs, {train_size} images, seeds {args.seeds}, {where}")
+            log(f"horizon {h}: {trials} trials x {epochs} epochs, {train_size} images, seeds {args.seeds}, {args.contenders}, {where}")
             runs = []
             for i, seed in enumerate(args.seeds):
-                order = CONTENDERS[i % len(CONTENDERS):] + CONTENDERS[:i % len(CONTENDERS)]  # rotate who goes first
+                order = [c for c in CONTENDERS[i % len(CONTENDERS):] + CONTENDERS[:i % len(CONTENDERS)] if c in args.contenders]  # rotate who goes first
                 for name in order:
                     runs.append(run_one(name, url, epochs, trials, train_size, seed))
-            results[h] = {"epochs": epochs, "trials": trials, "train_size": train_size, "runs": runs}
+            res = {"epochs": epochs, "trials": trials, "train_size": train_size, "runs": runs}
+            stored = REPO / "docs" / "data" / f"anytime-{h}.json"
+            if args.merge and stored.exists():
+                old = json.loads(stored.read_text())
+                new = {(r["contender"], r["seed"]) for r in runs}
+                kept = [dict(r, merged=r.get("merged") or old.get("measured", "an earlier run")) for r in old["runs"] if (r["contender"], r["seed"]) not in new]
+                res["runs"] = kept + runs
+            res["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            results[h] = res
     return results
 
 
@@ -309,6 +324,39 @@ def plot(h: int, res: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def curve_margin(res: dict, name: str = "hpsearch") -> str:
+    """How far ``name``'s curve (best so far against epochs, mean over the seeds every
+    contender ran) lies above the highest other curve from a quarter of the budget on.
+
+    A contender that has finished keeps its best from then on (the budget is the same for all).
+    """
+    budget = res["trials"] * res["epochs"]
+    runs = res["runs"]
+    seeds = sorted(set.intersection(*[{r["seed"] for r in runs if r["contender"] == c} for c in {r["contender"] for r in runs}]))
+    if name not in {r["contender"] for r in runs} or not seeds:
+        return ""
+
+    def mean_best(contender: str, x: int) -> float | None:
+        vals = [best_at(r["curve"], x, "epochs") for r in runs if r["contender"] == contender and r["seed"] in seeds]
+        return _mean_or_none(vals)
+
+    worst, at, rival = math.inf, None, None
+    for x in range(math.ceil(budget / 4), budget + 1):
+        mine = mean_best(name, x)
+        for other in {r["contender"] for r in runs} - {name}:
+            theirs = mean_best(other, x)
+            if theirs is None:
+                continue
+            margin = -math.inf if mine is None else mine - theirs
+            if margin < worst:
+                worst, at, rival = margin, x, other
+    if at is None:
+        return ""
+    verdict = "at or above every other curve" if worst >= 0 else "below another curve"
+    return (f"From a quarter of the budget ({budget // 4} epochs) to its end, {name}'s mean curve over seeds {','.join(map(str, seeds))} "
+            f"is {verdict}: its lowest margin is {100 * worst:+.2f} points, against {rival} at {at} epochs.")
+
+
 def _mean_or_none(values: list) -> float | None:
     """The mean, or None where a run had not reported anything by then."""
     return statistics.mean(values) if values and all(v is not None for v in values) else None
@@ -322,8 +370,8 @@ def render_anytime(results: dict) -> str:
         rnd = {r["seed"]: r for r in runs if r["contender"] == "random-unpruned"}
         out.append(f"### Horizon {h}: {res['trials']} trials x {res['epochs']} epochs, {res['train_size']} training images\n")
         out.append(f"![anytime, horizon {h}](anytime-{h}.png)\n")
-        out.append("| contender | epochs trained (% of unpruned) | wall s | best val_accuracy | Δ vs unpruned (pp), per seed | best at 25% / 50% of the budget's epochs | best at 25% / 50% of the unpruned wall time | load |")
-        out.append("|---|---|---|---|---|---|---|---|")
+        out.append("| contender | seeds | epochs trained (% of unpruned) | wall s | best val_accuracy | Δ vs unpruned (pp), per seed | best at 25% / 50% of the budget's epochs | best at 25% / 50% of the unpruned wall time | load |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
         for name in CONTENDERS:
             rows = [r for r in runs if r["contender"] == name]
             if not rows:
@@ -336,9 +384,14 @@ def render_anytime(results: dict) -> str:
             at_e = [_mean_or_none([best_at(r["curve"], f * budget, "epochs") for r in rows]) for f in (0.25, 0.5)]
             at_t = [_mean_or_none([best_at(r["curve"], f * rnd[r["seed"]]["seconds"], "seconds") for r in rows if r["seed"] in rnd]) for f in (0.25, 0.5)]
             loads = [r["load_before"] for r in rows] + [r["load_after"] for r in rows]
-            out.append(f"| {name} | {ep:.1f} ({ep / budget:.1%}) | {sec:.1f} | {best:.4f} | {deltas} | {fmt(at_e[0])} / {fmt(at_e[1])} | "
+            seeds = ",".join(str(r["seed"]) + ("*" if r.get("merged") else "") for r in rows)
+            out.append(f"| {name} | {seeds} | {ep:.1f} ({ep / budget:.1%}) | {sec:.1f} | {best:.4f} | {deltas} | {fmt(at_e[0])} / {fmt(at_e[1])} | "
                        f"{fmt(at_t[0])} / {fmt(at_t[1])} | {min(loads):.1f}–{max(loads):.1f} |")
         out.append("")
+        merged = sorted({r["merged"] for r in runs if r.get("merged")})
+        if merged:
+            out.append(f"\\* runs kept from {', '.join(merged)} (`--merge`): their wall times were measured under that run's load.\n")
+        out.append(curve_margin(res) + "\n")
     return "\n".join(out)
 
 
@@ -360,8 +413,9 @@ def main() -> int:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
     p.add_argument("--storage", help="PostgreSQL URL (default: a scratch database on 127.0.0.1:5432, else the embedded server)")
     p.add_argument("--no-write", action="store_true", help="print, do not write docs/")
-    p.add_argument("--contenders", default="hpsearch,optuna-script",
-                   help="with --gate: who runs, alternated (default: hpsearch,optuna-script; also hpsearch-median: --pruner median)")
+    p.add_argument("--contenders", help="who runs, alternated (--gate default: hpsearch,optuna-script, also hpsearch-median: "
+                   "--pruner median; horizons default: all four)")
+    p.add_argument("--merge", action="store_true", help="horizons: add these runs to the stored ones of other contenders and seeds")
     # a hand-written contender as its own process (used by the driver)
     p.add_argument("--contender", choices=("optuna", "kerastuner"), help=argparse.SUPPRESS)
     p.add_argument("--study", help=argparse.SUPPRESS)
@@ -374,7 +428,7 @@ def main() -> int:
     if args.contender:
         return _run_contender(args)
     args.seeds = [int(s) for s in args.seeds.split(",")]
-    args.contenders = tuple(args.contenders.split(","))
+    args.contenders = tuple(args.contenders.split(",")) if args.contenders else (("hpsearch", "optuna-script") if args.gate else CONTENDERS)
     args.horizons = [int(h) for h in args.horizons.split(",")]
     started = time.time()
     stamp = f"{time.strftime('%Y-%m-%d')}, {{:.0f}} s in all, TensorFlow on {os.cpu_count()} CPU cores shared with other work"
@@ -390,7 +444,9 @@ def main() -> int:
     results = anytime(args)
     seeds = ",".join(map(str, args.seeds))
     for h, res in results.items():
-        text = (f"Measured by `python tests/benchmarks/anytime.py --horizons {h} --seeds {seeds}` on "
+        who = "" if set(args.contenders) == set(CONTENDERS) else f" --contenders {','.join(args.contenders)}"
+        who += " --merge" if args.merge else ""
+        text = (f"Measured by `python tests/benchmarks/anytime.py --horizons {h} --seeds {seeds}{who}` on "
                 f"{stamp.format(time.time() - started)} (all horizons of this run).\n\n{render_anytime({h: res})}")
         print(text)
         if not args.no_write:

@@ -297,3 +297,47 @@ def test_the_pruner_chosen_on_the_command_line_is_stored_in_the_study(rdb_url, m
     assert optuna.load_study(study_name="pruner-chosen", storage=rdb_url).user_attrs[CONFIG_ATTR]["pruner"] == "asha"
     r = run_cli("init", *st, "--pruner", "median", *data)  # joining: the stored choice holds
     assert r.returncode == 2 and "--pruner median contradicts this study's stored --pruner asha" in r.stderr
+
+
+def test_the_recipes_best_rate_goes_first_so_the_trial_asha_cannot_judge_is_a_good_one(rdb_url):
+    """Issue 13: the study's first trial trains whole (nothing to compare it with at any rung).
+    With 0.1 first, 0.1 and then 0.01 (which beats it) both trained every epoch; with 0.01
+    first, 0.1 and 0.0001 stop at the first rung when they trail it there."""
+    import uuid
+
+    from search.space import RECIPE_BEST, recipe_order
+
+    assert RECIPE_BEST == 0.01
+    assert recipe_order([0.1, 0.01, 0.0001]) == [0.01, 0.1, 0.0001]
+    assert recipe_order([0.1, 0.0001]) == [0.1, 0.0001]  # a range without 0.01 keeps the recipe's order
+    cfg = StudyConfig(epochs=10, pruner="asha")
+    study = optuna.create_study(storage=rdb_url, study_name=f"asha-{uuid.uuid4().hex[:6]}", direction="maximize", pruner=make_pruner(cfg))
+    curves = {0.01: [0.82 + 0.013 * e for e in range(10)], 0.1: [0.55 + 0.036 * e for e in range(10)], 0.0001: [0.52 + 0.04 * e for e in range(10)]}
+    epochs = [_run_trial(study, cfg, curves[lr])[0].epochs_run for lr in recipe_order(list(curves))]
+    assert epochs == [10, 1, 1]
+    study = optuna.create_study(storage=rdb_url, study_name=f"asha-{uuid.uuid4().hex[:6]}", direction="maximize", pruner=make_pruner(cfg))
+    epochs = [_run_trial(study, cfg, curves[lr])[0].epochs_run for lr in (0.1, 0.01, 0.0001)]  # the recipe's own order
+    assert epochs == [10, 10, 1]
+
+
+def test_a_rung_can_keep_a_share_of_its_own():
+    """``keep`` gives each rung its share (the last share holds for later rungs); the default
+    is one in ``reduction_factor``, at least one trial."""
+    from search.pruning import AshaPruner
+
+    def decisions(pruner, firsts):
+        study = _study(pruner)
+        out = []
+        for v in firsts:
+            t = study.ask()
+            t.report(v, 0)
+            out.append(t.should_prune())
+            study.tell(t, state=optuna.trial.TrialState.PRUNED) if out[-1] else study.tell(t, v)
+        return out
+
+    firsts = [0.9, 0.8, 0.7, 0.85, 0.6, 0.75]
+    # one in three: n=2..5 keep 1, n=6 keep 2 (0.9, 0.85)
+    assert decisions(AshaPruner(10), firsts) == [False, True, True, True, True, True]
+    # half at the first rung: n=4 keeps 0.9 and 0.85; n=6 keeps 0.9, 0.85, 0.8
+    assert decisions(AshaPruner(10, keep=(0.5, 1 / 3)), firsts) == [False, True, True, False, True, True]
+    assert AshaPruner(10, keep=(0.5, 1 / 3)).keep == (0.5, 1 / 3) and AshaPruner(10).keep == (1 / 3,)

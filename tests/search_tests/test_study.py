@@ -105,7 +105,7 @@ def test_a_target_below_three_enqueues_only_that_many_recipe_rates(pg_url):
     storage = _storage(pg_url)
     name = _name("few")
     study, _, _ = open_study(storage, name, GIVEN, "fp1", target=1)
-    assert [_rate(t) for t in study.get_trials(states=[optuna.trial.TrialState.WAITING])] == [0.1]
+    assert [_rate(t) for t in study.get_trials(states=[optuna.trial.TrialState.WAITING])] == [0.01]  # the recipe's best first
     # a later run with a larger target queues the rest, once
     for _ in range(2):
         study, _, _ = open_study(storage, name, dict.fromkeys(GIVEN), "fp1", target=5)

@@ -1,0 +1,221 @@
+"""Screen pruner settings on recorded learning curves, with the real sampler and pruner code (issue 13).
+
+The gate (``anytime.py --gate``) measures a setting in minutes per seed; this replays one in
+milliseconds, so a setting can be judged on many sampler seeds instead of tuned to three.
+
+``--collect`` trains the recipe's model at the gate's size (10 epochs, 10,000 training
+images, the test set validates, batch 1,024, weights seeded with 0) at a grid of learning
+rates, denser where the good rates are, and stores each rate's ``val_accuracy`` curve in
+``docs/data/gate-grid-curves.json``. The replay then runs whole studies through Optuna's
+ask/report/tell, in memory, where a trial "trains" by reading the curve of the grid rate
+nearest its own (in log10): hpsearch's sampler (:func:`search.study.make_sampler`) with the
+recipe's rates enqueued and a pruner asked on its schedule, against the hand-written script
+(TPE with Optuna's defaults, ``MedianPruner(n_startup_trials=3, n_warmup_steps=2)`` asked
+every epoch), and prints per rule the epochs trained and the best val_accuracy seen against
+the script's over the seeds.
+
+What it leaves out: the noise of a real trial (its own initial weights and shuffles; here two
+trials at nearby rates read the same curve), and wall time. It screens; the gate measures.
+
+Usage::
+
+    python tests/benchmarks/rung_replay.py --collect          # about 8 minutes on 2 loaded cores
+    python tests/benchmarks/rung_replay.py --seeds 40          # replay the rules below on 40 seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+GRID = Path(os.environ.get("REPLAY_GRID") or REPO / "docs" / "data" / "gate-grid-curves.json")
+EPOCHS, TRIALS, TRAIN = 10, 12, 10_000
+RATES = (0.1, 0.01, 0.0001)
+
+
+def grid_exponents() -> list[float]:
+    coarse = [-5.0, -4.5, -4.0, -3.5, -3.0, -2.7, -1.2, -1.0, -0.5, 0.0]
+    fine = [round(-2.4 + k / 10, 2) for k in range(11)]  # 0.004 .. 0.04 in tenths of a decade
+    return sorted(set(coarse + fine))
+
+
+def collect() -> None:
+    import keras
+    import numpy as np
+
+    from anchors import recipe_model
+    from anytime import DATA, log
+
+    with np.load(DATA) as f:
+        x, y, xv, yv = f["x_train"][:TRAIN], f["y_train"][:TRAIN], f["x_test"], f["y_test"]
+    prep = lambda a: a.reshape(len(a), 784).astype("float32") / 255.0  # noqa: E731
+    x, xv, y, yv = prep(x), prep(xv), np.eye(10, dtype="float32")[y], np.eye(10, dtype="float32")[yv]
+    out = json.loads(GRID.read_text()) if GRID.exists() else {}
+    for e in grid_exponents():
+        if str(e) in out:
+            continue
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(0)
+        h = recipe_model(10.0 ** e).fit(x, y, batch_size=1024, epochs=EPOCHS, validation_data=(xv, yv), verbose=0)
+        out[str(e)] = [round(float(v), 4) for v in h.history["val_accuracy"]]
+        GRID.write_text(json.dumps(out, indent=0))
+        log(f"lr 1e{e:+.2f}: " + " ".join(f"{v:.3f}" for v in out[str(e)]))
+
+
+class Curves:
+    """A trial's curve: that of a grid rate near its own, plus its own noise.
+
+    With ``noise`` (in accuracy, e.g. 0.003) a trial reads the curve of a grid rate drawn
+    among those within 0.15 decades of its own (else the nearest), and each epoch gets
+    independent Gaussian noise of that size: what a trial's own initial weights and shuffles
+    do to it (the grid's neighbouring rates differ by about that much). The draw depends on
+    ``key`` (the study's seed and the trial's number) only.
+    """
+
+    def __init__(self, path: Path = GRID, noise: float = 0.0):
+        raw = json.loads(path.read_text())
+        self.keys = sorted(float(k) for k in raw)
+        self.curves = {float(k): v for k, v in raw.items()}
+        self.noise = noise
+
+    def __call__(self, lr: float, key=None) -> list[float]:
+        import random
+
+        x = math.log10(lr)
+        i = bisect.bisect_left(self.keys, x)
+        near = min(self.keys[max(0, i - 1): i + 1], key=lambda k: abs(k - x))
+        if not self.noise:
+            return self.curves[near]
+        rng = random.Random(hash(key))
+        around = [k for k in self.keys if abs(k - x) <= 0.15] or [near]
+        base = self.curves[rng.choice(around)]
+        return [min(1.0, max(0.0, v + rng.gauss(0.0, self.noise))) for v in base]
+
+
+def run_study(curves: Curves, sampler, pruner, schedule, *, enqueue=RATES, seed=0) -> tuple[int, float]:
+    """One study of TRIALS trials; return (epochs trained, best val_accuracy seen)."""
+    import optuna
+
+    from search.pruning import EpochMonitor
+
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    for lr in enqueue:
+        study.enqueue_trial({"learning_rate": lr})
+    total, best = 0, -math.inf
+    for _ in range(TRIALS):
+        trial = study.ask()
+        lr = trial.suggest_float("learning_rate", 1e-5, 1.0, log=True)
+        m = EpochMonitor(trial, schedule=schedule)
+        pruned = False
+        for epoch, acc in enumerate(curves(lr, (seed, trial.number))):
+            logs = {"loss": 0.5, "val_loss": 0.5, "accuracy": acc, "val_accuracy": acc}
+            if m.end_epoch(epoch, logs):
+                pruned = True
+                break
+        total += m.epochs_run
+        best = max(best, m.best_value)
+        if pruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, m.best_value)
+    return total, best
+
+
+def script(curves: Curves, seed: int) -> tuple[int, float]:
+    import optuna
+
+    from search.pruning import EVERY_EPOCH
+
+    return run_study(curves, optuna.samplers.TPESampler(seed=seed),
+                     optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2), EVERY_EPOCH, seed=seed)
+
+
+def hpsearch(curves: Curves, seed: int, rule: dict) -> tuple[int, float]:
+    from search.config import StudyConfig
+    from search.pruning import AshaPruner, PrunerSchedule, make_pruner, pruner_schedule
+    from search.study import make_sampler
+
+    cfg = StudyConfig(epochs=EPOCHS, seed=seed, pruner=rule.get("pruner", "asha"))
+    sampler_kw = {k[len("tpe_"):]: v for k, v in rule.items() if k.startswith("tpe_")}
+    sampler = make_sampler(cfg)
+    if sampler_kw:  # the same TPE with some settings changed
+        import optuna
+
+        kw = dict(n_startup_trials=sampler._n_startup_trials, n_ei_candidates=sampler._n_ei_candidates, multivariate=True,
+                  group=False, constant_liar=True, seed=seed)
+        sampler = optuna.samplers.TPESampler(**{**kw, **sampler_kw})
+    asha_kw = {k: v for k, v in rule.items() if k in ("min_epochs", "reduction_factor", "keep")}
+    if rule.get("drop_last"):
+        asha_kw.setdefault("reduction_factor", 3)
+    if asha_kw:
+        pruner = AshaPruner(EPOCHS, **asha_kw)
+        if rule.get("drop_last"):  # no rung within a factor eta of the last epoch
+            pruner.rungs = [r for r in pruner.rungs if (r + 1) * pruner.reduction_factor <= EPOCHS]
+        schedule = PrunerSchedule(steps=frozenset(pruner.rungs), last_step=EPOCHS - 1)
+    else:
+        pruner, schedule = make_pruner(cfg), pruner_schedule(cfg)
+    return run_study(curves, sampler, pruner, schedule, enqueue=rule.get("enqueue", RATES), seed=seed)
+
+
+RULES = [
+    {},  # the default as it stands
+    {"min_epochs": 2},
+    {"min_epochs": 3},
+    {"reduction_factor": 2},
+    {"min_epochs": 2, "reduction_factor": 2},
+    {"enqueue": (0.01, 0.1, 0.0001)},
+    {"tpe_n_startup_trials": 5},
+    {"tpe_n_startup_trials": 5, "min_epochs": 2},
+    {"pruner": "none"},
+]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--collect", action="store_true", help="train the grid of rates and store their curves")
+    p.add_argument("--seeds", type=int, default=40, help="sampler seeds to replay (0 .. N-1)")
+    p.add_argument("--rule", action="append", help="a rule as JSON (default: the list in RULES)")
+    p.add_argument("--noise", type=float, default=0.003, help="each trial's own noise, in accuracy (default: 0.003)")
+    args = p.parse_args()
+    if args.collect:
+        collect()
+        return 0
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    curves = Curves(noise=args.noise)
+    seeds = range(args.seeds)
+    base = {s: script(curves, s) for s in seeds}
+    e0 = statistics.mean(t for t, _ in base.values())
+    print(f"script: mean {e0:.1f} epochs, best {statistics.mean(b for _, b in base.values()):.4f}")
+    rules = [json.loads(r) for r in args.rule] if args.rule else RULES
+    print("| rule | mean epochs | max epochs | seeds over 48 | max % of script | seeds over 60% of script | mean Δ best (pp) | worst Δ | seeds below -0.3 | seeds meeting all three |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for rule in rules:
+        started = time.time()
+        res = {s: hpsearch(curves, s, rule) for s in seeds}
+        d = [100 * (res[s][1] - base[s][1]) for s in seeds]
+        share = [res[s][0] / base[s][0] for s in seeds]
+        ep = [res[s][0] for s in seeds]
+        print(f"| {json.dumps(rule)} | {statistics.mean(ep):.1f} | {max(ep)} | {sum(e > 48 for e in ep)} | {max(share):.0%} | "
+              f"{sum(x > 0.6 for x in share)} | {statistics.mean(d):+.2f} | {min(d):+.2f} | {sum(x < -0.3 for x in d)} | "
+              f"{sum(e <= 48 and x <= 0.6 and y >= -0.3 for e, x, y in zip(ep, share, d))} of {len(ep)} |"
+              f"  ({time.time() - started:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
