@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 __all__ = ["build_parser", "main"]
@@ -96,7 +97,18 @@ def _drop_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``hpsearch`` command; return its exit code."""
-    argv = sys.argv[1:] if argv is None else argv
+    if argv is not None:
+        return _main(argv)
+    code = _main(sys.argv[1:])
+    # Called as the program (the console script, ``python -m search``): the command is over
+    # and its exit code decided, so a Ctrl-C now could only interrupt the interpreter's exit,
+    # where a finaliser that gets the KeyboardInterrupt prints an "Exception ignored ...
+    # Traceback" (seen 1 s into a one-trial `run` that had just finished).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
+
+
+def _main(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv)
     except KeyboardInterrupt:  # Ctrl-C while the command starts (issue 15): no traceback
