@@ -76,6 +76,13 @@ def log(text: str) -> None:
 #: (wall clock, val_accuracy) at the end of every epoch trained; module-level because
 #: KerasTuner deep-copies the callbacks it is given.
 EVENTS: list[tuple[float, float]] = []
+#: Where the events go, and the epochs after which the process stops (the budget: KerasTuner's
+#: Hyperband decides its own number of trials, and one iteration trains more than 12 x H).
+LOG: dict = {"path": None, "budget": None}
+
+
+def _write_events() -> None:
+    Path(LOG["path"]).write_text(json.dumps(EVENTS))
 
 
 def _epoch_logger():
@@ -84,6 +91,12 @@ def _epoch_logger():
     class EpochLog(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             EVENTS.append((time.time(), float((logs or {}).get("val_accuracy", math.nan))))
+            if LOG["budget"] and len(EVENTS) >= LOG["budget"]:
+                # The budget is spent: stop here, as a user with a fixed budget would. KerasTuner
+                # catches exceptions raised in a trial and goes on, so leave the process itself.
+                _write_events()
+                sys.stdout.flush()
+                os._exit(0)
 
     return EpochLog()
 
@@ -142,8 +155,9 @@ def kerastuner_hyperband(args) -> None:
 
 
 def _run_contender(args) -> int:
+    LOG.update(path=args.log, budget=args.budget)
     {"optuna": optuna_script, "kerastuner": kerastuner_hyperband}[args.contender](args)
-    Path(args.log).write_text(json.dumps(EVENTS))
+    _write_events()
     return 0
 
 
@@ -170,6 +184,20 @@ def _study_events(url: str, study: str) -> list[tuple[float, float]]:
     return sorted(events)
 
 
+def _study_trials(url: str, study: str) -> list[dict]:
+    """Each finished trial's rate, fate and val_accuracy per epoch, for replaying rules later
+    (``rung_replay.py``): the unpruned search's trials are a grid of full curves at this size."""
+    import optuna
+
+    out = []
+    for t in optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False):
+        if t.state.is_finished():
+            values = [t.intermediate_values.get(i) for i in range(max(t.intermediate_values, default=-1) + 1)]
+            out.append({"number": t.number, "learning_rate": t.params.get("learning_rate"), "state": t.state.name,
+                        "val_accuracy": [None if v is None else round(v, 5) for v in values]})
+    return out
+
+
 def _study_counts(url: str, study: str) -> dict:
     import optuna
 
@@ -190,7 +218,8 @@ def run_one(name: str, url: str, epochs: int, trials: int, train_size: int, seed
         "hpsearch-median": hp + ["--pruner", "median"],
         "optuna-script": [sys.executable, __file__, "--contender", "optuna", "--storage", url, "--study", study,
                           "--trials", str(trials), "--log", str(logfile)] + common,
-        "kerastuner-hyperband": [sys.executable, __file__, "--contender", "kerastuner", "--log", str(logfile)] + common,
+        "kerastuner-hyperband": [sys.executable, __file__, "--contender", "kerastuner", "--log", str(logfile),
+                                 "--budget", str(trials * epochs)] + common,
     }[name]
     load = os.getloadavg()[0]
     started = time.time()
@@ -205,13 +234,15 @@ def run_one(name: str, url: str, epochs: int, trials: int, train_size: int, seed
         events = [tuple(e) for e in json.loads(logfile.read_text())]
         logfile.unlink()
         counts = _study_counts(url, study) if name == "optuna-script" else {"trials": None, "pruned": None}
+    per_trial = _study_trials(url, study) if name != "kerastuner-hyperband" else None
     curve, best = [], -math.inf
     for i, (clock, value) in enumerate(events, 1):
         if math.isfinite(value) and value > best:
             best = value
         curve.append((i, round(clock - started, 3), best))
     row = {"contender": name, "seed": seed, "epochs": len(events), "seconds": round(seconds, 2), "best": best,
-           "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2), "curve": curve, **counts}
+           "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2), "curve": curve, **counts,
+           "per_trial": per_trial}
     log(f"{name} seed {seed}: {row['epochs']} epochs, {seconds:.1f} s, best {best:.4f}")
     return row
 
@@ -263,34 +294,42 @@ def render_gate(result: dict) -> str:
     return "\n".join(out)
 
 
-def anytime(args) -> dict:
+def anytime(args, finished) -> None:
     """Run every contender of ``args.contenders`` at each horizon and seed.
 
-    With ``--merge`` the runs are added to the stored ones (``docs/data/anytime-<H>.json``),
-    replacing a stored run of the same contender and seed: epochs and accuracies do not depend
-    on the machine's load, wall times of runs made at different times do (the table says which
-    runs were merged).
+    The runs so far are written to ``docs/data/anytime-<H>.json`` after every run (unless
+    ``--no-write``), so a stopped benchmark loses one run at most; ``finished(h, res)`` draws and
+    writes each horizon once its runs are done.
+
+    With ``--merge`` the runs are added to the stored ones, replacing a stored run of the same
+    contender and seed: epochs and accuracies do not depend on the machine's load, wall times
+    of runs made at different times do (the table says which runs were merged). ``--resume``
+    merges and skips the runs the stored file already holds, to finish a stopped benchmark.
     """
-    results = {}
     with _storage(args.storage) as (url, where):
         for h in args.horizons:
             epochs, trials, train_size = HORIZONS[h]
             log(f"horizon {h}: {trials} trials x {epochs} epochs, {train_size} images, seeds {args.seeds}, {args.contenders}, {where}")
-            runs = []
+            stored = REPO / "docs" / "data" / f"anytime-{h}.json"
+            old = json.loads(stored.read_text()) if (args.merge or args.resume) and stored.exists() else {"runs": []}
+            if old.get("train_size", train_size) != train_size or old.get("epochs", epochs) != epochs:
+                old = {"runs": []}  # stored at another size: nothing to merge with
+            done = {(r["contender"], r["seed"]) for r in old["runs"] if not r.get("merged")} if args.resume else set()
+            since = old.get("measured", "an earlier run")
+            runs = [r if (r["contender"], r["seed"]) in done else dict(r, merged=r.get("merged") or since) for r in old["runs"]]
+            res = {"epochs": epochs, "trials": trials, "train_size": train_size, "runs": runs,
+                   "measured": old.get("measured") if args.resume and done else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
             for i, seed in enumerate(args.seeds):
                 order = [c for c in CONTENDERS[i % len(CONTENDERS):] + CONTENDERS[:i % len(CONTENDERS)] if c in args.contenders]  # rotate who goes first
                 for name in order:
-                    runs.append(run_one(name, url, epochs, trials, train_size, seed))
-            res = {"epochs": epochs, "trials": trials, "train_size": train_size, "runs": runs}
-            stored = REPO / "docs" / "data" / f"anytime-{h}.json"
-            if args.merge and stored.exists():
-                old = json.loads(stored.read_text())
-                new = {(r["contender"], r["seed"]) for r in runs}
-                kept = [dict(r, merged=r.get("merged") or old.get("measured", "an earlier run")) for r in old["runs"] if (r["contender"], r["seed"]) not in new]
-                res["runs"] = kept + runs
-            res["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-            results[h] = res
-    return results
+                    if (name, seed) in done:
+                        log(f"{name} seed {seed}: kept from the stored run (--resume)")
+                        continue
+                    row = run_one(name, url, epochs, trials, train_size, seed)
+                    res["runs"] = [r for r in res["runs"] if (r["contender"], r["seed"]) != (name, seed)] + [row]
+                    if not args.no_write:
+                        stored.write_text(json.dumps(res))
+            finished(h, res)
 
 
 def plot(h: int, res: dict, path: Path) -> None:
@@ -416,6 +455,8 @@ def main() -> int:
     p.add_argument("--contenders", help="who runs, alternated (--gate default: hpsearch,optuna-script, also hpsearch-median: "
                    "--pruner median; horizons default: all four)")
     p.add_argument("--merge", action="store_true", help="horizons: add these runs to the stored ones of other contenders and seeds")
+    p.add_argument("--resume", action="store_true", help="horizons: finish a stopped run: keep the stored runs of this "
+                   "measurement and run only the missing contenders and seeds")
     # a hand-written contender as its own process (used by the driver)
     p.add_argument("--contender", choices=("optuna", "kerastuner"), help=argparse.SUPPRESS)
     p.add_argument("--study", help=argparse.SUPPRESS)
@@ -424,6 +465,7 @@ def main() -> int:
     p.add_argument("--trials", type=int, help=argparse.SUPPRESS)
     p.add_argument("--train-size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--budget", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.contender:
         return _run_contender(args)
@@ -441,18 +483,20 @@ def main() -> int:
             (data_dir / "anytime-gate.json").write_text(json.dumps(result, indent=1))
             write_block("anytime-gate", text)
         return 0
-    results = anytime(args)
     seeds = ",".join(map(str, args.seeds))
-    for h, res in results.items():
+
+    def finished(h: int, res: dict) -> None:
         who = "" if set(args.contenders) == set(CONTENDERS) else f" --contenders {','.join(args.contenders)}"
-        who += " --merge" if args.merge else ""
+        who += " --resume" if args.resume else " --merge" if args.merge else ""
         text = (f"Measured by `python tests/benchmarks/anytime.py --horizons {h} --seeds {seeds}{who}` on "
-                f"{stamp.format(time.time() - started)} (all horizons of this run).\n\n{render_anytime({h: res})}")
-        print(text)
+                f"{stamp.format(time.time() - started)} (this and the horizons before it in the same run).\n\n{render_anytime({h: res})}")
+        print(text, flush=True)
         if not args.no_write:
             (data_dir / f"anytime-{h}.json").write_text(json.dumps(res))
             plot(h, res, REPO / "docs" / f"anytime-{h}.png")
             write_block(f"anytime-{h}", text)
+
+    anytime(args, finished)
     return 0
 
 
