@@ -62,6 +62,8 @@ CONTENDERS = ("hpsearch", "optuna-script", "kerastuner-hyperband", "random-unpru
 #: is most of an epoch's time at these slices).
 HORIZONS = {10: (10, 12, 2_000), 30: (30, 12, 1_000), 100: (100, 12, 500)}
 GATE = (10, 12, 10_000)
+#: The ``hpsearch`` beside this interpreter (a venv's python run without activating it), else PATH's.
+HPSEARCH = str(Path(sys.executable).with_name("hpsearch")) if Path(sys.executable).with_name("hpsearch").exists() else "hpsearch"
 RATES = (0.1, 0.01, 0.0001)
 LR_RANGE = (1e-5, 1.0)
 
@@ -210,7 +212,7 @@ def run_one(name: str, url: str, epochs: int, trials: int, train_size: int, seed
     study = f"anytime-{name}-{uuid.uuid4().hex[:6]}"
     logfile = Path(f"/tmp/anytime-{uuid.uuid4().hex[:8]}.json")
     common = ["--epochs", str(epochs), "--train-size", str(train_size), "--seed", str(seed)]
-    hp = ["hpsearch", "run", "--storage", url, "--study", study, "--data", str(DATA), "--trials", str(trials),
+    hp = [HPSEARCH, "run", "--storage", url, "--study", study, "--data", str(DATA), "--trials", str(trials),
           "--validation", "test", "--format", "json"] + common
     cmd = {
         "hpsearch": hp,
