@@ -136,7 +136,8 @@ def init_text(info: dict, fmt: str) -> str:
 
     if fmt == "json":
         return json.dumps(info, indent=2)
-    return f"study {info['study']!r} {'created' if info['created'] else 'exists'} on {info['storage']}"
+    budget = "" if info.get("target_trials") is None else f", budget {info['target_trials']} trials"
+    return f"study {info['study']!r} {'created' if info['created'] else 'exists'} on {info['storage']}{budget}"
 
 
 def summary_json(summary: dict) -> str:

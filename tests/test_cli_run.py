@@ -11,6 +11,7 @@ import optuna
 import pytest
 import sqlalchemy
 
+from storage.epochs import TARGET_ATTR
 from tests.conftest import REPO, run_cli
 
 SMALL = ["--trials", "6", "--epochs", "3", "--train-size", "3000"]
@@ -223,3 +224,24 @@ def test_init_with_a_target_below_three_queues_only_that_many_recipe_rates(local
     assert out.returncode == 0, out.stderr
     waiting = [t.system_attrs["fixed_params"]["learning_rate"] for t in study.get_trials(states=[optuna.trial.TrialState.WAITING])]
     assert sorted(waiting) == [0.0001, 0.01, 0.1]
+    # The budget given to init is recorded, so `query follow` shows it before any worker runs.
+    recorded = optuna.storages.RDBStorage(local_pg_url).get_study_system_attrs(study._study_id)
+    assert recorded[TARGET_ATTR] == 5 and "budget 5 trials" in out.stdout
+    follow = subprocess.Popen([sys.executable, "-m", "search", "query", "follow", "--study", "init-few", "--storage", local_pg_url],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        first = follow.stderr.readline()  # the header line, printed before it waits for epochs
+    finally:
+        follow.kill()
+        follow.wait(timeout=15)
+    assert "budget 5 trials" in first, first
+
+
+def test_init_without_trials_records_no_budget(local_pg_url, mnist):
+    data = ["--data", mnist] if mnist else []
+    out = run_cli("init", "--study", "init-no-budget", "--storage", local_pg_url, *data)
+    assert out.returncode == 0, out.stderr
+    study = optuna.load_study(study_name="init-no-budget", storage=local_pg_url)
+    recorded = optuna.storages.RDBStorage(local_pg_url).get_study_system_attrs(study._study_id)
+    assert TARGET_ATTR not in recorded and ", budget" not in out.stdout
+    assert len(study.get_trials(states=[optuna.trial.TrialState.WAITING])) == 3  # all of the recipe's rates

@@ -194,8 +194,8 @@ class _Follow(Command, name="follow", help="print each new epoch of a study as i
 def follow(engine, study: str, *, from_start: bool = False, fmt: str = "json", interval: float = 1.0, out=None, err=None) -> int:
     """Print the study's epochs as they are written until its budget is finished; return 0.
 
-    The budget is the ``--trials`` its workers were started with (recorded in the study); a
-    study without one (not run by hpsearch workers) is followed until Ctrl-C.
+    The budget is the ``--trials`` given to ``hpsearch init`` or to its workers (recorded in
+    the study); a study without one (not run by hpsearch workers) is followed until Ctrl-C.
 
     Raises:
         StudyNotFoundError: no study of that name.

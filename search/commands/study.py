@@ -204,14 +204,25 @@ class Init(StudyCommand, name="init", help="create the study (schema, stored set
       hpsearch init --study mnist-learning-rate --data /data/mnist.npz --epochs 500
     """
 
-    trials_help = "ignored by init; accepted so init and worker take the same flags"
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--trials", type=whole_number, default=None,
+                            help="the study's budget of finished trials, recorded so that `hpsearch query follow` shows it "
+                            "before a worker starts (each worker's own --trials records it again); below 3, only that many of "
+                            "the recipe's rates are enqueued (default: none recorded)")
 
     def run(self, args) -> int:
+        from search.config import DEFAULT_TRIALS
         from search.render import init_text
+        from storage.epochs import TARGET_ATTR
 
+        target = args.trials
+        args.trials = DEFAULT_TRIALS if target is None else target  # the recipe's rates: all three unless fewer trials
         opened = open_the_study(args, trains=False)  # no lanes: init trains nothing
         opened.progress.close()
-        info = {"study": args.study, "created": opened.created, "storage": opened.resolved.masked, "config": opened.config.to_dict()}
+        if target is not None:
+            opened.storage.set_study_system_attr(opened.study._study_id, TARGET_ATTR, target)
+        info = {"study": args.study, "created": opened.created, "storage": opened.resolved.masked, "config": opened.config.to_dict(),
+                "target_trials": target}
         print(init_text(info, args.format))
         return 0
 

@@ -122,6 +122,7 @@ def test_init_prints_one_line_or_the_json_it_was_given():
     assert init_text(info, "text") == "study 's' exists on db"
     assert init_text({**info, "created": True}, "text") == "study 's' created on db"
     assert json.loads(init_text(info, "json")) == info
+    assert init_text({**info, "target_trials": 8}, "text") == "study 's' exists on db, budget 8 trials"
 
 
 def test_the_dashboard_hint_never_shows_a_password():
