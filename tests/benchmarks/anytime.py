@@ -318,6 +318,9 @@ def anytime(args, finished) -> None:
                 old = {"runs": []}  # stored at another size: nothing to merge with
             done = {(r["contender"], r["seed"]) for r in old["runs"] if not r.get("merged")} if args.resume else set()
             since = old.get("measured", "an earlier run")
+            for r in old["runs"]:  # a run stored before the budget held KerasTuner to it: keep its first trials x epochs
+                if r["epochs"] > trials * epochs:
+                    r.update(epochs=trials * epochs, curve=r["curve"][: trials * epochs], best=r["curve"][trials * epochs - 1][2], cut_at_budget=True)
             runs = [r if (r["contender"], r["seed"]) in done else dict(r, merged=r.get("merged") or since) for r in old["runs"]]
             res = {"epochs": epochs, "trials": trials, "train_size": train_size, "runs": runs,
                    "measured": old.get("measured") if args.resume and done else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -432,6 +435,10 @@ def render_anytime(results: dict) -> str:
         merged = sorted({r["merged"] for r in runs if r.get("merged")})
         if merged:
             out.append(f"\\* runs kept from {', '.join(merged)} (`--merge`): their wall times were measured under that run's load.\n")
+        cut = [f"{r['contender']} seed {r['seed']}" for r in runs if r.get("cut_at_budget")]
+        if cut:
+            out.append(f"Cut at the budget's {budget} epochs (stored before the driver stopped it there): {', '.join(cut)}; "
+                       "its wall s is the whole run's.\n")
         out.append(curve_margin(res) + "\n")
     return "\n".join(out)
 
