@@ -17,6 +17,13 @@ the script's over the seeds.
 What it leaves out: the noise of a real trial (its own initial weights and shuffles; here two
 trials at nearby rates read the same curve), and wall time. It screens; the gate measures.
 
+``--horizon H`` replays at one of ``anytime.py``'s horizons instead, on the curves its runs
+stored (``docs/data/anytime-<H>.json``: every trial that trained all H epochs, from every
+seed, so trials at nearby rates read curves from different initial weights), against the
+replayed unpruned random search (the horizon targets are shares of its epochs and its best).
+A rule may set ``"epoch_budget": true``: the study goes on starting trials until it has trained
+the unpruned search's epochs (trials x H), the budget the anytime figure draws.
+
 Usage::
 
     python tests/benchmarks/rung_replay.py --collect          # about 8 minutes on 2 loaded cores
@@ -85,28 +92,41 @@ class Curves:
     ``key`` (the study's seed and the trial's number) only.
     """
 
-    def __init__(self, path: Path = GRID, noise: float = 0.0):
-        raw = json.loads(path.read_text())
-        self.keys = sorted(float(k) for k in raw)
-        self.curves = {float(k): v for k, v in raw.items()}
+    def __init__(self, path: Path = GRID, noise: float = 0.0, pool: list[tuple[float, list[float]]] | None = None):
+        #: (log10 of the rate, its curve), sorted; a rate may have several curves (``pool``)
+        self.pool = sorted(pool if pool is not None else [(float(k), v) for k, v in json.loads(path.read_text()).items()])
+        self.keys = [k for k, _ in self.pool]
         self.noise = noise
+
+    @classmethod
+    def from_anytime(cls, path: Path, epochs: int, noise: float) -> "Curves":
+        """Every whole curve (all ``epochs`` epochs) the anytime runs stored, of every contender and seed."""
+        res = json.loads(path.read_text())
+        pool = [(math.log10(t["learning_rate"]), t["val_accuracy"]) for r in res["runs"] for t in (r.get("per_trial") or [])
+                if len(t["val_accuracy"]) == epochs and None not in t["val_accuracy"]]
+        if not pool:
+            raise SystemExit(f"{path} holds no per-trial curves: run anytime.py at this horizon first")
+        return cls(noise=noise, pool=pool)
 
     def __call__(self, lr: float, key=None) -> list[float]:
         import random
 
         x = math.log10(lr)
         i = bisect.bisect_left(self.keys, x)
-        near = min(self.keys[max(0, i - 1): i + 1], key=lambda k: abs(k - x))
+        near = min(range(max(0, i - 1), min(i + 1, len(self.keys))), key=lambda j: abs(self.keys[j] - x))
         if not self.noise:
-            return self.curves[near]
+            return self.pool[near][1]
         rng = random.Random(hash(key))
-        around = [k for k in self.keys if abs(k - x) <= 0.15] or [near]
-        base = self.curves[rng.choice(around)]
+        around = [j for j, k in enumerate(self.keys) if abs(k - x) <= 0.15] or [near]
+        base = self.pool[rng.choice(around)][1]
         return [min(1.0, max(0.0, v + rng.gauss(0.0, self.noise))) for v in base]
 
 
-def run_study(curves: Curves, sampler, pruner, schedule, *, enqueue=RATES, seed=0) -> tuple[int, float]:
-    """One study of TRIALS trials; return (epochs trained, best val_accuracy seen)."""
+def run_study(curves: Curves, sampler, pruner, schedule, *, enqueue=RATES, seed=0, epoch_budget: bool = False,
+              trace: list | None = None) -> tuple[int, float]:
+    """One study of TRIALS trials (or, with ``epoch_budget``, of as many as TRIALS x EPOCHS
+    epochs allow); return (epochs trained, best val_accuracy seen). ``trace`` gets the best so
+    far after every epoch."""
     import optuna
 
     from search.pruning import EpochMonitor
@@ -114,19 +134,24 @@ def run_study(curves: Curves, sampler, pruner, schedule, *, enqueue=RATES, seed=
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     for lr in enqueue:
         study.enqueue_trial({"learning_rate": lr})
-    total, best = 0, -math.inf
-    for _ in range(TRIALS):
+    total, best, budget = 0, -math.inf, TRIALS * EPOCHS
+    for _ in range(10 * TRIALS if epoch_budget else TRIALS):
+        if epoch_budget and total >= budget:
+            break
         trial = study.ask()
         lr = trial.suggest_float("learning_rate", 1e-5, 1.0, log=True)
         m = EpochMonitor(trial, schedule=schedule)
         pruned = False
-        for epoch, acc in enumerate(curves(lr, (seed, trial.number))):
+        for epoch, acc in enumerate(curves(lr, (seed, trial.number))[:EPOCHS]):
             logs = {"loss": 0.5, "val_loss": 0.5, "accuracy": acc, "val_accuracy": acc}
-            if m.end_epoch(epoch, logs):
+            stop = m.end_epoch(epoch, logs)
+            best = max(best, acc)
+            if trace is not None:
+                trace.append(best)
+            if stop or (epoch_budget and total + m.epochs_run >= budget and epoch < EPOCHS - 1):
                 pruned = True
                 break
         total += m.epochs_run
-        best = max(best, m.best_value)
         if pruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
@@ -143,7 +168,22 @@ def script(curves: Curves, seed: int) -> tuple[int, float]:
                      optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2), EVERY_EPOCH, seed=seed)
 
 
-def hpsearch(curves: Curves, seed: int, rule: dict) -> tuple[int, float]:
+def unpruned(curves: Curves, seed: int, trace: list | None = None) -> tuple[int, float]:
+    """``hpsearch run --sampler random --pruner none``: the horizons' baseline."""
+    import optuna
+
+    from search.config import StudyConfig
+    from search.space import recipe_order
+    from search.study import make_sampler
+
+    from search.pruning import PrunerSchedule
+
+    cfg = StudyConfig(epochs=EPOCHS, seed=seed, sampler="random")
+    return run_study(curves, make_sampler(cfg), optuna.pruners.NopPruner(), PrunerSchedule(enabled=False),
+                     enqueue=recipe_order(RATES), seed=seed, trace=trace)
+
+
+def hpsearch(curves: Curves, seed: int, rule: dict, trace: list | None = None) -> tuple[int, float]:
     from search.config import StudyConfig
     from search.pruning import AshaPruner, PrunerSchedule, make_pruner, pruner_schedule
     from search.study import make_sampler
@@ -167,16 +207,19 @@ def hpsearch(curves: Curves, seed: int, rule: dict) -> tuple[int, float]:
         schedule = PrunerSchedule(steps=frozenset(pruner.rungs), last_step=EPOCHS - 1)
     else:
         pruner, schedule = make_pruner(cfg), pruner_schedule(cfg)
-    return run_study(curves, sampler, pruner, schedule, enqueue=rule.get("enqueue", RATES), seed=seed)
+    from search.space import recipe_order
+
+    return run_study(curves, sampler, pruner, schedule, enqueue=rule.get("enqueue", recipe_order(RATES)), seed=seed,
+                     epoch_budget=bool(rule.get("epoch_budget")), trace=trace)
 
 
 RULES = [
-    {},  # the default as it stands
+    {},  # the default as it stands (0.01 enqueued first)
+    {"enqueue": RATES},  # the previous default: the recipe's order, 0.1 first
     {"min_epochs": 2},
     {"min_epochs": 3},
     {"reduction_factor": 2},
     {"min_epochs": 2, "reduction_factor": 2},
-    {"enqueue": (0.01, 0.1, 0.0001)},
     {"tpe_n_startup_trials": 5},
     {"tpe_n_startup_trials": 5, "min_epochs": 2},
     {"pruner": "none"},
@@ -189,6 +232,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=40, help="sampler seeds to replay (0 .. N-1)")
     p.add_argument("--rule", action="append", help="a rule as JSON (default: the list in RULES)")
     p.add_argument("--noise", type=float, default=0.003, help="each trial's own noise, in accuracy (default: 0.003)")
+    p.add_argument("--horizon", type=int, choices=(10, 30, 100), help="replay at an anytime.py horizon, on the curves its runs stored")
     args = p.parse_args()
     if args.collect:
         collect()
@@ -196,6 +240,8 @@ def main() -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if args.horizon:
+        return replay_horizon(args)
     curves = Curves(noise=args.noise)
     seeds = range(args.seeds)
     base = {s: script(curves, s) for s in seeds}
@@ -214,6 +260,55 @@ def main() -> int:
               f"{sum(x > 0.6 for x in share)} | {statistics.mean(d):+.2f} | {min(d):+.2f} | {sum(x < -0.3 for x in d)} | "
               f"{sum(e <= 48 and x <= 0.6 and y >= -0.3 for e, x, y in zip(ep, share, d))} of {len(ep)} |"
               f"  ({time.time() - started:.0f} s)", flush=True)
+    return 0
+
+
+#: What the horizon replay screens by default.
+HORIZON_RULES = [
+    {},
+    {"drop_last": True},
+    {"keep": [1 / 3, 1 / 2]},
+    {"min_epochs": 2},
+    {"min_epochs": 3},
+    {"tpe_n_startup_trials": 5},
+    {"epoch_budget": True},
+    {"epoch_budget": True, "tpe_n_startup_trials": 5},
+]
+#: The issue's epoch targets per horizon: at most this share of the unpruned search's epochs.
+EPOCH_SHARE = {10: 0.4, 30: 0.3, 100: 0.2}
+
+
+def replay_horizon(args) -> int:
+    """Each rule against the replayed unpruned search on ``args.seeds`` seeds, at one horizon."""
+    global EPOCHS, TRIALS
+
+    from anytime import HORIZONS
+
+    EPOCHS, TRIALS, train = HORIZONS[args.horizon]
+    budget = EPOCHS * TRIALS
+    curves = Curves.from_anytime(REPO / "docs" / "data" / f"anytime-{args.horizon}.json", EPOCHS, args.noise)
+    seeds = range(args.seeds)
+    base_trace = {s: [] for s in seeds}
+    base = {s: unpruned(curves, s, base_trace[s]) for s in seeds}
+    at = lambda trace, f: trace[min(len(trace), max(1, int(f * budget))) - 1]  # noqa: E731
+    print(f"horizon {args.horizon}: {TRIALS} trials x {EPOCHS} epochs, {train} images; {len(curves.pool)} stored curves, "
+          f"noise {args.noise}; unpruned: best {statistics.mean(b for _, b in base.values()):.4f}")
+    share = EPOCH_SHARE[args.horizon]
+    print(f"| rule | mean epochs (% of {budget}) | seeds over {share:.0%} | mean Δ best (pp) | worst Δ | seeds below -0.3 | "
+          "Δ at 25% / 50% of the budget (pp) | seeds meeting both |")
+    print("|---|---|---|---|---|---|---|---|")
+    rules = [json.loads(r) for r in args.rule] if args.rule else HORIZON_RULES
+    for rule in rules:
+        traces = {s: [] for s in seeds}
+        res = {s: hpsearch(curves, s, rule, traces[s]) for s in seeds}
+        d = [100 * (res[s][1] - base[s][1]) for s in seeds]
+        ep = [res[s][0] for s in seeds]
+        quarter = statistics.mean(100 * (at(traces[s], 0.25) - at(base_trace[s], 0.25)) for s in seeds)
+        half = statistics.mean(100 * (at(traces[s], 0.5) - at(base_trace[s], 0.5)) for s in seeds)
+        over = [e > share * budget for e in ep]
+        print(f"| {json.dumps(rule)} | {statistics.mean(ep):.1f} ({statistics.mean(ep) / budget:.1%}) | {sum(over)} | "
+              f"{statistics.mean(d):+.2f} | {min(d):+.2f} | {sum(x < -0.3 for x in d)} | {quarter:+.2f} / {half:+.2f} | "
+              f"{sum(not o and x >= -0.3 for o, x in zip(over, d))} of {len(ep)} |", flush=True)
     return 0
 
 
