@@ -345,17 +345,20 @@ def plot(h: int, res: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     colors = dict(zip(CONTENDERS, ("tab:red", "tab:blue", "tab:green", "tab:gray")))
-    for name in CONTENDERS:
+    for name in CONTENDERS[::-1]:  # hpsearch last, on top
+        width = 1.8 if name == "hpsearch" else 1.2
         for j, r in enumerate(r for r in res["runs"] if r["contender"] == name):
             xs_e = [p[0] for p in r["curve"]]
             xs_t = [p[1] for p in r["curve"]]
             ys = [p[2] for p in r["curve"]]
             label = name if j == 0 else None
-            axes[0].step(xs_e, ys, where="post", color=colors[name], alpha=0.8, label=label)
-            axes[1].step(xs_t, ys, where="post", color=colors[name], alpha=0.8, label=label)
+            axes[0].step(xs_e, ys, where="post", color=colors[name], alpha=0.8, lw=width, label=label)
+            axes[1].step(xs_t, ys, where="post", color=colors[name], alpha=0.8, lw=width, label=label)
+            if xs_e and xs_e[-1] < res["trials"] * res["epochs"]:  # finished early: its best holds to the budget's end
+                axes[0].plot([xs_e[-1], res["trials"] * res["epochs"]], [ys[-1], ys[-1]], ls=":", lw=width, color=colors[name], alpha=0.6)
     budget = res["trials"] * res["epochs"]
     axes[0].axvline(budget / 4, color="k", lw=0.6, ls=":")
-    axes[0].set_xlabel("epochs trained (cumulative)")
+    axes[0].set_xlabel("epochs trained (cumulative; dotted: finished, its best holds)")
     axes[1].set_xlabel("wall seconds since the process started")
     for ax in axes:
         ax.set_ylabel("best val_accuracy so far")
@@ -463,6 +466,7 @@ def main() -> int:
     p.add_argument("--no-write", action="store_true", help="print, do not write docs/")
     p.add_argument("--contenders", help="who runs, alternated (--gate default: hpsearch,optuna-script, also hpsearch-median: "
                    "--pruner median; horizons default: all four)")
+    p.add_argument("--replot", action="store_true", help="horizons: redraw the PNGs from the stored runs, run nothing")
     p.add_argument("--merge", action="store_true", help="horizons: add these runs to the stored ones of other contenders and seeds")
     p.add_argument("--resume", action="store_true", help="horizons: finish a stopped run: keep the stored runs of this "
                    "measurement and run only the missing contenders and seeds")
@@ -491,6 +495,10 @@ def main() -> int:
         if not args.no_write:
             (data_dir / "anytime-gate.json").write_text(json.dumps(result, indent=1))
             write_block("anytime-gate", text)
+        return 0
+    if args.replot:
+        for h in args.horizons:
+            plot(h, json.loads((data_dir / f"anytime-{h}.json").read_text()), REPO / "docs" / f"anytime-{h}.png")
         return 0
     seeds = ",".join(map(str, args.seeds))
 
