@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy
 
@@ -62,23 +63,25 @@ def test_no_command_leaks_the_password(local_pg_url, mnist, tmp_path):
     assert cli("init", "--study", "secret", *data).returncode == 0
     assert cli("worker", "--study", "secret", "--trials", "5", *data).returncode == 0
     assert cli("run", "--study", "secret", "--trials", "5", "--format", "json", *data).returncode == 0
-    for action in ("studies", "trials", "best", "top", "summary"):
-        for fmt in ("table", "json", "csv"):
-            args = ["query", action, "--format", fmt] + ([] if action == "studies" else ["--study", "secret"])
-            assert cli(*args).returncode == 0, outputs[-1][1].stderr
-    assert cli("query", "curves", "--study", "secret", "--top", "3", "--format", "json").returncode == 0
-    assert cli("db", "views").returncode == 0
-    assert cli("landscape", "--study", "secret", "--out", str(tmp_path / "landscape.html")).returncode == 0
-    # errors that involve the URL: a missing database, a closed port, a bad driver
-    missing_db = run_cli("run", "--study", "x", "--storage", with_database(url, "no_such_db_x"), *data, env=env, cwd=tmp_path)
-    outputs.append((("missing database",), missing_db))
-    assert missing_db.returncode == 2 and "does not exist" in missing_db.stderr
-    cli_bad = run_cli("run", "--storage", f"postgresql://u:{marker}@127.0.0.1:9/db", env=env, cwd=tmp_path)
-    outputs.append((("closed port",), cli_bad))
-    assert cli_bad.returncode == 2
-    bad_driver = run_cli("query", "studies", "--storage", f"oracle://u:{marker}@h/db", env=env, cwd=tmp_path)
-    outputs.append((("bad driver",), bad_driver))
-    assert bad_driver.returncode == 2
+    # The readers and the errors that involve the URL do not depend on each other: run them
+    # three at a time (each is a process that mostly waits on its imports).
+    readers = [["query", action, "--format", fmt] + ([] if action == "studies" else ["--study", "secret"])
+               for action in ("studies", "trials", "best", "top", "summary") for fmt in ("table", "json", "csv")]
+    readers += [["query", "curves", "--study", "secret", "--top", "3", "--format", "json"], ["db", "views"],
+                ["landscape", "--study", "secret", "--out", str(tmp_path / "landscape.html")]]
+    failing = {  # a missing database, a closed port, a bad driver: exit 2, and the text they must say
+        "missing database": (["run", "--study", "x", "--storage", with_database(url, "no_such_db_x"), *data], "does not exist"),
+        "closed port": (["run", "--storage", f"postgresql://u:{marker}@127.0.0.1:9/db"], ""),
+        "bad driver": (["query", "studies", "--storage", f"oracle://u:{marker}@h/db"], ""),
+    }
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        read = list(pool.map(lambda args: cli(*args), readers))
+        failed = dict(zip(failing, pool.map(lambda args: run_cli(*args, env=env, cwd=tmp_path), [a for a, _ in failing.values()])))
+    for args, out in zip(readers, read):
+        assert out.returncode == 0, (args, out.stderr)
+    for name, out in failed.items():
+        outputs.append(((name,), out))
+        assert out.returncode == 2 and failing[name][1] in out.stderr, (name, out.stderr)
 
     for args, out in outputs:
         assert marker not in out.stdout, args
