@@ -135,7 +135,7 @@ def run_study(curves: Curves, sampler, pruner, schedule, *, enqueue=RATES, seed=
     for lr in enqueue:
         study.enqueue_trial({"learning_rate": lr})
     total, best, budget = 0, -math.inf, TRIALS * EPOCHS
-    for _ in range(10 * TRIALS if epoch_budget else TRIALS):
+    for _ in range(budget if epoch_budget else TRIALS):  # with a budget: until its epochs are spent
         if epoch_budget and total >= budget:
             break
         trial = study.ask()
@@ -266,6 +266,7 @@ def main() -> int:
 #: What the horizon replay screens by default.
 HORIZON_RULES = [
     {},
+    {"pruner": "none"},  # TPE unpruned: what the sampler alone does against the random search
     {"drop_last": True},
     {"keep": [1 / 3, 1 / 2]},
     {"min_epochs": 2},
