@@ -412,10 +412,10 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
         return call(_best, study, what="reading the best trial") if progress.enabled else None
 
     objective = Objective(config, dataset, on_epoch=on_epoch, call=call, options=fit_options)
-    from storage.epochs import TARGET_ATTR
+    from storage.epochs import record_target
 
     # The budget, for readers that follow the study to its end (hpsearch query follow).
-    call(storage.set_study_system_attr, study._study_id, TARGET_ATTR, target, what="recording the study's budget")
+    call(record_target, storage, study._study_id, target, what="recording the study's budget")
     done = _Done(study, storage, target, progress, call, best_so_far, max_consecutive_failures)
     if lanes > 1:
         with _Signals() as signals:

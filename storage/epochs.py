@@ -43,6 +43,7 @@ __all__ = [
     "LiveTrial",
     "engine_of",
     "budget",
+    "record_target",
     "ensure_table",
     "is_transient",
     "study_id_of",
@@ -513,6 +514,11 @@ def study_id_of(engine, name: str) -> int:
 
     with connection(engine) as conn:
         return study_id(conn, name)
+
+
+def record_target(storage, study_id: int, target: int) -> None:
+    """Record the study's budget (``--trials`` of ``init`` or of a worker) where :func:`budget` reads it."""
+    storage.set_study_system_attr(study_id, TARGET_ATTR, target)
 
 
 def budget(engine, study_id: int) -> Budget:

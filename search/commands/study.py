@@ -213,14 +213,14 @@ class Init(StudyCommand, name="init", help="create the study (schema, stored set
     def run(self, args) -> int:
         from search.config import DEFAULT_TRIALS
         from search.render import init_text
-        from storage.epochs import TARGET_ATTR
+        from storage.epochs import record_target
 
         target = args.trials
         args.trials = DEFAULT_TRIALS if target is None else target  # the recipe's rates: all three unless fewer trials
         opened = open_the_study(args, trains=False)  # no lanes: init trains nothing
         opened.progress.close()
         if target is not None:
-            opened.storage.set_study_system_attr(opened.study._study_id, TARGET_ATTR, target)
+            record_target(opened.storage, opened.study._study_id, target)
         info = {"study": args.study, "created": opened.created, "storage": opened.resolved.masked, "config": opened.config.to_dict(),
                 "target_trials": target}
         print(init_text(info, args.format))
