@@ -167,18 +167,21 @@ def _run_contender(args) -> int:
 # The driver
 
 
-def _study_events(url: str, study: str) -> list[tuple[float, float]]:
-    """(wall clock, val_accuracy) per epoch trained, from a study's trials in the database.
+def _finished_trials(url: str, study: str) -> list:
+    """The study's finished trials, read once per run."""
+    import optuna
+
+    return [t for t in optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False) if t.state.is_finished()]
+
+
+def _study_events(trials: list) -> list[tuple[float, float]]:
+    """(wall clock, val_accuracy) per epoch trained, from a study's finished trials.
 
     hpsearch's trials record each epoch's wall seconds; the Optuna script's epochs come from
     its own log instead, so this is used for hpsearch's studies only.
     """
-    import optuna
-
     events = []
-    for t in optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False):
-        if not t.state.is_finished():
-            continue
+    for t in trials:
         clock = t.datetime_start.timestamp()
         for i, sec in enumerate(t.user_attrs.get("epoch_seconds", [])):
             clock += sec
@@ -186,24 +189,18 @@ def _study_events(url: str, study: str) -> list[tuple[float, float]]:
     return sorted(events)
 
 
-def _study_trials(url: str, study: str) -> list[dict]:
+def _study_trials(trials: list) -> list[dict]:
     """Each finished trial's rate, fate and val_accuracy per epoch, for replaying rules later
     (``rung_replay.py``): the unpruned search's trials are a grid of full curves at this size."""
-    import optuna
-
     out = []
-    for t in optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False):
-        if t.state.is_finished():
-            values = [t.intermediate_values.get(i) for i in range(max(t.intermediate_values, default=-1) + 1)]
-            out.append({"number": t.number, "learning_rate": t.params.get("learning_rate"), "state": t.state.name,
-                        "val_accuracy": [None if v is None else round(v, 5) for v in values]})
+    for t in trials:
+        values = [t.intermediate_values.get(i) for i in range(max(t.intermediate_values, default=-1) + 1)]
+        out.append({"number": t.number, "learning_rate": t.params.get("learning_rate"), "state": t.state.name,
+                    "val_accuracy": [None if v is None else round(v, 5) for v in values]})
     return out
 
 
-def _study_counts(url: str, study: str) -> dict:
-    import optuna
-
-    trials = [t for t in optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False) if t.state.is_finished()]
+def _study_counts(trials: list) -> dict:
     return {"trials": len(trials), "pruned": sum(t.state.name == "PRUNED" for t in trials)}
 
 
@@ -229,14 +226,14 @@ def run_one(name: str, url: str, epochs: int, trials: int, train_size: int, seed
     seconds = time.time() - started
     if proc.returncode != 0:
         raise RuntimeError(f"{name} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    trials_done = _finished_trials(url, study) if name != "kerastuner-hyperband" else None  # KerasTuner keeps no study
     if name in ("hpsearch", "random-unpruned", "hpsearch-median"):
-        events = _study_events(url, study)
-        counts = _study_counts(url, study)
+        events = _study_events(trials_done)
     else:
         events = [tuple(e) for e in json.loads(logfile.read_text())]
         logfile.unlink()
-        counts = _study_counts(url, study) if name == "optuna-script" else {"trials": None, "pruned": None}
-    per_trial = _study_trials(url, study) if name != "kerastuner-hyperband" else None
+    counts = _study_counts(trials_done) if trials_done is not None else {"trials": None, "pruned": None}
+    per_trial = _study_trials(trials_done) if trials_done is not None else None
     curve, best = [], -math.inf
     for i, (clock, value) in enumerate(events, 1):
         if math.isfinite(value) and value > best:
