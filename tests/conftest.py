@@ -28,6 +28,29 @@ if _signal.getsignal(_signal.SIGINT) is _signal.SIG_IGN:
     _signal.signal(_signal.SIGINT, _signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Parallel runs. pytest-xdist runs the suite in worker processes (`-n auto --dist loadgroup` in
+# pyproject's addopts; `-n 0` runs it in one process). Much of a test's time is spent waiting on
+# something it started (a CLI's import of TensorFlow, a server, a worker), so two workers on two
+# cores overlap that waiting with another test's work. A module's tests run on one worker, in
+# order, so a module-scoped fixture that trains runs once; a module whose tests share nothing
+# costly sets ``SPREAD_OVER_WORKERS = True`` and its tests are dealt out one by one (its module
+# fixtures are then made once per worker). Every fixture already isolates what could clash:
+# databases have random names, homes and ports are per test.
+MAX_WORKERS = 4  # each worker holds TensorFlow and connections to the local server
+
+
+def pytest_xdist_auto_num_workers(config):
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is not None and not getattr(module, "SPREAD_OVER_WORKERS", False):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist.npz"
 #: The machine's PostgreSQL; HPSEARCH_TEST_PG_ADMIN points the tests elsewhere (a dead port
 #: shows the fallback to the embedded server: tests/test_fixtures.py).

@@ -15,7 +15,7 @@ def test_without_the_machines_postgresql_the_tests_run_on_the_embedded_server(tm
                HPSEARCH_HOME=str(tmp_path / "home"))
     env.pop("OPTUNA_STORAGE", None)
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'bt'}",
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-n", "0", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'bt'}",
          "tests/storage_tests/test_engine.py", "-k", "missing_database or creates_schema"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )

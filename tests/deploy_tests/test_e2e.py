@@ -38,3 +38,20 @@ def test_each_engine_runs_the_projects_own_files():
     assert "deploy/k8s/overlays/cpu-smoke" in text["hosts"]
     for engine in ("slurm", "hosts", "compose"):
         assert "e2e_finish expected=" in text[engine]
+
+
+def test_prepare_installs_every_engines_packages_and_builds_with_the_compose_steps():
+    """`deploy/e2e/run prepare` (run by .ci/run beside the suite) installs what each engine asks
+    for, so an engine added to or changed later is not left to install after the suite."""
+    import re
+
+    def packages(text: str) -> set[str]:
+        return {p for line in re.findall(r"e2e_apt ([^|\n]+)", text) for p in line.split() if not p.startswith("$")}
+
+    prepare = (E2E / "prepare.sh").read_text()
+    wanted = set().union(*(packages((E2E / f"{engine}.sh").read_text()) for engine in ("slurm", "hosts", "compose")))
+    assert wanted and wanted <= packages(prepare), wanted - packages(prepare)
+    for step in ("_compose_setup", "_compose_base", "_compose_wheelhouse", "_compose_build"):
+        assert step in prepare
+    assert "_compose_up" not in prepare, "prepare runs no study"
+    assert "deploy/e2e/run prepare" in (E2E.parent.parent / ".ci" / "run").read_text()
