@@ -29,13 +29,13 @@ if _signal.getsignal(_signal.SIGINT) is _signal.SIG_IGN:
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Parallel runs. pytest-xdist runs the suite in worker processes (`-n auto --dist loadgroup` in
+# Parallel runs. pytest-xdist runs the suite in worker processes (`-n auto --dist loadfile` in
 # pyproject's addopts; `-n 0` runs it in one process). Much of a test's time is spent waiting on
 # something it started (a CLI's import of TensorFlow, a server, a worker), so two workers on two
 # cores overlap that waiting with another test's work. A module's tests run on one worker, in
-# order, so a module-scoped fixture that trains runs once; a module whose tests share nothing
-# costly sets ``SPREAD_OVER_WORKERS = True`` and its tests are dealt out one by one (its module
-# fixtures are then made once per worker). Every fixture already isolates what could clash:
+# order, so a module-scoped fixture that trains runs once. (`--dist loadgroup` would let a module
+# spread its tests, but xdist 3.8 marks groups through `Item._nodeid`, which pytest 9.2 no longer
+# reads, so there every test is scheduled alone.) Fixtures already isolate what could clash:
 # databases have random names, homes and ports are per test.
 MAX_WORKERS = 4  # each worker holds TensorFlow and connections to the local server
 
@@ -43,13 +43,6 @@ MAX_WORKERS = 4  # each worker holds TensorFlow and connections to the local ser
 def pytest_xdist_auto_num_workers(config):
     return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
 
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = getattr(item, "module", None)
-        if module is not None and not getattr(module, "SPREAD_OVER_WORKERS", False):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist.npz"
 #: The machine's PostgreSQL; HPSEARCH_TEST_PG_ADMIN points the tests elsewhere (a dead port
