@@ -210,6 +210,9 @@ def follow(engine, study: str, *, from_start: bool = False, fmt: str = "json", i
 
     out, err = out or sys.stdout, err or sys.stderr
     study_id = study_id_of(engine, study)
+    # Where "from now on" starts is read before the line that says it is following, so an epoch
+    # written once that line is out is always printed (it was lost when the write fell between).
+    cursor = None if from_start else epochs_after(engine, study_id, epochs=False).cursor
     state = budget(engine, study_id)
     target = f"{state.target} trials" if state.target is not None else "none recorded: Ctrl-C to stop"
     print(f"following study {study!r}: {state.finished} trials finished, budget {target}", file=err, flush=True)
@@ -226,7 +229,6 @@ def follow(engine, study: str, *, from_start: bool = False, fmt: str = "json", i
     if writer is not None:
         writer.writerow(FOLLOW_COLUMNS)
         out.flush()
-    cursor = None if from_start else epochs_after(engine, study_id, epochs=False).cursor
     while True:
         batch = epochs_after(engine, study_id, cursor)
         emit(batch.epochs)

@@ -178,6 +178,39 @@ def _wait_for(proc, text: str, timeout: float = 30) -> None:
     assert text in line, line
 
 
+def test_an_epoch_written_as_follow_says_it_is_following_is_printed(db_url):
+    """The race the subprocess test above hit under load (CI, 2 workers): an epoch written right
+    after the "following study" line, before follow read where "from now on" starts, was lost.
+    Here the write happens inside that line's print, so the old order loses it every time."""
+    import io
+
+    from search.commands.query import follow
+    from storage import queries as q
+
+    s = Study(db_url, f"follow-race-{uuid.uuid4().hex[:6]}", rates=(0.01, 0.001))
+    engine = q.open_engine(db_url)
+    try:
+        a, b = s.trials
+        s.epoch(a, 1)
+        s.storage.set_study_system_attr(s.id, TARGET_ATTR, 2)
+
+        class WritesAsItIsTold(io.StringIO):
+            def write(self, text):
+                if text.startswith("following study"):
+                    s.epoch(b, 1)
+                    s.study.tell(a, 0.9)
+                    s.study.tell(b, state=optuna.trial.TrialState.PRUNED)
+                return super().write(text)
+
+        out, err = io.StringIO(), WritesAsItIsTold()
+        assert follow(engine, s.study.study_name, interval=0.05, out=out, err=err) == 0
+        assert [(json.loads(x)["trial"], json.loads(x)["epoch"]) for x in out.getvalue().splitlines()] == [(b.number, 0)]
+        assert "finished its budget" in err.getvalue()
+    finally:
+        engine.dispose()
+        s.close()
+
+
 def test_query_follow_streams_new_epochs_until_the_budget_is_finished(db_url):
     s = Study(db_url, f"follow-{uuid.uuid4().hex[:6]}", rates=(0.01, 0.001))
     proc = None
