@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import time
 
 from tests.conftest import REPO
 
@@ -26,13 +25,22 @@ def test_storage_and_cli_help_do_not_import_keras():
 
 
 def test_help_starts_quickly():
-    start = time.perf_counter()
+    """Measured in the CPU seconds the command used, not wall time: the suite runs in parallel
+    workers, and beside a test that trains, wall time measured the other test (2.1 s, once)."""
+    import resource
+
+    def children_cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    before = children_cpu()
     out = subprocess.run([sys.executable, "-m", "search", "--help"], capture_output=True, text=True, cwd=REPO)
-    elapsed = time.perf_counter() - start
+    cpu = children_cpu() - before
     assert out.returncode == 0
     assert "run" in out.stdout and "worker" in out.stdout
-    # "well under a second" on this 2-core machine, interpreter start included
-    assert elapsed < 1.5, elapsed
+    # well under a second of CPU on this 2-core machine, interpreter start included (importing
+    # TensorFlow alone takes several)
+    assert cpu < 1.0, cpu
 
 
 def _imports(package: str) -> dict[str, set[str]]:
