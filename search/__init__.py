@@ -1,5 +1,12 @@
 """What a trial is and how workers run it.
 
+Laid out by concept (docs/design.md, "Where things live"): :mod:`search.study` (a study's
+stored configuration, search space, sampler and pruner), :mod:`search.train` (one trial: the
+backend, data, model, lanes, objective), :mod:`search.landscape` (figures, the live page, the
+dashboard server), :mod:`search.fleet` (workers and their launcher) and :mod:`search.cli`
+(the ``hpsearch`` command). Each imports only those before it in that list, plus
+:mod:`search.errors` and :mod:`search.env` below them all.
+
 The public surface; TensorFlow/Keras are imported only when a model is built or trained, so
 importing this package is cheap.
 """
@@ -10,15 +17,15 @@ from typing import TYPE_CHECKING
 # reach the command's own Ctrl-C handling before any heavy import (issue 15: a Ctrl-C while
 # this package imported SQLAlchemy showed a traceback).
 _WHERE = {
-    "ENV_VARS": "search.config", "RECIPE_RATES": "search.config", "StudyConfig": "search.config",
-    "Dataset": "search.data", "load_dataset": "search.data", "read_mnist": "search.data",
-    "ConfigError": "search.errors", "DataError": "search.errors", "HpsearchError": "search.errors",
+    "ENV_VARS": "search.env", "RECIPE_RATES": "search.study.config", "StudyConfig": "search.study.config",
+    "Dataset": "search.train.data", "load_dataset": "search.train.data", "read_mnist": "search.train.data",
+    "ConfigError": "search.errors", "DataError": "search.errors", "HpsearchError": "storage.errors",
     "TrialConfigError": "search.errors", "TrialEnvironmentError": "search.errors",
     "WorkerFatalError": "search.errors", "WorkerInterrupted": "search.errors",
-    "FitOptions": "search.objective", "Objective": "search.objective",
-    "EpochMonitor": "search.pruning", "make_pruner": "search.pruning",
-    "make_sampler": "search.study", "open_study": "search.study", "summarize": "search.study",
-    "run_worker": "search.worker",
+    "FitOptions": "search.train.objective", "Objective": "search.train.objective",
+    "EpochMonitor": "search.train.monitor", "make_pruner": "search.study.pruners",
+    "make_sampler": "search.study.create", "open_study": "search.study.create", "summarize": "search.study.create",
+    "run_worker": "search.fleet.worker",
 }
 
 
@@ -33,21 +40,23 @@ def __getattr__(name: str):
 
 
 if TYPE_CHECKING:
-    from search.config import ENV_VARS, RECIPE_RATES, StudyConfig
-    from search.data import Dataset, load_dataset, read_mnist
+    from search.env import ENV_VARS
+    from search.study.config import RECIPE_RATES, StudyConfig
+    from search.train.data import Dataset, load_dataset, read_mnist
     from search.errors import (
         ConfigError,
         DataError,
-        HpsearchError,
         TrialConfigError,
         TrialEnvironmentError,
         WorkerFatalError,
         WorkerInterrupted,
     )
-    from search.objective import FitOptions, Objective
-    from search.pruning import EpochMonitor, make_pruner
-    from search.study import make_sampler, open_study, summarize
-    from search.worker import run_worker
+    from search.train.objective import FitOptions, Objective
+    from storage.errors import HpsearchError
+    from search.study.pruners import make_pruner
+    from search.train.monitor import EpochMonitor
+    from search.study.create import make_sampler, open_study, summarize
+    from search.fleet.worker import run_worker
 
 __all__ = [
     "ENV_VARS",

@@ -11,7 +11,7 @@ A trial that fails meets one of three fates (as in KerasTuner):
   :class:`DataError`): nothing the next trial does would succeed; the worker stops.
 
 The worker also stops after ``MAX_CONSECUTIVE_FAILURES`` failed trials in a row, so a broken
-worker does not burn the study's budget. :func:`search.outcome.classify` turns each of these
+worker does not burn the study's budget. :func:`search.fleet.outcome.classify` turns each of these
 (and every other exception a trial can end with) into the trial's outcome.
 
 Each error type carries the exit code a command ends with (:func:`exit_code`), so a launcher
@@ -34,22 +34,20 @@ from __future__ import annotations
 
 import signal
 
-from storage.errors import HpsearchError, StorageConfigError, StorageError, StudyNotFoundError
+from storage.errors import HpsearchError
 
 __all__ = [
     "EXIT_CRASHED",
     "EXIT_FATAL",
     "exit_code",
-    "HpsearchError",
     "ConfigError",
     "DataError",
-    "StorageConfigError",
-    "StorageError",
-    "StudyNotFoundError",
     "TrialConfigError",
     "TrialEnvironmentError",
     "WorkerFatalError",
     "WorkerInterrupted",
+    "one_line",
+    "trial_error",
 ]
 
 
@@ -112,3 +110,24 @@ def exit_code(error: BaseException) -> int:
     if isinstance(error, KeyboardInterrupt):
         return WorkerInterrupted(signal.SIGINT).exit_code
     return EXIT_CRASHED
+
+
+def one_line(text, limit: int) -> str:
+    """``text`` on one line (runs of whitespace made one space), cut at ``limit`` characters."""
+    return " ".join(str(text).split())[:limit]
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return "resourceexhausted" in text or "out of memory" in text or "oom" in text.split()
+
+
+def trial_error(e: Exception, number: int, batch_size: int) -> Exception:
+    """The error a failed fit becomes: out of memory is the environment's, bad shapes and
+    settings the configuration's; anything else stays what it was."""
+    if _is_out_of_memory(e):
+        return TrialEnvironmentError(f"trial {number} ran out of device memory at batch size {batch_size}")
+    if isinstance(e, (ValueError, TypeError)):
+        # Keras raises these for shapes and settings that no retry will fix.
+        return TrialConfigError(f"trial {number} cannot train: {type(e).__name__}: {one_line(e, 300)}")
+    return e

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from storage.errors import HpsearchError, StorageConfigError, StorageError
+from storage.errors import HpsearchError, StorageConfigError, StorageError, is_transient
 from storage.settings import DB_RETRY_S, GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, env_seconds
 from storage.url import ResolvedStorage, scrub
 
@@ -32,11 +32,7 @@ __all__ = [
     "heartbeat_settings",
     "check_environment",
     "connect_error",
-    "is_transient",
     "CONNECT_TIMEOUT_S",
-    "HEARTBEAT_INTERVAL_S",
-    "GRACE_PERIOD_S",
-    "DB_RETRY_S",
 ]
 
 #: Seconds to wait for a database that does not answer before giving up.
@@ -66,20 +62,6 @@ def check_environment() -> None:
 
 
 # --- the boundary -------------------------------------------------------------------------
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Is ``exc`` a lost or refused connection (worth retrying), not a bad statement?"""
-    import optuna
-    from sqlalchemy import exc as sa_exc
-
-    if isinstance(exc, StorageError):
-        return bool(getattr(exc, "transient", False))
-    if isinstance(exc, optuna.exceptions.StorageInternalError):
-        exc = exc.__cause__ or exc
-    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)):
-        return True
-    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
 
 
 def connect_error(resolved: ResolvedStorage, exc: BaseException) -> StorageError:
@@ -340,13 +322,11 @@ def open_storage(resolved: ResolvedStorage, *, heartbeat: bool = True):
     Raises:
         StorageError: the database cannot be reached, or refuses the connection.
     """
-    from storage.fleet import SCHEMA_LOCK_KEY, xact_lock
-
     probe = open_engine(resolved, read_only=False)
     try:
         with database_errors(resolved), probe.connect() as conn:
-            from storage.epochs import ensure_table
-            from storage.schema import check_schema
+            from storage.locks import SCHEMA_LOCK_KEY, xact_lock
+            from storage.schema import check_schema, ensure_table
 
             if resolved.is_postgresql:
                 with xact_lock(conn, SCHEMA_LOCK_KEY):
@@ -369,7 +349,7 @@ def _make_rdb(resolved: ResolvedStorage, heartbeat: bool):
     import optuna
 
     # Heartbeats are "experimental" in Optuna since 2.9 and warn that they are meant for
-    # Study.optimize; hpsearch records them itself around ask/tell (search.worker._Heartbeat).
+    # Study.optimize; hpsearch records them itself around ask/tell (search.fleet.worker._Heartbeat).
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
     try:
@@ -394,13 +374,3 @@ def _make_rdb(resolved: ResolvedStorage, heartbeat: bool):
         # Optuna raises RuntimeError for a schema written by another Optuna version; its own
         # message already names the `optuna storage upgrade` command.
         raise StorageError(scrub(" ".join(str(e).split()), resolved.url)) from e
-
-
-def __getattr__(name: str):
-    # ``study_lock`` lived here before the fleet's statements moved to storage.fleet (which
-    # imports this module, so it cannot be imported at the top).
-    if name == "study_lock":
-        from storage.fleet import study_lock
-
-        return study_lock
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,18 +23,17 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
-import weakref
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import sqlalchemy
 
+from storage.schema import TABLE, ensure_table, has_epochs_table
+
 __all__ = [
     "Budget",
-    "TABLE",
     "TARGET_ATTR",
     "Cursor",
     "EpochBatch",
@@ -44,15 +43,12 @@ __all__ = [
     "engine_of",
     "budget",
     "record_target",
-    "ensure_table",
-    "is_transient",
     "study_id_of",
     "epoch_grid",
     "epochs_after",
     "write_epochs",
 ]
 
-TABLE = "hpsearch_epochs"
 #: Study system attribute: the finished trials the study's workers run it to (its budget).
 TARGET_ATTR = "hpsearch:target"
 #: The metrics each row holds, in the order of the columns.
@@ -70,37 +66,6 @@ _STATE_LETTERS = {"RUNNING": "R", "WAITING": "W", "COMPLETE": "C", "PRUNED": "P"
 _LETTER_STATES = {v: k for k, v in _STATE_LETTERS.items()}
 _OPEN = ("RUNNING", "WAITING")
 
-_POSTGRES_DDL = (
-    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
-        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        study_id integer NOT NULL REFERENCES studies (study_id) ON DELETE CASCADE,
-        trial_id integer NOT NULL REFERENCES trials (trial_id) ON DELETE CASCADE,
-        epoch integer NOT NULL,
-        loss real, val_loss real, accuracy real, val_accuracy real, epoch_seconds real,
-        reported_at timestamptz NOT NULL DEFAULT now())""",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_study_id_id ON {TABLE} (study_id, id)",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_trial_id ON {TABLE} (trial_id)",
-)
-_SQLITE_DDL = (
-    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        study_id INTEGER NOT NULL REFERENCES studies (study_id) ON DELETE CASCADE,
-        trial_id INTEGER NOT NULL REFERENCES trials (trial_id) ON DELETE CASCADE,
-        epoch INTEGER NOT NULL,
-        loss REAL, val_loss REAL, accuracy REAL, val_accuracy REAL, epoch_seconds REAL,
-        reported_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)""",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_study_id_id ON {TABLE} (study_id, id)",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_trial_id ON {TABLE} (trial_id)",
-    # Optuna does not turn SQLite's foreign keys on, so the cascade needs a trigger there.
-    f"""CREATE TRIGGER IF NOT EXISTS {TABLE}_trial_deleted AFTER DELETE ON trials
-        BEGIN DELETE FROM {TABLE} WHERE trial_id = OLD.trial_id; END""",
-)
-
-# Engines known to have the table (a weak set: engines are disposed and collected).
-_ready: "weakref.WeakSet" = weakref.WeakSet()
-_ready_lock = threading.Lock()
-
-
 def engine_of(storage):
     """The SQLAlchemy engine under an Optuna storage (``RDBStorage``, cached or not), or None."""
     for candidate in (storage, getattr(storage, "_backend", None)):
@@ -108,60 +73,6 @@ def engine_of(storage):
         if isinstance(engine, sqlalchemy.engine.Engine):
             return engine
     return None
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a write failed because the database was unreachable (worth retrying)."""
-    from storage.engine import is_transient as _is_transient
-
-    return _is_transient(exc)
-
-
-def ensure_table(engine, conn=None) -> None:
-    """Create the epochs table and its indexes if they are missing (idempotent).
-
-    On PostgreSQL this runs under hpsearch's schema advisory lock, as Optuna's own tables are
-    created (``CREATE TABLE IF NOT EXISTS`` from several processes at once can fail). Pass
-    ``conn`` when the caller already holds that lock in an open transaction.
-    """
-    if engine in _ready:
-        return
-    with _ready_lock:
-        if conn is not None:
-            _create(conn)
-        else:
-            with engine.connect() as c:
-                if engine.dialect.name == "postgresql":
-                    from storage.fleet import SCHEMA_LOCK_KEY, xact_lock
-
-                    with xact_lock(c, SCHEMA_LOCK_KEY):
-                        _create(c)
-                else:
-                    with c.begin():
-                        _create(c)
-        _ready.add(engine)
-
-
-def _create(conn) -> None:
-    # No DDL when the table is there: a role that may write rows but not create tables
-    # (a shared production database) must still open the storage.
-    if _table_exists(conn):
-        return
-    ddl = _POSTGRES_DDL if conn.dialect.name == "postgresql" else _SQLITE_DDL
-    for statement in ddl:
-        conn.exec_driver_sql(statement)
-
-
-def _has_table(conn) -> bool:
-    return conn.engine in _ready or _table_exists(conn)
-
-
-def _table_exists(conn) -> bool:
-    if conn.dialect.name == "postgresql":
-        found = conn.execute(sqlalchemy.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": TABLE}).scalar()
-    else:
-        found = conn.execute(sqlalchemy.text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :t"), {"t": TABLE}).scalar()
-    return bool(found)
 
 
 def _number(value) -> float | None:
@@ -409,7 +320,7 @@ def epochs_after(engine, study_id: int, cursor: Cursor | None = None, *, param: 
     now = int(time.time())
     with _read_conn(engine) as conn:
         trials, largest, still_open = _trials_since(conn, study_id, cursor, param)
-        if not _has_table(conn):
+        if not has_epochs_table(conn):
             return EpochBatch(Cursor(0, (), largest, still_open), [], trials)
         top = conn.execute(sqlalchemy.text(f"SELECT max(id) FROM {TABLE}")).scalar() or 0
         if not epochs:
@@ -463,7 +374,7 @@ def epoch_grid(engine, study_id: int, *, bin_epochs: int, param: str = "learning
         loss = [[] for _ in trials]
         val_loss = [[] for _ in trials]
         top, gaps = 0, []
-        if _has_table(conn):
+        if has_epochs_table(conn):
             top = conn.execute(sqlalchemy.text(f"SELECT max(id) FROM {TABLE}")).scalar() or 0
             gaps = _new_gaps(conn, 0, top, now)
             index = {int(tid): by_number[int(number)] for tid, number in conn.execute(

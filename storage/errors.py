@@ -1,7 +1,8 @@
 """The root of hpsearch's exception hierarchy and the storage errors.
 
 The root lives in ``storage`` because ``search`` depends on ``storage`` and never the other
-way round; ``search.errors`` re-exports it next to the search-side errors.
+way round; ``search.errors`` builds the search-side errors on it. :func:`is_transient` tells
+a lost connection (worth retrying) from a bad statement.
 
 Every error carries the exit code the CLI uses for it: 2 for input the user can fix (a bad
 flag, URL or file), 1 for the environment failing (a database that stops answering).
@@ -9,7 +10,7 @@ flag, URL or file), 1 for the environment failing (a database that stops answeri
 
 from __future__ import annotations
 
-__all__ = ["HpsearchError", "StorageError", "StorageConfigError", "StudyNotFoundError", "TrialNotFoundError"]
+__all__ = ["HpsearchError", "StorageError", "StorageConfigError", "StudyNotFoundError", "TrialNotFoundError", "is_transient"]
 
 
 class HpsearchError(Exception):
@@ -38,3 +39,17 @@ class StudyNotFoundError(HpsearchError):
 
 class TrialNotFoundError(HpsearchError):
     """A command named a trial number that the study does not hold."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Is ``exc`` a lost or refused connection (worth retrying), not a bad statement?"""
+    import optuna
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, StorageError):
+        return bool(getattr(exc, "transient", False))
+    if isinstance(exc, optuna.exceptions.StorageInternalError):
+        exc = exc.__cause__ or exc
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)

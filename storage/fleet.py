@@ -14,20 +14,16 @@ other application's locks are touched.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy
 
 from storage.engine import connection
+from storage.locks import LOCK_CLASS, lock_key, xact_lock
+from storage.tables import STATES
 
 __all__ = [
-    "LOCK_CLASS",
-    "SCHEMA_LOCK_KEY",
-    "STATES",
-    "lock_key",
-    "xact_lock",
     "study_lock",
     "try_study_lock",
     "state_counts",
@@ -35,27 +31,6 @@ __all__ = [
     "running_epochs",
     "step_values",
 ]
-
-#: Optuna's trial states, in Optuna's own order.
-STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
-#: The advisory-lock class every hpsearch lock shares ("HP").
-LOCK_CLASS = 0x4850
-#: The key that serialises Optuna's table creation (key 0 is never a hash: see lock_key).
-SCHEMA_LOCK_KEY = 0
-
-
-def lock_key(study_name: str, purpose: str) -> int:
-    """The advisory-lock key of ``purpose`` on ``study_name``: a signed 32-bit hash, never 0."""
-    digest = hashlib.sha256(f"{purpose}\0{study_name}".encode()).digest()
-    return int.from_bytes(digest[:4], "big", signed=True) or 1
-
-
-@contextmanager
-def xact_lock(conn, key: int) -> Iterator[None]:
-    """Hold a transaction-level advisory lock on ``conn`` for the block (PostgreSQL)."""
-    with conn.begin():
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:c, :k)"), {"c": LOCK_CLASS, "k": key})
-        yield
 
 
 @contextmanager
@@ -159,7 +134,7 @@ def step_values(engine, study_id: int, step: int, *, exclude=()) -> dict[int, fl
 
     from sqlalchemy import String, cast, select
 
-    from storage import tables as t
+    import storage.tables as t
 
     special = {"INF_POS": math.inf, "INF_NEG": -math.inf, "NAN": math.nan}
     iv = t.intermediate_values

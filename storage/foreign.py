@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import sqlalchemy
 
+from storage.tables import STATES
+
 __all__ = ["foreign_counts", "own_counts"]
 
-_STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
 
 #: A trial is foreign when this holds (``t`` the trial, ``:param`` hpsearch's parameter).
 _FOREIGN = (
@@ -27,7 +28,7 @@ _BY_STATE = "SELECT t.state, count(*) FROM trials t WHERE t.study_id = :sid AND 
 
 
 def _counts(engine, sql: str, study_id: int, param: str) -> dict[str, int]:
-    counts = {s: 0 for s in _STATES}
+    counts = {s: 0 for s in STATES}
     with getattr(engine, "engine", engine).connect() as conn:
         for state, n in conn.execute(sqlalchemy.text(sql), {"sid": study_id, "param": param}):
             counts[str(state)] = int(n)

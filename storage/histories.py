@@ -1,6 +1,6 @@
 """The one reader of trial histories: what the queries, the landscape and a live view need.
 
-The loss landscape (``search.curves``) needs, for every finished trial, one parameter,
+The loss landscape (``search.landscape.curves``) needs, for every finished trial, one parameter,
 the objective value and a few user attributes (the per-epoch history); ``hpsearch query
 curves`` needs the same for a few trials plus their intermediate values. Optuna's
 ``study.get_trials()`` loads whole ``FrozenTrial`` objects, every intermediate value
@@ -24,7 +24,7 @@ import sqlalchemy
 from storage.engine import connection
 from storage.fleet import try_study_lock
 
-__all__ = ["FINISHED_STATES", "TrialRecord", "trial_records", "study_system_attr", "try_study_lock"]
+__all__ = ["FINISHED_STATES", "TrialRecord", "trial_records", "study_system_attr"]
 
 #: The states a trial can be in once it has stopped for good with a result.
 FINISHED_STATES = ("COMPLETE", "PRUNED")

@@ -34,35 +34,21 @@ from sqlalchemy import String, case, cast, func, select
 from storage import tables as t
 from storage.engine import connection, open_engine
 from storage.errors import HpsearchError, TrialNotFoundError
-from storage.fleet import STATES, running_without_heartbeat, state_counts, step_values
+from storage.fleet import running_without_heartbeat, state_counts, step_values
 from storage.histories import trial_records
 from storage.rows import CurvePoint, LandscapeGrid, StudyRow, SummaryRow, TrialRow, to_frame
-from storage.tables import PARAM
+from storage.tables import PARAM, STATES
 from storage.views import VIEW_NAME, create_views
 
 __all__ = [
-    "PARAM",
-    "STATES",
     "SUMMARY_KEYS",
     "TRIAL_SORT_KEYS",
-    "VIEW_NAME",
-    "CurvePoint",
-    "LandscapeGrid",
-    "StudyRow",
-    "SummaryRow",
-    "TrialRow",
     "best_trial",
-    "create_views",
     "curves",
     "landscape",
     "list_studies",
-    "open_engine",
-    "running_without_heartbeat",
-    "state_counts",
-    "step_values",
     "study_names",
     "summary",
-    "to_frame",
     "top_trials",
     "trials",
 ]
@@ -412,7 +398,7 @@ def curves(engine, study: str, numbers: Sequence[int]) -> list[CurvePoint]:
 def landscape(engine, study: str, *, metric: str = "loss", states: Iterable[str] = ("COMPLETE", "PRUNED")) -> LandscapeGrid:
     """The grid the loss-landscape figures draw: ``metric`` by learning rate and epoch.
 
-    Read through :func:`storage.histories.trial_records`, as ``search.curves.load_curves`` reads it.
+    Read through :func:`storage.histories.trial_records`, as ``search.landscape.curves.load_curves`` reads it.
 
     Args:
         metric: a key of the trials' ``history``: ``loss``, ``val_loss``, ``accuracy`` or

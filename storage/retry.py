@@ -2,7 +2,7 @@
 
 A trial that fails by its environment (out of memory, an interrupt, an unexpected error, a
 worker that died) is queued again with the same parameters. Two places do that: the worker,
-which records the failures it sees (``search.outcome.record``), and the stale-trial callback,
+which records the failures it sees (``search.fleet.outcome.record``), and the stale-trial callback,
 which fails the trials of dead workers (:mod:`storage.stale`). Both call :func:`requeue`, so
 there is one count of attempts, the ``attempt`` user attribute that each retry carries, and
 one cap, :data:`MAX_ATTEMPTS`. (They used to count apart: the worker's ``MAX_ATTEMPTS`` and

@@ -4,15 +4,55 @@
 hand, a partial restore) is recreated empty without a word, and a finished trial silently
 loses its value (issue 15). A schema version that no installed Optuna knows fails deep inside
 alembic. Both are checked here first and refused in one line naming the fix.
+
+hpsearch's own table, ``hpsearch_epochs`` (:data:`TABLE`, read and written by
+:mod:`storage.epochs`), is made here too, next to Optuna's (:func:`ensure_table`).
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
+
 import sqlalchemy
 
 from storage.errors import StorageError
+from storage.locks import SCHEMA_LOCK_KEY, xact_lock
 
-__all__ = ["check_schema"]
+__all__ = ["TABLE", "check_schema", "ensure_table", "has_epochs_table"]
+
+#: hpsearch's table of every epoch of every trial (:mod:`storage.epochs`).
+TABLE = "hpsearch_epochs"
+
+_POSTGRES_DDL = (
+    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        study_id integer NOT NULL REFERENCES studies (study_id) ON DELETE CASCADE,
+        trial_id integer NOT NULL REFERENCES trials (trial_id) ON DELETE CASCADE,
+        epoch integer NOT NULL,
+        loss real, val_loss real, accuracy real, val_accuracy real, epoch_seconds real,
+        reported_at timestamptz NOT NULL DEFAULT now())""",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_study_id_id ON {TABLE} (study_id, id)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_trial_id ON {TABLE} (trial_id)",
+)
+_SQLITE_DDL = (
+    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        study_id INTEGER NOT NULL REFERENCES studies (study_id) ON DELETE CASCADE,
+        trial_id INTEGER NOT NULL REFERENCES trials (trial_id) ON DELETE CASCADE,
+        epoch INTEGER NOT NULL,
+        loss REAL, val_loss REAL, accuracy REAL, val_accuracy REAL, epoch_seconds REAL,
+        reported_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)""",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_study_id_id ON {TABLE} (study_id, id)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_trial_id ON {TABLE} (trial_id)",
+    # Optuna does not turn SQLite's foreign keys on, so the cascade needs a trigger there.
+    f"""CREATE TRIGGER IF NOT EXISTS {TABLE}_trial_deleted AFTER DELETE ON trials
+        BEGIN DELETE FROM {TABLE} WHERE trial_id = OLD.trial_id; END""",
+)
+
+# Engines known to have the table (a weak set: engines are disposed and collected).
+_ready: "weakref.WeakSet" = weakref.WeakSet()
+_ready_lock = threading.Lock()
 
 
 def _known_versions() -> set[str]:
@@ -53,3 +93,48 @@ def check_schema(conn, where: str) -> None:
         raise StorageError(
             f"the Optuna schema in {where} has version {version!r}, which Optuna {optuna.__version__} does not know (written by a newer Optuna, or damaged): pip install --upgrade optuna, or use another --storage"
         )
+
+
+def ensure_table(engine, conn=None) -> None:
+    """Create the epochs table and its indexes if they are missing (idempotent).
+
+    On PostgreSQL this runs under hpsearch's schema advisory lock, as Optuna's own tables are
+    created (``CREATE TABLE IF NOT EXISTS`` from several processes at once can fail). Pass
+    ``conn`` when the caller already holds that lock in an open transaction.
+    """
+    if engine in _ready:
+        return
+    with _ready_lock:
+        if conn is not None:
+            _create(conn)
+        else:
+            with engine.connect() as c:
+                if engine.dialect.name == "postgresql":
+                    with xact_lock(c, SCHEMA_LOCK_KEY):
+                        _create(c)
+                else:
+                    with c.begin():
+                        _create(c)
+        _ready.add(engine)
+
+
+def _create(conn) -> None:
+    # No DDL when the table is there: a role that may write rows but not create tables
+    # (a shared production database) must still open the storage.
+    if _table_exists(conn):
+        return
+    ddl = _POSTGRES_DDL if conn.dialect.name == "postgresql" else _SQLITE_DDL
+    for statement in ddl:
+        conn.exec_driver_sql(statement)
+
+
+def has_epochs_table(conn) -> bool:
+    return conn.engine in _ready or _table_exists(conn)
+
+
+def _table_exists(conn) -> bool:
+    if conn.dialect.name == "postgresql":
+        found = conn.execute(sqlalchemy.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": TABLE}).scalar()
+    else:
+        found = conn.execute(sqlalchemy.text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :t"), {"t": TABLE}).scalar()
+    return bool(found)

@@ -1,6 +1,6 @@
 """The environment variables storage reads, each documented once, and the one reader of them.
 
-``search.config.ENV_VARS`` includes :data:`STORAGE_ENV_VARS`, so the project has one registry
+``search.study.config.ENV_VARS`` includes :data:`STORAGE_ENV_VARS`, so the project has one registry
 (the README's configuration table is written from it) while the import direction stays
 ``search`` -> ``storage``. Defaults are declared here, next to the variable that overrides them.
 """

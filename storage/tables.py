@@ -17,11 +17,13 @@ import sqlalchemy
 from sqlalchemy import DateTime, Float, Integer, String, Text, case, cast, column, literal, select, table
 
 from storage.errors import HpsearchError, StudyNotFoundError
-from storage.fleet import STATES
 
 __all__ = ["PARAM", "STATES", "ROW_ATTRS", "studies", "directions", "trials", "values", "params", "user_attrs", "intermediate_values"]
 
-#: The parameter hpsearch samples (``search.space.PARAM``; storage cannot import search).
+#: Optuna's trial states, in Optuna's own order.
+STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
+
+#: The parameter hpsearch samples (``search.study.space.PARAM``; storage cannot import search).
 PARAM = "learning_rate"
 
 studies = table("studies", column("study_id", Integer), column("study_name", String))

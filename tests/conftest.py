@@ -66,7 +66,7 @@ def mnist() -> str | None:
 
 @pytest.fixture(scope="session")
 def mnist_raw(mnist):
-    from search.data import read_mnist
+    from search.train.data import read_mnist
 
     return read_mnist(mnist)
 

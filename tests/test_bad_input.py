@@ -50,8 +50,8 @@ def populated(local_pg_url, mnist, tmp_path_factory):
     data = ["--data", mnist] if mnist else []
     out = run_cli("run", "--study", "kept", "--trials", "3", "--epochs", "1", "--train-size", "300", "--storage", local_pg_url, *data)
     assert out.returncode == 0, out.stderr
-    from search.config import StudyConfig
-    from search.study import CONFIG_ATTR
+    from search.study.config import StudyConfig
+    from search.study.create import CONFIG_ATTR
 
     minimise = optuna.create_study(storage=local_pg_url, study_name="minimise", direction="minimize")
     minimise.set_user_attr(CONFIG_ATTR, StudyConfig(epochs=1).to_dict())

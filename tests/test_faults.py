@@ -178,7 +178,7 @@ def test_sigterm_stops_the_worker_within_ten_seconds(local_pg_url, mnist, tmp_pa
 def test_launcher_sweeps_stale_trials_at_start(local_pg_url, mnist, tmp_path):
     """A dead worker's RUNNING trial (stale heartbeat) is failed and retried; a RUNNING trial
     with no heartbeat record at all is a plain Optuna objective's, never failed (issue 15)."""
-    from search.study import open_study
+    from search.study.create import open_study
     from storage import open_storage, resolve_storage_url
 
     os.environ.update(FAST_HEARTBEAT)
@@ -187,7 +187,7 @@ def test_launcher_sweeps_stale_trials_at_start(local_pg_url, mnist, tmp_path):
     finally:
         for k in FAST_HEARTBEAT:
             os.environ.pop(k)
-    from search.data import read_mnist
+    from search.train.data import read_mnist
 
     fp = read_mnist(mnist).fingerprint()
     given = {"epochs": 1, "batch_size": None, "train_size": 300, "validation": None, "lr_min": None, "lr_max": None, "pruner": None, "seed": None}
@@ -278,10 +278,10 @@ def test_unfixable_failures_are_not_retried_and_stop_the_worker(embedded_home, m
     """NaN losses end as pruned (never retried); a broken setup fails 3 trials, then stops."""
     import numpy as np
 
-    from search.data import Dataset, load_dataset
+    from search.train.data import Dataset, load_dataset
     from search.errors import WorkerFatalError
-    from search.study import open_study
-    from search.worker import run_worker
+    from search.study.create import open_study
+    from search.fleet.worker import run_worker
     from storage import open_storage, resolve_storage_url
 
     storage = open_storage(resolve_storage_url(embedded_home[1]))

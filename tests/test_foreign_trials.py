@@ -35,13 +35,13 @@ def _storage(url: str, heartbeat_s: str, grace_s: str):
 
 
 def _open(storage, name, mnist_raw, notes=None):
-    from search.study import open_study
+    from search.study.create import open_study
 
     return open_study(storage, name, GIVEN, mnist_raw.fingerprint(), say=(notes.append if notes is not None else None))
 
 
 def test_counts_and_heartbeat_agreement_without_training(db_url, mnist_raw):
-    from search.study import HEARTBEAT_ATTR, is_foreign, summarize
+    from search.study.create import HEARTBEAT_ATTR, is_foreign, summarize
     from storage import foreign_counts, own_counts
 
     first = _storage(db_url, "1", "3")
@@ -71,7 +71,7 @@ def test_counts_and_heartbeat_agreement_without_training(db_url, mnist_raw):
 
 
 def test_a_stale_trial_records_why_it_failed_and_a_plain_one_is_left_alone(db_url, mnist_raw):
-    from search.worker import sweep_stale
+    from search.fleet.worker import sweep_stale
 
     storage = _storage(db_url, "1", "2")
     study, _, _ = _open(storage, "sweep", mnist_raw)

@@ -134,7 +134,7 @@ e2e_fail_reasons() {
 }
 
 # e2e_retries STUDY: trials that the worker enqueued again for a trial it failed (user attribute
-# retry_of, search/worker.py), in any state.
+# retry_of, search/fleet/worker.py), in any state.
 e2e_retries() {
     e2e_sql "SELECT count(*) FROM trial_user_attributes a JOIN trials t USING (trial_id)
              JOIN studies s USING (study_id) WHERE s.study_name = '$1' AND a.key = 'retry_of'"

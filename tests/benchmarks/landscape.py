@@ -48,9 +48,9 @@ def main(argv=None) -> int:
 
     import optuna
 
-    from search.curves import load_curves
-    from search.figures import build_figures
-    from search.refresh import refresh_landscape
+    from search.landscape.curves import load_curves
+    from search.landscape.figures import build_figures
+    from search.landscape.refresh import refresh_landscape
     from storage import open_storage, resolve_storage_url
     from tests.search_tests._synthetic import synthetic_trials
 

@@ -4,8 +4,8 @@ Three parts, each one command:
 
 ``model`` (default): in one process, the same K trials (rates log-spaced from 1e-4 to 1e-1,
 a seeded study) trained solo, one after another on the worker's one compiled model
-(:class:`search.objective.Objective`, what a ``--lanes 1`` worker runs), and as K lanes of
-one :class:`search.lanes.LaneModel`. Solo and lanes alternate, each repeat in the other order
+(:class:`search.train.objective.Objective`, what a ``--lanes 1`` worker runs), and as K lanes of
+one :class:`search.train.lanes.LaneModel`. Solo and lanes alternate, each repeat in the other order
 first; a third contender is the same solo trials without a seed (one ``fit`` call for all
 epochs, Keras's own shuffle), the path of an unseeded study. Training time is the sum of the trials' epoch times (train + validation + reports),
 compilation excluded by a warm-up; trial-epochs/s = trials x epochs / that time. It also
@@ -62,7 +62,7 @@ def _solo(dataset, config, rates):
     """Train ``rates`` one after another as a ``--lanes 1`` worker does; (seconds, histories)."""
     import optuna
 
-    from search.objective import Objective
+    from search.train.objective import Objective
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
@@ -76,8 +76,8 @@ def _solo(dataset, config, rates):
 
 def _lanes(dataset, config, rates, layout=None):
     """Train ``rates`` as one LaneModel, as a ``--lanes K`` worker does; (seconds, histories, model)."""
-    from search.data import device_data
-    from search.lanes import LaneModel, lane_orders
+    from search.train.data import device_data
+    from search.train.lanes import LaneModel, lane_orders
 
     data = device_data(dataset)
     model = LaneModel(len(rates), hidden_units=config.hidden_units, batch_size=config.batch_size, layout=layout)
@@ -112,8 +112,8 @@ def _peak_memory() -> int | None:
 
 
 def cmd_model(args) -> None:
-    from search.config import StudyConfig
-    from search.data import load_dataset
+    from search.study.config import StudyConfig
+    from search.train.data import load_dataset
 
     ds = load_dataset(args.data, train_size=args.train_size, validation="test")
     config = StudyConfig(epochs=args.epochs, train_size=args.train_size, validation="test", pruner="none", seed=0)
@@ -200,10 +200,10 @@ def cmd_study(args) -> None:
 
 
 def cmd_gpu(args) -> None:
-    from search.config import StudyConfig
-    from search.data import load_dataset
-    from search.objective import runtime_info
-    from search.worker import configure_backend
+    from search.study.config import StudyConfig
+    from search.train.data import load_dataset
+    from search.train.backend import runtime_info
+    from search.train.backend import configure_backend
 
     configure_backend()
     info = runtime_info()

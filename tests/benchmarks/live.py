@@ -47,7 +47,7 @@ def _build(storage, name: str, trials: int, epochs: int, running: int, seed: int
     import numpy as np
     import optuna
 
-    from storage.epochs import TABLE
+    from storage.schema import TABLE
     from tests.search_tests._synthetic import synthetic_history
 
     rng = np.random.default_rng(seed)
@@ -107,8 +107,8 @@ def _get(url: str):
 def _serve(storage):
     import optuna_dashboard
 
-    from search.dashboard import _bind
-    from search.live import with_live
+    from search.landscape.server import _bind
+    from search.landscape.live import with_live
 
     server = _bind("127.0.0.1", 0)
     server.set_app(with_live(storage, optuna_dashboard.wsgi(storage)))
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
 
     import optuna
 
-    from search.live import feed_payload
+    from search.landscape.live import feed_payload
     from storage import open_storage, resolve_storage_url
     from storage.epochs import write_epochs
 
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
         _, plotly_wire, _ = _get(f"{base}/live/static/plotly.min.js")
         _, js_wire, _ = _get(f"{base}/live/static/live.js")
         grids = [_get(f"{base}/live/api/studies/{sid}/grid") for _ in range(5)]
-        from search.live import grid_payload
+        from search.landscape.live import grid_payload
 
         cpu0 = time.process_time()
         grid_payload(storage.engine, sid, args.epochs)

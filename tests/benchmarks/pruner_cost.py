@@ -1,7 +1,7 @@
 """What one question to the pruner costs with 1, 4 and 16 workers on PostgreSQL (issue 13).
 
 No training: each worker is a process that asks for a trial, reports a made-up
-``val_accuracy`` at every epoch through hpsearch's :class:`search.pruning.EpochMonitor` (with
+``val_accuracy`` at every epoch through hpsearch's :class:`search.train.monitor.EpochMonitor` (with
 the schedule hpsearch uses), sleeps a little as an epoch would, and tells the result. The
 monitor times every question (``pruner_seconds`` / ``pruner_calls``), so the figure is the
 cost a trial pays per question, reads and all, while K workers share the study.
@@ -46,8 +46,9 @@ def child(url: str, study_name: str, variant: str, trials: int, seed: int) -> No
 
     import optuna
 
-    from search.config import StudyConfig
-    from search.pruning import EpochMonitor, PrunerSchedule, make_pruner, pruner_schedule
+    from search.study.config import StudyConfig
+    from search.study.pruners import PrunerSchedule, make_pruner, pruner_schedule
+    from search.train.monitor import EpochMonitor
     from storage import open_storage, resolve_storage_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -76,8 +77,8 @@ def child(url: str, study_name: str, variant: str, trials: int, seed: int) -> No
 def measure(url: str, variant: str, workers: int) -> dict:
     import optuna
 
-    from search.config import StudyConfig
-    from search.pruning import make_pruner
+    from search.study.config import StudyConfig
+    from search.study.pruners import make_pruner
 
     name = f"cost-{variant}-{workers}-{uuid.uuid4().hex[:6]}"
     cfg = StudyConfig(epochs=EPOCHS, pruner="asha" if variant == "asha" else "median")

@@ -6,7 +6,7 @@ Issue 4 asks that on a study of 10,000 trials with 50 intermediate values each,
 
 The study is built once with bulk ``COPY`` (Optuna's API would take many minutes to write
 it): the study itself through ``optuna.create_study``, then trials, values, learning rates,
-intermediate values and user attributes shaped as ``search.objective`` writes them (a
+intermediate values and user attributes shaped as ``search.train.objective`` writes them (a
 50-epoch ``history``, runtime attributes; 60 % complete, 30 % pruned, 10 % failed). Both
 commands then run as subprocesses, alternately, each timed from start to exit with stdout
 captured; both outputs are parsed and must hold one record per trial. Nothing here is a

@@ -3,7 +3,7 @@
 1. **Trial overhead**: hpsearch's worker running the recipe's three rates against the
    recipe's bare ``model.fit`` loop (``anchors.recipe_loop``) on the same data, epochs and
    seeds, interleaved in one process; plus the ablation: hpsearch with each speed-up of
-   ``search.objective.FitOptions`` turned off in turn, and with all of them off.
+   ``search.train.objective.FitOptions`` turned off in turn, and with all of them off.
 2. **Pruning**: a study of 30 trials with the default (median) pruner against the same study
    with ``--pruner none``: epochs trained, wall time, best validation accuracy.
 3. **Anchors**: on the same budget (30 trials, same data, epochs and learning-rate range), a
@@ -183,7 +183,7 @@ class _LandscapeTimer:
         self.seconds = 0.0
 
     def __enter__(self):
-        import search.worker as worker
+        import search.fleet.worker as worker
 
         self._orig = worker._refresh_landscape
 
@@ -198,15 +198,15 @@ class _LandscapeTimer:
         return self
 
     def __exit__(self, *exc):
-        import search.worker as worker
+        import search.fleet.worker as worker
 
         worker._refresh_landscape = self._orig
 
 
 def hpsearch_study(url: str, ds, given: dict, target: int, options=None) -> dict:
     """Create a study and run one in-process hpsearch worker to ``target`` finished trials."""
-    from search.study import open_study
-    from search.worker import run_worker
+    from search.study.create import open_study
+    from search.fleet.worker import run_worker
     from storage import open_storage, resolve_storage_url
 
     storage = open_storage(resolve_storage_url(url))
@@ -246,7 +246,8 @@ def hpsearch_study(url: str, ds, given: dict, target: int, options=None) -> dict
 
 def _variants() -> dict:
     """hpsearch as it runs here, and with each speed-up flipped: off if on here, on if off."""
-    from search.objective import VALIDATION_BATCH, FitOptions, runtime_info
+    from search.train.backend import runtime_info
+    from search.train.objective import VALIDATION_BATCH, FitOptions
 
     gpu = runtime_info()["device"] != "cpu"
     here = FitOptions().resolved(gpu)
@@ -273,8 +274,8 @@ def _variants() -> dict:
 def overhead(size: dict, url: str, data) -> dict:
     from anchors import recipe_loop
 
-    from search.config import RECIPE_RATES
-    from search.data import load_dataset
+    from search.study.config import RECIPE_RATES
+    from search.train.data import load_dataset
 
     ds = load_dataset(data, train_size=size["train_size"], validation="test")
     rates = list(RECIPE_RATES)
@@ -339,7 +340,7 @@ def overhead(size: dict, url: str, data) -> dict:
 def _more_pruners() -> list:
     import optuna
 
-    from search.pruning import warmup_steps
+    from search.study.pruners import warmup_steps
 
     def percentile(keep: float, startup: int):
         return lambda config: optuna.pruners.PercentilePruner(
@@ -354,9 +355,9 @@ def _more_pruners() -> list:
 
 
 def pruning(size: dict, url: str, data, more: bool = False) -> dict:
-    import search.study as study_module
+    import search.study.create as study_module
 
-    from search.data import load_dataset
+    from search.train.data import load_dataset
 
     ds = load_dataset(data, train_size=size["train_size"], validation="holdout")
     # issue 6's rows (median) with issue 13's default beside them
@@ -379,9 +380,9 @@ def pruning(size: dict, url: str, data, more: bool = False) -> dict:
 def anchors(size: dict, url: str, data, hpsearch_row: dict | None) -> dict:
     from anchors import kerastuner_search, optuna_script
 
-    from search.config import RECIPE_RATES
-    from search.data import load_dataset
-    from search.pruning import warmup_steps
+    from search.study.config import RECIPE_RATES
+    from search.train.data import load_dataset
+    from search.study.pruners import warmup_steps
 
     ds = load_dataset(data, train_size=size["train_size"], validation="holdout")
     rows = {}

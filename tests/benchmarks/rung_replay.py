@@ -8,7 +8,7 @@ images, the test set validates, batch 1,024, weights seeded with 0) at a grid of
 rates, denser where the good rates are, and stores each rate's ``val_accuracy`` curve in
 ``docs/data/gate-grid-curves.json``. The replay then runs whole studies through Optuna's
 ask/report/tell, in memory, where a trial "trains" by reading the curve of the grid rate
-nearest its own (in log10): hpsearch's sampler (:func:`search.study.make_sampler`) with the
+nearest its own (in log10): hpsearch's sampler (:func:`search.study.create.make_sampler`) with the
 recipe's rates enqueued and a pruner asked on its schedule, against the hand-written script
 (TPE with Optuna's defaults, ``MedianPruner(n_startup_trials=3, n_warmup_steps=2)`` asked
 every epoch), and prints per rule the epochs trained and the best val_accuracy seen against
@@ -129,7 +129,7 @@ def run_study(curves: Curves, sampler, pruner, schedule, *, enqueue=RATES, seed=
     far after every epoch."""
     import optuna
 
-    from search.pruning import EpochMonitor
+    from search.train.monitor import EpochMonitor
 
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     for lr in enqueue:
@@ -162,7 +162,7 @@ def run_study(curves: Curves, sampler, pruner, schedule, *, enqueue=RATES, seed=
 def script(curves: Curves, seed: int) -> tuple[int, float]:
     import optuna
 
-    from search.pruning import EVERY_EPOCH
+    from search.study.pruners import EVERY_EPOCH
 
     return run_study(curves, optuna.samplers.TPESampler(seed=seed),
                      optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2), EVERY_EPOCH, seed=seed)
@@ -172,11 +172,11 @@ def unpruned(curves: Curves, seed: int, trace: list | None = None) -> tuple[int,
     """``hpsearch run --sampler random --pruner none``: the horizons' baseline."""
     import optuna
 
-    from search.config import StudyConfig
-    from search.space import recipe_order
-    from search.study import make_sampler
+    from search.study.config import StudyConfig
+    from search.study.space import recipe_order
+    from search.study.create import make_sampler
 
-    from search.pruning import PrunerSchedule
+    from search.study.pruners import PrunerSchedule
 
     cfg = StudyConfig(epochs=EPOCHS, seed=seed, sampler="random")
     return run_study(curves, make_sampler(cfg), optuna.pruners.NopPruner(), PrunerSchedule(enabled=False),
@@ -184,9 +184,9 @@ def unpruned(curves: Curves, seed: int, trace: list | None = None) -> tuple[int,
 
 
 def hpsearch(curves: Curves, seed: int, rule: dict, trace: list | None = None) -> tuple[int, float]:
-    from search.config import StudyConfig
-    from search.pruning import AshaPruner, PrunerSchedule, make_pruner, pruner_schedule
-    from search.study import make_sampler
+    from search.study.config import StudyConfig
+    from search.study.pruners import AshaPruner, PrunerSchedule, make_pruner, pruner_schedule
+    from search.study.create import make_sampler
 
     cfg = StudyConfig(epochs=EPOCHS, seed=seed, pruner=rule.get("pruner", "asha"))
     sampler_kw = {k[len("tpe_"):]: v for k, v in rule.items() if k.startswith("tpe_")}
@@ -207,7 +207,7 @@ def hpsearch(curves: Curves, seed: int, rule: dict, trace: list | None = None) -
         schedule = PrunerSchedule(steps=frozenset(pruner.rungs), last_step=EPOCHS - 1)
     else:
         pruner, schedule = make_pruner(cfg), pruner_schedule(cfg)
-    from search.space import recipe_order
+    from search.study.space import recipe_order
 
     return run_study(curves, sampler, pruner, schedule, enqueue=rule.get("enqueue", recipe_order(RATES)), seed=seed,
                      epoch_budget=bool(rule.get("epoch_budget")), trace=trace)

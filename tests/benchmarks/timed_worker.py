@@ -1,17 +1,17 @@
 """``hpsearch worker`` with every storage call timed: the storage benchmark's worker process.
 
-Runs the real CLI (``search.cli.main(["worker", ...])``) after wrapping the worker's storage
+Runs the real CLI (``search.cli.main.main(["worker", ...])``) after wrapping the worker's storage
 calls. Every call the worker makes through ``call(fn, ..., what=...)`` (ask, suggest, the
 user attributes, report, should_prune, tell, reading back) is timed with its label, and so
 are the trial claims and the loss-landscape refreshes. At exit the events go to the JSON file
 named by ``HPSEARCH_BENCH_EVENTS``. Writes deferred to the background thread
-(``search.deferred``) are recorded as ``bg_*``, and the main thread's waits for them as
+(``search.train.deferred``) are recorded as ``bg_*``, and the main thread's waits for them as
 ``wait_for_writes``. The heartbeat thread's writes run beside training and are not timed.
 
 ``HPSEARCH_BENCH_EVERY_EPOCH=1`` makes the monitor ask the pruner at every epoch, as
 optuna-integration's ``KerasPruningCallback`` does (the "before" of the pruner schedule);
 ``HPSEARCH_BENCH_SYNC_WRITES=1`` writes reports on the trial's path (the "before" of
-``search.deferred``).
+``search.train.deferred``).
 
 Usage (by ``tests/benchmarks/run.py``)::
 
@@ -52,7 +52,7 @@ def _category(what: str) -> str:
 
 
 def _install() -> None:
-    import search.worker as worker
+    import search.fleet.worker as worker
 
     main = threading.main_thread()
     retrying = worker.retrying
@@ -82,7 +82,7 @@ def _install() -> None:
 
     worker._refresh_landscape = timed_refresh
 
-    from search.deferred import DeferredWrites
+    from search.train.deferred import DeferredWrites
 
     flush = DeferredWrites.flush
 
@@ -99,14 +99,14 @@ def _install() -> None:
     if os.environ.get("HPSEARCH_BENCH_SYNC_WRITES"):
         import dataclasses
 
-        import search.objective as objective
+        import search.train.objective as objective
 
         options = objective.FitOptions
         objective.FitOptions = lambda **kw: dataclasses.replace(options(**kw), deferred_writes=False)
 
     if os.environ.get("HPSEARCH_BENCH_EVERY_EPOCH"):
-        import search.objective as objective
-        from search.pruning import EVERY_EPOCH
+        import search.train.objective as objective
+        from search.study.pruners import EVERY_EPOCH
 
         objective.pruner_schedule = lambda config, budget=None: EVERY_EPOCH
 
@@ -120,6 +120,6 @@ def _dump() -> None:
 if __name__ == "__main__":
     _install()
     atexit.register(_dump)
-    from search.cli import main
+    from search.cli.main import main
 
     sys.exit(main(["worker", *sys.argv[1:]]))

@@ -173,7 +173,7 @@ def cli_parsers() -> dict:
     """``{subcommand: parser}`` of the real ``hpsearch`` parser (``db`` actions as ``db ACTION``)."""
     import argparse
 
-    from search.cli import build_parser
+    from search.cli.main import build_parser
 
     def subparsers(parser) -> dict:
         for action in parser._actions:

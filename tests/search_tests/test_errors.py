@@ -12,12 +12,12 @@ from search.errors import (
     EXIT_FATAL,
     ConfigError,
     DataError,
-    StorageError,
     TrialEnvironmentError,
     WorkerFatalError,
     WorkerInterrupted,
     exit_code,
 )
+from storage.errors import StorageError
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])

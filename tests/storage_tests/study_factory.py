@@ -1,6 +1,6 @@
 """Studies shaped like hpsearch's, built through Optuna's own API without training.
 
-The trials carry what ``search.objective`` records (learning rate, value, per-epoch
+The trials carry what ``search.train.objective`` records (learning rate, value, per-epoch
 intermediate values, the ``history`` and runtime attributes) plus the awkward cases a query
 must survive: pruned trials with and without a value, a NaN intermediate value, a failed
 trial without a learning rate, a running and a waiting trial, infinite values, a study made
@@ -41,7 +41,7 @@ def _frozen(number, state, value, start, end, lr, attrs, inter):
 
 
 def _hpsearch_trial(rng, i, state, *, start):
-    """A trial as search.objective records it, with ``epochs`` epochs of history."""
+    """A trial as search.train.objective records it, with ``epochs`` epochs of history."""
     lr = 10 ** rng.uniform(-5, 0)
     epochs = rng.randint(2, 8)
     val_acc = [round(rng.uniform(0.1, 0.99), 6) for _ in range(epochs)]

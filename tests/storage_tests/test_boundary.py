@@ -99,7 +99,7 @@ def test_retrying_goes_on_once_the_database_answers_and_does_not_retry_a_bad_sta
 
 
 def test_storage_settings_are_registered_and_checked(monkeypatch):
-    from search.config import ENV_VARS
+    from search.env import ENV_VARS
 
     assert set(STORAGE_ENV_VARS) <= set(ENV_VARS)
     assert {"OPTUNA_STORAGE", "HPSEARCH_HOME", "HPSEARCH_DB_RETRY_S", "HPSEARCH_HEARTBEAT_S", "HPSEARCH_GRACE_S"} == set(STORAGE_ENV_VARS)

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from storage import StorageError, open_storage, resolve_storage_url
-from storage.queries import state_counts
+from storage.fleet import state_counts
 from tests.conftest import with_database
 
 

@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy
 
 from storage import open_storage, resolve_storage_url
-from storage.epochs import TABLE, Cursor, budget, epoch_grid, epochs_after, write_epochs
+from storage.schema import TABLE
+from storage.epochs import Cursor, budget, epoch_grid, epochs_after, write_epochs
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from storage import open_storage, resolve_storage_url, running_epochs, state_counts, study_lock, try_study_lock
-from storage.fleet import lock_key
+from storage.locks import lock_key
 
 
 @pytest.fixture(scope="module")

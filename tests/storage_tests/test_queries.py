@@ -34,7 +34,8 @@ from storage import (
     top_trials,
     trials,
 )
-from storage.queries import STATES, VIEW_NAME
+from storage.tables import STATES
+from storage.views import VIEW_NAME
 from tests.storage_tests.study_factory import HOSTILE, MAIN, MINIMIZE, STUDIES, build_studies, empty_database
 
 

@@ -1,0 +1,163 @@
+"""The ``hpsearch`` parser's parts: its parser class, typed argument helpers, shared parents.
+
+Every command's parser is a :class:`Parser` (one-line errors, no abbreviated flags). Flags many
+commands take are declared once here, as parent parsers (argparse's ``parents=``):
+:func:`storage_parent` (``--storage``, ``--debug``), :func:`debug_parent`, :func:`study_parent`
+(``--study``) and :func:`settings_parent` (the flags that define a study). Their help texts
+read their defaults from :mod:`search.study.config` rather than repeating them.
+
+The typed helpers are argparse ``type=`` callables: each turns the text of one flag into a
+value or raises ``argparse.ArgumentTypeError`` with the line argparse prints.
+
+Only the standard library and :mod:`search.study.config` are imported here, so ``hpsearch --help``
+stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+
+__all__ = [
+    "Parser", "whole_number", "count", "number", "bound", "port", "trial_numbers", "trial_states",
+    "storage_parent", "debug_parent", "study_parent", "settings_parent", "DEFAULTS_HELP",
+]
+
+#: The title of the group of flags a study stores.
+DEFAULTS_HELP = "study settings (stored in the study when it is created; a worker joining it may leave them out)"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``hpsearch run: error: ... (see hpsearch run --help)``).
+
+    Flags must be spelt out: ``--epoch 3`` is an unknown flag, not ``--epochs 3``
+    (``allow_abbrev`` is off), so a flag added later cannot change what an old command line means.
+    Descriptions and epilogs are printed as written (examples keep their lines).
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --- typed argument helpers -------------------------------------------------------------------
+
+
+def _typed(convert, problem: str):
+    """An argparse type: ``convert(text)``, or the line ``'TEXT' PROBLEM`` where it raises ValueError."""
+
+    def parse(text: str):
+        try:
+            return convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} {problem}") from None
+
+    return parse
+
+
+#: An integer; ranges are the command's to check (its message names the flag).
+whole_number = _typed(int, "is not a whole number")
+#: A float, NaN and infinities included (a study setting: its check names the flag).
+number = _typed(float, "is not a number")
+#: A TCP port number (its range is checked where the server binds).
+port = _typed(int, "is not a port number")
+#: Comma-separated trial numbers: ``3,7,12``.
+trial_numbers = _typed(lambda text: [int(part) for part in text.split(",") if part.strip()],
+                       "is not a comma-separated list of trial numbers, such as 3,7,12")
+
+
+def count(text: str) -> int:
+    """An integer of 0 or more: a limit, a k."""
+    value = whole_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative: give 0 or more")
+    return value
+
+
+def bound(text: str) -> float:
+    """A float to compare with, so not NaN (a filter's bound; infinities are fine)."""
+    value = number(text)
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    return value
+
+
+def trial_states(text: str) -> list[str]:
+    """Comma-separated trial states, any case: ``complete,pruned`` -> ``["COMPLETE", "PRUNED"]``."""
+    from storage.tables import STATES
+
+    states = [part.strip().upper() for part in text.split(",") if part.strip()]
+    for s in states:
+        if s not in STATES:
+            raise argparse.ArgumentTypeError(f"unknown state {s.lower()!r}: use {', '.join(x.lower() for x in STATES)}")
+    return states
+
+
+# --- shared parent parsers (built once, copied into each command that names them) --------------
+
+
+def _parent() -> Parser:
+    return Parser(add_help=False)
+
+
+def _add_debug(parser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+
+@functools.cache
+def debug_parent() -> Parser:
+    """``--debug`` alone: the embedded server's actions, which take no storage."""
+    p = _parent()
+    _add_debug(p)
+    return p
+
+
+@functools.cache
+def storage_parent() -> Parser:
+    """``--storage`` and ``--debug``: every command that reads or writes a storage."""
+    p = _parent()
+    p.add_argument("--storage", metavar="URL", help="storage URL (default: $OPTUNA_STORAGE, else the embedded PostgreSQL)")
+    _add_debug(p)
+    return p
+
+
+@functools.cache
+def study_parent() -> Parser:
+    """``--study NAME``, defaulting to the recipe's study."""
+    from search.study.config import DEFAULT_STUDY
+
+    p = _parent()
+    p.add_argument("--study", default=DEFAULT_STUDY, help="study name (default: %(default)s)")
+    return p
+
+
+@functools.cache
+def settings_parent() -> Parser:
+    """``--data``, ``--format`` and the flags a study stores (run, launch, worker, init).
+
+    The stored flags default to None (not given: a joining worker takes the study's value);
+    their help shows :class:`~search.study.config.StudyConfig`'s defaults.
+    """
+    from search.study.config import HOLDOUT_SIZE, VALIDATIONS, StudyConfig
+
+    d = StudyConfig()
+    p = _parent()
+    p.add_argument("--data", metavar="PATH", help="mnist.npz file or directory of the four IDX files (default: $HPSEARCH_DATA, else Keras's download)")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="summary format on stdout (default: %(default)s)")
+    g = p.add_argument_group(DEFAULTS_HELP)
+    g.add_argument("--epochs", type=whole_number, help=f"epochs per trial (default: {d.epochs}, the recipe's)")
+    g.add_argument("--batch-size", type=whole_number, help=f"batch size (default: {d.batch_size}, the recipe's)")
+    g.add_argument("--train-size", type=whole_number, metavar="N", help="train on the first N training images (default: all)")
+    g.add_argument("--validation", choices=VALIDATIONS,
+                   help=f"holdout: the last {HOLDOUT_SIZE:,} training images; test: the test set, as the recipe did (default: {d.validation})")
+    g.add_argument("--lr-min", type=number, help=f"lowest learning rate sampled (default: {d.lr_min!r})")
+    g.add_argument("--lr-max", type=number, help=f"highest learning rate sampled (default: {d.lr_max!r})")
+    g.add_argument("--pruner", help=f"asha (successive halving at 1, 3, 9, 27... epochs), median, hyperband or none (default: {d.pruner})")
+    g.add_argument("--sampler", help=f"tpe, or random (a baseline) (default: {d.sampler})")
+    g.add_argument("--seed", type=whole_number, help="seed of the sampler and of the weights (default: none)")
+    return p

@@ -1,0 +1,355 @@
+"""``hpsearch run``, ``launch``, ``worker`` and ``init``: open a study, then train (or not).
+
+The four share one path to the study, :func:`open_the_study`: check every flag, the backend and
+the data before anything is written; resolve the storage; create or join the study. Each
+command then does its own part: ``init`` prints what it made, ``worker`` trains here, ``launch``
+starts and supervises workers, and ``run`` is ``worker`` with ``--workers 1`` and ``launch``
+with more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from search.cli.args import settings_parent, storage_parent, study_parent, whole_number
+from search.cli.commands import Command, quiet_libraries
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search.study.config import StudyConfig
+    from search.fleet.launch import Slot
+    from search.fleet.progress import Progress
+    from storage import ResolvedStorage
+
+__all__ = ["Init", "Launch", "Run", "Worker", "OpenedStudy", "open_the_study", "JOIN_TIMEOUT_S", "MAX_STUDY_NAME", "PER_GPU"]
+
+#: How long ``worker --join`` waits for the study to be created.
+JOIN_TIMEOUT_S = 600
+#: Optuna's ``studies.study_name`` column is VARCHAR(512).
+MAX_STUDY_NAME = 512
+#: Workers on each GPU unless ``launch --per-gpu`` says otherwise.
+PER_GPU = 1
+#: The least value of each count flag (present on some of the four commands only).
+_AT_LEAST = {"trials": 1, "workers": 1, "max_failures": 1, "max_restarts": 0, "per_gpu": 1}
+
+_LANES_HELP = "trials each worker trains at once as one batched model (default: $HPSEARCH_LANES, else 1; see docs/lanes.md)"
+
+
+@dataclass
+class OpenedStudy:
+    """A study ready to train: what :func:`open_the_study` hands the command."""
+
+    study: optuna.Study
+    storage: optuna.storages.BaseStorage
+    config: StudyConfig  # as the study stores it
+    created: bool
+    resolved: ResolvedStorage
+    data_path: str | None
+    progress: Progress
+    lanes: int
+    slots: list[Slot] | None  # where its workers run; None: in this process
+
+
+class StudyCommand(Command, parents=(study_parent, settings_parent, storage_parent)):
+    """The flags of a study command; :meth:`run` opens the study, hands it to :meth:`use`, sums it up."""
+
+    trials_help = "finished trials the study must hold in total"
+
+    def add_arguments(self, parser) -> None:
+        from search.study.config import DEFAULT_TRIALS
+
+        parser.add_argument("--trials", type=whole_number, default=DEFAULT_TRIALS, help=f"{self.trials_help} (default: %(default)s)")
+
+    def slots(self, args) -> list[Slot] | None:
+        """Where this command's workers run (``search.fleet.launch.plan_slots``); None: in this process."""
+        return None
+
+    def run(self, args) -> int:
+        opened = open_the_study(args, plan=self.slots)
+        try:
+            self.use(args, opened)
+        finally:
+            opened.progress.close()
+        from search.cli.render import dashboard_hint, summary_json, summary_text
+        from search.study.create import summarize
+
+        summary = summarize(opened.study, opened.storage, opened.config, args.trials)
+        summary["storage"] = opened.resolved.masked
+        hint = dashboard_hint(opened.resolved, args.study)
+        print(summary_json(summary) if args.format == "json" else summary_text(summary, hint))
+        return 0
+
+    def use(self, args, opened: OpenedStudy) -> None:
+        """Train the opened study: here, in this process (``worker``, ``run --workers 1``)."""
+        from search.train.data import load_dataset
+        from search.fleet.worker import run_worker
+
+        config = opened.config
+        dataset = load_dataset(opened.data_path, train_size=config.train_size, validation=config.validation)
+        run_worker(opened.study, opened.storage, config, dataset, args.trials, progress=opened.progress,
+                   max_consecutive_failures=args.max_failures, gpu=getattr(args, "gpu", None), lanes=opened.lanes)
+
+
+def _add_worker_flags(parser, *, workers: tuple | None, lanes_help: str = _LANES_HELP) -> None:
+    """``--workers`` (``workers``: its default and help), ``--max-failures`` and ``--lanes``."""
+    from search.fleet.worker import MAX_CONSECUTIVE_FAILURES
+
+    if workers is not None:
+        default, text = workers
+        parser.add_argument("--workers", type=whole_number, default=default, help=text)
+    parser.add_argument("--max-failures", type=whole_number, default=MAX_CONSECUTIVE_FAILURES,
+                        help="a worker stops after this many failed trials in a row (default: %(default)s)")
+    parser.add_argument("--lanes", type=whole_number, metavar="K", help=lanes_help)
+
+
+class _Launching(StudyCommand):
+    """A study command that can start several workers (``run --workers K``, ``launch``)."""
+
+    def use(self, args, opened: OpenedStudy) -> None:
+        if opened.slots is None:
+            return super().use(args, opened)
+        from search.fleet.launch import MAX_RESTARTS, launch_workers
+        from storage import home_dir
+
+        launch_workers(
+            opened.study, opened.storage, opened.resolved.url, args.trials, opened.slots, data=opened.data_path,
+            log_dir=home_dir() / "logs", progress=opened.progress, epochs=opened.config.epochs,
+            max_restarts=getattr(args, "max_restarts", MAX_RESTARTS),
+            worker_args=["--max-failures", str(args.max_failures), "--lanes", str(opened.lanes)],
+        )
+
+    def slots(self, args) -> list[Slot]:
+        from search.errors import ConfigError
+        from search.fleet.launch import check_gpu, detect_gpus, plan_slots
+
+        if getattr(args, "gpus", None):
+            gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+            if detect_gpus() is None:
+                raise ConfigError("--gpus: nvidia-smi is not available, so the GPUs cannot be checked or assigned: install the NVIDIA driver tools, or start `hpsearch worker` processes yourself")
+            for g in gpus:
+                check_gpu(g)
+        else:
+            gpus = [index for index, _ in (detect_gpus() or [])]
+        return plan_slots(workers=args.workers, gpus=gpus, per_gpu=getattr(args, "per_gpu", PER_GPU))
+
+
+class Run(_Launching, name="run", help="create or resume a study and run it to --trials finished trials"):
+    """Create the study (or resume it) and run trials until it holds --trials finished (complete or
+    pruned) trials in total. Running it again on a full study adds nothing.
+
+    example:
+      hpsearch run --data ../shared/data/mnist.npz --trials 6 --epochs 3 --train-size 3000
+    """
+
+    def add_arguments(self, parser) -> None:
+        super().add_arguments(parser)
+        _add_worker_flags(parser, workers=(1, "worker processes on this machine, spread over its GPUs if it has any (default: %(default)s)"))
+
+    def slots(self, args) -> list[Slot] | None:
+        # one worker trains in this process; more are started as `hpsearch worker` processes
+        return super().slots(args) if args.workers > 1 else None
+
+
+class Launch(_Launching, name="launch", help="start and supervise workers on this machine: one per GPU, or K on the CPU"):
+    """Prepare the study, then start workers on this machine: one per GPU found by nvidia-smi (or
+    per --gpus entry), --per-gpu K on each card, or --workers K on a machine without GPUs.
+    Restarts workers that die unexpectedly, sweeps stale trials, forwards Ctrl-C/SIGTERM, and
+    exits non-zero if the study could not finish.
+
+    examples:
+      hpsearch launch --study lr --trials 200 --per-gpu 2
+      hpsearch launch --study lr --trials 200 --gpus 0,2
+      hpsearch launch --study lr --trials 20 --workers 4   # CPU only
+    """
+
+    def add_arguments(self, parser) -> None:
+        from search.fleet.launch import MAX_RESTARTS
+
+        super().add_arguments(parser)
+        parser.add_argument("--gpus", metavar="IDS", help="comma-separated GPU indices to use (default: every GPU nvidia-smi lists)")
+        parser.add_argument("--per-gpu", type=whole_number, default=PER_GPU, metavar="K", help="workers packed on each GPU (default: %(default)s)")
+        parser.add_argument("--max-restarts", type=whole_number, default=MAX_RESTARTS, help="restarts of a worker that dies unexpectedly (default: %(default)s)")
+        _add_worker_flags(parser, workers=(None, "total workers (default: one per GPU times --per-gpu; 1 without GPUs)"))
+
+
+class Worker(StudyCommand, name="worker", help="one worker process joining (or creating) a study"):
+    """Join the study (creating it if needed) and run trials until it holds --trials finished
+    trials across all workers. The unit that deployments run.
+
+    example:
+      OPTUNA_STORAGE=postgresql+psycopg2://user:pass@db/hpsearch hpsearch worker --study mnist-learning-rate --trials 100 --gpu 0
+    """
+
+    trials_help = "finished trials the study must hold in total, across all workers"
+
+    def add_arguments(self, parser) -> None:
+        import argparse
+
+        super().add_arguments(parser)
+        parser.add_argument("--gpu", metavar="ID", help="GPU index for this worker (sets CUDA_VISIBLE_DEVICES before TensorFlow starts)")
+        parser.add_argument("--worker-index", type=whole_number, default=0, help=argparse.SUPPRESS)
+        parser.add_argument("--join", action="store_true", help=f"never create the study: wait (up to {JOIN_TIMEOUT_S // 60} minutes) until it exists, e.g. for `hpsearch init` to run first")
+        parser.add_argument("--quiet", action="store_true", help="no progress display")
+        _add_worker_flags(parser, workers=None, lanes_help=_LANES_HELP.replace("each worker", "this worker"))
+
+
+class Init(StudyCommand, name="init", help="create the study (schema, stored settings, the recipe's trials) without training"):
+    """Create the storage schema and the study, store its settings and data fingerprint, and
+    enqueue the recipe's rates; train nothing. Deployments run it once before starting workers.
+    Idempotent: on an existing study it checks the flags against the stored settings.
+
+    example:
+      hpsearch init --study mnist-learning-rate --data /data/mnist.npz --epochs 500
+    """
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--trials", type=whole_number, default=None,
+                            help="the study's budget of finished trials, recorded so that `hpsearch query follow` shows it "
+                            "before a worker starts (each worker's own --trials records it again); below 3, only that many of "
+                            "the recipe's rates are enqueued (default: none recorded)")
+
+    def run(self, args) -> int:
+        from search.study.config import DEFAULT_TRIALS
+        from search.cli.render import init_text
+        from storage.epochs import record_target
+
+        target = args.trials
+        args.trials = DEFAULT_TRIALS if target is None else target  # the recipe's rates: all three unless fewer trials
+        opened = open_the_study(args, trains=False)  # no lanes: init trains nothing
+        opened.progress.close()
+        if target is not None:
+            record_target(opened.storage, opened.study._study_id, target)
+        info = {"study": args.study, "created": opened.created, "storage": opened.resolved.masked, "config": opened.config.to_dict(),
+                "target_trials": target}
+        print(init_text(info, args.format))
+        return 0
+
+
+# --- the one path to a study ---------------------------------------------------------------------
+
+
+def _given(args) -> dict:
+    from search.study.config import STUDY_FLAGS
+
+    return {name: getattr(args, name) for name in STUDY_FLAGS}
+
+
+def _check_flags(args, given: dict) -> None:
+    """Validate flags before touching data or storage, so bad input fails at once."""
+    import math
+
+    from search.study.config import StudyConfig
+    from search.train.backend import check_backend
+    from search.errors import ConfigError
+    from storage.engine import check_environment
+
+    StudyConfig(**{k: v for k, v in given.items() if v is not None}).validate()
+    for name in ("lr_min", "lr_max"):
+        v = given[name]
+        if v is not None and (not math.isfinite(v) or v <= 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive finite number, got {v}")
+    check_environment()
+    check_backend()
+    for name, least in _AT_LEAST.items():
+        value = getattr(args, name, None)
+        if value is not None and value < least:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a whole number of at least {least}, got {value}")
+    if not args.study.strip():
+        raise ConfigError("--study is empty: give the study a name")
+    if len(args.study) > MAX_STUDY_NAME:
+        raise ConfigError(f"--study is {len(args.study)} characters long; Optuna stores at most {MAX_STUDY_NAME}: choose a shorter name")
+
+
+def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
+    """Check everything, then create or join the study ``args`` name; the one path of the four commands.
+
+    Everything that can be refused is refused before anything is written: the flags, the
+    environment, the backend, the GPUs, the lanes' memory, the storage URL and the data.
+
+    Args:
+        args: the parsed flags of ``run``, ``launch``, ``worker`` or ``init``.
+        plan: ``plan(args)`` returns where the workers run (``search.fleet.launch.plan_slots``), or None
+            to train in this process.
+        trains: False for ``init``, which trains nothing: no lanes' memory check, no start line.
+
+    Raises:
+        HpsearchError: whatever was refused (``main`` prints it and exits with its code).
+    """
+    from search.env import env
+    from search.study.config import StudyConfig, resolve_lanes
+    from search.train.data import check_split, read_mnist_cached
+    from search.errors import ConfigError
+    from search.train.lanes import check_lanes_fit
+    from search.fleet.progress import Progress
+    from storage import open_storage, resolve_storage_url
+    from storage.settings import env as storage_env
+
+    given = _given(args)
+    _check_flags(args, given)
+    lanes = resolve_lanes(getattr(args, "lanes", None))
+    slots = plan(args) if plan is not None else None
+    gpu = getattr(args, "gpu", None)
+    if gpu is not None:
+        from search.fleet.launch import check_gpu
+
+        check_gpu(str(gpu))
+        from search.train.backend import use_gpu
+
+        use_gpu(str(gpu))  # before TensorFlow is imported: this process sees only its GPU
+    if trains:
+        # per worker: on a GPU, the card's free memory now (packed workers share it)
+        recipe = StudyConfig()
+        check_lanes_fit(lanes, hidden_units=recipe.hidden_units, batch_size=given["batch_size"] or recipe.batch_size)
+    if args.storage is None and storage_env("OPTUNA_STORAGE", keep_empty=True) is None:
+        resolved = None  # the embedded server starts only after the data checked out
+    else:
+        resolved = resolve_storage_url(args.storage)
+        if resolved.is_sqlite and slots is not None and len(slots) > 1:
+            raise ConfigError("SQLite serves one worker only: use --workers 1, or a PostgreSQL --storage for several workers")
+    quiet_libraries()
+    data_path = args.data if args.data is not None else env("HPSEARCH_DATA")
+    raw = read_mnist_cached(data_path)
+    check_split(raw, given["train_size"], given["validation"])  # before the server starts or the schema is made
+    if resolved is None:
+        resolved = resolve_storage_url(None)
+    if gpu is not None:
+        from search.train.backend import configure_backend
+
+        configure_backend(require_gpu=str(gpu))  # before the study is touched
+    storage = open_storage(resolved)
+    progress = Progress(args.trials, enabled=not getattr(args, "quiet", False))
+    study, config, created = _open_study_waiting(
+        storage, args, given, raw.fingerprint(), progress, check=lambda c: check_split(raw, c.train_size, c.validation),
+        target=args.trials,  # init too: `init --trials 1` queues one recipe rate, a larger run the rest
+    )
+    if trains:
+        from search.cli.render import study_line
+
+        progress.message(study_line(created, args.study, resolved.masked, config))
+    return OpenedStudy(study, storage, config, created, resolved, data_path, progress, lanes, slots)
+
+
+def _open_study_waiting(storage, args, given, fingerprint, progress, check=None, target=None):
+    """``open_study``; with ``--join``, wait for another process to create the study."""
+    import time
+
+    from storage.errors import StudyNotFoundError
+    from search.study.create import open_study
+
+    join = getattr(args, "join", False)
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    waited = False
+    while True:
+        try:
+            return open_study(storage, args.study, given, fingerprint, create=not join, worker_index=getattr(args, "worker_index", 0), check=check, say=progress.message, target=target)
+        except StudyNotFoundError:
+            if time.monotonic() > deadline:
+                raise StudyNotFoundError(
+                    f"study {args.study!r} did not appear within {JOIN_TIMEOUT_S} s: run `hpsearch init --study {args.study}` first, or drop --join to let this worker create it"
+                ) from None
+            if not waited:
+                progress.message(f"waiting for study {args.study!r} to be created (hpsearch init)")
+                waited = True
+            time.sleep(2)

@@ -1,0 +1,187 @@
+"""What ``hpsearch`` prints on stdout: query rows, followed epochs, study summaries.
+
+Pure functions from values to text; the commands print what they return. Rows come in three
+formats, with the columns always in the order of the row's fields:
+
+* ``table``: aligned columns for people (floats shortened, datetimes in UTC to the second);
+* ``json``: a list of objects, one per line (``best``: one object), full float precision, datetimes in
+  ISO 8601 with ``+00:00``, and non-finite numbers as ``null`` so any JSON parser reads it;
+* ``csv``: a header row, then one line per row; empty cells for missing values, and
+  ``inf``/``-inf``/``nan`` as Python's ``float()`` reads them.
+
+A study command's summary is text for people or JSON (:func:`summary_text`, :func:`summary_json`).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from search.fleet.progress import plural
+
+__all__ = [
+    "FORMATS", "FOLLOW_COLUMNS", "format_rows", "epoch_json", "epoch_csv_row",
+    "summary_text", "summary_json", "study_line", "init_text", "dashboard_hint",
+]
+
+#: The formats of ``hpsearch query``'s rows.
+FORMATS = ("table", "json", "csv")
+#: The columns ``hpsearch query follow`` prints, in order (the live feed's epochs).
+FOLLOW_COLUMNS = ("trial", "epoch", "learning_rate", "loss", "val_loss", "accuracy", "val_accuracy", "epoch_seconds")
+
+
+# --- rows ----------------------------------------------------------------------------------------
+
+
+def _plain(value):
+    """A value as JSON has it: ISO datetimes, ``None`` for non-finite floats."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _csv_cell(value):
+    # repr keeps every digit of a float, and writes inf and nan as Python's float() reads them.
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def format_rows(rows, fmt: str, row_type: type, *, single: bool = False) -> str:
+    """Render query rows as ``table``, ``json`` or ``csv``, columns in ``row_type``'s field order.
+
+    Args:
+        rows: dataclass rows from :mod:`storage.queries`.
+        fmt: one of :data:`FORMATS`.
+        row_type: the rows' class (gives the columns even when there are no rows).
+        single: JSON renders the one row as an object rather than a list.
+    """
+    import dataclasses
+
+    columns = [f.name for f in dataclasses.fields(row_type)]
+    if fmt == "json":
+        import json
+
+        objs = [{c: _plain(getattr(r, c)) for c in columns} for r in rows]
+        if single:
+            return json.dumps(objs[0], indent=2, allow_nan=False)
+        # One object per line: a trial per line reads and greps well, and it keeps to json's
+        # C encoder (indent= switches to the pure-Python one).
+        if not objs:
+            return "[]"
+        return "[\n" + ",\n".join(json.dumps(o, allow_nan=False) for o in objs) + "\n]"
+    if fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([_csv_cell(getattr(r, c)) for c in columns])
+        return buf.getvalue().rstrip("\n")
+    cells = [[_cell(getattr(r, c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    numeric = [bool(rows) and all(isinstance(getattr(r, c), (int, float)) or getattr(r, c) is None for r in rows) for c in columns]
+    lines = ["  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(columns, widths, numeric)).rstrip()]
+    for row in cells:
+        lines.append("  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(row, widths, numeric)).rstrip())
+    return "\n".join(lines)
+
+
+def epoch_json(epoch) -> str:
+    """One followed epoch as a JSON object on one line (non-finite numbers refused, as JSON does)."""
+    import json
+
+    return json.dumps({c: getattr(epoch, c) for c in FOLLOW_COLUMNS}, allow_nan=False)
+
+
+def epoch_csv_row(epoch) -> list:
+    """One followed epoch as CSV cells, in :data:`FOLLOW_COLUMNS` order."""
+    return [_csv_cell(getattr(epoch, c)) for c in FOLLOW_COLUMNS]
+
+
+# --- study summaries -----------------------------------------------------------------------------
+
+
+def study_line(created: bool, study: str, masked_storage: str, config) -> str:
+    """The line a training command prints (stderr) once it holds the study."""
+    return (
+        f"{'created' if created else 'resumed'} study {study!r} on {masked_storage} "
+        f"({plural(config.epochs, 'epoch')}, batch {config.batch_size}, train size {config.train_size or 'all'}, "
+        f"validation {config.validation}, pruner {config.pruner})"
+    )
+
+
+def init_text(info: dict, fmt: str) -> str:
+    """What ``hpsearch init`` prints: ``info`` as JSON, or one line."""
+    import json
+
+    if fmt == "json":
+        return json.dumps(info, indent=2)
+    budget = "" if info.get("target_trials") is None else f", budget {info['target_trials']} trials"
+    return f"study {info['study']!r} {'created' if info['created'] else 'exists'} on {info['storage']}{budget}"
+
+
+def summary_json(summary: dict) -> str:
+    """The end-of-run summary (:func:`search.study.create.summarize`) as JSON, keys in its order."""
+    import json
+
+    return json.dumps(summary, indent=2, sort_keys=False)
+
+
+def summary_text(summary: dict, dashboard_hint: str) -> str:
+    """The human-readable summary printed at the end of ``hpsearch run``."""
+    from search.study.space import PARAM
+
+    lines = [f"study {summary['study']}: {summary['finished_trials']}/{summary['target_trials']} trials finished"]
+    states = ", ".join(f"{k.lower()} {v}" for k, v in summary["states"].items() if v)
+    lines.append(f"  states: {states or 'no trials'}")
+    best = summary["best"]
+    if best:
+        ta = best["test_accuracy"]
+        lines.append(
+            f"  best: trial {best['number']}, learning_rate {best[PARAM]:.4g}, val_accuracy {best['val_accuracy']:.4f}, "
+            f"test_accuracy {'-' if ta is None else format(ta, '.4f')} (best epoch {best['best_epoch']}, {plural(best['epochs_run'], 'epoch')} run)"
+        )
+    else:
+        lines.append("  best: no trial completed yet")
+    foreign = summary.get("foreign_trials")
+    if foreign:
+        states = ", ".join(f"{k.lower()} {v}" for k, v in foreign.items())
+        lines.append(f"  not made by hpsearch: {plural(sum(foreign.values()), 'trial')} ({states}) with other parameters, left out of the counts above")
+    for r in summary["recipe_trials"]:
+        val = "-" if r["val_accuracy"] is None else f"{r['val_accuracy']:.4f}"
+        lines.append(f"  recipe rate {r[PARAM]:g}: {r['state'].lower()}, val_accuracy {val}, {plural(r['epochs_run'], 'epoch')}")
+    lines.append(f"  dashboard: {dashboard_hint}")
+    return "\n".join(lines)
+
+
+def dashboard_hint(resolved, study: str) -> str:
+    """The command that opens the dashboard on this study; never with a password in it.
+
+    Args:
+        resolved: the study's storage (:class:`storage.url.ResolvedURL`).
+    """
+    import shlex
+
+    cmd = f"hpsearch dashboard --study {shlex.quote(study)}"
+    if resolved.source == "--storage":
+        if "***" in resolved.masked:
+            return f"OPTUNA_STORAGE=<your storage URL> {cmd}"
+        return f"{cmd} --storage {shlex.quote(resolved.url)}"
+    return cmd

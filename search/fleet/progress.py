@@ -1,0 +1,84 @@
+"""Progress lines on stderr: trials done, best so far, the running trial's epoch.
+
+On a terminal the status line is redrawn in place (at most a few times a second); in a log
+file or pipe each finished trial gets a line, and a running trial a line at most every
+``interval`` seconds, so a 500-epoch trial does not flood a CI log.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+__all__ = ["Progress", "plural"]
+
+
+def plural(n: int | None, noun: str) -> str:
+    """``1 epoch``, ``3 epochs``, ``0 epochs`` (``None epochs`` where the count is missing)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _fmt(value, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+class Progress:
+    def __init__(self, target: int, *, stream=None, enabled: bool = True, interval: float = 30.0):
+        self.target = target
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.interval = interval
+        self._last = 0.0
+        self._line_open = False
+        self.done = 0
+        self.best: tuple[float, float] | None = None  # (value, learning rate)
+
+    def _write(self, text: str, *, transient: bool) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            self.stream.write("\r\033[K" + text + ("" if transient else "\n"))
+            self._line_open = transient
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def head(self) -> str:
+        """The study-wide part of a progress line: trials done and the best so far."""
+        best = "-" if self.best is None else f"{self.best[0]:.4f} (lr {self.best[1]:.3g})"
+        return f"[{self.done}/{self.target} trials, best val_accuracy {best}]"
+
+    def set_study(self, done: int, best: tuple[float, float] | None) -> None:
+        self.done, self.best = done, best
+
+    def message(self, text: str) -> None:
+        self._write(text, transient=False)
+
+    def status(self, text: str, *, transient: bool) -> None:
+        """A status line: redrawn in place on a terminal when ``transient``, else a new line."""
+        if transient and not self.tty:
+            return
+        self._write(text, transient=transient and self.tty)
+
+    def epoch(self, number: int, lr: float, epoch: int, epochs: int, logs: dict) -> None:
+        now = time.monotonic()
+        min_gap = 0.2 if self.tty else self.interval
+        if now - self._last < min_gap and epoch + 1 < epochs:
+            return
+        self._last = now
+        text = (
+            f"{self.head()} trial {number} lr {lr:.3g}: epoch {epoch + 1}/{epochs} "
+            f"loss {_fmt(logs.get('loss'))} val_accuracy {_fmt(logs.get('val_accuracy'))}"
+        )
+        self._write(text, transient=self.tty)
+
+    def trial_done(self, number: int, lr: float | None, state: str, value, epochs_run, detail: str | None = None) -> None:
+        lr_text = "-" if lr is None else f"{lr:.3g}"
+        extra = f" ({detail})" if detail else ""
+        self._write(f"{self.head()} trial {number} lr {lr_text}: {state} value {_fmt(value)} after {plural(epochs_run, 'epoch')}{extra}", transient=False)
+
+    def close(self) -> None:
+        if self.enabled and self.tty and self._line_open:
+            self.stream.write("\n")
+            self.stream.flush()

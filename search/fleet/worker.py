@@ -1,0 +1,453 @@
+"""The loop of one worker process: claim a trial slot, train, tell, repeat.
+
+A worker runs trials until the study holds ``target`` finished (complete or pruned) trials in
+total, across all workers. Optuna's ``n_trials`` counts per worker and ``MaxTrialsCallback``
+overshoots by up to one trial per worker (optuna#2907, #3518), so a worker claims each trial
+under the study's advisory lock: it counts finished plus running trials in one SQL query and
+asks for a new trial only while that sum is below the target. The total is therefore exact.
+
+A running trial writes a heartbeat; trials of workers that died are failed once their heartbeat
+is older than the grace period, and the stale-trial callback re-enqueues them (the retry policy
+of :mod:`storage.retry`, which the worker's own retries share). SIGINT and SIGTERM close the
+running trial as FAIL with the reason, re-enqueue its parameters so a rerun resumes it, and exit
+with 128 + the signal; no trial is left RUNNING. How each trial ended is decided and recorded by
+:mod:`search.fleet.outcome`; the backend is started by :mod:`search.train.backend`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from search.train.backend import configure_backend
+from search.study.config import StudyConfig
+from search.errors import WorkerFatalError, WorkerInterrupted
+from search.fleet.outcome import Outcome, classify, lanes_failure, record, settle, stopped
+from search.fleet.progress import Progress
+from search.study.space import PARAM
+from storage import retrying, state_counts, study_lock
+
+__all__ = ["WorkerResult", "run_worker", "MAX_CONSECUTIVE_FAILURES"]
+
+log = logging.getLogger("hpsearch.worker")
+
+#: A worker stops after this many failed trials (or lane epochs) in a row.
+MAX_CONSECUTIVE_FAILURES = 3
+POLL_SECONDS = 2.0
+
+
+@dataclass
+class WorkerResult:
+    trials_run: int
+    finished: int
+    target: int
+
+
+class _Heartbeat:
+    """Record the heartbeats of running trials every interval from a daemon thread, and sweep
+    stale trials.
+
+    ``trial_ids`` is one trial's id, or a set a lane worker adds its lanes' trials to and
+    removes them from as they start and end. Each beat also fails the trials of workers that
+    died (see :func:`sweep_stale`), so dead workers' slots are freed even when no worker is
+    asking for a new trial.
+    """
+
+    def __init__(self, storage, trial_ids: int | set, sweep=None):
+        self.storage, self.sweep = storage, sweep
+        self.trial_ids = {trial_ids} if isinstance(trial_ids, int) else trial_ids
+        self.interval = storage.get_heartbeat_interval()
+        self._stop = threading.Event()
+        self._thread = None
+
+    def __enter__(self):
+        if self.interval:
+            self._beat()
+            self._thread = threading.Thread(target=self._run, name="hpsearch-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def beat(self, trial_id: int) -> None:
+        """Beat ``trial_id`` now (a lane's trial as it starts) and from then on every interval."""
+        self.trial_ids.add(trial_id)
+        if self.interval:
+            self._beat_one(trial_id)
+
+    def _beat_one(self, trial_id: int) -> None:
+        try:
+            self.storage.record_heartbeat(trial_id)
+        except Exception as e:  # a dropped database must not kill training; pre-ping reconnects
+            log.warning("heartbeat for trial %s failed: %s", trial_id, type(e).__name__)
+
+    def _beat(self):
+        for trial_id in list(self.trial_ids):
+            self._beat_one(trial_id)
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self._beat()
+            if self.sweep is not None:
+                try:
+                    self.sweep()
+                except Exception as e:
+                    log.warning("sweeping stale trials failed: %s", type(e).__name__)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+class _Signals:
+    """Turn SIGINT/SIGTERM into WorkerInterrupted in the main thread.
+
+    The exception is raised only while a trial trains (inside :meth:`interruptible`); at any
+    other moment (claiming a trial, telling its result) the signal is remembered and acted on
+    at the next safe point, so no trial is ever left RUNNING without a heartbeat.
+    """
+
+    def __init__(self):
+        self.received: int | None = None  # the first signal's number
+        self._old = {}
+        self._armed = False
+
+    def _handler(self, signum, frame):
+        first = self.received is None
+        self.received = self.received or signum
+        if first and self._armed:
+            self._armed = False
+            raise WorkerInterrupted(self.received)
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise WorkerInterrupted(self.received)
+
+    @contextmanager
+    def interruptible(self):
+        self.check()
+        self._armed = True
+        try:
+            yield
+        finally:
+            self._armed = False
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _finished(counts: dict) -> int:
+    return counts["COMPLETE"] + counts["PRUNED"]
+
+
+def _best(study):
+    from optuna.trial import TrialState
+
+    from search.study.create import best_own
+
+    t = best_own(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return None if t is None else (t.value, t.params.get(PARAM))
+
+
+def sweep_stale(study, storage) -> int:
+    """Fail the RUNNING trials of dead workers; return how many were failed.
+
+    Those are the trials whose heartbeat is older than the grace period (Optuna's
+    ``fail_stale_trials``, whose callback re-enqueues their parameters). A trial with no
+    heartbeat record at all is never failed: hpsearch records one when it claims a trial
+    (:func:`_claim`), so such a trial is a plain Optuna objective's, which hpsearch cannot
+    tell alive from dead (issue 15).
+    """
+    import optuna
+
+    before = state_counts(storage.engine, study._study_id)["FAIL"]
+    optuna.storages.fail_stale_trials(study)  # a no-op when heartbeats are off
+    return state_counts(storage.engine, study._study_id)["FAIL"] - before
+
+
+def _claim(study, storage, target: int):
+    """Under the study's slot lock: a new trial, or None when all slots are taken/finished.
+
+    Only hpsearch's own trials count (a plain Optuna objective may share the study, see
+    :mod:`storage.foreign`). The claimed trial gets its first heartbeat at once, inside the
+    lock, so every trial hpsearch runs has a heartbeat record from its start.
+    """
+    from storage import own_counts
+
+    with study_lock(storage, study.study_name, "slots"):
+        sweep_stale(study, storage)
+        counts = own_counts(storage.engine, study._study_id, PARAM)
+        if _finished(counts) >= target:
+            return counts, None
+        if _finished(counts) + counts["RUNNING"] >= target:
+            return counts, None
+        trial = study.ask()
+        if storage.get_heartbeat_interval():
+            storage.record_heartbeat(trial._trial_id)
+        return counts, trial
+
+
+class _Done:
+    """What a worker does after each trial it ran: show it, refresh the landscape, count
+    failures in a row and stop the worker after too many."""
+
+    def __init__(self, study, storage, target: int, progress: Progress, call, best_so_far, max_consecutive_failures: int):
+        self.study, self.storage, self.target, self.progress = study, storage, target, progress
+        self.call, self.best_so_far, self.max_failures = call, best_so_far, max_consecutive_failures
+        self.consecutive_failures = 0
+
+    def __call__(self, trial, lr: float | None, state: str, shown) -> None:
+        progress = self.progress
+        self.consecutive_failures = self.consecutive_failures + 1 if state == "failed" else 0
+        frozen = self.call(self.storage.get_trial, trial._trial_id, what="reading the trial back")
+        if state == "pruned":
+            shown = frozen.value
+        progress.set_study(progress.done + (state in ("complete", "pruned")), self.best_so_far())
+        progress.trial_done(
+            trial.number, lr, state, shown, frozen.user_attrs.get("epochs_run"),
+            frozen.user_attrs.get("stop_detail") or frozen.user_attrs.get("fail_reason"),
+        )
+        if state in ("complete", "pruned"):
+            _refresh_landscape(self.study, self.storage, force=progress.done >= self.target)
+        self.stop_if_too_many("trials", frozen.user_attrs.get("fail_reason", "unknown"))
+
+    def stop_if_too_many(self, what: str, last: str) -> None:
+        """Stop the worker once ``max_failures`` trials (or lane epochs) failed in a row."""
+        if self.consecutive_failures >= self.max_failures:
+            raise WorkerFatalError(
+                f"{self.consecutive_failures} {what} failed in a row (last: {last}): fix the cause and rerun; finished trials are kept"
+            )
+
+
+def _refresh_landscape(study, storage, *, force: bool) -> None:
+    """Refresh the study's loss-landscape figures, rate-limited across the fleet (issue 3).
+
+    The figures are a view: failing to refresh them must never fail a trial or the worker.
+    """
+    try:
+        from search.landscape.refresh import maybe_refresh_landscape
+
+        maybe_refresh_landscape(study, storage, force=force)
+    except Exception as e:
+        from storage.url import scrub
+
+        detail = scrub(" ".join(str(e).split())[:200], getattr(storage, "url", None))
+        log.warning("could not refresh the loss landscape of study %s: %s: %s", study.study_name, type(e).__name__, detail)
+
+
+def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes: int, *, objective, progress: Progress,
+               call, sweep, best_so_far, signals: _Signals, done: _Done, poll: float, rates: dict) -> WorkerResult:
+    """The lane worker's loop: up to ``lanes`` trials train together as one model (issue 12).
+
+    Each lane holds one trial, claimed under the study lock like a solo trial's (so the budget
+    stays exact) and beaten by the worker's heartbeat. At every epoch boundary each member's
+    epoch is reported as a solo trial's is (:func:`search.train.objective.report_epoch`); a member
+    that completed, was pruned or diverged is told and leaves its lane, which takes the next
+    trial with fresh weights, zeroed Adam state and its own rate, without recompiling. Idle
+    lanes (the budget is all claimed) keep training masked: nothing of them is reported.
+    SIGINT/SIGTERM fail every running lane trial and re-enqueue its rate; an error of the
+    model itself fails every member as an environment failure, retried, and rebuilds it.
+    """
+    from search.train.backend import clear_session
+    from search.train.data import device_data
+    from search.train.lanes import LaneModel, lane_orders
+    from search.train.objective import report_epoch
+
+    cfg, opt = config, objective.options
+    data = device_data(dataset)  # converted once: every step gathers its batches from these
+    validate_batch = opt.validation_batch or cfg.batch_size
+    n = len(dataset.x_train)
+    test_is_val = opt.skip_test_eval and dataset.validation == "test"
+    model = None
+    active: dict[int, object] = {}  # lane -> TrialRun
+    epoch_of: dict[int, int] = {}  # lane -> the member's next epoch
+    trials_run = 0
+    claim_after = 0.0
+    full = False  # the last claim found the budget taken (finished + running)
+    waited = False
+
+    def close(lane: int, test_accuracy) -> None:
+        run = active.pop(lane)
+        epoch_of.pop(lane, None)
+        state, shown = settle(study, run.trial, call, lambda: objective.finish(run, test_accuracy))
+        heartbeat.trial_ids.discard(run.trial._trial_id)
+        done(run.trial, run.lr, state, shown)
+
+    def fail_all(outcome: Outcome, *, error: BaseException | None) -> None:
+        for lane, run in sorted(active.items()):
+            objective.abort(run, error)
+            record(study, run.trial, outcome, call)
+            heartbeat.trial_ids.discard(run.trial._trial_id)
+        active.clear()
+        epoch_of.clear()
+
+    with _Heartbeat(storage, set(), sweep=sweep) as heartbeat:
+        try:
+            while True:
+                signals.check()
+                if len(active) < lanes and time.monotonic() >= claim_after:
+                    while len(active) < lanes:
+                        counts, trial = call(_claim, study, storage, target, what="claiming a trial")
+                        progress.set_study(_finished(counts), best_so_far())
+                        if trial is None:
+                            full = True
+                            if _finished(counts) >= target and not active:
+                                return WorkerResult(trials_run, _finished(counts), target)
+                            if not active and not waited:
+                                progress.message(f"[{_finished(counts)}/{target} trials] waiting for {counts['RUNNING']} running trial(s) of other workers")
+                                waited = True
+                            # Try again at the next epoch boundary after a poll interval: a
+                            # failed trial elsewhere may free a slot.
+                            claim_after = time.monotonic() + poll
+                            break
+                        full = waited = False
+                        heartbeat.beat(trial._trial_id)
+                        trials_run += 1
+                        lane = min(set(range(lanes)) - set(active))
+                        run = objective.begin(trial, {"lanes": lanes, "lane": lane})
+                        active[lane], epoch_of[lane] = run, 0
+                        rates[trial.number] = run.lr
+                        if model is None:
+                            model = LaneModel(lanes, hidden_units=cfg.hidden_units, batch_size=cfg.batch_size)
+                        model.reset_lane(lane, run.lr, None if cfg.seed is None else cfg.seed + trial.number)
+                        run.monitor.start()
+                if not active:
+                    time.sleep(poll if full else 0)
+                    continue
+                orders = lane_orders(cfg.seed, [epoch_of.get(k, 0) for k in range(lanes)], n)
+                try:
+                    with signals.interruptible():
+                        train = model.train_epoch(data.x_train, data.y_train, orders)
+                        val = model.evaluate(data.x_val, data.y_val, validate_batch)
+                except (WorkerInterrupted, KeyboardInterrupt):
+                    raise
+                except Exception as e:
+                    log.exception("the lanes model failed")
+                    fail_all(lanes_failure(e, lanes, active[min(active)].trial.number, cfg.batch_size), error=e)
+                    model = None
+                    clear_session()  # the failed model's state may be broken: build a new one
+                    done.consecutive_failures += 1
+                    done.stop_if_too_many("lane epochs", f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
+                    continue
+                leaving = []
+                for lane, run in sorted(active.items()):
+                    logs = {"loss": train["loss"][lane], "accuracy": train["accuracy"][lane],
+                            "val_loss": val["loss"][lane], "val_accuracy": val["accuracy"][lane]}
+                    stop = report_epoch(run.monitor, epoch_of[lane], {k: float(v) for k, v in logs.items()})
+                    epoch_of[lane] += 1
+                    if stop or epoch_of[lane] >= cfg.epochs:
+                        leaving.append(lane)
+                if leaving:
+                    test = None if test_is_val else model.evaluate(data.x_test, data.y_test, validate_batch)
+                    for lane in leaving:
+                        close(lane, val["accuracy"][lane] if test is None else test["accuracy"][lane])
+                claim_after = 0.0 if leaving else claim_after
+        except BaseException as e:
+            # Every lane trial still running ends as the worker does: interrupted (its history
+            # is not saved), left to the sweep when the database stayed away (recording would
+            # only wait again; once it is back, a sweep fails and retries them), else failed
+            # as stopped with the worker (too many failures) and retried.
+            outcome = classify(e)
+            if outcome.kind not in ("interrupted", "database"):
+                outcome = stopped(e)
+            fail_all(outcome, error=None if outcome.kind == "interrupted" else e)
+            if isinstance(e, KeyboardInterrupt):
+                raise WorkerInterrupted(signal.SIGINT) from None
+            raise
+
+
+def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, progress: Progress | None = None,
+               max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES, poll: float = POLL_SECONDS,
+               gpu: str | None = None, fit_options=None, lanes: int = 1) -> WorkerResult:
+    """Run trials of ``study`` until it holds ``target`` finished trials in total.
+
+    Args:
+        study: the joined ``optuna.Study`` (see :func:`search.study.create.open_study`).
+        storage: the study's ``RDBStorage`` (from :func:`storage.open_storage`).
+        config: the study's stored configuration.
+        dataset: the preprocessed data, loaded once for this process.
+        target: finished (complete + pruned) trials the study must hold.
+        progress: where to show progress; None shows none.
+        max_consecutive_failures: stop after this many failed trials in a row.
+        gpu: the ``--gpu`` index this worker was given; it refuses to train without a GPU.
+        fit_options: :class:`search.train.objective.FitOptions` for its trials (default: all
+            speed-ups on; benchmarks turn them off to measure each).
+        lanes: trials trained at once as one batched model (:mod:`search.train.lanes`); 1 trains
+            one trial at a time with ``model.fit``.
+
+    Raises:
+        WorkerInterrupted: SIGINT/SIGTERM; the running trial(s) were closed as FAIL and re-enqueued.
+        WorkerFatalError: ``max_consecutive_failures`` trials failed in a row.
+    """
+    from search.train.objective import Objective
+
+    configure_backend(require_gpu=gpu)
+    progress = progress or Progress(target, enabled=False)
+    current = {"lr": None}
+
+    rates: dict[int, float] = {}  # trial number -> rate, for the progress of lane trials
+
+    def on_epoch(number, epoch, logs):
+        progress.epoch(number, rates.get(number, current["lr"]) or 0.0, epoch, config.epochs, logs)
+
+    def call(fn, *args, what: str, **kwargs):
+        return retrying(fn, *args, what=what, log=log, **kwargs)
+
+    def sweep():
+        sweep_stale(study, storage)
+
+    def best_so_far():
+        # Only the progress display shows it: a worker that shows none skips the read.
+        return call(_best, study, what="reading the best trial") if progress.enabled else None
+
+    objective = Objective(config, dataset, on_epoch=on_epoch, call=call, options=fit_options)
+    from storage.epochs import record_target
+
+    # The budget, for readers that follow the study to its end (hpsearch query follow).
+    call(record_target, storage, study._study_id, target, what="recording the study's budget")
+    done = _Done(study, storage, target, progress, call, best_so_far, max_consecutive_failures)
+    if lanes > 1:
+        with _Signals() as signals:
+            return _run_lanes(study, storage, config, dataset, target, lanes, objective=objective, progress=progress,
+                              call=call, sweep=sweep, best_so_far=best_so_far, signals=signals, done=done, poll=poll, rates=rates)
+    trials_run = 0
+    waited = False
+    with _Signals() as signals:
+        while True:
+            signals.check()
+            counts, trial = call(_claim, study, storage, target, what="claiming a trial")
+            progress.set_study(_finished(counts), best_so_far())
+            if trial is None:
+                if _finished(counts) >= target:
+                    return WorkerResult(trials_run, _finished(counts), target)
+                if not waited:
+                    progress.message(f"[{_finished(counts)}/{target} trials] waiting for {counts['RUNNING']} running trial(s) of other workers")
+                    waited = True
+                time.sleep(poll)
+                continue
+            waited = False
+            trials_run += 1
+            current["lr"] = None
+
+            def train(trial=trial):
+                with _Heartbeat(storage, trial._trial_id, sweep=sweep), signals.interruptible():
+                    current["lr"] = trial.params.get(PARAM) if PARAM in trial.params else None
+                    if current["lr"] is None:
+                        # enqueued params become visible on the first suggest; sample now for progress
+                        from search.study.space import suggest
+
+                        current["lr"] = call(suggest, trial, config, what="sampling a learning rate")
+                    return objective(trial)
+
+            state, shown = settle(study, trial, call, train)  # raises on what stops the worker, once recorded
+            done(trial, current["lr"], state, shown)

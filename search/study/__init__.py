@@ -1,0 +1,3 @@
+"""A study: its stored configuration, search space, sampler, pruners and creation."""
+
+__all__ = ["config", "create", "note", "pruners", "space"]

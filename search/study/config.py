@@ -1,0 +1,159 @@
+"""The recipe's typed defaults, a study's stored configuration, and their resolution.
+
+Precedence is always: command-line flag > environment variable > default. The defaults
+reproduce the reference recipe (a Keras cookbook chapter on learning rates): MNIST flattened
+to 784 and scaled to [0, 1], ``Dense(1000, relu)`` then ``Dense(10, softmax)``, Adam,
+categorical cross-entropy, ``batch_size=1024``, 500 epochs, learning rates 0.1, 0.01, 0.0001.
+
+A study stores the :class:`StudyConfig` it was created with (user attribute
+``hpsearch_config``); workers joining it read it back, so the study is the source of truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from search.env import env
+from search.errors import ConfigError
+
+__all__ = ["RECIPE_RATES", "StudyConfig", "DEFAULT_STUDY", "DEFAULT_TRIALS", "merge_with_stored", "resolve_lanes"]
+
+#: The recipe's three learning rates, enqueued as every study's first trials.
+RECIPE_RATES: tuple[float, ...] = (0.1, 0.01, 0.0001)
+DEFAULT_STUDY = "mnist-learning-rate"
+DEFAULT_TRIALS = 20
+PRUNERS = ("asha", "median", "hyperband", "none")
+SAMPLERS = ("tpe", "random")
+VALIDATIONS = ("holdout", "test")
+#: Size of the hold-out: the last 10,000 training images, as large as MNIST's test set.
+HOLDOUT_SIZE = 10_000
+MNIST_TRAIN_SIZE = 60_000
+#: The largest --seed: trial numbers and worker indexes are added to it, and the sum must stay
+#: below 2**32, the bound of NumPy's and Keras's seeds.
+MAX_SEED = 2**31 - 1
+
+def resolve_lanes(flag: int | None) -> int:
+    """A worker's lanes (issue 12): ``--lanes``, else ``HPSEARCH_LANES``, else 1.
+
+    Lanes are how a worker runs, not a study setting: workers with different lanes share a
+    study. The value is checked here for form only; :func:`search.train.lanes.check_lanes_fit`
+    checks that it fits in memory.
+
+    Raises:
+        ConfigError: ``HPSEARCH_LANES`` is not a whole number.
+    """
+    if flag is not None:
+        return flag
+    text = env("HPSEARCH_LANES")
+    if text is None:
+        return 1
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"HPSEARCH_LANES={text!r} is not a whole number: set it to the trials a worker trains at once, such as 8, or unset it") from None
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """What a study's trials are: fixed when the study is created, stored in the study.
+
+    Attributes mirror the ``hpsearch run`` flags of the same names.
+    """
+
+    epochs: int = 500
+    batch_size: int = 1024
+    train_size: int | None = None
+    validation: str = "holdout"
+    lr_min: float = 1e-5
+    lr_max: float = 1.0
+    pruner: str = "asha"
+    sampler: str = "tpe"
+    seed: int | None = None
+    hidden_units: int = 1000
+    data_fingerprint: str | None = field(default=None, compare=False)
+
+    def validate(self) -> "StudyConfig":
+        """Check every field; raise ConfigError naming the flag and the fix."""
+        _positive_int(self.epochs, "--epochs")
+        _positive_int(self.batch_size, "--batch-size")
+        _positive_int(self.hidden_units, "hidden_units")
+        if self.train_size is not None:
+            _positive_int(self.train_size, "--train-size")
+            limit = MNIST_TRAIN_SIZE - (HOLDOUT_SIZE if self.validation == "holdout" else 0)
+            if self.train_size > limit:
+                raise ConfigError(
+                    f"--train-size {self.train_size} is larger than the {limit} training images available with --validation {self.validation}: use at most {limit}"
+                )
+        if self.validation not in VALIDATIONS:
+            raise ConfigError(f"--validation {self.validation!r} is unknown: use one of {', '.join(VALIDATIONS)}")
+        if self.pruner not in PRUNERS:
+            raise ConfigError(f"--pruner {self.pruner!r} is unknown: use one of {', '.join(PRUNERS)}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"--sampler {self.sampler!r} is unknown: use one of {', '.join(SAMPLERS)}")
+        for name, value in (("--lr-min", self.lr_min), ("--lr-max", self.lr_max)):
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name} must be a positive finite number, got {value}: the learning rate is sampled on a log scale")
+        if self.lr_min >= self.lr_max:
+            raise ConfigError(f"--lr-min {self.lr_min:g} must be below --lr-max {self.lr_max:g}: swap them or widen the range")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise ConfigError(f"--seed must be an integer, got {self.seed!r}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            # Keras and NumPy take seeds in [0, 2**32); each trial adds its number and each
+            # worker its index, so half that range is left for them.
+            raise ConfigError(f"--seed {self.seed} is outside 0-{MAX_SEED}, the seeds the Keras backends accept with room for trial numbers: pick a seed in that range")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StudyConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def recipe_rates(self) -> list[float]:
+        """The recipe's rates that fall inside this study's learning-rate range."""
+        return [r for r in RECIPE_RATES if self.lr_min <= r <= self.lr_max]
+
+
+#: The flags that define a study, with the StudyConfig field each sets.
+STUDY_FLAGS: dict[str, str] = {
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "train_size": "--train-size",
+    "validation": "--validation",
+    "lr_min": "--lr-min",
+    "lr_max": "--lr-max",
+    "pruner": "--pruner",
+    "sampler": "--sampler",
+    "seed": "--seed",
+}
+
+
+def merge_with_stored(stored: StudyConfig, given: dict) -> StudyConfig:
+    """Join a study: flags left out take the stored value; a flag that differs is an error.
+
+    Args:
+        stored: the configuration the study was created with.
+        given: the study flags the user passed (``None`` for flags not given).
+
+    Raises:
+        ConfigError: a given flag contradicts the stored configuration.
+    """
+    for name, value in given.items():
+        if value is None:
+            continue
+        old = getattr(stored, name)
+        if value != old:
+            flag = STUDY_FLAGS[name]
+            raise ConfigError(
+                f"{flag} {value} contradicts this study's stored {flag} {old}: drop the flag to use the study's value, or start a new study with --study NAME"
+            )
+    return stored
+
+
+def _positive_int(value, flag: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{flag} must be a whole number of at least 1, got {value}")

@@ -1,0 +1,110 @@
+"""The per-epoch monitor of one trial: record its history, report to the pruner, decide to stop.
+
+The monitor is plain Python (no Keras import) so that it can be tested with Optuna's
+ask/report/tell and no training; :mod:`search.train.objective` wraps it in a Keras callback.
+When it asks is the study's :class:`~search.study.pruners.PrunerSchedule`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+from search.errors import TrialConfigError
+from search.study.pruners import EVERY_EPOCH, PrunerSchedule
+
+__all__ = ["HISTORY_KEYS", "MONITOR", "EpochMonitor"]
+
+MONITOR = "val_accuracy"
+HISTORY_KEYS = ("loss", "val_loss", "accuracy", "val_accuracy")
+
+
+def _finite(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+class EpochMonitor:
+    """Record a trial's history, report ``val_accuracy`` each epoch, and decide to stop.
+
+    After each epoch call :meth:`end_epoch`; it returns True when training must stop, with
+    the reason in :attr:`stop_reason` (``"pruned"`` or ``"diverged"``).
+
+    Args:
+        trial: the ``optuna.Trial`` to report to.
+        on_epoch: optional hook called with ``(epoch, logs)`` for progress display.
+        call: optional ``call(fn, *args, what=...)`` wrapper for storage calls (workers retry
+            them while the database is unreachable).
+        schedule: when to ask the pruner (see :func:`pruner_schedule`); default every epoch.
+        writes: a :class:`search.train.deferred.DeferredWrites` that reports go through, so they
+            overlap training; flushed before each question. Default: report at once.
+    """
+
+    def __init__(self, trial, on_epoch: Callable[[int, dict], None] | None = None, call: Callable | None = None,
+                 schedule: PrunerSchedule = EVERY_EPOCH, writes=None):
+        from search.train.deferred import DeferredWrites
+
+        self.trial = trial
+        self.on_epoch = on_epoch
+        self._call = call or (lambda fn, *args, what, **kw: fn(*args, **kw))
+        self.schedule = schedule
+        self.writes = writes if writes is not None else DeferredWrites(self._call, background=False)
+        #: seconds spent asking the pruner, and how often it was asked
+        self.pruner_seconds = 0.0
+        self.pruner_calls = 0
+        self.history: dict[str, list[float | None]] = {k: [] for k in HISTORY_KEYS}
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.stop_reason: str | None = None
+        self.detail: str | None = None
+        #: wall seconds of each epoch (training + validation + reporting); the first includes
+        #: compilation. Benchmarks read it from the trial's ``epoch_seconds`` attribute.
+        self.epoch_seconds: list[float] = []
+        self._mark = time.perf_counter()
+
+    def start(self) -> None:
+        """Call when training starts, so the first epoch's time excludes model building."""
+        self._mark = time.perf_counter()
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history["loss"])
+
+    def end_epoch(self, epoch: int, logs: dict) -> bool:
+        if MONITOR not in logs:
+            raise TrialConfigError(
+                f"the metric {MONITOR!r} is not among the training logs ({', '.join(sorted(logs)) or 'none'}): compile the model with metrics=['accuracy'] and pass validation data"
+            )
+        now = time.perf_counter()
+        self.epoch_seconds.append(round(now - self._mark, 4))
+        self._mark = now
+        for key in HISTORY_KEYS:
+            self.history[key].append(_finite(logs.get(key)))
+        value = _finite(logs[MONITOR])
+        if value is not None:
+            self.writes.submit(self.trial.report, value, step=epoch, what=f"reporting epoch {epoch}")
+            if self.best_value is None or value > self.best_value:
+                self.best_value, self.best_epoch = value, epoch
+        self.writes.epoch(self.trial, epoch, logs, seconds=self.epoch_seconds[-1])  # the live landscape's row
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, logs)
+        if _finite(logs.get("loss")) is None:
+            self.stop_reason = "diverged"
+            self.detail = f"non-finite training loss ({logs.get('loss')}) at epoch {epoch}"
+            return True
+        if not self.schedule.due(epoch, sum(self.epoch_seconds), self.pruner_seconds):
+            return False
+        asked = time.perf_counter()
+        self.writes.flush()  # the pruner reads this epoch's report back from the database
+        prune = self._call(self.trial.should_prune, what=f"asking the pruner at epoch {epoch}")
+        self.pruner_seconds += time.perf_counter() - asked
+        self.pruner_calls += 1
+        if prune:
+            self.stop_reason = "pruned"
+            self.detail = f"pruned at epoch {epoch}, {MONITOR} {value:.4f}" if value is not None else f"pruned at epoch {epoch}"
+            return True
+        return False

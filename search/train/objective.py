@@ -1,0 +1,282 @@
+"""One trial: build the recipe's model, fit it with the monitor, record what happened.
+
+:class:`Objective` is an ordinary Optuna objective, so it also works in a user's own
+``study.optimize(Objective(config, dataset))``. It maximises validation accuracy: the trial's
+value is the best ``val_accuracy`` over the epochs it ran. Every trial, pruned ones included,
+keeps in its user attributes ``history`` (``loss``, ``val_loss``, ``accuracy``,
+``val_accuracy`` per epoch; non-finite values stored as null), ``best_epoch``,
+``epochs_run``, ``test_accuracy`` (the final weights on the test set), ``stop_reason``,
+``train_seconds`` and ``epoch_seconds`` (wall time per epoch), and where it ran (host, pid,
+device, framework versions).
+
+A trial trains the recipe's model exactly as the recipe does (same layers, Adam, batch size,
+a shuffle each epoch, validation after each epoch) but is cheaper than the recipe's own
+``model.fit`` loop (:class:`FitOptions`; each saving measured in docs/benchmarks.md): the
+worker's one compiled model is reset instead of rebuilt, the test set is not evaluated again
+when it is the validation set, and reports are written while training goes on; on a GPU the
+data also stay backend tensors across trials, TensorFlow runs a whole epoch per call, and
+validation uses large batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from search.train.backend import on_gpu, runtime_info, set_seed, take
+from search.study.config import StudyConfig
+from search.train.data import Dataset, device_data
+from search.train.deferred import DeferredWrites
+from storage.errors import StorageError
+from search.errors import trial_error
+from search.study.pruners import pruner_schedule
+from search.train.monitor import EpochMonitor
+from search.study.space import suggest
+
+__all__ = ["FitOptions", "Objective", "TrialRun", "VALIDATION_BATCH", "report_epoch"]
+
+#: Images per validation (and test) batch: the whole of MNIST's 10,000 in one batch. Only a
+#: forward pass, so memory is small (10,000 x 1,000 activations, 40 MB) and the result is the
+#: same as with the training batch size.
+VALIDATION_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How a trial runs ``model.fit``: speed-ups, each measured in docs/benchmarks.md.
+
+    They change the time a trial takes, never what it computes (the benchmark checks each
+    against the recipe's own loop). ``"auto"`` turns on, only where Keras sees a GPU, the
+    ones that cut per-step overhead on an accelerator: on this project's CPU they measured no
+    faster (device tensors, validation batch) or slower (steps per execution), so they are
+    off there. Benchmarks flip them one at a time.
+
+    Attributes:
+        reuse_model: reset the worker's compiled model instead of building one per trial.
+        device_data: train on backend tensors made once per process, not NumPy arrays.
+        steps_per_execution: run a whole epoch per call into TensorFlow.
+        validation_batch: batch size of validation and test evaluation (None: the training
+            batch size; ``"auto"``: :data:`VALIDATION_BATCH` on a GPU, else None).
+        skip_test_eval: with ``--validation test``, take test_accuracy from the last epoch's
+            validation instead of evaluating the same images again.
+        jit_compile: Keras's ``jit_compile`` (``"auto"``: XLA on GPUs and JAX).
+        pruner_budget: the share of training time questions to the pruner may take
+            (``math.inf``, the default: ask at every epoch where the pruner can act, so no
+            decision waits; a finite share spaces questions out, issue 6's former default 0.01).
+        deferred_writes: write reports and where the trial runs from a background thread
+            while training goes on (:mod:`search.train.deferred`).
+    """
+
+    reuse_model: bool = True
+    device_data: bool | str = "auto"
+    steps_per_execution: bool | str = "auto"
+    validation_batch: int | str | None = "auto"
+    skip_test_eval: bool = True
+    jit_compile: bool | str = "auto"
+    pruner_budget: float = math.inf
+    deferred_writes: bool = True
+
+    def resolved(self, gpu: bool) -> "FitOptions":
+        """These options with every ``"auto"`` decided for a process that has a GPU or not."""
+        auto = {}
+        for name in ("device_data", "steps_per_execution"):
+            if getattr(self, name) == "auto":
+                auto[name] = gpu
+        if self.validation_batch == "auto":
+            auto["validation_batch"] = VALIDATION_BATCH if gpu else None
+        return dataclasses.replace(self, **auto)
+
+
+def _direct(fn, *args, what: str, **kwargs):
+    return fn(*args, **kwargs)
+
+
+def report_epoch(monitor: EpochMonitor, epoch: int, logs: dict) -> bool:
+    """The end of one epoch of one trial, solo or a lane's member: record its history, report
+    ``val_accuracy`` as the intermediate value, ask the pruner where due. True: stop it.
+
+    Solo trials (through the Keras callback) and lane members (:mod:`search.train.lanes`, from the
+    worker's lane loop) both end their epochs here, so per-epoch work has one place to hook.
+    """
+    return monitor.end_epoch(epoch, logs)
+
+
+def _fit_callback(monitor: EpochMonitor):
+    from search.train.model import epoch_callback
+
+    def begin():
+        if monitor.epochs_run == 0:  # a seeded trial calls fit once per epoch
+            monitor.start()
+
+    return epoch_callback(begin, lambda epoch, logs: report_epoch(monitor, epoch, logs))
+
+
+@dataclass
+class TrialRun:
+    """One trial while it trains: its rate, its monitor and its queued writes."""
+
+    trial: object
+    lr: float
+    monitor: EpochMonitor
+    writes: DeferredWrites
+    started: float
+
+
+class Objective:
+    """Train the recipe's model at the trial's learning rate; return the best val_accuracy.
+
+    Args:
+        config: the study's configuration (epochs, batch size, range, seed).
+        dataset: the preprocessed arrays (load once per process, reuse across trials).
+        on_epoch: optional ``(trial_number, epoch, logs)`` hook for progress display.
+
+    Raises:
+        optuna.TrialPruned: the pruner stopped the trial, or its loss diverged (NaN/inf);
+            the trial keeps its history and the reason in ``stop_reason``.
+        TrialEnvironmentError: the device ran out of memory (retry elsewhere).
+
+    Example:
+        >>> study.optimize(Objective(StudyConfig(epochs=3), load_dataset(None, train_size=3000, validation="holdout")), n_trials=3)
+    """
+
+    def __init__(self, config: StudyConfig, dataset: Dataset, on_epoch: Callable[[int, int, dict], None] | None = None,
+                 call: Callable | None = None, options: FitOptions | None = None):
+        from search.train.model import ModelCache
+
+        self.config = config
+        self.dataset = dataset
+        self.on_epoch = on_epoch
+        # ``call(fn, *args, what=...)`` runs a storage call; workers pass one that retries
+        # while the database is unreachable.
+        self.call = call or _direct
+        self.options = (options or FitOptions()).resolved(gpu=on_gpu())
+        self._models = ModelCache()
+
+    def begin(self, trial, attrs: dict | None = None) -> TrialRun:
+        """Start ``trial``: sample its rate, queue where it runs (and ``attrs``), make its monitor."""
+        cfg, opt, call = self.config, self.options, self.call
+        lr = call(suggest, trial, cfg, what="sampling a learning rate")
+        writes = DeferredWrites(call, background=opt.deferred_writes)
+        for key, value in {**runtime_info(), **(attrs or {})}.items():
+            writes.submit(trial.set_user_attr, key, value, what="recording where the trial runs")
+        hook = None
+        if self.on_epoch is not None:
+            hook = functools.partial(self.on_epoch, trial.number)
+        monitor = EpochMonitor(trial, on_epoch=hook, call=call, schedule=pruner_schedule(cfg, budget=opt.pruner_budget), writes=writes)
+        return TrialRun(trial, lr, monitor, writes, time.perf_counter())
+
+    def finish(self, run: TrialRun, test_accuracy) -> float:
+        """Record the trained trial; return its best val_accuracy or raise ``optuna.TrialPruned``."""
+        import optuna
+
+        run.writes.close()  # every report and attribute is in the database before the results
+        monitor = run.monitor
+        self._record(run.trial, monitor, test_accuracy, time.perf_counter() - run.started)
+        if monitor.stop_reason is not None:
+            raise optuna.TrialPruned(monitor.detail)
+        if monitor.best_value is None:
+            raise optuna.TrialPruned(f"no finite val_accuracy in {monitor.epochs_run} epochs")
+        return monitor.best_value
+
+    def abort(self, run: TrialRun, error: BaseException | None) -> None:
+        """Save what a failing trial trained so far (unless the database is what failed)."""
+        run.writes.close(raise_errors=False)
+        if error is None or isinstance(error, StorageError):  # with the database gone, recording would only wait again
+            return
+        try:
+            self._record(run.trial, run.monitor, None, time.perf_counter() - run.started)
+        except Exception:
+            pass  # the original error matters more than a history we could not save
+
+    def __call__(self, trial) -> float:
+        cfg, ds = self.config, self.dataset
+        opt = self.options
+        run = self.begin(trial)
+        lr, monitor = run.lr, run.monitor
+        model = None
+        try:
+            model = self._model(lr, None if cfg.seed is None else cfg.seed + trial.number)
+            data = device_data(ds) if opt.device_data else ds
+            fit = functools.partial(
+                model.fit, batch_size=cfg.batch_size, validation_data=(data.x_val, data.y_val),
+                validation_batch_size=opt.validation_batch, verbose=0, callbacks=[_fit_callback(monitor)],
+            )
+            if cfg.seed is None:
+                history = fit(data.x_train, data.y_train, epochs=cfg.epochs, shuffle=True)
+            else:
+                history = self._fit_seeded(fit, data, monitor)
+            if opt.skip_test_eval and ds.validation == "test":
+                # The last epoch validated the final weights on the test set already.
+                test_accuracy = history.history["val_accuracy"][-1]
+            else:
+                batch = opt.validation_batch or cfg.batch_size
+                _, test_accuracy = model.evaluate(data.x_test, data.y_test, batch_size=batch, verbose=0)
+        except Exception as e:
+            model = None
+            self._models.discard()  # a failed fit may leave the model or the backend broken
+            self.abort(run, e)
+            failure = trial_error(e, trial.number, cfg.batch_size)
+            if failure is e:
+                raise
+            raise failure from e
+        except BaseException:  # KeyboardInterrupt: let queued writes land before the worker fails the trial
+            self.abort(run, None)
+            raise
+        finally:
+            model = None
+            if not opt.reuse_model:
+                self._models.discard()
+        return self.finish(run, test_accuracy)
+
+    def _fit_seeded(self, fit, data, monitor: EpochMonitor):
+        """Fit epoch by epoch in the order :func:`search.train.data.epoch_order` gives for the study's
+        seed and the epoch, so a lane member of the same trial sees the same batches."""
+        from search.train.data import epoch_order
+
+        n = len(self.dataset.x_train)
+        history = None
+        for epoch in range(self.config.epochs):
+            order = epoch_order(self.config.seed, epoch, n)
+            x, y = take(data.x_train, order), take(data.y_train, order)
+            history = fit(x, y, epochs=epoch + 1, initial_epoch=epoch, shuffle=False)
+            if monitor.stop_reason is not None:
+                break
+        return history
+
+    def _model(self, lr: float, seed: int | None):
+        """The trial's model: the cached one, reset to ``lr`` with initial weights drawn after seeding."""
+        from search.train.model import reset_model, steps_per_execution
+
+        cfg, opt = self.config, self.options
+        spe = 1
+        if opt.steps_per_execution:
+            spe = steps_per_execution(math.ceil(len(self.dataset.x_train) / cfg.batch_size))
+        if not opt.reuse_model:
+            self._models.discard()  # the recipe's way: a new session and model for each trial
+        # Built before the seed is set, so that only reset_model's draws depend on the seed:
+        # a trial's initial weights are the same whether or not the model was cached.
+        model = self._models.get(lr, hidden_units=cfg.hidden_units, steps_per_execution=spe, jit_compile=opt.jit_compile)
+        if seed is not None:
+            set_seed(seed)
+        reset_model(model, lr)
+        return model
+
+    def _record(self, trial, monitor: EpochMonitor, test_accuracy, seconds: float) -> None:
+        ta = float(test_accuracy) if test_accuracy is not None and math.isfinite(test_accuracy) else None
+        attrs = {
+            "history": monitor.history,
+            "epochs_run": monitor.epochs_run,
+            "best_epoch": monitor.best_epoch,
+            "test_accuracy": ta,
+            "train_seconds": round(seconds, 3),
+            "epoch_seconds": monitor.epoch_seconds,
+            "stop_reason": monitor.stop_reason or ("completed" if test_accuracy is not None else "error"),
+        }
+        if monitor.detail:
+            attrs["stop_detail"] = monitor.detail
+        for key, value in attrs.items():
+            self.call(trial.set_user_attr, key, value, what=f"recording trial {trial.number}")

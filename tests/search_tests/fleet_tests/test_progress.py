@@ -1,0 +1,59 @@
+"""Progress lines: what a log file and a terminal see."""
+
+from __future__ import annotations
+
+import io
+
+from search.fleet.progress import Progress
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_log_gets_one_line_per_finished_trial_with_the_best_so_far():
+    out = io.StringIO()
+    p = Progress(4, stream=out)
+    p.set_study(1, (0.9712, 0.001))
+    p.trial_done(3, 0.001, "complete", 0.9712, 12)
+    p.trial_done(4, None, "failed", None, None, "NaN loss")
+    p.trial_done(5, 0.1, "pruned", 0.5, 1)
+    assert out.getvalue().splitlines() == [
+        "[1/4 trials, best val_accuracy 0.9712 (lr 0.001)] trial 3 lr 0.001: complete value 0.9712 after 12 epochs",
+        "[1/4 trials, best val_accuracy 0.9712 (lr 0.001)] trial 4 lr -: failed value - after None epochs (NaN loss)",
+        "[1/4 trials, best val_accuracy 0.9712 (lr 0.001)] trial 5 lr 0.1: pruned value 0.5000 after 1 epoch",
+    ]
+
+
+def _epoch_lines(interval: float) -> list[str]:
+    out = io.StringIO()
+    p = Progress(2, stream=out, interval=interval)
+    for epoch in range(5):
+        p.epoch(0, 0.01, epoch, 5, {"loss": 0.5, "val_accuracy": 0.8})
+    return out.getvalue().splitlines()
+
+
+def test_a_log_gets_epoch_lines_at_most_every_interval_and_always_the_last():
+    assert _epoch_lines(1e12) == ["[0/2 trials, best val_accuracy -] trial 0 lr 0.01: epoch 5/5 loss 0.5000 val_accuracy 0.8000"]
+    assert [line.split(": ")[1].split(" loss")[0] for line in _epoch_lines(0)] == [f"epoch {e}/5" for e in range(1, 6)]
+
+
+def test_transient_status_is_for_terminals_only():
+    log = io.StringIO()
+    Progress(1, stream=log).status("waiting", transient=True)
+    assert log.getvalue() == ""
+    tty = _Tty()
+    p = Progress(1, stream=tty)
+    p.status("waiting", transient=True)
+    p.close()
+    assert tty.getvalue() == "\r\033[Kwaiting\n"
+
+
+def test_a_disabled_progress_writes_nothing():
+    out = io.StringIO()
+    p = Progress(1, stream=out, enabled=False)
+    p.message("hello")
+    p.trial_done(0, 0.1, "complete", 0.5, 1)
+    p.close()
+    assert out.getvalue() == ""

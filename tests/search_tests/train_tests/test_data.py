@@ -1,0 +1,208 @@
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from search.train.data import load_dataset, preprocess, read_mnist
+from search.errors import DataError
+
+
+def _write_idx(path, array, compress):
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if compress:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def _small(n_train=12_000, n_test=100, seed=0):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, n_train).astype(np.uint8),
+        rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, n_test).astype(np.uint8),
+    )
+
+
+def _npz(path, arrays, **override):
+    names = ("x_train", "y_train", "x_test", "y_test")
+    d = dict(zip(names, arrays))
+    d.update(override)
+    np.savez(path, **d)
+    return path
+
+
+def test_real_mnist_reads_with_the_documented_layout(mnist_raw):
+    assert mnist_raw.x_train.shape == (60_000, 28, 28) and mnist_raw.x_test.shape == (10_000, 28, 28)
+    assert list(mnist_raw.y_train[:10]) == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert np.bincount(mnist_raw.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_preprocessing_is_the_recipes():
+    x = np.array([[[0] * 28] * 28, [[255] * 28] * 28], dtype=np.uint8)
+    xp, yp = preprocess(x, np.array([3, 9]))
+    assert xp.shape == (2, 784) and xp.dtype == np.float32
+    assert xp.min() == 0.0 and xp.max() == 1.0
+    assert yp.tolist()[0] == [0, 0, 0, 1, 0, 0, 0, 0, 0, 0] and yp[1, 9] == 1.0
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_directory_matches_npz(tmp_path, compress):
+    arrays = _small()
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    for name, a in zip(names, arrays):
+        _write_idx(tmp_path / name, a, compress)
+    from_idx = read_mnist(tmp_path)
+    from_npz = read_mnist(_npz(tmp_path / "m.npz", arrays))
+    assert np.array_equal(from_idx.x_train, from_npz.x_train)
+    assert np.array_equal(from_idx.y_test, from_npz.y_test)
+    assert from_idx.fingerprint() == from_npz.fingerprint()
+
+
+def test_holdout_is_the_last_10000_training_images(tmp_path):
+    arrays = _small(n_train=12_000)
+    path = _npz(tmp_path / "m.npz", arrays)
+    ds = load_dataset(path, train_size=None, validation="holdout")
+    assert ds.x_train.shape == (2_000, 784) and ds.x_val.shape == (10_000, 784)
+    assert np.array_equal(ds.x_val[0], arrays[0][2_000].reshape(784) / np.float32(255))
+    small = load_dataset(path, train_size=500, validation="holdout")
+    assert small.x_train.shape == (500, 784)
+    test_mode = load_dataset(path, train_size=None, validation="test")
+    assert test_mode.x_train.shape == (12_000, 784) and np.array_equal(test_mode.x_val, test_mode.x_test)
+
+
+def test_dataset_is_loaded_once_per_process(tmp_path):
+    path = _npz(tmp_path / "m.npz", _small())
+    a = load_dataset(path, train_size=100, validation="holdout")
+    b = load_dataset(path, train_size=100, validation="holdout")
+    assert a is b
+
+
+def test_fingerprint_changes_with_the_data(tmp_path):
+    a = read_mnist(_npz(tmp_path / "a.npz", _small(seed=1)))
+    b = read_mnist(_npz(tmp_path / "b.npz", _small(seed=2)))
+    assert a.fingerprint() != b.fingerprint()
+
+
+def _truncated(tmp_path):
+    src = _npz(tmp_path / "full.npz", _small())
+    data = src.read_bytes()
+    bad = tmp_path / "trunc.npz"
+    bad.write_bytes(data[: len(data) // 2])
+    return bad
+
+
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda p: p / "missing.npz", "does not exist"),
+        (_truncated, "not a readable npz file"),
+        (lambda p: _junk(p), "neither an .npz file nor a directory of IDX files"),
+        (lambda p: _npy(p), "is a single .npy array"),
+        (lambda p: _npz(p / "m.npz", _small(), x_train=np.full((12_000, 28, 28), 127.5)), "holds fractional values up to 127.5"),
+        (lambda p: _keys(p), "lacks y_test"),
+        (lambda p: _npz(p / "s.npz", _small(), x_train=np.zeros((12_000, 32, 32), np.uint8)), "x_train has shape (12000, 32, 32)"),
+        (lambda p: _npz(p / "d.npz", _small(), x_train=np.full((12_000, 28, 28), "a")), "x_train has dtype <U1"),
+        (lambda p: _npz(p / "r.npz", _small(), y_train=np.full(12_000, 10)), "labels from 10 to 10, expected 0-9"),
+        (lambda p: _npz(p / "n.npz", _small(), y_test=np.full(100, -1)), "expected 0-9"),
+        (lambda p: _npz(p / "c.npz", _small(), y_train=np.zeros(5, np.uint8)), "has 12000 images but y_train has 5 labels"),
+        (lambda p: _npz(p / "f.npz", _small(), x_test=np.full((100, 28, 28), 300.0)), "values outside 0-255"),
+    ],
+)
+def test_bad_files_give_one_line_errors(tmp_path, make, fragment):
+    path = make(tmp_path)
+    with pytest.raises(DataError) as e:
+        read_mnist(path)
+    assert fragment in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def _junk(p):
+    (p / "junk.npz").write_bytes(b"hello")
+    return p / "junk.npz"
+
+
+def _keys(p):
+    a = _small()
+    np.savez(p / "k.npz", x_train=a[0], y_train=a[1], x_test=a[2])
+    return p / "k.npz"
+
+
+def test_truncated_idx_file(tmp_path):
+    arrays = _small()
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    for name, a in zip(names, arrays):
+        _write_idx(tmp_path / name, a, False)
+    f = tmp_path / "train-images-idx3-ubyte"
+    f.write_bytes(f.read_bytes()[:-100])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        read_mnist(tmp_path)
+
+
+def test_directory_missing_an_idx_file(tmp_path):
+    with pytest.raises(DataError, match="has no train-images-idx3-ubyte"):
+        read_mnist(tmp_path)
+
+
+def test_too_few_images_for_the_holdout(tmp_path):
+    path = _npz(tmp_path / "tiny.npz", _small(n_train=5_000))
+    with pytest.raises(DataError, match="too few to hold out 10000"):
+        load_dataset(path, train_size=None, validation="holdout")
+
+
+def test_offline_keras_download_names_the_data_flag(monkeypatch, tmp_path):
+    """No --data and no cached Keras copy, offline: the message says to pass --data."""
+    monkeypatch.delenv("HPSEARCH_DATA", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    import keras
+
+    def offline(*a, **k):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    with pytest.raises(DataError, match="pass --data PATH"):
+        read_mnist(None)
+
+
+def test_device_tensors_are_made_once_and_reused_across_trials(mnist):
+    import numpy as np
+
+    from search.train.data import device_data
+
+    ds = load_dataset(mnist, train_size=256, validation="holdout")
+    first = device_data(ds)
+    assert device_data(ds) is first  # the next trial gets the same tensors, no new copy
+    np.testing.assert_array_equal(np.asarray(first.x_train), ds.x_train)
+    np.testing.assert_array_equal(np.asarray(first.y_val), ds.y_val)
+    other = load_dataset(mnist, train_size=128, validation="holdout")
+    assert device_data(other) is not first and np.asarray(device_data(other).x_train).shape == (128, 784)
+
+
+def _npy(p):
+    np.save(p / "x.npy", _small()[0])
+    return p / "x.npy"
+
+
+def test_images_already_scaled_to_floats_are_scaled_back_not_truncated(tmp_path):
+    """Issue 15: x/255 as float32 used to be cast to 0/1 and every rate trained at chance."""
+    x_train, y_train, x_test, y_test = _small()
+    raw = read_mnist(_npz(tmp_path / "raw.npz", (x_train, y_train, x_test, y_test)))
+    scaled = read_mnist(_npz(tmp_path / "scaled.npz", (x_train.astype(np.float32) / 255, y_train, x_test.astype(np.float32) / 255, y_test)))
+    assert np.array_equal(scaled.x_train, raw.x_train) and np.array_equal(scaled.x_test, raw.x_test)
+    assert scaled.fingerprint() == raw.fingerprint()
+    mixed = _npz(tmp_path / "mixed.npz", (x_train.astype(np.float32) / 255, y_train, x_test, y_test))
+    with pytest.raises(DataError, match="one of x_train and x_test is scaled"):
+        read_mnist(mixed)
+
+
+def test_a_valid_npz_is_read_whatever_its_name(tmp_path):
+    arrays = _small()
+    misnamed = _npz(tmp_path / "train-images-idx3-ubyte.npz", arrays)
+    renamed = tmp_path / "mnist-idx.bin"
+    misnamed.rename(renamed)
+    assert read_mnist(renamed).x_train.shape == (12_000, 28, 28)
