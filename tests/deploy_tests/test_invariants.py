@@ -108,7 +108,7 @@ def test_hpsearch_containers_get_only_registered_variables():
     for var in dockerfile_env_names():
         found.setdefault(var, "Dockerfile")
     unknown = {v: where for v, where in found.items() if v not in ENV_VARS and v not in PYTHON_ENV}
-    assert not unknown, f"hpsearch does not read these (search/study/config.py ENV_VARS): {unknown}"
+    assert not unknown, f"hpsearch does not read these (search/env.py ENV_VARS): {unknown}"
     assert {"OPTUNA_STORAGE", "HPSEARCH_DATA"} <= set(found)
 
 

@@ -159,11 +159,11 @@ def test_every_epoch_is_reported_but_the_pruner_is_asked_on_schedule():
 def test_slow_questions_are_spaced_out_to_the_budget(monkeypatch):
     """With K workers each question reads K running trials; when it costs more than the budget
     allows, the monitor asks less often instead of letting storage eat the training time."""
-    from search import pruning
     from search.study.pruners import PrunerSchedule
+    from search.train import monitor
 
     clock = {"t": 0.0}
-    monkeypatch.setattr(pruning.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setattr(monitor.time, "perf_counter", lambda: clock["t"])
     study = _study(optuna.pruners.NopPruner())
     trial = study.ask()
 

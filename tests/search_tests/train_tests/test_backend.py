@@ -34,8 +34,9 @@ def _imports(path) -> set[str]:
 
 
 def test_only_the_backend_module_imports_a_backend():
-    found = {p.name: sorted(_imports(p) & {"tensorflow", "jax", "torch"}) for p in sorted((REPO / "search").glob("*.py"))}
-    assert {name: libs for name, libs in found.items() if libs} == {"backend.py": ["jax", "tensorflow", "torch"]}
+    found = {str(p.relative_to(REPO)): sorted(_imports(p) & {"tensorflow", "jax", "torch"}) for p in sorted((REPO / "search").rglob("*.py"))}
+    assert len(found) > 30  # every module of every sub-package was scanned
+    assert {name: libs for name, libs in found.items() if libs} == {"search/train/backend.py": ["jax", "tensorflow", "torch"]}
 
 
 def _environ_reads(path) -> list[int]:
@@ -57,13 +58,15 @@ _NOT_YET: set[str] = set()
 
 
 def test_environment_variables_are_read_through_the_registry_only():
-    readers = {"search/study/config.py", "storage/settings.py"}  # the two registries' readers
-    found = {}
+    readers = {"search/env.py", "storage/settings.py"}  # the two registries' readers
+    found, scanned = {}, 0
     for package in ("search", "storage"):
-        for path in sorted((REPO / package).glob("*.py")):
+        for path in sorted((REPO / package).rglob("*.py")):
+            scanned += 1
             name = str(path.relative_to(REPO))
             if name not in readers | _NOT_YET and _environ_reads(path):
                 found[name] = _environ_reads(path)
+    assert scanned > 50
     assert found == {}
 
 
