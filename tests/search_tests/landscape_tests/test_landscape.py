@@ -268,4 +268,3 @@ def test_a_failed_refresh_is_a_warning_in_the_worker(local_pg_url, caplog):
     assert "could not refresh the loss landscape" in record.getMessage()
     assert "StorageInternalError" in record.getMessage()
     assert marker not in record.getMessage()
-    assert all(callable(getattr(search.landscape.export, n)) for n in ("export_landscape", "write_html", "write_pngs"))
