@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from storage.errors import HpsearchError, StorageConfigError, StorageError, is_transient
+from storage.errors import HpsearchError, StorageConfigError, StorageError, is_transient, refusal, slot_limit
 from storage.settings import DB_RETRY_S, GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, env_seconds
 from storage.url import ResolvedStorage, scrub
 
@@ -32,6 +32,8 @@ __all__ = [
     "heartbeat_settings",
     "check_environment",
     "connect_error",
+    "driver_cause",
+    "storage_error_of",
     "CONNECT_TIMEOUT_S",
 ]
 
@@ -75,21 +77,38 @@ def connect_error(resolved: ResolvedStorage, exc: BaseException) -> StorageError
     detail = scrub(detail, resolved.url)
     hint = "check the host, port, user, password and database name, and that the server is running"
     low = detail.lower()
-    if "password authentication failed" in low or "no password supplied" in low:
+    transient = not isinstance(exc, OSError) and is_transient(exc)
+    refused = refusal(detail)  # is_transient has it: "slots" is worth a retry, the others are not
+    if refused == "slots":
+        hint = _no_slot_hint(detail)
+    elif refused == "login":
         hint = "check the user and password in the storage URL"
-    elif "does not exist" in low and "database" in low:
+    elif refused == "database":
         hint = "create the database (createdb NAME) or fix its name in the storage URL"
     elif "timeout" in low or "timed out" in low:
         hint = f"no answer within {CONNECT_TIMEOUT_S} s: check the host and port and any firewall"
     elif "unable to open database file" in low:
         hint = "check that the SQLite file's directory exists and is writable"
-    transient = not isinstance(exc, OSError) and is_transient(exc)
     if not transient and _is_statement_error(exc):
         hint = "the database refused the statement: check that this is an Optuna storage (`optuna storage upgrade --storage URL` updates an old schema), or rerun with --debug"
     err = StorageError(f"cannot use storage {resolved.masked} ({detail}): {hint}")
     err.detail = detail
     err.transient = transient
     return err
+
+
+def _no_slot_hint(detail: str) -> str:
+    """The fix for a connection refused because a connection limit is reached (issue 25)."""
+    import re
+
+    named = re.search(r'for (?:role|database) "([^"]+)"', detail)
+    name = named.group(1) if named else "NAME"
+    raise_it = {
+        "role": f"raise the role's limit (ALTER ROLE {name} CONNECTION LIMIT N)",
+        "database": f"raise the database's limit (ALTER DATABASE {name} CONNECTION LIMIT N)",
+        "server": "raise max_connections in postgresql.conf and restart the server",
+    }[slot_limit(detail) or "server"]
+    return f"{raise_it}, run fewer workers, or put PgBouncer in front; each hpsearch process holds at most 2 connections (README, \"Sizing connections\")"
 
 
 def _is_statement_error(exc: BaseException) -> bool:
@@ -126,6 +145,45 @@ def database_errors(target) -> Iterator[None]:
         raise
     except (SQLAlchemyError, OSError) as e:
         raise connect_error(_resolved_of(target), e) from e
+    except Exception as e:
+        cause = driver_cause(e)
+        if cause is None:
+            raise
+        raise connect_error(_resolved_of(target), cause) from e
+
+
+def storage_error_of(exc: BaseException, url: str | None) -> StorageError | None:
+    """The :class:`StorageError` for a driver error Optuna wrapped outside the boundary, else None.
+
+    For the CLI's last line of defence: an Optuna call that no :func:`database_errors` block
+    holds still ends in one line naming the cause, not in "internal error".
+
+    Args:
+        url: the storage URL the command used (its password is masked), or None (embedded).
+    """
+    cause = driver_cause(exc)
+    if cause is None:
+        return None
+    return connect_error(ResolvedStorage(url or "the embedded PostgreSQL", "engine"), cause)
+
+
+def driver_cause(exc: BaseException) -> BaseException | None:
+    """The driver error inside Optuna's ``StorageInternalError``, else None.
+
+    Optuna's sessions turn every SQLAlchemy error into ``StorageInternalError`` with a message
+    about invalid data and max length (``_create_scoped_session``), whatever happened: a
+    connection the server refused ("too many connections for role") read that way (issue 25).
+    The cause says what happened.
+    """
+    import sys
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    optuna = sys.modules.get("optuna")  # not imported: nothing of Optuna's can have raised it
+    if optuna is None or not isinstance(exc, optuna.exceptions.StorageInternalError):
+        return None
+    cause = exc.__cause__
+    return cause if isinstance(cause, (SQLAlchemyError, OSError)) else None
 
 
 @contextmanager
@@ -162,6 +220,10 @@ def retrying(fn, *args, what: str, limit_s: float | None = None, log=None, **kwa
                 if detail is None:
                     cause = e.__cause__ if e.__cause__ is not None else e
                     detail = " ".join(str(getattr(cause, "orig", cause)).split())
+                if slot_limit(detail) is not None:  # it answered: no connection was free for us
+                    raise StorageError(
+                        f"the database refused every connection for {limit:g} s while {what} ({detail[:160]}): {_no_slot_hint(detail)}; finished trials are kept (HPSEARCH_DB_RETRY_S sets the wait)"
+                    ) from e
                 raise StorageError(
                     f"the database did not answer for {limit:g} s while {what} ({detail[:160]}): check the server and rerun; finished trials are kept (HPSEARCH_DB_RETRY_S sets the wait)"
                 ) from e
@@ -319,31 +381,44 @@ def open_storage(resolved: ResolvedStorage, *, heartbeat: bool = True):
     starts against an empty PostgreSQL database are serialised by an advisory lock, since
     Optuna's table creation is not safe to run from several processes at once.
 
+    One pool serves all of it (:func:`engine_options`: 2 connections on PostgreSQL): the schema
+    is checked and made on one of its connections, under the lock
+    (:func:`storage.schema.create_schema`), and the ``RDBStorage`` made afterwards uses the same
+    pool, so the process never holds more than 2 connections, and never closes one only to open
+    another (a closed backend leaves PostgreSQL's count of a role's connections a moment late).
+
     Raises:
         StorageError: the database cannot be reached, or refuses the connection.
     """
-    probe = open_engine(resolved, read_only=False)
-    try:
-        with database_errors(resolved), probe.connect() as conn:
-            from storage.locks import SCHEMA_LOCK_KEY, xact_lock
-            from storage.schema import check_schema, ensure_table
+    import sqlalchemy
 
-            if resolved.is_postgresql:
-                with xact_lock(conn, SCHEMA_LOCK_KEY):
+    engine = sqlalchemy.create_engine(resolved.url, **engine_options(resolved))
+    try:
+        with database_errors(resolved):
+            with engine.connect() as conn:
+                from storage.locks import SCHEMA_LOCK_KEY, xact_lock
+                from storage.schema import check_schema, create_schema, ensure_table, mark_ready
+
+                if resolved.is_postgresql:
+                    with xact_lock(conn, SCHEMA_LOCK_KEY):
+                        check_schema(conn, resolved.masked)
+                        create_schema(conn)
+                else:
                     check_schema(conn, resolved.masked)
-                    storage = _make_rdb(resolved, heartbeat)
-                    ensure_table(storage.engine, conn)  # hpsearch's epochs table, next to Optuna's
+                    conn.commit()  # end the inspection's transaction before Optuna opens its own
+            storage = _make_rdb(resolved, heartbeat, engine.pool)
+            if resolved.is_postgresql:
+                mark_ready(storage.engine)  # create_schema made the epochs table
             else:
-                check_schema(conn, resolved.masked)
-                conn.commit()  # end the inspection's transaction before Optuna opens its own
-                storage = _make_rdb(resolved, heartbeat)
                 ensure_table(storage.engine)
-    finally:
-        probe.dispose()
+    except BaseException:
+        engine.dispose()
+        raise
     return storage
 
 
-def _make_rdb(resolved: ResolvedStorage, heartbeat: bool):
+def _make_rdb(resolved: ResolvedStorage, heartbeat: bool, pool):
+    """Optuna's ``RDBStorage`` on ``pool``, the pool :func:`open_storage` checked the schema with."""
     import warnings
 
     import optuna
@@ -369,7 +444,9 @@ def _make_rdb(resolved: ResolvedStorage, heartbeat: bool):
                     # Optuna's RetryHeartbeatStaleTrialCallback's job, recording the fail_reason first.
                     "heartbeat_stale_trial_callback": StaleTrialCallback(),
                 }
-            return optuna.storages.RDBStorage(resolved.url, engine_kwargs=engine_options(resolved), **hb)
+            storage = optuna.storages.RDBStorage(resolved.url, engine_kwargs={"pool": pool}, **hb)
+            storage.engine_kwargs = engine_options(resolved)  # a pickled copy opens a pool of its own
+            return storage
     except RuntimeError as e:
         # Optuna raises RuntimeError for a schema written by another Optuna version; its own
         # message already names the `optuna storage upgrade` command.

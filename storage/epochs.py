@@ -429,7 +429,10 @@ def study_id_of(engine, name: str) -> int:
 
 def record_target(storage, study_id: int, target: int) -> None:
     """Record the study's budget (``--trials`` of ``init`` or of a worker) where :func:`budget` reads it."""
-    storage.set_study_system_attr(study_id, TARGET_ATTR, target)
+    from storage.engine import database_errors
+
+    with database_errors(storage):
+        storage.set_study_system_attr(study_id, TARGET_ATTR, target)
 
 
 def budget(engine, study_id: int) -> Budget:

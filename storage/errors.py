@@ -10,7 +10,7 @@ flag, URL or file), 1 for the environment failing (a database that stops answeri
 
 from __future__ import annotations
 
-__all__ = ["HpsearchError", "StorageError", "StorageConfigError", "StudyNotFoundError", "TrialNotFoundError", "is_transient"]
+__all__ = ["HpsearchError", "StorageError", "StorageConfigError", "StudyNotFoundError", "TrialNotFoundError", "is_transient", "refusal", "slot_limit"]
 
 
 class HpsearchError(Exception):
@@ -42,7 +42,12 @@ class TrialNotFoundError(HpsearchError):
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Is ``exc`` a lost or refused connection (worth retrying), not a bad statement?"""
+    """Is ``exc`` a lost or refused connection (worth retrying), not a bad statement?
+
+    A connection refused for its user, password or database (:func:`refusal`) is not: it
+    stays refused. One refused because a connection limit is reached is: another process may
+    give its connection back.
+    """
     import optuna
     from sqlalchemy import exc as sa_exc
 
@@ -51,5 +56,35 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, optuna.exceptions.StorageInternalError):
         exc = exc.__cause__ or exc
     if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)):
-        return True
+        return refusal(str(getattr(exc, "orig", None) or exc)) in (None, "slots")
     return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+#: What PostgreSQL says when it refuses a connection for want of a slot, and whose limit it is.
+_NO_SLOT = (
+    ("too many connections for role", "role"),
+    ("too many connections for database", "database"),
+    ("too many clients already", "server"),
+    ("remaining connection slots are reserved", "server"),
+)
+
+
+def slot_limit(detail: str) -> str | None:
+    """Whose connection limit refused a connection: ``"role"``, ``"database"``, ``"server"``, or None."""
+    low = detail.lower()
+    return next((who for text, who in _NO_SLOT if text in low), None)
+
+
+def refusal(detail: str) -> str | None:
+    """Why the server refused a connection, from the driver's message: ``"slots"`` (a
+    connection limit is reached), ``"login"`` (user or password) or ``"database"`` (none of
+    that name); None for anything else."""
+    if slot_limit(detail) is not None:
+        return "slots"
+    low = detail.lower()
+    if "password authentication failed" in low or "no password supplied" in low or ("role" in low and "does not exist" in low):
+        return "login"
+    if "does not exist" in low and "database" in low:
+        return "database"
+    return None
+

@@ -7,6 +7,12 @@ alembic. Both are checked here first and refused in one line naming the fix.
 
 hpsearch's own table, ``hpsearch_epochs`` (:data:`TABLE`, read and written by
 :mod:`storage.epochs`), is made here too, next to Optuna's (:func:`ensure_table`).
+
+:func:`create_schema` makes the whole schema on the one connection that holds the schema lock
+(issue 25): Optuna's first start on an empty database holds two connections at once
+(``_VersionManager._init_alembic`` keeps one open while ``_is_alembic_supported`` opens a
+session), and with the lock's connection that made three, past the 2 per process the README
+promises; a role with ``CONNECTION LIMIT 2`` could not run ``hpsearch init``.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import sqlalchemy
 from storage.errors import StorageError
 from storage.locks import SCHEMA_LOCK_KEY, xact_lock
 
-__all__ = ["TABLE", "check_schema", "ensure_table", "has_epochs_table"]
+__all__ = ["TABLE", "check_schema", "create_schema", "ensure_table", "mark_ready", "has_epochs_table"]
 
 #: hpsearch's table of every epoch of every trial (:mod:`storage.epochs`).
 TABLE = "hpsearch_epochs"
@@ -55,13 +61,18 @@ _ready: "weakref.WeakSet" = weakref.WeakSet()
 _ready_lock = threading.Lock()
 
 
-def _known_versions() -> set[str]:
+def _script():
+    """Optuna's alembic scripts (what ``RDBStorage`` stamps and upgrades with)."""
     from pathlib import Path
 
     import optuna.storages._rdb as rdb
     from alembic.script import ScriptDirectory
 
-    return {r.revision for r in ScriptDirectory(str(Path(rdb.__file__).parent / "alembic")).walk_revisions()}
+    return ScriptDirectory(str(Path(rdb.__file__).parent / "alembic"))
+
+
+def _known_versions() -> set[str]:
+    return {r.revision for r in _script().walk_revisions()}
 
 
 def check_schema(conn, where: str) -> None:
@@ -93,6 +104,39 @@ def check_schema(conn, where: str) -> None:
         raise StorageError(
             f"the Optuna schema in {where} has version {version!r}, which Optuna {optuna.__version__} does not know (written by a newer Optuna, or damaged): pip install --upgrade optuna, or use another --storage"
         )
+
+
+def create_schema(conn) -> None:
+    """Make what ``RDBStorage`` makes on its first start, and the epochs table, on ``conn`` alone.
+
+    Optuna's tables (``create_all``, which skips those present), its ``version_info`` row and
+    its alembic revision (the head; the base for a schema older than alembic, as Optuna
+    decides), each only where missing. Call it in the transaction that holds the schema lock,
+    after :func:`check_schema`: ``RDBStorage`` then finds all of it and opens one connection
+    at a time, after the lock is released. Idempotent, and no DDL where the schema is whole (a
+    role that may not create tables still opens a storage).
+    """
+    import optuna
+    from alembic.migration import MigrationContext
+    from optuna.storages._rdb import models
+
+    models.BaseModel.metadata.create_all(conn)
+    info = models.VersionInfoModel.__table__
+    found = conn.execute(sqlalchemy.select(info.c.schema_version)).first()
+    if found is None:
+        conn.execute(info.insert().values(version_info_id=1, schema_version=models.SCHEMA_VERSION, library_version=optuna.__version__))
+    context = MigrationContext.configure(conn)
+    if context.get_current_revision() is None:
+        script = _script()
+        current = found is None or found.schema_version == models.SCHEMA_VERSION
+        context.stamp(script, script.get_current_head() if current else script.get_base())
+    _create(conn)
+
+
+def mark_ready(engine) -> None:
+    """Record that ``engine``'s database has the epochs table (made by :func:`create_schema`)."""
+    with _ready_lock:
+        _ready.add(engine)
 
 
 def ensure_table(engine, conn=None) -> None:

@@ -151,6 +151,14 @@ def _run(args) -> int:
         if isinstance(e, BrokenPipeError) and _reader_gone():
             _drop_stdout()  # the reader went away (`| head`): stop quietly, as `yes | head` does
             return 0
+        from storage.engine import storage_error_of
+
+        translated = storage_error_of(e, secret)  # Optuna's "invalid data ... max length" over a driver error
+        if translated is not None:
+            if debug:
+                print(scrub_traceback(e, secret), file=sys.stderr, end="")
+            print(f"{what}: error: {scrub(str(translated), secret)}", file=sys.stderr)
+            return exit_code(translated)
         if debug:
             print(scrub_traceback(e, secret), file=sys.stderr, end="")
         detail = scrub(" ".join(str(e).split())[:300], secret)
