@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from storage import StorageError, resolve_storage_url, retrying
 from storage.engine import connect_error, connection, database_errors
 from tests.conftest import LOCAL_PG_ADMIN, _local_pg_answers, run_cli
-from tests.search_tests.landscape_tests.test_dashboard import Dashboard
+from tests.search_tests.landscape_tests._dashboard import Dashboard
 
 LIMIT = 2
 STUDY = "budget"
