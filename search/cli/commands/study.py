@@ -422,8 +422,9 @@ def _prepare_model(spec, gpu) -> _PreparedModel:
     from search.train.backend import clear_session, configure_backend
     from search.train.usermodel import check_model, digest, load_hypermodel
 
+    code_digest = digest(spec)  # a missing file or module is refused before the backend starts
+    configure_backend(require_gpu=None if gpu is None else str(gpu))  # quietly, before the user's file imports Keras
     hypermodel = load_hypermodel(spec)
-    configure_backend(require_gpu=None if gpu is None else str(gpu))
     hp = HyperParameters()  # recording: every hyperparameter answers its default
     from search.errors import ConfigError, HpsearchError
 
@@ -436,7 +437,7 @@ def _prepare_model(spec, gpu) -> _PreparedModel:
     check_model(model, spec)
     del model
     clear_session()
-    return _PreparedModel(hypermodel, hp.explicit_defaults(), digest(spec))
+    return _PreparedModel(hypermodel, hp.explicit_defaults(), code_digest)
 
 
 def _stored_model(storage, name: str) -> str | None:
