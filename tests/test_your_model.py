@@ -95,7 +95,9 @@ def test_explicit_defaults_are_the_first_trial_and_the_objective_can_be_minimise
     study = _study(local_pg_url, "reg")
     assert study.direction == optuna.study.StudyDirection.MINIMIZE and _config(study)["direction"] == "minimize"
     first = min(study.trials, key=lambda t: t.number)
-    assert first.params == {"layers": 2, "units_0": 64, "units_1": 64, "activation": "relu", "learning_rate": 3e-3}
+    explicit = {"layers": 2, "units_0": 64, "units_1": 64, "learning_rate": 3e-3}
+    assert {k: first.params[k] for k in explicit} == explicit  # default= values are enqueued first...
+    assert first.params["activation"] in ("relu", "tanh")  # ...and one without a default is sampled
     finished = _finished(study)
     assert len(finished) == 3
     complete = [t for t in finished if t.state.name == "COMPLETE"]

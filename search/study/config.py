@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from search.env import env
 from search.errors import ConfigError
 
-__all__ = ["RECIPE_RATES", "StudyConfig", "DEFAULT_STUDY", "DEFAULT_TRIALS", "DIRECTIONS", "USER_BATCH_SIZE", "infer_direction", "merge_with_stored", "resolve_lanes"]
+__all__ = ["RECIPE_RATES", "StudyConfig", "DEFAULT_STUDY", "DEFAULT_TRIALS", "DIRECTIONS", "USER_BATCH_SIZE", "infer_direction", "landscape_param_of", "merge_with_stored", "pick_landscape_param", "resolve_lanes"]
 
 #: The recipe's three learning rates, enqueued as every study's first trials.
 RECIPE_RATES: tuple[float, ...] = (0.1, 0.01, 0.0001)
@@ -158,6 +158,25 @@ STUDY_FLAGS: dict[str, str] = {
     "direction": "--direction",
     "landscape_param": "--landscape-param",
 }
+
+
+def landscape_param_of(stored) -> str:
+    """The parameter a study's landscape is drawn over, from its stored configuration (the
+    ``hpsearch_config`` attribute): ``landscape_param``, else the recipe's learning rate."""
+    value = stored.get("landscape_param") if isinstance(stored, dict) else None
+    return value if isinstance(value, str) and value else "learning_rate"
+
+
+def pick_landscape_param(space) -> str | None:
+    """The parameter to draw a user's landscape over: a float named like a learning rate, else
+    the first float or int of the space (``space``: name -> hyperparameter, in order), else None."""
+    # Stored as numbers by Optuna (a categorical stores its index; reverse_log stores a mirror).
+    numeric = [name for name, hp in space.items() if hp.kind in ("Float", "Int") and not hp.categorical and not hp.mirrored]
+    for name in numeric:
+        leaf = name.rsplit("/", 1)[-1].lower()
+        if space[name].kind == "Float" and (leaf in ("lr", "learning_rate", "learningrate") or "learning_rate" in leaf):
+            return name
+    return numeric[0] if numeric else None
 
 
 def infer_direction(objective: str) -> str:

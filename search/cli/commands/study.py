@@ -353,6 +353,10 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
         elif recipe_error is not None:
             raise recipe_error
     user = spec is not None and not spec.is_recipe
+    if user and given["landscape_param"] is None and args.model is not None:
+        given["landscape_param"] = model.landscape_param  # what a new study stores; a joiner's agrees
+    if user and given["landscape_param"] is not None and given["landscape_param"] not in model.space:
+        raise ConfigError(f"--landscape-param {given['landscape_param']}: the space has no such parameter (it has {', '.join(model.space) or 'none'})")
     progress = Progress(args.trials, enabled=not getattr(args, "quiet", False))
 
     def check(c):
@@ -382,6 +386,8 @@ class _PreparedModel:
     hypermodel: object
     first_params: dict
     digest: str | None
+    landscape_param: str | None = None
+    space: tuple = ()
 
 
 def _check_lanes_for(spec, lanes: int) -> None:
@@ -437,7 +443,9 @@ def _prepare_model(spec, gpu) -> _PreparedModel:
     check_model(model, spec)
     del model
     clear_session()
-    return _PreparedModel(hypermodel, hp.explicit_defaults(), code_digest)
+    from search.study.config import pick_landscape_param
+
+    return _PreparedModel(hypermodel, hp.explicit_defaults(), code_digest, pick_landscape_param(hp.space), tuple(hp.space))
 
 
 def _stored_model(storage, name: str) -> str | None:
