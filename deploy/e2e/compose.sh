@@ -141,11 +141,18 @@ _compose_resume() {
 
 _workers_exited() { [[ -z $(_compose ps --quiet --status running worker-cpu) ]]; }
 
+# The token the dashboard printed in its URL (its log), once it has printed it.
+_dashboard_token() {
+    DASHBOARD_TOKEN=$(_compose logs dashboard 2>/dev/null | grep -o 'token=[A-Za-z0-9_-]*' | tail -1 | cut -d= -f2)
+    [[ -n $DASHBOARD_TOKEN ]]
+}
+
 _compose_dashboard() {
-    # Published on 127.0.0.1 only: it answers there, and not on this machine's other address.
+    # Published on 127.0.0.1 only: it answers there (with its token), and not on this machine's other address.
     local other
-    DASHBOARD_HTTP=$(curl -sL -o /dev/null -w '%{http_code}' --retry 30 --retry-connrefused --retry-delay 1 \
-        "http://127.0.0.1:$DASHBOARD_PORT/")
+    e2e_wait 120 "the dashboard's URL in its log" _dashboard_token
+    DASHBOARD_HTTP=$(curl -s -o /dev/null -w '%{http_code}' --retry 30 --retry-connrefused --retry-delay 1 \
+        -H "Authorization: token $DASHBOARD_TOKEN" "http://127.0.0.1:$DASHBOARD_PORT/dashboard")
     other=$(hostname -I | awk '{print $1}')
     if curl -s -o /dev/null --max-time 5 "http://$other:$DASHBOARD_PORT/"; then DASHBOARD_OTHER=answers; else DASHBOARD_OTHER=refused; fi
     PUBLISHED=$(_compose port dashboard 8080)

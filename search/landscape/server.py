@@ -10,7 +10,9 @@ to its live page.
 
 The server is the standard library's threaded WSGI server, as ``optuna_dashboard.run_server``
 uses (through bottle): fine for the handful of people who look at a study. optuna-dashboard
-has no authentication, so it binds 127.0.0.1 unless told otherwise, and warns when it is.
+has no authentication, and loopback is shared by every user of the machine, so every request
+goes through :class:`search.landscape.access.Access`: it needs the token printed at start and,
+unless ``--allow-writes``, only reads. The server binds 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def _link_live_pages(storage, names: list[str], err) -> None:
 
 
 def serve_dashboard(storage_flag: str | None, study: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                    *, out=None, err=None) -> int:
+                    *, allow_writes: bool = False, no_token: bool = False, out=None, err=None) -> int:
     """Refresh the landscape of the studies served, then serve optuna-dashboard until stopped.
 
     Args:
@@ -122,18 +124,26 @@ def serve_dashboard(storage_flag: str | None, study: str | None = None, host: st
             if there is one). A study not in the storage is warned about, not an error: a
             deployment may start the dashboard before its first worker creates the study.
         host, port: where to listen; port 0 picks a free port (the URL printed shows it).
+        allow_writes: let requests change studies (POST, PUT, DELETE, PATCH); otherwise they
+            are refused with 403 and the dashboard only reads.
+        no_token: serve every request without a token (else the token of
+            ``HPSEARCH_DASHBOARD_TOKEN``, or a new one, printed once in the URL).
         out: where the URL to open is printed (stdout); err: progress and warnings (stderr).
 
     Returns:
         0 once stopped by Ctrl-C (SIGINT) or SIGTERM.
 
     Raises:
-        ConfigError: the port is in use or the host cannot be listened on.
+        ConfigError: the port is in use, the host cannot be listened on, or
+            ``HPSEARCH_DASHBOARD_TOKEN`` is too short.
         StorageError: the storage cannot be reached.
     """
     out, err = out or sys.stdout, err or sys.stderr
     if not 0 <= port <= 65535:  # before resolving storage, which may start the embedded server
         raise ConfigError(f"--port {port} is outside 0-65535: use a free port such as {DEFAULT_PORT}")
+    from search.landscape.access import TOKEN_ENV, Access, resolve_token
+
+    token, generated = resolve_token(no_token)
     from storage import open_storage, resolve_storage_url, study_names
     from storage.url import mask_url
 
@@ -141,8 +151,12 @@ def serve_dashboard(storage_flag: str | None, study: str | None = None, host: st
     if resolved.source == "--storage" and mask_url(storage_flag) != storage_flag:
         print("hpsearch dashboard: warning: the password in --storage shows in the process list (ps) while the dashboard runs: set OPTUNA_STORAGE instead", file=err)
     server = _bind(host, port)  # before the warning: a host that cannot be bound is one line
-    if not is_loopback(host):
-        print(f"hpsearch dashboard: warning: listening on {host}: optuna-dashboard has no authentication; anyone who can reach this port can read, change and delete the studies", file=err)
+    changes = ", change and delete" if allow_writes else ""
+    if token is None:
+        who = "every user of this machine" if is_loopback(host) else f"anyone who can reach port {server.server_port} on {host}"
+        print(f"hpsearch dashboard: warning: --no-token: there is no authentication; {who} can read{changes} every study: drop --no-token", file=err)
+    elif not is_loopback(host):
+        print(f"hpsearch dashboard: warning: listening on {host}: the token travels in plain HTTP, which anyone on the network between can read; prefer ssh -L {DEFAULT_PORT}:127.0.0.1:{server.server_port} or a proxy with TLS", file=err)
     storage = None
     try:
         storage = open_storage(resolved, heartbeat=False)
@@ -164,9 +178,17 @@ def serve_dashboard(storage_flag: str | None, study: str | None = None, host: st
         from search.study.note import live_path
 
         _link_live_pages(storage, [study] if study is not None else names, err)
-        server.set_app(with_live(storage, optuna_dashboard.wsgi(storage)))
+        app = with_live(storage, optuna_dashboard.wsgi(storage))
+        server.set_app(Access(app, token=token, allow_writes=allow_writes, port=server.server_port))
         path = "/dashboard" if study is None else f"/dashboard/studies/{storage.get_study_id_from_name(study)}"
+        if token is not None:
+            # Printed once, and only when made here: a token set in the environment stays out of logs.
+            path += f"?token={token if generated else '$' + TOKEN_ENV}"
         print(f"optuna-dashboard on {resolved.masked}: open http://{_url_host(host)}:{server.server_port}{path}", file=out, flush=True)
+        if allow_writes:
+            print("writes allowed (--allow-writes): whoever has the token can change and delete the studies", file=err, flush=True)
+        else:
+            print("read-only: requests that would change a study are refused (restart with --allow-writes to allow them)", file=err, flush=True)
         if study is not None:
             live = live_path(storage.get_study_id_from_name(study))
             print(f"live loss landscape: http://{_url_host(host)}:{server.server_port}{live}", file=err, flush=True)

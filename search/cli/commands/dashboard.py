@@ -11,8 +11,10 @@ __all__ = ["Dashboard", "Landscape"]
 class Dashboard(Command, name="dashboard", help="serve optuna-dashboard on the studies, with their loss landscape", parents=(storage_parent,)):
     """Refresh the loss-landscape figures of the studies, then serve optuna-dashboard on the storage
     (--storage, else $OPTUNA_STORAGE, else the embedded PostgreSQL) until Ctrl-C. The storage URL
-    stays in this process: put a password in $OPTUNA_STORAGE, not on a command line. The dashboard
-    has no authentication: it listens on 127.0.0.1 unless --host says otherwise.
+    stays in this process: put a password in $OPTUNA_STORAGE, not on a command line. Every request
+    needs the token in the URL printed at start (a cookie keeps it for the browser;
+    $HPSEARCH_DASHBOARD_TOKEN fixes it), and the dashboard only reads unless --allow-writes.
+    It listens on 127.0.0.1 unless --host says otherwise.
 
     examples:
       hpsearch dashboard
@@ -25,12 +27,16 @@ class Dashboard(Command, name="dashboard", help="serve optuna-dashboard on the s
         parser.add_argument("--study", help="the study whose page to open and whose landscape to refresh (default: every study)")
         parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 serves everyone who can reach it)")
         parser.add_argument("--port", type=port, default=DEFAULT_PORT, help="port to listen on (default: %(default)s; 0 picks a free one)")
+        parser.add_argument("--allow-writes", action="store_true",
+                            help="let the dashboard change studies (delete, rename, tell trials, edit notes); by default it only reads")
+        parser.add_argument("--no-token", action="store_true",
+                            help="serve without a token: every user of this machine (with --host, everyone who reaches it) can read the studies")
 
     def run(self, args) -> int:
         from search.landscape.server import serve_dashboard
 
         quiet_libraries()
-        return serve_dashboard(args.storage, args.study, args.host, args.port)
+        return serve_dashboard(args.storage, args.study, args.host, args.port, allow_writes=args.allow_writes, no_token=args.no_token)
 
 
 class Landscape(Command, name="landscape", help="refresh a study's loss-landscape figures and write them to an HTML page",

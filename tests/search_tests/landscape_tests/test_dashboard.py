@@ -11,14 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
-import urllib.request
 import uuid
 
 import optuna
@@ -27,6 +23,7 @@ import pytest
 from search.landscape.figures import FIGURE_IDS
 from search.landscape.refresh import STAMP_ATTR
 from tests.conftest import REPO, run_cli
+from tests.search_tests.landscape_tests._dashboard import Dashboard
 
 pytestmark = pytest.mark.slow
 
@@ -36,60 +33,6 @@ QUICK_START = ["--trials", "8", "--epochs", "5", "--train-size", "5000"]
 TRIALS = 8
 ARTIFACTS = REPO / "tests" / "artifacts"
 PASSWORD = f"pw-{uuid.uuid4().hex[:12]}"  # trust auth accepts any password
-
-
-class Dashboard:
-    """A running `hpsearch dashboard`, its output collected by threads; stop() always ends it."""
-
-    def __init__(self, *args: str, env: dict):
-        full_env = {k: v for k, v in os.environ.items() if k != "OPTUNA_STORAGE"}
-        # The order of the figures on the page follows a set inside optuna-dashboard; a
-        # fixed hash seed keeps the screenshot the same from run to run.
-        full_env.update({"PYTHONHASHSEED": "0", **env})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "search", "dashboard", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=REPO,
-        )
-        self.out: list[str] = []
-        self.err: list[str] = []
-        for stream, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
-            threading.Thread(target=lambda s=stream, k=sink: k.extend(iter(s.readline, "")), daemon=True).start()
-
-    def wait_url(self, timeout: float = 90) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.out):
-                if " open http://" in line:
-                    return line.split(" open ", 1)[1].strip()
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"no URL from hpsearch dashboard (exit {self.proc.returncode}): {''.join(self.out + self.err)}")
-
-    @property
-    def base(self) -> str:
-        url = self.wait_url()
-        return url[: url.index("/dashboard")]
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-        return self.proc.returncode
-
-    @property
-    def logs(self) -> str:
-        return "".join(self.out + self.err)
-
-
-def _get_json(url: str):
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return json.load(r)
 
 
 def _with_password(url: str) -> str:
@@ -117,7 +60,7 @@ def dashboard(ran_study):
 
 
 def _study_id(url: str) -> int:
-    return int(url.rstrip("/").rsplit("/", 1)[1])
+    return int(url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[1])
 
 
 def test_workers_saved_the_landscape_while_the_run_ran(ran_study):
@@ -134,8 +77,8 @@ def test_workers_saved_the_landscape_while_the_run_ran(ran_study):
 
 def test_the_dashboard_api_returns_the_saved_figures(dashboard):
     url = dashboard.wait_url()
-    assert "/dashboard/studies/" in url and url.startswith("http://127.0.0.1:")
-    detail = _get_json(f"{dashboard.base}/api/studies/{_study_id(url)}")
+    assert "/dashboard/studies/" in url and url.startswith("http://127.0.0.1:") and "?token=" in url
+    detail = dashboard.get_json(f"/api/studies/{_study_id(url)}")
     assert detail["name"] == STUDY and len(detail["trials"]) == TRIALS
     figures = {g["id"]: json.loads(g["graph_object"]) for g in detail["plotly_graph_objects"]}
     assert set(figures) == set(FIGURE_IDS)
@@ -231,7 +174,7 @@ def test_the_workers_epochs_are_in_the_live_feed_as_their_histories_say(dashboar
     stopped) to the live feed, equal to the history each trial recorded at its end."""
     url = dashboard.wait_url()
     sid = _study_id(url)
-    feed = _get_json(f"{dashboard.base}/live/api/studies/{sid}")
+    feed = dashboard.get_json(f"/live/api/studies/{sid}")
     from storage import open_storage, resolve_storage_url
 
     storage = open_storage(resolve_storage_url(ran_study), heartbeat=False)
@@ -251,7 +194,7 @@ def test_the_workers_epochs_are_in_the_live_feed_as_their_histories_say(dashboar
 
 
 def test_the_password_is_in_neither_ps_nor_the_logs_while_the_dashboard_runs(dashboard):
-    _get_json(f"{dashboard.base}/api/studies")  # it has served requests
+    dashboard.get_json("/api/studies")  # it has served requests
     assert dashboard.proc.poll() is None
     ps = subprocess.run(["ps", "-eww", "-o", "pid=,args="], capture_output=True, text=True, timeout=30).stdout
     assert f"{dashboard.proc.pid} " in ps and "search dashboard" in ps  # ps does see the dashboard
@@ -289,7 +232,7 @@ def test_loopback_hosts_and_the_url_printed_for_each():
     ]
 
 
-def test_a_host_other_than_loopback_warns_that_there_is_no_authentication(local_pg_url):
+def test_a_host_other_than_loopback_warns_that_the_token_travels_in_plain_http(local_pg_url):
     import signal
     import subprocess
     import sys
@@ -315,7 +258,7 @@ def test_a_host_other_than_loopback_warns_that_there_is_no_authentication(local_
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    assert first.startswith("hpsearch dashboard: warning: listening on 0.0.0.0") and "no authentication" in first
+    assert first.startswith("hpsearch dashboard: warning: listening on 0.0.0.0") and "the token travels in plain HTTP" in first
 
 
 def test_hpsearch_landscape_refreshes_the_study_and_writes_a_self_contained_page(ran_study, tmp_path):
@@ -349,7 +292,7 @@ def test_the_dashboard_serves_the_embedded_postgresql(embedded_home):
     d = Dashboard("--port", "0", env={"HPSEARCH_HOME": str(home)})
     try:
         url = d.wait_url()  # the only study's page
-        detail = _get_json(f"{d.base}/api/studies/{_study_id(url)}")
+        detail = d.get_json(f"/api/studies/{_study_id(url)}")
         assert detail["name"] == "embedded-study"
         assert {g["id"] for g in detail["plotly_graph_objects"]} == set(FIGURE_IDS)
         assert "landscape of study 'embedded-study': 5 trials" in d.logs

@@ -268,29 +268,3 @@ def test_a_failed_refresh_is_a_warning_in_the_worker(local_pg_url, caplog):
     assert "could not refresh the loss landscape" in record.getMessage()
     assert "StorageInternalError" in record.getMessage()
     assert marker not in record.getMessage()
-
-
-def test_search_landscape_still_offers_every_name_it_did_before_the_split():
-    """search.landscape.export did the four jobs until issue 11; search.landscape.server, search.fleet.worker and
-    the CLI import from it still, and get the same objects as the new modules hold."""
-    import search.landscape.curves
-    import search.landscape.figures
-    import search.landscape.export
-    import search.landscape.refresh
-
-    moved = {
-        search.landscape.figures: ("FIGURE_IDS", "TrialCurve", "build_figures", "COLOUR_BANDS", "CURVE_TRACES", "CURVE_VALUES",
-                         "HEATMAP_COLUMNS", "HEATMAP_ROWS"),
-        search.landscape.curves: ("curves_from_records", "curves_from_trials", "load_curves"),
-        search.landscape.refresh: ("MIN_INTERVAL_S", "COST_FACTOR", "STAMP_ATTR", "RefreshResult", "maybe_refresh_landscape",
-                         "refresh_landscape"),
-    }
-    for module, names in moved.items():
-        for name in names:
-            assert getattr(search.landscape.export, name) is getattr(module, name), name
-    assert set(search.landscape.export.__all__) == {
-        "FIGURE_IDS", "MIN_INTERVAL_S", "RefreshResult", "TrialCurve", "build_figures", "curves_from_records",
-        "export_landscape", "curves_from_trials", "load_curves", "maybe_refresh_landscape", "refresh_landscape",
-        "write_html", "write_pngs",
-    }
-    assert all(callable(getattr(search.landscape.export, n)) for n in ("export_landscape", "write_html", "write_pngs"))

@@ -26,7 +26,8 @@ from search.train.deferred import DeferredWrites
 from storage import open_storage, resolve_storage_url
 from storage.epochs import TARGET_ATTR
 from tests.conftest import REPO
-from tests.search_tests.landscape_tests.test_dashboard import PASSWORD, Dashboard, _browser, _with_password
+from tests.search_tests.landscape_tests._dashboard import Dashboard
+from tests.search_tests.landscape_tests.test_dashboard import PASSWORD, _browser, _with_password
 
 pytestmark = pytest.mark.slow
 
@@ -73,8 +74,8 @@ class Study:
         self.storage.engine.dispose()
 
 
-def _get(url: str, accept_gzip: bool = False):
-    headers = {"Accept-Encoding": "gzip"} if accept_gzip else {}
+def _get(url: str, token: str, accept_gzip: bool = False):
+    headers = {"Authorization": f"token {token}", **({"Accept-Encoding": "gzip"} if accept_gzip else {})}
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as r:
         return r.status, dict(r.headers), r.read()
 
@@ -100,7 +101,7 @@ def served(db_url):
 def test_the_feed_gives_every_epoch_then_only_new_ones_and_an_empty_poll_is_small(served):
     s, d = served
     api = f"{d.base}/live/api/studies/{s.id}"
-    status, headers, body = _get(api)
+    status, headers, body = _get(api, d.token)
     feed = json.loads(body)
     assert status == 200 and headers["Cache-Control"] == "no-store"
     assert len(feed["epochs"]) == 3 * 4 + 2 * EPOCHS and feed["more"] is False
@@ -111,55 +112,56 @@ def test_the_feed_gives_every_epoch_then_only_new_ones_and_an_empty_poll_is_smal
     states = {t["number"]: t["state"] for t in feed["trials"]}
     assert sorted(states.values()) == ["COMPLETE", "COMPLETE", "RUNNING", "RUNNING", "RUNNING"]
 
-    status, _, empty = _get(f"{api}?after={feed['cursor']}")
+    status, _, empty = _get(f"{api}?after={feed['cursor']}", d.token)
     assert json.loads(empty)["epochs"] == [] and json.loads(empty)["trials"] == []
     assert len(empty) < 300, empty  # an empty poll: a few hundred bytes at most
 
     running = s.trials[0]
     s.epoch(running)
     s.study.tell(s.trials[1], state=optuna.trial.TrialState.PRUNED)
-    new = json.loads(_get(f"{api}?after={feed['cursor']}")[2])
+    new = json.loads(_get(f"{api}?after={feed['cursor']}", d.token)[2])
     assert [(e["trial"], e["epoch"]) for e in new["epochs"]] == [(running.number, 4)]
     assert new["trials"] == [{"number": s.trials[1].number, "state": "PRUNED", "learning_rate": pytest.approx(0.01)}]
 
 
 def test_the_first_load_is_binned_and_the_cursor_continues_from_it(served):
     s, d = served
-    grid = json.loads(_get(f"{d.base}/live/api/studies/{s.id}/grid")[2])
+    grid = json.loads(_get(f"{d.base}/live/api/studies/{s.id}/grid", d.token)[2])
     assert grid["epochs"] == EPOCHS and grid["bin_epochs"] == 1 and grid["bins"] == EPOCHS
     runs = {t["number"]: t["epochs_run"] for t in grid["trials"]}
     assert runs[s.trials[4].number] == EPOCHS
     assert len(base64.b64decode(grid["loss"])) == 2 * EPOCHS * len(grid["trials"])  # uint16 per trial and bin
-    after = json.loads(_get(f"{d.base}/live/api/studies/{s.id}?after={grid['cursor']}")[2])
+    after = json.loads(_get(f"{d.base}/live/api/studies/{s.id}?after={grid['cursor']}", d.token)[2])
     assert after["epochs"] == []
 
 
 def test_the_live_routes_only_read_and_never_show_the_storage(served):
     s, d = served
     base = f"{d.base}/live"
-    bodies = [_get(u)[2] for u in (f"{base}/studies/{s.id}", f"{base}/api/studies/{s.id}", f"{base}/api/studies/{s.id}/grid")]
+    bodies = [_get(u, d.token)[2] for u in (f"{base}/studies/{s.id}", f"{base}/api/studies/{s.id}", f"{base}/api/studies/{s.id}/grid")]
     for body in bodies:
         assert PASSWORD.encode() not in body and b"postgresql" not in body and b"127.0.0.1:5432" not in body
     page = bodies[0].decode()
     assert '<script src="/live/static/plotly.min.js">' in page and "http" not in page.split("<script", 1)[1]
-    for method in ("POST", "PUT", "DELETE"):
+    for method in ("POST", "PUT", "DELETE"):  # refused by the dashboard's read-only rule (search.landscape.access)
         with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(urllib.request.Request(f"{base}/api/studies/{s.id}", data=b"{}", method=method), timeout=30)
-        assert e.value.code == 405
+            urllib.request.urlopen(urllib.request.Request(f"{base}/api/studies/{s.id}", data=b"{}", method=method,
+                                                          headers={"Authorization": f"token {d.token}"}), timeout=30)
+        assert e.value.code == 403 and "read-only" in json.loads(e.value.read())["error"]
     with pytest.raises(urllib.error.HTTPError) as e:
-        _get(f"{base}/api/studies/{s.id}?after=not-a-cursor")
+        _get(f"{base}/api/studies/{s.id}?after=not-a-cursor", d.token)
     assert e.value.code == 400 and "is not a cursor of this feed" in json.loads(e.value.read())["error"]
     with pytest.raises(urllib.error.HTTPError) as e:
-        _get(f"{base}/api/studies/999999")
+        _get(f"{base}/api/studies/999999", d.token)
     assert e.value.code == 404
-    status, headers, js = _get(f"{base}/static/plotly.min.js", accept_gzip=True)
+    status, headers, js = _get(f"{base}/static/plotly.min.js", d.token, accept_gzip=True)
     assert headers["Content-Encoding"] == "gzip" and len(js) < 2_000_000  # the installed plotly.js, compressed
     assert d.wait_url().startswith("http://127.0.0.1:")  # still loopback by default
 
 
 def test_the_study_note_links_to_the_live_page(served):
     s, d = served
-    detail = json.loads(_get(f"{d.base}/api/studies/{s.id}")[2])
+    detail = json.loads(_get(f"{d.base}/api/studies/{s.id}", d.token)[2])
     assert f"(/live/studies/{s.id})" in detail["note"]["body"]
     assert f"live loss landscape: http://127.0.0.1:" in d.logs and f"/live/studies/{s.id}" in d.logs
 
@@ -272,7 +274,7 @@ def test_a_real_browser_watches_the_landscape_change_without_a_reload_and_keeps_
     try:
         browser.set_window_size(1400, 1700)
         browser.set_page_load_timeout(60)
-        browser.get(f"{d.base}/live/studies/{s.id}")
+        browser.get(f"{d.base}/live/studies/{s.id}?token={d.token}")
         WebDriverWait(browser, 60).until(lambda b: b.execute_script("return window.hpsearchLive && window.hpsearchLive.renders > 0"))
         WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#live-heat-val .hm image"))
         browser.execute_script("window.notReloaded = true;")

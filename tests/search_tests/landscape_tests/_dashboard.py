@@ -1,0 +1,84 @@
+"""A real `hpsearch dashboard` process for tests: started with its output collected, always stopped.
+
+Shared by ``test_dashboard.py`` and ``test_dashboard_access.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from urllib.parse import parse_qs, urlsplit
+
+from tests.conftest import REPO
+
+__all__ = ["Dashboard", "get_json"]
+
+
+class Dashboard:
+    """A running `hpsearch dashboard`, its output collected by threads; stop() always ends it (by its pid)."""
+
+    def __init__(self, *args: str, env: dict):
+        full_env = {k: v for k, v in os.environ.items() if k not in ("OPTUNA_STORAGE", "HPSEARCH_DASHBOARD_TOKEN")}
+        # The order of the figures on the page follows a set inside optuna-dashboard; a
+        # fixed hash seed keeps the screenshot the same from run to run.
+        full_env.update({"PYTHONHASHSEED": "0", **env})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "search", "dashboard", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=REPO,
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        for stream, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
+            threading.Thread(target=lambda s=stream, k=sink: k.extend(iter(s.readline, "")), daemon=True).start()
+
+    def wait_url(self, timeout: float = 90) -> str:
+        """The URL printed to open (with its ``?token=``); stops the process and fails if none comes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.out):
+                if " open http://" in line:
+                    return line.split(" open ", 1)[1].strip()
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"no URL from hpsearch dashboard (exit {self.proc.returncode}): {''.join(self.out + self.err)}")
+
+    @property
+    def base(self) -> str:
+        url = self.wait_url()
+        return url[: url.index("/dashboard")]
+
+    @property
+    def token(self) -> str | None:
+        return parse_qs(urlsplit(self.wait_url()).query).get("token", [None])[0]
+
+    def get_json(self, path: str):
+        """GET ``path`` with the token in the ``Authorization`` header, as a script would."""
+        return get_json(self.base + path, self.token)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+        return self.proc.returncode
+
+    @property
+    def logs(self) -> str:
+        return "".join(self.out + self.err)
+
+
+def get_json(url: str, token: str | None = None):
+    headers = {"Authorization": f"token {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as r:
+        return json.load(r)
