@@ -432,7 +432,8 @@ def _prepare_model(spec, gpu) -> _PreparedModel:
     configure_backend(require_gpu=None if gpu is None else str(gpu))  # quietly, before the user's file imports Keras
     hypermodel = load_hypermodel(spec)
     hp = HyperParameters()  # recording: every hyperparameter answers its default
-    from search.errors import ConfigError, HpsearchError
+    from search.errors import ConfigError
+    from storage.errors import HpsearchError
 
     try:
         model = hypermodel.build(hp)
