@@ -14,7 +14,11 @@ import sqlalchemy
 
 from storage.tables import STATES
 
-__all__ = ["foreign_counts", "own_counts"]
+__all__ = ["OWN_ATTR", "foreign_counts", "own_counts"]
+
+#: The trial system attribute a worker sets as it claims a trial of a user's model (whose
+#: trials have parameters of their own): with ``param=None`` a trial is hpsearch's by this mark.
+OWN_ATTR = "hpsearch:own"
 
 
 #: A trial is foreign when this holds (``t`` the trial, ``:param`` hpsearch's parameter).
@@ -23,6 +27,12 @@ _FOREIGN = (
     " OR (t.state IN ('COMPLETE', 'PRUNED')"
     " AND NOT EXISTS (SELECT 1 FROM trial_params p WHERE p.trial_id = t.trial_id AND p.param_name = :param))"
     " OR (t.state = 'RUNNING' AND NOT EXISTS (SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)))"
+)
+#: The same with ``param=None`` (a user's model): a trial is foreign unless it carries OWN_ATTR
+#: (a WAITING trial is hpsearch's: it enqueued it).
+_FOREIGN_UNMARKED = (
+    "(t.state <> 'WAITING' AND NOT EXISTS (SELECT 1 FROM trial_system_attributes a"
+    " WHERE a.trial_id = t.trial_id AND a.key = '" + OWN_ATTR + "'))"
 )
 _BY_STATE = "SELECT t.state, count(*) FROM trials t WHERE t.study_id = :sid AND {cond} GROUP BY t.state"
 
@@ -35,11 +45,15 @@ def _counts(engine, sql: str, study_id: int, param: str) -> dict[str, int]:
     return counts
 
 
-def foreign_counts(engine, study_id: int, param: str = "learning_rate") -> dict[str, int]:
+def foreign_counts(engine, study_id: int, param: str | None = "learning_rate") -> dict[str, int]:
     """Count the study's foreign trials by state (every state present, 0 where none)."""
-    return _counts(engine, _BY_STATE.format(cond=_FOREIGN), study_id, param)
+    return _counts(engine, _BY_STATE.format(cond=_FOREIGN if param else _FOREIGN_UNMARKED), study_id, param)
 
 
-def own_counts(engine, study_id: int, param: str = "learning_rate") -> dict[str, int]:
-    """Count the study's trials by state, leaving out foreign ones (see the module docstring)."""
-    return _counts(engine, _BY_STATE.format(cond=f"NOT {_FOREIGN}"), study_id, param)
+def own_counts(engine, study_id: int, param: str | None = "learning_rate") -> dict[str, int]:
+    """Count the study's trials by state, leaving out foreign ones (see the module docstring).
+
+    ``param``: hpsearch's one parameter (the recipe's learning rate); None for a user's model,
+    whose trials carry :data:`OWN_ATTR` instead.
+    """
+    return _counts(engine, _BY_STATE.format(cond=f"NOT {_FOREIGN if param else _FOREIGN_UNMARKED}"), study_id, param)

@@ -22,7 +22,6 @@ from typing import Any
 import sqlalchemy
 
 from storage.engine import connection
-from storage.fleet import try_study_lock
 
 __all__ = ["FINISHED_STATES", "TrialRecord", "trial_records", "study_system_attr"]
 

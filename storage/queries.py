@@ -32,13 +32,11 @@ import sqlalchemy
 from sqlalchemy import String, case, cast, func, select
 
 from storage import tables as t
-from storage.engine import connection, open_engine
+from storage.engine import connection
 from storage.errors import HpsearchError, TrialNotFoundError
-from storage.fleet import running_without_heartbeat, state_counts, step_values
 from storage.histories import trial_records
-from storage.rows import CurvePoint, LandscapeGrid, StudyRow, SummaryRow, TrialRow, to_frame
-from storage.tables import PARAM, STATES
-from storage.views import VIEW_NAME, create_views
+from storage.rows import CurvePoint, LandscapeGrid, StudyRow, SummaryRow, TrialRow
+from storage.tables import STATES
 
 __all__ = [
     "SUMMARY_KEYS",

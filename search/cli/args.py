@@ -147,7 +147,8 @@ def settings_parent() -> Parser:
 
     d = StudyConfig()
     p = _parent()
-    p.add_argument("--data", metavar="PATH", help="mnist.npz file or directory of the four IDX files (default: $HPSEARCH_DATA, else Keras's download)")
+    p.add_argument("--data", metavar="PATH", help="the recipe: mnist.npz or a directory of the four IDX files (default: $HPSEARCH_DATA, else Keras's download); "
+                   "a model of your own: an .npz of x_train, y_train, x_test, y_test, or package.module:function returning them as keras.datasets do")
     p.add_argument("--format", choices=("text", "json"), default="text", help="summary format on stdout (default: %(default)s)")
     g = p.add_argument_group(DEFAULTS_HELP)
     g.add_argument("--epochs", type=whole_number, help=f"epochs per trial (default: {d.epochs}, the recipe's)")
@@ -160,4 +161,8 @@ def settings_parent() -> Parser:
     g.add_argument("--pruner", help=f"asha (successive halving at 1, 3, 9, 27... epochs), median, hyperband or none (default: {d.pruner})")
     g.add_argument("--sampler", help=f"tpe, or random (a baseline) (default: {d.sampler})")
     g.add_argument("--seed", type=whole_number, help="seed of the sampler and of the weights (default: none)")
+    g.add_argument("--model", metavar="SPEC", help="recipe, path/to/file.py:NAME or package.module:NAME: a KerasTuner-style build(hp) or HyperModel (default: recipe; see docs/your-model.md)")
+    g.add_argument("--objective", metavar="NAME", help="the key of Keras's epoch logs to optimise and prune on (default: val_accuracy)")
+    g.add_argument("--direction", choices=("maximize", "minimize"), help="maximize or minimize --objective (default: told from its name, as KerasTuner does)")
+    g.add_argument("--landscape-param", metavar="NAME", help="the parameter the loss landscape is drawn over (default: the space's learning rate, else its first number)")
     return p

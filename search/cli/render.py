@@ -152,7 +152,15 @@ def summary_text(summary: dict, dashboard_hint: str) -> str:
     states = ", ".join(f"{k.lower()} {v}" for k, v in summary["states"].items() if v)
     lines.append(f"  states: {states or 'no trials'}")
     best = summary["best"]
-    if best:
+    if best and "params" in best:  # a user's model: its parameters and objective
+        objective = summary["config"]["objective"]
+        params = ", ".join(f"{k} {_plain_param(v)}" for k, v in best["params"].items())
+        tests = ", ".join(f"test {k} {v:.4g}" for k, v in (best.get("test_metrics") or {}).items())
+        lines.append(
+            f"  best: trial {best['number']}, {objective} {best[objective]:.4g} ({params}; {tests or 'no test metrics'}; "
+            f"best epoch {best['best_epoch']}, {plural(best['epochs_run'], 'epoch')} run)"
+        )
+    elif best:
         ta = best["test_accuracy"]
         lines.append(
             f"  best: trial {best['number']}, learning_rate {best[PARAM]:.4g}, val_accuracy {best['val_accuracy']:.4f}, "
@@ -169,6 +177,10 @@ def summary_text(summary: dict, dashboard_hint: str) -> str:
         lines.append(f"  recipe rate {r[PARAM]:g}: {r['state'].lower()}, val_accuracy {val}, {plural(r['epochs_run'], 'epoch')}")
     lines.append(f"  dashboard: {dashboard_hint}")
     return "\n".join(lines)
+
+
+def _plain_param(value) -> str:
+    return format(value, ".4g") if isinstance(value, float) else str(value)
 
 
 def dashboard_hint(resolved, study: str) -> str:

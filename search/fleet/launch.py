@@ -130,8 +130,12 @@ def _tail(path: Path | None, lines: int = 1) -> str:
 
 def launch_workers(study, storage, storage_url: str, target: int, slots: list[Slot], *, data: str | None,
                    log_dir: Path, progress: Progress, epochs: int, poll: float = 2.0,
-                   max_restarts: int = MAX_RESTARTS, worker_args: list[str] | None = None) -> None:
+                   max_restarts: int = MAX_RESTARTS, worker_args: list[str] | None = None,
+                   param: str | None = PARAM, maximize: bool = True) -> None:
     """Run the workers of ``slots`` on ``study`` until it holds ``target`` finished trials.
+
+    ``param`` and ``maximize`` tell hpsearch's trials and the best one
+    (:func:`search.study.create.own_param`; None for a user's model).
 
     Raises:
         WorkerInterrupted: Ctrl-C/SIGTERM; workers were told to stop and have exited.
@@ -201,9 +205,9 @@ def launch_workers(study, storage, storage_url: str, target: int, slots: list[Sl
             if all(s.proc is None for s in slots):
                 break
             sweep()
-            counts = retrying(own_counts, storage.engine, study._study_id, PARAM, what="reading progress")
+            counts = retrying(own_counts, storage.engine, study._study_id, param, what="reading progress")
             done = counts["COMPLETE"] + counts["PRUNED"]
-            bt = best_own(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            bt = best_own(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), param, maximize)
             best = None if bt is None else (bt.value, bt.params.get(PARAM))
             progress.set_study(done, best)
             running = running_epochs(storage.engine, study._study_id)
@@ -230,7 +234,7 @@ def launch_workers(study, storage, storage_url: str, target: int, slots: list[Sl
             signal.signal(s, h)
     if stopping:
         raise WorkerInterrupted(stopping[0], "workers stopped, finished trials kept: rerun the same command to resume")
-    counts = retrying(own_counts, storage.engine, study._study_id, PARAM, what="reading the final counts")
+    counts = retrying(own_counts, storage.engine, study._study_id, param, what="reading the final counts")
     done = counts["COMPLETE"] + counts["PRUNED"]
     if done < target:
         bad = [s for s in slots if s.exit_codes and s.exit_codes[-1] != 0]

@@ -46,7 +46,7 @@ class Progress:
 
     def head(self) -> str:
         """The study-wide part of a progress line: trials done and the best so far."""
-        best = "-" if self.best is None else f"{self.best[0]:.4f} (lr {self.best[1]:.3g})"
+        best = "-" if self.best is None else f"{self.best[0]:.4f}" + ("" if self.best[1] is None else f" (lr {self.best[1]:.3g})")
         return f"[{self.done}/{self.target} trials, best val_accuracy {best}]"
 
     def set_study(self, done: int, best: tuple[float, float] | None) -> None:
@@ -61,14 +61,14 @@ class Progress:
             return
         self._write(text, transient=transient and self.tty)
 
-    def epoch(self, number: int, lr: float, epoch: int, epochs: int, logs: dict) -> None:
+    def epoch(self, number: int, lr: float | None, epoch: int, epochs: int, logs: dict) -> None:
         now = time.monotonic()
         min_gap = 0.2 if self.tty else self.interval
         if now - self._last < min_gap and epoch + 1 < epochs:
             return
         self._last = now
         text = (
-            f"{self.head()} trial {number} lr {lr:.3g}: epoch {epoch + 1}/{epochs} "
+            f"{self.head()} trial {number}{'' if lr is None else f' lr {lr:.3g}'}: epoch {epoch + 1}/{epochs} "
             f"loss {_fmt(logs.get('loss'))} val_accuracy {_fmt(logs.get('val_accuracy'))}"
         )
         self._write(text, transient=self.tty)

@@ -150,12 +150,12 @@ def _finished(counts: dict) -> int:
     return counts["COMPLETE"] + counts["PRUNED"]
 
 
-def _best(study):
+def _best(study, config: StudyConfig):
     from optuna.trial import TrialState
 
-    from search.study.create import best_own
+    from search.study.create import best_own, own_param
 
-    t = best_own(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    t = best_own(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), own_param(config), config.direction == "maximize")
     return None if t is None else (t.value, t.params.get(PARAM))
 
 
@@ -175,23 +175,27 @@ def sweep_stale(study, storage) -> int:
     return state_counts(storage.engine, study._study_id)["FAIL"] - before
 
 
-def _claim(study, storage, target: int):
+def _claim(study, storage, target: int, param: str | None = PARAM):
     """Under the study's slot lock: a new trial, or None when all slots are taken/finished.
 
     Only hpsearch's own trials count (a plain Optuna objective may share the study, see
     :mod:`storage.foreign`). The claimed trial gets its first heartbeat at once, inside the
-    lock, so every trial hpsearch runs has a heartbeat record from its start.
+    lock, so every trial hpsearch runs has a heartbeat record from its start. A trial of a
+    user's model (``param`` None) is marked as hpsearch's there too (:data:`storage.foreign.OWN_ATTR`).
     """
     from storage import own_counts
+    from storage.foreign import OWN_ATTR
 
     with study_lock(storage, study.study_name, "slots"):
         sweep_stale(study, storage)
-        counts = own_counts(storage.engine, study._study_id, PARAM)
+        counts = own_counts(storage.engine, study._study_id, param)
         if _finished(counts) >= target:
             return counts, None
         if _finished(counts) + counts["RUNNING"] >= target:
             return counts, None
         trial = study.ask()
+        if param is None:
+            storage.set_trial_system_attr(trial._trial_id, OWN_ATTR, True)
         if storage.get_heartbeat_interval():
             storage.record_heartbeat(trial._trial_id)
         return counts, trial
@@ -368,7 +372,7 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
 
 def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, progress: Progress | None = None,
                max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES, poll: float = POLL_SECONDS,
-               gpu: str | None = None, fit_options=None, lanes: int = 1) -> WorkerResult:
+               gpu: str | None = None, fit_options=None, lanes: int = 1, hypermodel=None) -> WorkerResult:
     """Run trials of ``study`` until it holds ``target`` finished trials in total.
 
     Args:
@@ -384,12 +388,15 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
             speed-ups on; benchmarks turn them off to measure each).
         lanes: trials trained at once as one batched model (:mod:`search.train.lanes`); 1 trains
             one trial at a time with ``model.fit``.
+        hypermodel: a user's model (:func:`search.train.usermodel.load_hypermodel`), for a
+            study whose ``config.model`` is not the recipe.
 
     Raises:
         WorkerInterrupted: SIGINT/SIGTERM; the running trial(s) were closed as FAIL and re-enqueued.
         WorkerFatalError: ``max_consecutive_failures`` trials failed in a row.
     """
-    from search.train.objective import Objective
+    from search.study.create import own_param
+    from search.train.objective import ModelObjective, Objective
 
     configure_backend(require_gpu=gpu)
     progress = progress or Progress(target, enabled=False)
@@ -398,7 +405,7 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
     rates: dict[int, float] = {}  # trial number -> rate, for the progress of lane trials
 
     def on_epoch(number, epoch, logs):
-        progress.epoch(number, rates.get(number, current["lr"]) or 0.0, epoch, config.epochs, logs)
+        progress.epoch(number, rates.get(number, current["lr"]), epoch, config.epochs, logs)
 
     def call(fn, *args, what: str, **kwargs):
         return retrying(fn, *args, what=what, log=log, **kwargs)
@@ -408,9 +415,13 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
 
     def best_so_far():
         # Only the progress display shows it: a worker that shows none skips the read.
-        return call(_best, study, what="reading the best trial") if progress.enabled else None
+        return call(_best, study, config, what="reading the best trial") if progress.enabled else None
 
-    objective = Objective(config, dataset, on_epoch=on_epoch, call=call, options=fit_options)
+    param = own_param(config)
+    if config.is_recipe:
+        objective = Objective(config, dataset, on_epoch=on_epoch, call=call, options=fit_options)
+    else:
+        objective = ModelObjective(config, dataset, hypermodel, on_epoch=on_epoch, call=call, options=fit_options)
     from storage.epochs import record_target
 
     # The budget, for readers that follow the study to its end (hpsearch query follow).
@@ -425,7 +436,7 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
     with _Signals() as signals:
         while True:
             signals.check()
-            counts, trial = call(_claim, study, storage, target, what="claiming a trial")
+            counts, trial = call(_claim, study, storage, target, param, what="claiming a trial")
             progress.set_study(_finished(counts), best_so_far())
             if trial is None:
                 if _finished(counts) >= target:
@@ -442,7 +453,7 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
             def train(trial=trial):
                 with _Heartbeat(storage, trial._trial_id, sweep=sweep), signals.interruptible():
                     current["lr"] = trial.params.get(PARAM) if PARAM in trial.params else None
-                    if current["lr"] is None:
+                    if current["lr"] is None and config.is_recipe:
                         # enqueued params become visible on the first suggest; sample now for progress
                         from search.study.space import suggest
 

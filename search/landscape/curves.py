@@ -61,9 +61,10 @@ def curves_from_records(records: Iterable) -> list[TrialCurve]:
     return out
 
 
-def load_curves(storage, study_id: int) -> list[TrialCurve]:
-    """Read the curves of a study's complete and pruned trials from an RDB ``storage``."""
+def load_curves(storage, study_id: int, param: str = PARAM) -> list[TrialCurve]:
+    """Read the curves of a study's complete and pruned trials from an RDB ``storage``, drawn
+    over ``param`` (the recipe's learning rate; a user's model's ``landscape_param``)."""
     from storage.histories import trial_records
 
-    return curves_from_records(trial_records(storage.engine, study_id, param=PARAM, attrs=("history", "source")))
+    return curves_from_records(trial_records(storage.engine, study_id, param=param, attrs=("history", "source")))
 

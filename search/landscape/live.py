@@ -176,6 +176,14 @@ class LiveApp:
         self._static: dict[str, tuple[bytes, bytes]] = {}
         self._lock = threading.Lock()
 
+    def _param_of(self, study_id: int) -> str:
+        """The parameter drawn for this study: its stored ``landscape_param``, else the server's."""
+        from search.study.config import landscape_param_of
+        from search.study.create import CONFIG_ATTR
+
+        stored = self.storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
+        return landscape_param_of(stored) if isinstance(stored, dict) and stored.get("landscape_param") else self.param
+
     def _stored_epochs(self, study_id: int) -> int | None:
         from search.study.create import CONFIG_ATTR
 
@@ -212,12 +220,12 @@ class LiveApp:
             if self._study_name(study_id) is None:
                 return self._send(start_response, "404 Not Found", {"error": f"no study with id {study_id}: see /api/studies for the studies"}, environ)
             if m.group(2):
-                return self._send(start_response, "200 OK", grid_payload(self.engine, study_id, self._config_epochs(study_id), param=self.param), environ)
+                return self._send(start_response, "200 OK", grid_payload(self.engine, study_id, self._config_epochs(study_id), param=self._param_of(study_id)), environ)
             from urllib.parse import parse_qs
 
             after = parse_qs(environ.get("QUERY_STRING", "")).get("after", [None])[0]
             try:
-                payload = feed_payload(self.engine, study_id, after, param=self.param)
+                payload = feed_payload(self.engine, study_id, after, param=self._param_of(study_id))
             except ValueError as e:
                 return self._send(start_response, "400 Bad Request", {"error": f"{e}: pass the cursor of the previous answer, or no after= for everything"}, environ)
             return self._send(start_response, "200 OK", payload, environ)

@@ -69,7 +69,10 @@ def refresh_landscape(study, storage) -> RefreshResult:
     """
     started = time.perf_counter()
     study_id = storage.get_study_id_from_name(study.study_name)
-    curves = load_curves(storage, study_id)
+    from search.study.config import landscape_param_of
+    from search.study.create import CONFIG_ATTR
+
+    curves = load_curves(storage, study_id, landscape_param_of(study.user_attrs.get(CONFIG_ATTR)))
     figures = build_figures(curves)
     if not figures:
         return RefreshResult(False, "no trial has a history yet", seconds=time.perf_counter() - started)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from search.env import env
 from search.errors import ConfigError
 
-__all__ = ["RECIPE_RATES", "StudyConfig", "DEFAULT_STUDY", "DEFAULT_TRIALS", "merge_with_stored", "resolve_lanes"]
+__all__ = ["RECIPE_RATES", "StudyConfig", "DEFAULT_STUDY", "DEFAULT_TRIALS", "DIRECTIONS", "USER_BATCH_SIZE", "infer_direction", "landscape_param_of", "merge_with_stored", "pick_landscape_param", "resolve_lanes"]
 
 #: The recipe's three learning rates, enqueued as every study's first trials.
 RECIPE_RATES: tuple[float, ...] = (0.1, 0.01, 0.0001)
@@ -27,6 +27,11 @@ DEFAULT_TRIALS = 20
 PRUNERS = ("asha", "median", "hyperband", "none")
 SAMPLERS = ("tpe", "random")
 VALIDATIONS = ("holdout", "test")
+DIRECTIONS = ("maximize", "minimize")
+#: A user's model trains with Keras's own default batch size unless --batch-size is given.
+USER_BATCH_SIZE = 32
+#: The objective and its direction: the recipe's, and KerasTuner's default for a user's model.
+DEFAULT_OBJECTIVE = "val_accuracy"
 #: Size of the hold-out: the last 10,000 training images, as large as MNIST's test set.
 HOLDOUT_SIZE = 10_000
 MNIST_TRAIN_SIZE = 60_000
@@ -73,13 +78,32 @@ class StudyConfig:
     seed: int | None = None
     hidden_units: int = 1000
     data_fingerprint: str | None = field(default=None, compare=False)
+    #: ``--model``: ``recipe``, ``path/file.py:NAME`` or ``package.module:NAME`` (search.train.usermodel)
+    model: str = "recipe"
+    #: a digest of the model's source file: a worker with other code refuses to join
+    model_digest: str | None = field(default=None, compare=False)
+    #: the key of Keras's epoch logs the study optimises, and which way
+    objective: str = DEFAULT_OBJECTIVE
+    direction: str = "maximize"
+    #: the parameter the loss landscape is drawn over (None: the space's learning rate, else its first number)
+    landscape_param: str | None = None
+
+    @property
+    def is_recipe(self) -> bool:
+        return self.model == "recipe"
 
     def validate(self) -> "StudyConfig":
         """Check every field; raise ConfigError naming the flag and the fix."""
         _positive_int(self.epochs, "--epochs")
         _positive_int(self.batch_size, "--batch-size")
         _positive_int(self.hidden_units, "hidden_units")
-        if self.train_size is not None:
+        if not isinstance(self.objective, str) or not self.objective.strip():
+            raise ConfigError("--objective is empty: name a key of Keras's epoch logs, such as val_accuracy or val_loss")
+        if self.direction not in DIRECTIONS:
+            raise ConfigError(f"--direction {self.direction!r} is unknown: use maximize or minimize")
+        if self.train_size is not None and not self.is_recipe:
+            _positive_int(self.train_size, "--train-size")  # the data's own size is checked when it is read
+        elif self.train_size is not None:
             _positive_int(self.train_size, "--train-size")
             limit = MNIST_TRAIN_SIZE - (HOLDOUT_SIZE if self.validation == "holdout" else 0)
             if self.train_size > limit:
@@ -129,7 +153,45 @@ STUDY_FLAGS: dict[str, str] = {
     "pruner": "--pruner",
     "sampler": "--sampler",
     "seed": "--seed",
+    "model": "--model",
+    "objective": "--objective",
+    "direction": "--direction",
+    "landscape_param": "--landscape-param",
 }
+
+
+def landscape_param_of(stored) -> str:
+    """The parameter a study's landscape is drawn over, from its stored configuration (the
+    ``hpsearch_config`` attribute): ``landscape_param``, else the recipe's learning rate."""
+    value = stored.get("landscape_param") if isinstance(stored, dict) else None
+    return value if isinstance(value, str) and value else "learning_rate"
+
+
+def pick_landscape_param(space) -> str | None:
+    """The parameter to draw a user's landscape over: a float named like a learning rate, else
+    the first float or int of the space (``space``: name -> hyperparameter, in order), else None."""
+    # Stored as numbers by Optuna (a categorical stores its index; reverse_log stores a mirror).
+    numeric = [name for name, hp in space.items() if hp.kind in ("Float", "Int") and not hp.categorical and not hp.mirrored]
+    for name in numeric:
+        leaf = name.rsplit("/", 1)[-1].lower()
+        if space[name].kind == "Float" and (leaf in ("lr", "learning_rate", "learningrate") or "learning_rate" in leaf):
+            return name
+    return numeric[0] if numeric else None
+
+
+def infer_direction(objective: str) -> str:
+    """The direction of ``objective`` as KerasTuner infers it: losses and errors are
+    minimised, accuracies and areas maximised.
+
+    Raises:
+        ConfigError: the name says neither (pass ``--direction``).
+    """
+    name = objective.lower().removeprefix("val_")
+    if any(word in name for word in ("loss", "crossentropy", "error", "hinge", "divergence")):
+        return "minimize"
+    if any(word in name for word in ("acc", "auc", "precision", "recall", "f1", "iou", "r2")):
+        return "maximize"
+    raise ConfigError(f"--objective {objective}: its direction cannot be told from its name: pass --direction maximize or --direction minimize")
 
 
 def merge_with_stored(stored: StudyConfig, given: dict) -> StudyConfig:
@@ -146,6 +208,10 @@ def merge_with_stored(stored: StudyConfig, given: dict) -> StudyConfig:
         if value is None:
             continue
         old = getattr(stored, name)
+        if name == "model":
+            # Hosts may keep the file in other places: the builder's name must match here, and
+            # the code itself is compared by its digest (search.train.usermodel.check_digest).
+            value, old = value.rpartition(":")[2] or value, old.rpartition(":")[2] or old
         if value != old:
             flag = STUDY_FLAGS[name]
             raise ConfigError(

@@ -9,36 +9,47 @@ start at once and the study is created, configured and seeded exactly once.
 from __future__ import annotations
 
 
-from search.study.config import StudyConfig, merge_with_stored
+from search.study.config import USER_BATCH_SIZE, StudyConfig, merge_with_stored
 from search.errors import ConfigError, DataError
 from search.study.pruners import make_pruner
 from search.study.note import link_live_page
 from search.study.space import PARAM, enqueue_recipe
 from storage import study_lock, study_names
 from storage.errors import StudyNotFoundError
+from storage.foreign import OWN_ATTR
 
-__all__ = ["CONFIG_ATTR", "HEARTBEAT_ATTR", "best_own", "is_foreign", "make_sampler", "open_study", "summarize"]
+__all__ = ["CONFIG_ATTR", "HEARTBEAT_ATTR", "DEFAULTS_ENQUEUED_ATTR", "best_own", "own_param", "is_foreign", "make_sampler", "open_study", "summarize"]
 
 CONFIG_ATTR = "hpsearch_config"
 #: The heartbeat interval and grace period every worker of the study uses (issue 15: a worker
 #: started with a shorter grace period failed the live trials of the others).
 HEARTBEAT_ATTR = "hpsearch_heartbeat"
+#: Set once the values a user's space gives as ``default=`` are enqueued as the first trial.
+DEFAULTS_ENQUEUED_ATTR = "hpsearch_defaults_enqueued"
 
 
-def is_foreign(t) -> bool:
+def own_param(config: StudyConfig) -> str | None:
+    """The parameter that marks hpsearch's trials of this study: the recipe's learning rate,
+    or None for a user's model (its trials carry :data:`OWN_ATTR` instead)."""
+    return PARAM if config.is_recipe else None
+
+
+def is_foreign(t, param: str | None = PARAM) -> bool:
     """Whether hpsearch did not make finished trial ``t`` (as :mod:`storage.foreign` counts them;
-    a running trial's heartbeat is not in a FrozenTrial)."""
+    a running trial's heartbeat is not in a FrozenTrial). ``param``: :func:`own_param`."""
+    if param is None:
+        return t.state.name != "WAITING" and not t.system_attrs.get(OWN_ATTR)
     if set(t.params) - {PARAM}:
         return True
     return t.state.name in ("COMPLETE", "PRUNED") and PARAM not in t.params
 
 
-def best_own(trials):
-    """The complete trial of hpsearch's with the highest value, or None."""
+def best_own(trials, param: str | None = PARAM, maximize: bool = True):
+    """The complete trial of hpsearch's with the best value, or None."""
     best = None
     for t in trials:
-        if t.state.name == "COMPLETE" and t.value is not None and not is_foreign(t):
-            if best is None or t.value > best.value:
+        if t.state.name == "COMPLETE" and t.value is not None and not is_foreign(t, param):
+            if best is None or (t.value > best.value if maximize else t.value < best.value):
                 best = t
     return best
 
@@ -65,7 +76,8 @@ def make_sampler(config: StudyConfig, worker_index: int = 0):
     )
 
 
-def open_study(storage, name: str, given: dict, fingerprint: str, *, create: bool = True, worker_index: int = 0, check=None, say=None, target: int | None = None):
+def open_study(storage, name: str, given: dict, fingerprint: str, *, create: bool = True, worker_index: int = 0, check=None, say=None, target: int | None = None,
+               model_digest: str | None = None, first_params: dict | None = None):
     """Create the study ``name`` or join it; return ``(study, config, created)``.
 
     Args:
@@ -81,6 +93,9 @@ def open_study(storage, name: str, given: dict, fingerprint: str, *, create: boo
             their number (None: all of them, as ``hpsearch init`` does).
         say: called with a one-line notice (this worker's heartbeat settings differ from the
             study's, which it uses).
+        model_digest: the digest of a user's model code, stored when the study is created.
+        first_params: a user's space's explicit ``default=`` values, enqueued as the study's
+            first trial once (the recipe's study enqueues its rates instead).
 
     Raises:
         ConfigError: a flag contradicts the stored configuration, or the study was not made
@@ -99,19 +114,22 @@ def open_study(storage, name: str, given: dict, fingerprint: str, *, create: boo
             if not create:
                 existing = ", ".join(study_names(storage.engine)) or "none"
                 raise StudyNotFoundError(f"no study named {name!r} in this storage (studies: {existing}): check --study and --storage")
-            config = StudyConfig(**{k: v for k, v in given.items() if v is not None}, data_fingerprint=fingerprint).validate()
+            values = {k: v for k, v in given.items() if v is not None}
+            if values.get("model", "recipe") != "recipe":
+                values.setdefault("batch_size", USER_BATCH_SIZE)  # Keras's own default, not the recipe's 1024
+            config = StudyConfig(**values, data_fingerprint=fingerprint, model_digest=model_digest).validate()
             if check is not None:
                 check(config)
             study = optuna.create_study(
                 storage=storage,
                 study_name=name,
-                direction="maximize",
+                direction=config.direction,
                 sampler=make_sampler(config, worker_index),
                 pruner=make_pruner(config),
             )
             study.set_user_attr(CONFIG_ATTR, config.to_dict())
             _agree_heartbeat(storage, study._study_id, {}, say)
-            enqueue_recipe(study, config, target)
+            _enqueue_first(study, config, target, first_params)
             link_live_page(storage, study._study_id)  # the study's note links to its live page
             return study, config, True
 
@@ -120,13 +138,13 @@ def open_study(storage, name: str, given: dict, fingerprint: str, *, create: boo
             raise ConfigError(
                 f"study {name!r} exists but was not created by hpsearch (it has no {CONFIG_ATTR} attribute): choose another --study name"
             )
-        directions = storage.get_study_directions(study_id)
-        if directions != [optuna.study.StudyDirection.MAXIMIZE]:
-            raise ConfigError(f"study {name!r} does not maximise a single value ({directions}): choose another --study name")
         stored = StudyConfig.from_dict(attrs[CONFIG_ATTR])
+        directions = storage.get_study_directions(study_id)
+        if directions != [optuna.study.StudyDirection[stored.direction.upper()]]:
+            raise ConfigError(f"study {name!r} does not {stored.direction[:-1]}e a single value ({directions}): choose another --study name")
         stored_fp = attrs[CONFIG_ATTR].get("data_fingerprint")
         config = merge_with_stored(stored, given)
-        config = StudyConfig.from_dict({**config.to_dict(), "data_fingerprint": stored_fp})
+        config = StudyConfig.from_dict({**config.to_dict(), "data_fingerprint": stored_fp, "model_digest": attrs[CONFIG_ATTR].get("model_digest")})
         if stored_fp and stored_fp != fingerprint:
             raise DataError(
                 f"this worker's data (fingerprint {fingerprint}) differs from the data study {name!r} was created with ({stored_fp}): pass --data with the same MNIST files"
@@ -136,9 +154,21 @@ def open_study(storage, name: str, given: dict, fingerprint: str, *, create: boo
         study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(config, worker_index), pruner=make_pruner(config))
         _agree_heartbeat(storage, study_id, attrs, say)
         # A study whose creator died before seeding it still gets the recipe's trials.
-        enqueue_recipe(study, config, target)
-        _restore_recipe(study, config)
+        _enqueue_first(study, config, target, first_params)
+        if config.is_recipe:
+            _restore_recipe(study, config)
         return study, config, False
+
+
+def _enqueue_first(study, config: StudyConfig, target: int | None, first_params: dict | None) -> None:
+    """The study's first trials, once: the recipe's rates, or a user's explicit defaults."""
+    if config.is_recipe:
+        enqueue_recipe(study, config, target)
+        return
+    if not first_params or study.user_attrs.get(DEFAULTS_ENQUEUED_ATTR):
+        return
+    study.enqueue_trial(first_params, user_attrs={"source": "defaults"}, skip_if_exists=True)
+    study.set_user_attr(DEFAULTS_ENQUEUED_ATTR, True)
 
 
 def _agree_heartbeat(storage, study_id: int, attrs: dict, say) -> None:
@@ -185,7 +215,17 @@ def _restore_recipe(study, config: StudyConfig) -> None:
             study.enqueue_trial({PARAM: rate}, user_attrs={"source": "recipe", "retry_reason": "its queued trial was taken by an objective hpsearch did not make"})
 
 
-def _row(t) -> dict:
+def _row(t, config: StudyConfig | None = None) -> dict:
+    if config is not None and not config.is_recipe:
+        return {
+            "number": t.number,
+            "state": t.state.name,
+            "params": dict(t.params),
+            config.objective: t.value,
+            "test_metrics": t.user_attrs.get("test_metrics"),
+            "best_epoch": t.user_attrs.get("best_epoch"),
+            "epochs_run": t.user_attrs.get("epochs_run"),
+        }
     return {
         "number": t.number,
         "state": t.state.name,
@@ -202,13 +242,14 @@ def summarize(study, storage, config: StudyConfig, target: int) -> dict:
     from search.study.config import RECIPE_RATES
     from storage import foreign_counts, own_counts
 
-    counts = own_counts(storage.engine, study._study_id, PARAM)
-    foreign = {k: v for k, v in foreign_counts(storage.engine, study._study_id, PARAM).items() if v}
+    param = own_param(config)
+    counts = own_counts(storage.engine, study._study_id, param)
+    foreign = {k: v for k, v in foreign_counts(storage.engine, study._study_id, param).items() if v}
     trials = study.get_trials(deepcopy=False)
-    best = best_own(trials)
+    best = best_own(trials, param, config.direction == "maximize")
     recipe = []
     for t in trials:
-        if t.user_attrs.get("source") == "recipe" and t.state.name in ("COMPLETE", "PRUNED") and not is_foreign(t):
+        if config.is_recipe and t.user_attrs.get("source") == "recipe" and t.state.name in ("COMPLETE", "PRUNED") and not is_foreign(t):
             recipe.append(_row(t))
     recipe.sort(key=lambda r: -(r[PARAM] or 0))
     return {
@@ -218,7 +259,7 @@ def summarize(study, storage, config: StudyConfig, target: int) -> dict:
         "states": counts,
         # Trials a plain Optuna objective added to the study: not hpsearch's, never counted.
         "foreign_trials": foreign,
-        "best": None if best is None else _row(best),
+        "best": None if best is None else _row(best, config),
         "recipe_trials": recipe,
         "recipe_rates": list(RECIPE_RATES),
         "config": {k: v for k, v in config.to_dict().items()},

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from search.env import env
 from search.study.config import HOLDOUT_SIZE
 from search.errors import DataError
 
-__all__ = ["Dataset", "DeviceData", "RawMnist", "check_split", "device_data", "epoch_order", "load_dataset", "read_mnist", "read_mnist_cached", "preprocess"]
+__all__ = ["Dataset", "DeviceData", "RawArrays", "RawMnist", "check_user_split", "holdout_size", "is_loader", "read_arrays", "split_arrays", "check_split", "device_data", "epoch_order", "load_dataset", "read_mnist", "read_mnist_cached", "preprocess"]
 
 NUM_CLASSES = 10
 _IDX_FILES = {
@@ -366,3 +367,143 @@ def device_data(ds: Dataset) -> DeviceData:
     # Keep ``ds`` in the entry so its id cannot be reused by another dataset while cached.
     _DEVICE_CACHE[key] = (ds, tensors)
     return tensors
+
+
+# --- a user's data (``--data`` with ``--model FILE:NAME``) -------------------------------------
+
+_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+_USER_FIX = "pass --data with an .npz of x_train, y_train, x_test, y_test, or package.module:function returning (x_train, y_train), (x_test, y_test)"
+_LOADER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class RawArrays:
+    """A user's arrays as given: any shape and dtype, the same number of rows in x and y."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+    def fingerprint(self) -> str:
+        """A short SHA-256 of the four arrays' shapes, dtypes and bytes."""
+        h = hashlib.sha256()
+        for a in (self.x_train, self.y_train, self.x_test, self.y_test):
+            h.update(f"{a.shape}{a.dtype.str}".encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
+
+
+def _arrays(values, source: str) -> RawArrays:
+    arrays = []
+    for name, a in zip(_ARRAYS, values):
+        try:
+            a = np.asarray(a)
+        except Exception as e:
+            raise DataError(f"{source}: {name} is not an array ({type(e).__name__}): {_USER_FIX}") from None
+        if a.dtype == object:
+            raise DataError(f"{source}: {name} holds Python objects (dtype object): save numeric or string arrays")
+        if a.ndim == 0 or len(a) == 0:
+            raise DataError(f"{source}: {name} is empty: {_USER_FIX}")
+        arrays.append(a)
+    for part in ("train", "test"):
+        x, y = arrays[_ARRAYS.index(f"x_{part}")], arrays[_ARRAYS.index(f"y_{part}")]
+        if len(x) != len(y):
+            raise DataError(f"{source}: x_{part} has {len(x)} rows but y_{part} has {len(y)}: the arrays must pair up")
+    return RawArrays(*arrays, source=source)
+
+
+def is_loader(text: str) -> bool:
+    """Whether ``--data`` names a loader function (``package.module:function``) rather than a file."""
+    return bool(_LOADER.match(text)) and not Path(text).exists()
+
+
+def read_arrays(path: str | os.PathLike | None) -> RawArrays:
+    """A user's data: an ``.npz`` of the four arrays, or a loader ``module:function``.
+
+    The loader is called with no arguments and returns ``(x_train, y_train), (x_test, y_test)``
+    as ``keras.datasets.*.load_data()`` does, so it may preprocess. Nothing is changed here.
+
+    Raises:
+        DataError: no data given, the file or loader is missing or broken, arrays do not pair up.
+    """
+    if path is None:
+        path = env("HPSEARCH_DATA")
+    if path is None:
+        raise DataError(f"a model of your own needs its data: {_USER_FIX}")
+    text = str(path)
+    if is_loader(text):
+        return _call_loader(text)
+    p = Path(text).expanduser()
+    if not p.exists():
+        raise DataError(f"--data {text!r} does not exist: {_USER_FIX}")
+    if p.is_dir() or _sniff(p) != "zip":
+        raise DataError(f"--data {text!r} is not an .npz file: {_USER_FIX}")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            missing = [k for k in _ARRAYS if k not in f.files]
+            if missing:
+                raise DataError(f"{p}: the npz file lacks {', '.join(missing)} (it has {', '.join(f.files) or 'nothing'}): {_USER_FIX}")
+            values = [f[k] for k in _ARRAYS]
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise DataError(f"{p} is not a readable npz file ({type(e).__name__}: {' '.join(str(e).split())[:120]}): it may be truncated; {_USER_FIX}") from None
+    return _arrays(values, str(p))
+
+
+def _call_loader(text: str) -> RawArrays:
+    import importlib
+
+    module_name, _, name = text.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise DataError(f"--data {text}: importing {module_name} failed ({type(e).__name__}: {' '.join(str(e).split())[:150]}): install it or put it on PYTHONPATH") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise DataError(f"--data {text}: {module_name} has no function {name!r}")
+    try:
+        result = fn()
+    except Exception as e:
+        raise DataError(f"--data {text}: {name}() failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
+    try:
+        (x_train, y_train), (x_test, y_test) = result
+    except (TypeError, ValueError):
+        raise DataError(f"--data {text}: {name}() must return (x_train, y_train), (x_test, y_test) as keras.datasets loaders do, got {type(result).__name__}") from None
+    return _arrays((x_train, y_train, x_test, y_test), text)
+
+
+def holdout_size(n: int) -> int:
+    """Rows held out for validation from ``n`` training rows of a user's data: one in six, at
+    most :data:`HOLDOUT_SIZE` (MNIST's 60,000 give the recipe's 10,000)."""
+    return max(1, min(HOLDOUT_SIZE, n // 6))
+
+
+def check_user_split(raw: RawArrays, train_size: int | None, validation: str | None) -> None:
+    """:func:`check_split` for a user's arrays.
+
+    Raises:
+        DataError: too few rows for the hold-out or for ``train_size``.
+    """
+    n = len(raw.x_train)
+    if validation == "holdout" and n < 2:
+        raise DataError(f"{raw.source} has {n} training row, too few to hold any out for validation: use --validation test")
+    available = n - holdout_size(n) if validation == "holdout" else n
+    if train_size is not None and train_size > available:
+        split = f" with --validation {validation}" if validation else ""
+        raise DataError(f"--train-size {train_size} exceeds the {available} training rows of {raw.source}{split}: use --train-size {available} or less")
+
+
+def split_arrays(raw: RawArrays, *, train_size: int | None, validation: str) -> Dataset:
+    """A user's arrays split as the recipe's are, and nothing else done to them."""
+    check_user_split(raw, train_size, validation)
+    if validation == "holdout":
+        cut = len(raw.x_train) - holdout_size(len(raw.x_train))
+        x_fit, y_fit, x_val, y_val = raw.x_train[:cut], raw.y_train[:cut], raw.x_train[cut:], raw.y_train[cut:]
+    else:
+        x_fit, y_fit, x_val, y_val = raw.x_train, raw.y_train, raw.x_test, raw.y_test
+    if train_size is not None:
+        x_fit, y_fit = x_fit[:train_size], y_fit[:train_size]
+    return Dataset(x_fit, y_fit, x_val, y_val, raw.x_test, raw.y_test, raw.fingerprint(), raw.source, validation)

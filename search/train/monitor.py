@@ -11,7 +11,7 @@ import math
 import time
 from typing import Callable
 
-from search.errors import TrialConfigError
+from search.errors import ConfigError, TrialConfigError
 from search.study.pruners import EVERY_EPOCH, PrunerSchedule
 
 __all__ = ["HISTORY_KEYS", "MONITOR", "EpochMonitor"]
@@ -29,7 +29,7 @@ def _finite(value) -> float | None:
 
 
 class EpochMonitor:
-    """Record a trial's history, report ``val_accuracy`` each epoch, and decide to stop.
+    """Record a trial's history, report its objective (``val_accuracy``) each epoch, and decide to stop.
 
     After each epoch call :meth:`end_epoch`; it returns True when training must stop, with
     the reason in :attr:`stop_reason` (``"pruned"`` or ``"diverged"``).
@@ -42,13 +42,16 @@ class EpochMonitor:
         schedule: when to ask the pruner (see :func:`pruner_schedule`); default every epoch.
         writes: a :class:`search.train.deferred.DeferredWrites` that reports go through, so they
             overlap training; flushed before each question. Default: report at once.
+        objective: the key of the epoch logs reported and pruned on (``--objective``).
+        maximize: whether a larger value of it is better (``--direction``).
     """
 
     def __init__(self, trial, on_epoch: Callable[[int, dict], None] | None = None, call: Callable | None = None,
-                 schedule: PrunerSchedule = EVERY_EPOCH, writes=None):
+                 schedule: PrunerSchedule = EVERY_EPOCH, writes=None, objective: str = MONITOR, maximize: bool = True):
         from search.train.deferred import DeferredWrites
 
         self.trial = trial
+        self.objective, self.maximize = objective, maximize
         self.on_epoch = on_epoch
         self._call = call or (lambda fn, *args, what, **kw: fn(*args, **kw))
         self.schedule = schedule
@@ -75,19 +78,29 @@ class EpochMonitor:
         return len(self.history["loss"])
 
     def end_epoch(self, epoch: int, logs: dict) -> bool:
-        if MONITOR not in logs:
-            raise TrialConfigError(
-                f"the metric {MONITOR!r} is not among the training logs ({', '.join(sorted(logs)) or 'none'}): compile the model with metrics=['accuracy'] and pass validation data"
+        key = self.objective
+        if key not in logs:
+            if key == MONITOR:
+                raise TrialConfigError(
+                    f"the metric {MONITOR!r} is not among the training logs ({', '.join(sorted(logs)) or 'none'}): compile the model with metrics=['accuracy'] and pass validation data"
+                )
+            # No trial of this study would ever report it: stop the worker, retry nothing.
+            raise ConfigError(
+                f"--objective {key} is not among the epoch logs of trial {self.trial.number} ({', '.join(sorted(logs)) or 'none'}): pass --objective with one of them in a new study, or add the metric to model.compile"
             )
         now = time.perf_counter()
         self.epoch_seconds.append(round(now - self._mark, 4))
         self._mark = now
-        for key in HISTORY_KEYS:
-            self.history[key].append(_finite(logs.get(key)))
-        value = _finite(logs[MONITOR])
+        done = self.epochs_run
+        for name in logs:  # a user's model logs its own metrics: each gets a column from here on
+            if name not in self.history:
+                self.history[name] = [None] * done
+        for name, values in self.history.items():
+            values.append(_finite(logs.get(name)))
+        value = _finite(logs[key])
         if value is not None:
             self.writes.submit(self.trial.report, value, step=epoch, what=f"reporting epoch {epoch}")
-            if self.best_value is None or value > self.best_value:
+            if self.best_value is None or (value > self.best_value if self.maximize else value < self.best_value):
                 self.best_value, self.best_epoch = value, epoch
         self.writes.epoch(self.trial, epoch, logs, seconds=self.epoch_seconds[-1])  # the live landscape's row
         if self.on_epoch is not None:
@@ -105,6 +118,6 @@ class EpochMonitor:
         self.pruner_calls += 1
         if prune:
             self.stop_reason = "pruned"
-            self.detail = f"pruned at epoch {epoch}, {MONITOR} {value:.4f}" if value is not None else f"pruned at epoch {epoch}"
+            self.detail = f"pruned at epoch {epoch}, {key} {value:.4f}" if value is not None else f"pruned at epoch {epoch}"
             return True
         return False

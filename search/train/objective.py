@@ -37,7 +37,7 @@ from search.study.pruners import pruner_schedule
 from search.train.monitor import EpochMonitor
 from search.study.space import suggest
 
-__all__ = ["FitOptions", "Objective", "TrialRun", "VALIDATION_BATCH", "report_epoch"]
+__all__ = ["FitOptions", "ModelObjective", "Objective", "TrialRun", "VALIDATION_BATCH", "report_epoch"]
 
 #: Images per validation (and test) batch: the whole of MNIST's 10,000 in one batch. Only a
 #: forward pass, so memory is small (10,000 x 1,000 activations, 40 MB) and the result is the
@@ -159,27 +159,28 @@ class Objective:
     def begin(self, trial, attrs: dict | None = None) -> TrialRun:
         """Start ``trial``: sample its rate, queue where it runs (and ``attrs``), make its monitor."""
         cfg, opt, call = self.config, self.options, self.call
-        lr = call(suggest, trial, cfg, what="sampling a learning rate")
+        lr = call(suggest, trial, cfg, what="sampling a learning rate") if cfg.is_recipe else None
         writes = DeferredWrites(call, background=opt.deferred_writes)
         for key, value in {**runtime_info(), **(attrs or {})}.items():
             writes.submit(trial.set_user_attr, key, value, what="recording where the trial runs")
         hook = None
         if self.on_epoch is not None:
             hook = functools.partial(self.on_epoch, trial.number)
-        monitor = EpochMonitor(trial, on_epoch=hook, call=call, schedule=pruner_schedule(cfg, budget=opt.pruner_budget), writes=writes)
+        monitor = EpochMonitor(trial, on_epoch=hook, call=call, schedule=pruner_schedule(cfg, budget=opt.pruner_budget), writes=writes,
+                               objective=cfg.objective, maximize=cfg.direction == "maximize")
         return TrialRun(trial, lr, monitor, writes, time.perf_counter())
 
-    def finish(self, run: TrialRun, test_accuracy) -> float:
+    def finish(self, run: TrialRun, test_accuracy, *, trained: bool | None = None) -> float:
         """Record the trained trial; return its best val_accuracy or raise ``optuna.TrialPruned``."""
         import optuna
 
         run.writes.close()  # every report and attribute is in the database before the results
         monitor = run.monitor
-        self._record(run.trial, monitor, test_accuracy, time.perf_counter() - run.started)
+        self._record(run.trial, monitor, test_accuracy, time.perf_counter() - run.started, trained=trained)
         if monitor.stop_reason is not None:
             raise optuna.TrialPruned(monitor.detail)
         if monitor.best_value is None:
-            raise optuna.TrialPruned(f"no finite val_accuracy in {monitor.epochs_run} epochs")
+            raise optuna.TrialPruned(f"no finite {self.config.objective} in {monitor.epochs_run} epochs")
         return monitor.best_value
 
     def abort(self, run: TrialRun, error: BaseException | None) -> None:
@@ -265,7 +266,7 @@ class Objective:
         reset_model(model, lr)
         return model
 
-    def _record(self, trial, monitor: EpochMonitor, test_accuracy, seconds: float) -> None:
+    def _record(self, trial, monitor: EpochMonitor, test_accuracy, seconds: float, trained: bool | None = None) -> None:
         ta = float(test_accuracy) if test_accuracy is not None and math.isfinite(test_accuracy) else None
         attrs = {
             "history": monitor.history,
@@ -274,9 +275,92 @@ class Objective:
             "test_accuracy": ta,
             "train_seconds": round(seconds, 3),
             "epoch_seconds": monitor.epoch_seconds,
-            "stop_reason": monitor.stop_reason or ("completed" if test_accuracy is not None else "error"),
+            "stop_reason": monitor.stop_reason or ("completed" if (test_accuracy is not None if trained is None else trained) else "error"),
         }
         if monitor.detail:
             attrs["stop_detail"] = monitor.detail
         for key, value in attrs.items():
             self.call(trial.set_user_attr, key, value, what=f"recording trial {trial.number}")
+
+
+class ModelObjective(Objective):
+    """A trial of a user's model: ``build(hp)``, then ``fit`` (the user's, if they wrote one).
+
+    ``hp`` is :class:`search.study.hyperparameters.HyperParameters` on the trial, so each
+    hyperparameter the build draws is one Optuna parameter. The model is built anew for each
+    trial after ``keras.backend.clear_session()`` (as KerasTuner does); with ``--seed`` the
+    backend is seeded with the study's seed plus the trial's number first. ``fit`` gets the
+    training arrays, the validation data, the study's epochs, the callback that reports each
+    epoch, and (unless the user's own ``fit`` sets them) the study's batch size.
+
+    A ``build`` that raises, or returns no compiled model, fails this trial only (not
+    retried); an ``--objective`` the logs never hold stops the worker in one line.
+    """
+
+    def __init__(self, config: StudyConfig, dataset: Dataset, hypermodel, **kwargs):
+        super().__init__(config, dataset, **kwargs)
+        self.hypermodel = hypermodel
+
+    def __call__(self, trial) -> float:
+        from search.errors import TrialConfigError
+        from search.study.hyperparameters import HyperParameters
+        from search.train.backend import clear_session
+        from search.train.model import epoch_callback
+        from search.train.usermodel import check_model
+
+        cfg, ds = self.config, self.dataset
+        run = self.begin(trial)
+        monitor = run.monitor
+        result = None
+        try:
+            hp = HyperParameters(trial)
+            clear_session()
+            if cfg.seed is not None:
+                set_seed(cfg.seed + trial.number)
+            try:
+                model = self.hypermodel.build(hp)
+                check_model(model, self.hypermodel.spec)
+            except Exception as e:
+                raise TrialConfigError(f"trial {trial.number}: build(hp) failed for {hp.values}: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
+
+            def begin():
+                if monitor.epochs_run == 0:
+                    monitor.start()
+
+            kwargs = {"validation_data": (ds.x_val, ds.y_val), "epochs": cfg.epochs, "verbose": 0,
+                      "callbacks": [epoch_callback(begin, lambda epoch, logs: report_epoch(monitor, epoch, logs))]}
+            if not self.hypermodel.own_fit:
+                kwargs["batch_size"] = cfg.batch_size  # a fit of the user's own may tune it (KerasTuner's contract)
+            result = self.hypermodel.fit(hp, model, ds.x_train, ds.y_train, **kwargs)
+            test = None
+            if ds.validation != "test":
+                test = model.evaluate(ds.x_test, ds.y_test, verbose=0, return_dict=True)
+            elif monitor.epochs_run:
+                test = {k.removeprefix("val_"): v[-1] for k, v in monitor.history.items() if k.startswith("val_")}
+        except Exception as e:
+            clear_session()
+            self.abort(run, e)
+            failure = trial_error(e, trial.number, cfg.batch_size)
+            if failure is e:
+                raise
+            raise failure from e
+        except BaseException:
+            self.abort(run, None)
+            raise
+        if monitor.epochs_run == 0:
+            _value_from_result(monitor, result, cfg.objective)
+        test = {k: float(v) for k, v in (test or {}).items() if isinstance(v, (int, float))}
+        run.writes.submit(trial.set_user_attr, "test_metrics", test, what="recording the test metrics")
+        return self.finish(run, test.get("accuracy"), trained=True)
+
+
+def _value_from_result(monitor: EpochMonitor, result, objective: str) -> None:
+    """A ``fit`` that trained without Keras's epochs (no callback ran) returns its value:
+    a number, or a dict holding the objective (KerasTuner's ``HyperModel.fit`` contract)."""
+    value = None
+    if isinstance(result, (int, float)):
+        value = float(result)
+    elif isinstance(result, dict) and isinstance(result.get(objective), (int, float)):
+        value = float(result[objective])
+    if value is not None and math.isfinite(value):
+        monitor.best_value, monitor.best_epoch = value, None

@@ -50,6 +50,8 @@ class OpenedStudy:
     progress: Progress
     lanes: int
     slots: list[Slot] | None  # where its workers run; None: in this process
+    raw: object = None  # the data as read (search.train.data.RawMnist or RawArrays)
+    hypermodel: object = None  # a user's model (search.train.usermodel.HyperModel); None: the recipe
 
 
 class StudyCommand(Command, parents=(study_parent, settings_parent, storage_parent)):
@@ -87,9 +89,15 @@ class StudyCommand(Command, parents=(study_parent, settings_parent, storage_pare
         from search.fleet.worker import run_worker
 
         config = opened.config
-        dataset = load_dataset(opened.data_path, train_size=config.train_size, validation=config.validation)
+        if config.is_recipe:
+            dataset = load_dataset(opened.data_path, train_size=config.train_size, validation=config.validation)
+        else:
+            from search.train.data import split_arrays
+
+            dataset = split_arrays(opened.raw, train_size=config.train_size, validation=config.validation)
         run_worker(opened.study, opened.storage, config, dataset, args.trials, progress=opened.progress,
-                   max_consecutive_failures=args.max_failures, gpu=getattr(args, "gpu", None), lanes=opened.lanes)
+                   max_consecutive_failures=args.max_failures, gpu=getattr(args, "gpu", None), lanes=opened.lanes,
+                   hypermodel=opened.hypermodel)
 
 
 def _add_worker_flags(parser, *, workers: tuple | None, lanes_help: str = _LANES_HELP) -> None:
@@ -111,6 +119,7 @@ class _Launching(StudyCommand):
         if opened.slots is None:
             return super().use(args, opened)
         from search.fleet.launch import MAX_RESTARTS, launch_workers
+        from search.study.create import own_param
         from storage import home_dir
 
         launch_workers(
@@ -118,6 +127,7 @@ class _Launching(StudyCommand):
             log_dir=home_dir() / "logs", progress=opened.progress, epochs=opened.config.epochs,
             max_restarts=getattr(args, "max_restarts", MAX_RESTARTS),
             worker_args=["--max-failures", str(args.max_failures), "--lanes", str(opened.lanes)],
+            param=own_param(opened.config), maximize=opened.config.direction == "maximize",
         )
 
     def slots(self, args) -> list[Slot]:
@@ -279,16 +289,26 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
     """
     from search.env import env
     from search.study.config import StudyConfig, resolve_lanes
-    from search.train.data import check_split, read_mnist_cached
+    from search.train.data import check_split
     from search.errors import ConfigError
     from search.train.lanes import check_lanes_fit
     from search.fleet.progress import Progress
     from storage import open_storage, resolve_storage_url
     from storage.settings import env as storage_env
 
+    from search.train.usermodel import parse_spec
+
     given = _given(args)
     _check_flags(args, given)
+    spec = parse_spec(given["model"]) if given["model"] is not None else None  # None: the study's, else the recipe
+    if spec is not None:
+        given["model"] = spec.text
+    if given["objective"] is not None and given["direction"] is None:
+        from search.study.config import infer_direction
+
+        given["direction"] = infer_direction(given["objective"])
     lanes = resolve_lanes(getattr(args, "lanes", None))
+    _check_lanes_for(spec, lanes)
     slots = plan(args) if plan is not None else None
     gpu = getattr(args, "gpu", None)
     if gpu is not None:
@@ -298,7 +318,7 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
         from search.train.backend import use_gpu
 
         use_gpu(str(gpu))  # before TensorFlow is imported: this process sees only its GPU
-    if trains:
+    if trains and (spec is None or spec.is_recipe):
         # per worker: on a GPU, the card's free memory now (packed workers share it)
         recipe = StudyConfig()
         check_lanes_fit(lanes, hidden_units=recipe.hidden_units, batch_size=given["batch_size"] or recipe.batch_size)
@@ -310,28 +330,138 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
             raise ConfigError("SQLite serves one worker only: use --workers 1, or a PostgreSQL --storage for several workers")
     quiet_libraries()
     data_path = args.data if args.data is not None else env("HPSEARCH_DATA")
-    raw = read_mnist_cached(data_path)
-    check_split(raw, given["train_size"], given["validation"])  # before the server starts or the schema is made
+    raw, recipe_error = _read_data(data_path, spec, given)  # before the server starts or the schema is made
+    model = _prepare_model(spec, gpu) if spec is not None and not spec.is_recipe else None
     if resolved is None:
         resolved = resolve_storage_url(None)
-    if gpu is not None:
+    if gpu is not None and model is None:
         from search.train.backend import configure_backend
 
         configure_backend(require_gpu=str(gpu))  # before the study is touched
     storage = open_storage(resolved)
+    if spec is None:
+        # No --model: a worker joining a study takes the study's model (a new study is the recipe's).
+        stored = _stored_model(storage, args.study)
+        if stored is not None and stored != "recipe":
+            spec = parse_spec(stored)
+            _check_lanes_for(spec, lanes)
+            from search.train.data import check_user_split, read_arrays
+
+            raw = read_arrays(data_path)
+            check_user_split(raw, given["train_size"], given["validation"])
+            model = _prepare_model(spec, gpu)
+        elif recipe_error is not None:
+            raise recipe_error
+    user = spec is not None and not spec.is_recipe
+    if user and given["landscape_param"] is None and args.model is not None:
+        given["landscape_param"] = model.landscape_param  # what a new study stores; a joiner's agrees
+    if user and given["landscape_param"] is not None and given["landscape_param"] not in model.space:
+        raise ConfigError(f"--landscape-param {given['landscape_param']}: the space has no such parameter (it has {', '.join(model.space) or 'none'})")
     progress = Progress(args.trials, enabled=not getattr(args, "quiet", False))
+
+    def check(c):
+        if user:
+            from search.train.data import check_user_split
+            from search.train.usermodel import check_digest
+
+            check_digest(spec, c.model_digest, args.study)
+            check_user_split(raw, c.train_size, c.validation)
+        else:
+            check_split(raw, c.train_size, c.validation)
+
     study, config, created = _open_study_waiting(
-        storage, args, given, raw.fingerprint(), progress, check=lambda c: check_split(raw, c.train_size, c.validation),
+        storage, args, given, raw.fingerprint(), progress, check=check,
         target=args.trials,  # init too: `init --trials 1` queues one recipe rate, a larger run the rest
+        model_digest=model.digest if model else None, first_params=model.first_params if model else None,
     )
     if trains:
         from search.cli.render import study_line
 
         progress.message(study_line(created, args.study, resolved.masked, config))
-    return OpenedStudy(study, storage, config, created, resolved, data_path, progress, lanes, slots)
+    return OpenedStudy(study, storage, config, created, resolved, data_path, progress, lanes, slots, raw, model.hypermodel if model else None)
 
 
-def _open_study_waiting(storage, args, given, fingerprint, progress, check=None, target=None):
+@dataclass
+class _PreparedModel:
+    hypermodel: object
+    first_params: dict
+    digest: str | None
+    landscape_param: str | None = None
+    space: tuple = ()
+
+
+def _check_lanes_for(spec, lanes: int) -> None:
+    from search.errors import ConfigError
+
+    if spec is not None and not spec.is_recipe and lanes > 1:
+        raise ConfigError(f"--lanes {lanes}: lanes train the recipe's model only for now, not --model {spec.text}: use --lanes 1 (or unset HPSEARCH_LANES)")
+
+
+def _read_data(data_path, spec, given):
+    """The data, read for the model: ``(raw, error)``. Without --model the recipe's MNIST is
+    tried first; if it is not MNIST, a user's arrays are read instead and the recipe's error
+    kept (raised if the study turns out to be the recipe's)."""
+    from search.errors import DataError
+    from search.train.data import check_split, check_user_split, read_arrays, read_mnist_cached
+
+    if spec is not None and not spec.is_recipe:
+        raw = read_arrays(data_path)
+        check_user_split(raw, given["train_size"], given["validation"])
+        return raw, None
+    try:
+        raw = read_mnist_cached(data_path)
+        check_split(raw, given["train_size"], given["validation"])
+        return raw, None
+    except DataError as e:
+        if spec is not None or data_path is None:
+            raise
+        try:
+            return read_arrays(data_path), e
+        except DataError:
+            raise e from None
+
+
+def _prepare_model(spec, gpu) -> _PreparedModel:
+    """Import the user's model, check its space and its model with the defaults, before anything
+    is written: the space's explicit defaults become the study's first trial."""
+    from search.study.hyperparameters import HyperParameters
+    from search.train.backend import clear_session, configure_backend
+    from search.train.usermodel import check_model, digest, load_hypermodel
+
+    code_digest = digest(spec)  # a missing file or module is refused before the backend starts
+    configure_backend(require_gpu=None if gpu is None else str(gpu))  # quietly, before the user's file imports Keras
+    hypermodel = load_hypermodel(spec)
+    hp = HyperParameters()  # recording: every hyperparameter answers its default
+    from search.errors import ConfigError
+    from storage.errors import HpsearchError
+
+    try:
+        model = hypermodel.build(hp)
+    except HpsearchError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"--model {spec.text}: build(hp) with the default values raised {type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
+    check_model(model, spec)
+    del model
+    clear_session()
+    from search.study.config import pick_landscape_param
+
+    return _PreparedModel(hypermodel, hp.explicit_defaults(), code_digest, pick_landscape_param(hp.space), tuple(hp.space))
+
+
+def _stored_model(storage, name: str) -> str | None:
+    """The ``--model`` a study was created with, or None when there is no such study yet."""
+    from search.study.create import CONFIG_ATTR
+
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    config = storage.get_study_user_attrs(study_id).get(CONFIG_ATTR) or {}
+    return config.get("model", "recipe") if isinstance(config, dict) else None
+
+
+def _open_study_waiting(storage, args, given, fingerprint, progress, check=None, target=None, **extra):
     """``open_study``; with ``--join``, wait for another process to create the study."""
     import time
 
@@ -343,7 +473,7 @@ def _open_study_waiting(storage, args, given, fingerprint, progress, check=None,
     waited = False
     while True:
         try:
-            return open_study(storage, args.study, given, fingerprint, create=not join, worker_index=getattr(args, "worker_index", 0), check=check, say=progress.message, target=target)
+            return open_study(storage, args.study, given, fingerprint, create=not join, worker_index=getattr(args, "worker_index", 0), check=check, say=progress.message, target=target, **extra)
         except StudyNotFoundError:
             if time.monotonic() > deadline:
                 raise StudyNotFoundError(

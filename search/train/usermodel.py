@@ -1,0 +1,213 @@
+"""A user's model, named by ``--model SPEC``: loaded, pinned by a digest, and checked.
+
+SPEC is ``recipe`` (the built-in reference recipe), ``path/to/file.py:NAME`` or
+``package.module:NAME``. NAME is KerasTuner's contract, unchanged:
+
+* a function ``build(hp)`` returning a compiled ``keras.Model``, or
+* a class or an instance with ``build(hp)`` and optionally ``fit(hp, model, *args, **kwargs)``
+  (``keras_tuner.HyperModel``: ``fit`` may tune ``batch_size`` or ``shuffle``, must pass
+  ``**kwargs`` on to ``model.fit``, and may return a History, a number or a dict). A class is
+  instantiated with no arguments, as KerasTuner users write ``MyHyperModel()``.
+
+A study stores the spec and a digest of the file (or of the module's source file), and a
+worker whose code differs refuses to join (:func:`check_digest`), as a worker with other data
+does. A file is imported under a private module name with its folder first on ``sys.path``,
+so it can import its neighbours. Every way of getting this wrong is one line
+(:class:`~search.errors.ConfigError`, exit 2) before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from search.errors import ConfigError
+
+__all__ = ["RECIPE", "HyperModel", "ModelSpec", "check_digest", "check_model", "load_hypermodel", "parse_spec"]
+
+RECIPE = "recipe"
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FORMS = "use --model recipe, --model path/to/file.py:NAME or --model package.module:NAME"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """``--model`` parsed: ``kind`` is ``"recipe"``, ``"file"`` or ``"module"``."""
+
+    text: str
+    kind: str
+    target: str = ""  # the file's path or the module's dotted name
+    name: str = ""
+
+    @property
+    def is_recipe(self) -> bool:
+        return self.kind == RECIPE
+
+
+def parse_spec(text: str | None) -> ModelSpec:
+    """Parse ``--model``; None and ``recipe`` are the recipe.
+
+    Raises:
+        ConfigError: not one of the three forms.
+    """
+    if text is None or text.strip() == RECIPE:
+        return ModelSpec(RECIPE, RECIPE)
+    text = text.strip()
+    target, sep, name = text.rpartition(":")
+    if not sep or not target or not name:
+        raise ConfigError(f"--model {text!r} names no builder: {_FORMS}")
+    if not _NAME.match(name):
+        raise ConfigError(f"--model {text!r}: {name!r} is not a Python name: {_FORMS}")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        return ModelSpec(text, "file", target, name)
+    if not _MODULE.match(target):
+        raise ConfigError(f"--model {text!r}: {target!r} is neither a .py file nor a module name: {_FORMS}")
+    return ModelSpec(text, "module", target, name)
+
+
+def _source_path(spec: ModelSpec) -> Path:
+    if spec.kind == "file":
+        path = Path(spec.target).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"--model {spec.text!r}: {spec.target} does not exist: check the path (relative to {Path.cwd()})")
+        return path.resolve()
+    try:
+        found = importlib.util.find_spec(spec.target)
+    except (ImportError, ValueError) as e:
+        found, reason = None, f" ({e})"
+    else:
+        reason = ""
+    if found is None or not found.origin or found.origin in ("built-in", "frozen"):
+        raise ConfigError(f"--model {spec.text!r}: no module {spec.target!r} can be imported here{reason}: install it or put it on PYTHONPATH")
+    return Path(found.origin)
+
+
+def digest(spec: ModelSpec) -> str | None:
+    """A short SHA-256 of the file the model comes from (None for the recipe)."""
+    if spec.is_recipe:
+        return None
+    return hashlib.sha256(_source_path(spec).read_bytes()).hexdigest()[:16]
+
+
+def check_digest(spec: ModelSpec, stored: str | None, study: str) -> None:
+    """Refuse a worker whose model code differs from the code the study was created with.
+
+    Raises:
+        ConfigError: the digests differ (both named).
+    """
+    mine = digest(spec)
+    if stored and mine and stored != mine:
+        raise ConfigError(
+            f"this worker's model code {spec.target} (digest {mine}) differs from the code study {study!r} was created with ({stored}): deploy the same file, or start a new study with --study NAME"
+        )
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300] or type(e).__name__
+
+
+def _import(spec: ModelSpec):
+    path = _source_path(spec)
+    if spec.kind == "module":
+        try:
+            return importlib.import_module(spec.target)
+        except SyntaxError as e:
+            raise ConfigError(f"--model {spec.text!r}: syntax error in {e.filename}, line {e.lineno}: {e.msg}") from None
+        except Exception as e:
+            raise ConfigError(f"--model {spec.text!r}: importing {spec.target} failed: {type(e).__name__}: {_one_line(e)}") from None
+    module_name = f"hpsearch_user_model_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(loader_spec)
+    folder = str(path.parent)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)  # the file's neighbours import as they do when it runs itself
+    sys.modules[module_name] = module
+    try:
+        loader_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        sys.modules.pop(module_name, None)
+        raise ConfigError(f"--model {spec.text!r}: syntax error in {e.filename}, line {e.lineno}: {e.msg}") from None
+    except Exception as e:
+        sys.modules.pop(module_name, None)
+        raise ConfigError(f"--model {spec.text!r}: running {path.name} failed: {type(e).__name__}: {_one_line(e)}") from None
+    return module
+
+
+class HyperModel:
+    """The user's builder under one interface: ``build(hp)`` and ``fit(hp, model, ...)``.
+
+    Attributes:
+        own_fit: whether the user's object defines ``fit`` (KerasTuner's ``HyperModel.fit``
+            that only calls ``model.fit`` counts as not defined).
+    """
+
+    def __init__(self, obj, spec: ModelSpec):
+        self.obj, self.spec = obj, spec
+        self.own_fit = _has_own_fit(obj)
+
+    def build(self, hp):
+        build = self.obj if callable(self.obj) and not hasattr(self.obj, "build") else self.obj.build
+        return build(hp)
+
+    def fit(self, hp, model, *args, **kwargs):
+        if self.own_fit:
+            return self.obj.fit(hp, model, *args, **kwargs)
+        return model.fit(*args, **kwargs)
+
+
+def _has_own_fit(obj) -> bool:
+    fit = getattr(type(obj), "fit", None)
+    if fit is None or not callable(fit):
+        return False
+    for base in type(obj).__mro__:  # keras_tuner.HyperModel.fit only calls model.fit
+        if "fit" in base.__dict__:
+            return not (base.__module__.startswith("keras_tuner") and base.__name__ == "HyperModel")
+    return False
+
+
+def load_hypermodel(spec: ModelSpec) -> HyperModel:
+    """Import the user's module and return its builder.
+
+    Raises:
+        ConfigError: the file or module is missing or fails to import (a syntax error names
+            the file and line), NAME is missing, or NAME is neither a ``build(hp)`` function
+            nor an object with ``build(hp)``.
+    """
+    module = _import(spec)
+    if not hasattr(module, spec.name):
+        names = sorted(n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n)))
+        raise ConfigError(f"--model {spec.text!r}: {spec.target} has no {spec.name!r} (its callables: {', '.join(names) or 'none'})")
+    obj = getattr(module, spec.name)
+    if isinstance(obj, type):
+        if not callable(getattr(obj, "build", None)):
+            raise ConfigError(f"--model {spec.text!r}: class {spec.name} has no build(hp) method: give it one, or name a build(hp) function")
+        try:
+            obj = obj()
+        except Exception as e:
+            raise ConfigError(f"--model {spec.text!r}: {spec.name}() failed ({type(e).__name__}: {_one_line(e)}): a HyperModel class must be made with no arguments, or name an instance") from None
+    elif not callable(obj) and not callable(getattr(obj, "build", None)):
+        raise ConfigError(f"--model {spec.text!r}: {spec.name} is a {type(obj).__name__}, not a build(hp) function or a HyperModel: {_FORMS}")
+    return HyperModel(obj, spec)
+
+
+def check_model(model, spec: ModelSpec) -> None:
+    """Refuse what ``build(hp)`` returned unless it is a compiled ``keras.Model``.
+
+    Raises:
+        ConfigError: not a Keras model, or not compiled.
+    """
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"--model {spec.text!r}: build(hp) returned {type(model).__name__}, not a keras.Model: return the model it builds")
+    if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
+        raise ConfigError(f"--model {spec.text!r}: build(hp) returned a model that is not compiled: call model.compile(optimizer=..., loss=..., metrics=[...]) before returning it")

@@ -1,0 +1,215 @@
+"""A user's own KerasTuner hypermodel, run unchanged by `hpsearch run --model FILE:NAME` (issue 23).
+
+Each test runs the real command in a subprocess on a real PostgreSQL (the machine's, else the
+embedded server) with small slices of MNIST prepared as KerasTuner's getting-started guide
+prepares them (images in [0, 1] with a channel axis, one-hot labels).
+"""
+
+import json
+import textwrap
+
+import numpy as np
+import optuna
+import pytest
+import sqlalchemy
+
+from tests.conftest import REPO, mnist_path, run_cli
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = REPO / "docs" / "examples"
+TINY = ["--epochs", "2", "--validation", "test"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """600 training and 100 test images of MNIST as the guide prepares them, in an .npz."""
+    path = tmp_path_factory.mktemp("data") / "images.npz"
+    source = mnist_path()
+    if source is None:
+        import keras
+
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    else:
+        with np.load(source) as f:
+            x_train, y_train, x_test, y_test = f["x_train"], f["y_train"], f["x_test"], f["y_test"]
+    eye = np.eye(10, dtype="float32")
+    np.savez(path, x_train=(x_train[:600, ..., None] / 255.0).astype("float32"), y_train=eye[y_train[:600]],
+             x_test=(x_test[:100, ..., None] / 255.0).astype("float32"), y_test=eye[y_test[:100]])
+    return str(path)
+
+
+def _study(url, name):
+    from storage import open_storage, resolve_storage_url
+
+    return optuna.load_study(study_name=name, storage=open_storage(resolve_storage_url(url), heartbeat=False))
+
+
+def _finished(study):
+    return [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+
+
+def _config(study):
+    return study.user_attrs["hpsearch_config"]
+
+
+def test_the_getting_started_build_model_runs_unchanged(local_pg_url, images):
+    out = run_cli("run", "--model", str(EXAMPLES / "getting_started.py") + ":build_model", "--data", images, "--study", "gs",
+                  "--trials", "3", *TINY, "--storage", local_pg_url, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["finished_trials"] == 3 and summary["foreign_trials"] == {}
+    study = _study(local_pg_url, "gs")
+    finished = _finished(study)
+    assert len(finished) == 3 and not [t for t in study.trials if t.state.name == "RUNNING"]
+    for t in finished:
+        assert {"num_layers", "units_0", "activation", "dropout", "lr"} <= set(t.params)
+        assert 1e-4 <= t.params["lr"] <= 1e-2 and t.params["units_0"] % 32 == 0
+        assert {f"units_{i}" for i in range(t.params["num_layers"])} <= set(t.params)
+        assert len(t.user_attrs["history"]["val_accuracy"]) == t.user_attrs["epochs_run"] >= 1
+        assert t.intermediate_values  # reported every epoch, so the pruner and the landscape see it
+    config = _config(study)
+    assert config["model"].endswith("getting_started.py:build_model") and len(config["model_digest"]) == 16
+    assert config["objective"] == "val_accuracy" and config["direction"] == "maximize" and config["batch_size"] == 32
+    best = summary["best"]
+    assert best["params"] and best["val_accuracy"] == max(t.value for t in finished if t.state.name == "COMPLETE")
+
+
+def test_a_hypermodel_whose_fit_tunes_shuffle_runs_with_two_workers_exactly(local_pg_url, images):
+    pytest.importorskip("keras_tuner")  # the test extra installs it; the guide's class subclasses it
+    out = run_cli("run", "--model", str(EXAMPLES / "getting_started.py") + ":MyHyperModel", "--data", images, "--study", "kt2",
+                  "--trials", "4", "--workers", "2", *TINY, "--storage", local_pg_url, timeout=600)
+    assert out.returncode == 0, out.stderr
+    study = _study(local_pg_url, "kt2")
+    finished = _finished(study)
+    assert len(finished) == 4 and not [t for t in study.trials if t.state.name == "RUNNING"]
+    assert all("shuffle" in t.params and isinstance(t.params["shuffle"], bool) for t in finished)
+    assert len({t.user_attrs.get("pid") for t in finished}) == 2  # both workers trained
+
+
+def test_explicit_defaults_are_the_first_trial_and_the_objective_can_be_minimised(local_pg_url):
+    env = {"PYTHONPATH": str(EXAMPLES)}
+    out = run_cli("run", "--model", str(EXAMPLES / "regression.py") + ":build", "--data", "regression:load_data", "--objective", "val_loss",
+                  "--study", "reg", "--trials", "3", "--epochs", "3", "--storage", local_pg_url, env=env)
+    assert out.returncode == 0, out.stderr
+    study = _study(local_pg_url, "reg")
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE and _config(study)["direction"] == "minimize"
+    first = min(study.trials, key=lambda t: t.number)
+    explicit = {"layers": 2, "units_0": 64, "units_1": 64, "learning_rate": 3e-3}
+    assert {k: first.params[k] for k in explicit} == explicit  # default= values are enqueued first...
+    assert first.params["activation"] in ("relu", "tanh")  # ...and one without a default is sampled
+    finished = _finished(study)
+    assert len(finished) == 3
+    complete = [t for t in finished if t.state.name == "COMPLETE"]
+    for t in complete:  # the value is the lowest val_loss over the epochs
+        assert t.value == pytest.approx(min(v for v in t.user_attrs["history"]["val_loss"] if v is not None), rel=1e-6)
+    assert "val_loss" in out.stdout and "best: trial" in out.stdout
+
+
+@pytest.mark.parametrize("spec", ["cnn.py:build", "tuned_fit.py:BatchSizeModel"])
+def test_each_example_runs(local_pg_url, images, spec):
+    name = spec.split(".")[0]
+    out = run_cli("run", "--model", str(EXAMPLES / spec), "--data", images, "--study", name, "--trials", "2", *TINY, "--storage", local_pg_url)
+    assert out.returncode == 0, out.stderr
+    study = _study(local_pg_url, name)
+    assert len(_finished(study)) == 2
+    if name == "tuned_fit":
+        assert all(t.params["batch_size"] in (32, 64, 128, 256) for t in _finished(study))
+    if name == "cnn":  # its default= values made the first trial
+        first = min(study.trials, key=lambda t: t.number)
+        assert first.params == {"filters_0": 16, "kernel": 3, "filters_1": 16, "dropout": 0.2, "learning_rate": 1e-3}
+
+
+def test_a_worker_whose_model_code_differs_is_refused(local_pg_url, images, tmp_path):
+    model = tmp_path / "m.py"
+    model.write_text((EXAMPLES / "tuned_fit.py").read_text())
+    args = ["--model", f"{model}:BatchSizeModel", "--data", images, "--study", "pinned", "--storage", local_pg_url]
+    assert run_cli("init", *args).returncode == 0
+    model.write_text(model.read_text().replace("step=64", "step=32"))
+    out = run_cli("worker", *args, "--trials", "1")
+    assert out.returncode == 2
+    assert "differs from the code study 'pinned' was created with" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert len(_study(local_pg_url, "pinned").trials) == 0
+
+
+def _bad(tmp_path, source: str, name: str = "m.py") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source))
+    return str(path)
+
+
+GOOD_IMPORTS = "import keras\nfrom keras import layers\n"
+
+
+@pytest.mark.parametrize("case, source, spec_name, fragment", [
+    ("missing file", None, "build", "does not exist"),
+    ("syntax error", "def build(hp)\n    return 1\n", "build", "syntax error in"),
+    ("missing name", "def other(hp):\n    return 1\n", "build", "has no 'build' (its callables: other)"),
+    ("not a model", "def build(hp):\n    return 42\n", "build", "returned int, not a keras.Model"),
+    ("not compiled", GOOD_IMPORTS + "def build(hp):\n    return keras.Sequential([keras.Input((4,)), layers.Dense(1)])\n", "build", "is not compiled"),
+    ("min above max", "def build(hp):\n    hp.Int('units', 64, 8)\n", "build", "'units'"),
+    ("log with min 0", "def build(hp):\n    hp.Float('lr', 0.0, 1.0, sampling='log')\n", "build", "'lr'"),
+    ("mixed choice", "def build(hp):\n    hp.Choice('act', ['relu', 3])\n", "build", "'act'"),
+])
+def test_bad_models_are_one_line_exit_2_and_write_nothing(local_pg_url, images, tmp_path, case, source, spec_name, fragment):
+    path = str(tmp_path / "absent.py") if source is None else _bad(tmp_path, source)
+    out = run_cli("run", "--model", f"{path}:{spec_name}", "--data", images, "--study", "bad", "--trials", "1", *TINY, "--storage", local_pg_url)
+    assert out.returncode == 2, (case, out.stderr)
+    assert fragment in out.stderr, (case, out.stderr)
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
+    engine = sqlalchemy.create_engine(local_pg_url)
+    with engine.connect() as c:
+        has = c.execute(sqlalchemy.text("SELECT to_regclass('studies') IS NOT NULL")).scalar()
+        studies = c.execute(sqlalchemy.text("SELECT count(*) FROM studies WHERE study_name = 'bad'")).scalar() if has else 0
+    engine.dispose()
+    assert studies == 0
+
+
+def test_a_build_that_raises_for_some_values_fails_that_trial_only(local_pg_url, images, tmp_path):
+    path = _bad(tmp_path, GOOD_IMPORTS + """
+def build(hp):
+    units = hp.Choice("units", [8, 16], default=8)
+    if units == 16:
+        raise ValueError("16 units are not supported here")
+    model = keras.Sequential([keras.Input((28, 28, 1)), layers.Flatten(), layers.Dense(units, activation="relu"), layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+""")
+    out = run_cli("run", "--model", f"{path}:build", "--data", images, "--study", "raises", "--trials", "3", *TINY,
+                  "--sampler", "random", "--seed", "3", "--storage", local_pg_url)
+    study = _study(local_pg_url, "raises")
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert out.returncode == 0 or failed, out.stderr
+    assert len(_finished(study)) == 3 if out.returncode == 0 else True
+    for t in failed:
+        assert t.params["units"] == 16 and "16 units are not supported here" in t.user_attrs["fail_reason"]
+    assert all(t.params["units"] == 8 for t in _finished(study))
+
+
+def test_data_the_model_rejects_fails_the_trial_as_a_configuration_error(local_pg_url, tmp_path):
+    data = tmp_path / "flat.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x_train=rng.random((60, 5), dtype="float32"), y_train=np.eye(10, dtype="float32")[rng.integers(0, 10, 60)],
+             x_test=rng.random((12, 5), dtype="float32"), y_test=np.eye(10, dtype="float32")[rng.integers(0, 10, 12)])
+    out = run_cli("run", "--model", str(EXAMPLES / "cnn.py") + ":build", "--data", str(data), "--study", "shape", "--trials", "1",
+                  *TINY, "--storage", local_pg_url)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    study = _study(local_pg_url, "shape")
+    (trial,) = study.trials[:1]
+    assert trial.state.name == "FAIL" and "cannot train" in trial.user_attrs["fail_reason"]
+    assert not [t for t in study.trials if t.system_attrs.get("fixed_params") and t.state.name == "WAITING"]  # not retried
+
+
+def test_an_objective_the_logs_never_hold_stops_the_worker_in_one_line(local_pg_url, images):
+    out = run_cli("run", "--model", str(EXAMPLES / "getting_started.py") + ":build_model", "--data", images, "--study", "noobj",
+                  "--objective", "val_auc", "--trials", "2", *TINY, "--storage", local_pg_url)
+    assert out.returncode == 2, out.stderr
+    assert "--objective val_auc is not among the epoch logs" in out.stderr and "val_accuracy" in out.stderr
+    assert "Traceback" not in out.stderr
+    study = _study(local_pg_url, "noobj")
+    assert len(study.trials) == 1 and study.trials[0].state.name == "FAIL"
+
+
+def test_lanes_with_a_users_model_are_refused_in_one_line(images):
+    out = run_cli("run", "--model", str(EXAMPLES / "cnn.py") + ":build", "--data", images, "--lanes", "2", "--storage", "sqlite:///:memory:")
+    assert out.returncode == 2 and "--lanes 2" in out.stderr and len(out.stderr.strip().splitlines()) == 1
