@@ -23,7 +23,7 @@ import sqlalchemy
 
 from storage.engine import connection
 
-__all__ = ["FINISHED_STATES", "TrialRecord", "trial_records", "study_system_attr"]
+__all__ = ["FINISHED_STATES", "TrialRecord", "trial_records", "study_system_attr", "study_user_attr"]
 
 #: The states a trial can be in once it has stopped for good with a result.
 FINISHED_STATES = ("COMPLETE", "PRUNED")
@@ -163,5 +163,22 @@ def study_system_attr(engine, study_id: int, key: str) -> Any:
         value_json = conn.execute(
             sqlalchemy.text("SELECT value_json FROM study_system_attributes WHERE study_id = :sid AND key = :key"),
             {"sid": study_id, "key": key},
+        ).scalar()
+    return None if value_json is None else json.loads(value_json)
+
+
+def study_user_attr(engine, study_name: str, key: str) -> Any:
+    """One user attribute of the study named ``study_name``, decoded; None when the study, the
+    attribute or Optuna's schema itself is missing (reads only: a worker peeks at a study's
+    stored configuration before it opens the storage)."""
+    from storage.tables import has_schema
+
+    with connection(engine) as conn:
+        if not has_schema(conn):
+            return None
+        value_json = conn.execute(
+            sqlalchemy.text("SELECT a.value_json FROM study_user_attributes a JOIN studies s ON s.study_id = a.study_id"
+                            " WHERE s.study_name = :name AND a.key = :key"),
+            {"name": study_name, "key": key},
         ).scalar()
     return None if value_json is None else json.loads(value_json)

@@ -330,7 +330,11 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
             raise ConfigError("SQLite serves one worker only: use --workers 1, or a PostgreSQL --storage for several workers")
     quiet_libraries()
     data_path = args.data if args.data is not None else env("HPSEARCH_DATA")
-    raw, recipe_error = _read_data(data_path, spec, given)  # before the server starts or the schema is made
+    # before the server starts or the schema is made; without --model, data that is not MNIST may
+    # still be a user's model's, whose study a worker joins through an explicit --storage
+    raw, recipe_error = _read_data(data_path, spec, given, may_join=resolved is not None)
+    if recipe_error is not None and _stored_model(resolved, args.study) in (None, "recipe"):
+        raise recipe_error  # not MNIST, and no study of a user's model to join: nothing was written
     model = _prepare_model(spec, gpu) if spec is not None and not spec.is_recipe else None
     if resolved is None:
         resolved = resolve_storage_url(None)
@@ -341,7 +345,7 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
     storage = open_storage(resolved)
     if spec is None:
         # No --model: a worker joining a study takes the study's model (a new study is the recipe's).
-        stored = _stored_model(storage, args.study)
+        stored = _stored_model(storage.engine, args.study)
         if stored is not None and stored != "recipe":
             spec = parse_spec(stored)
             _check_lanes_for(spec, lanes)
@@ -397,7 +401,7 @@ def _check_lanes_for(spec, lanes: int) -> None:
         raise ConfigError(f"--lanes {lanes}: lanes train the recipe's model only for now, not --model {spec.text}: use --lanes 1 (or unset HPSEARCH_LANES)")
 
 
-def _read_data(data_path, spec, given):
+def _read_data(data_path, spec, given, *, may_join: bool):
     """The data, read for the model: ``(raw, error)``. Without --model the recipe's MNIST is
     tried first; if it is not MNIST, a user's arrays are read instead and the recipe's error
     kept (raised if the study turns out to be the recipe's)."""
@@ -413,7 +417,7 @@ def _read_data(data_path, spec, given):
         check_split(raw, given["train_size"], given["validation"])
         return raw, None
     except DataError as e:
-        if spec is not None or data_path is None:
+        if spec is not None or data_path is None or not may_join:
             raise
         try:
             return read_arrays(data_path), e
@@ -449,37 +453,23 @@ def _prepare_model(spec, gpu) -> _PreparedModel:
     return _PreparedModel(hypermodel, hp.explicit_defaults(), code_digest, pick_landscape_param(hp.space), tuple(hp.space))
 
 
-def _stored_model(storage, name: str) -> str | None:
-    """The ``--model`` a study was created with, or None when there is no such study yet."""
+def _stored_model(target, name: str) -> str | None:
+    """The ``--model`` study ``name`` was created with, or None when there is no such study yet.
+
+    ``target``: an engine, or a resolved storage URL (opened read-only for the peek)."""
     from search.study.create import CONFIG_ATTR
+    from storage import open_engine
+    from storage.histories import study_user_attr
+
+    from storage.errors import StorageError
 
     try:
-        study_id = storage.get_study_id_from_name(name)
-    except KeyError:
-        return None
-    config = storage.get_study_user_attrs(study_id).get(CONFIG_ATTR) or {}
+        engine = target if hasattr(target, "dialect") else open_engine(target)
+    except StorageError:
+        return None  # nothing to join there (a new SQLite file, say): the recipe's data error stands
+    try:
+        config = study_user_attr(engine, name, CONFIG_ATTR) or {}
+    finally:
+        if engine is not target:
+            engine.dispose()
     return config.get("model", "recipe") if isinstance(config, dict) else None
-
-
-def _open_study_waiting(storage, args, given, fingerprint, progress, check=None, target=None, **extra):
-    """``open_study``; with ``--join``, wait for another process to create the study."""
-    import time
-
-    from storage.errors import StudyNotFoundError
-    from search.study.create import open_study
-
-    join = getattr(args, "join", False)
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
-    waited = False
-    while True:
-        try:
-            return open_study(storage, args.study, given, fingerprint, create=not join, worker_index=getattr(args, "worker_index", 0), check=check, say=progress.message, target=target, **extra)
-        except StudyNotFoundError:
-            if time.monotonic() > deadline:
-                raise StudyNotFoundError(
-                    f"study {args.study!r} did not appear within {JOIN_TIMEOUT_S} s: run `hpsearch init --study {args.study}` first, or drop --join to let this worker create it"
-                ) from None
-            if not waited:
-                progress.message(f"waiting for study {args.study!r} to be created (hpsearch init)")
-                waited = True
-            time.sleep(2)
