@@ -33,6 +33,8 @@ class Progress:
         self._line_open = False
         self.done = 0
         self.best: tuple[float, float] | None = None  # (value, learning rate)
+        #: the study's objective (``--objective``), named in every line; set once the study is open
+        self.metric = "val_accuracy"
 
     def _write(self, text: str, *, transient: bool) -> None:
         if not self.enabled:
@@ -47,7 +49,7 @@ class Progress:
     def head(self) -> str:
         """The study-wide part of a progress line: trials done and the best so far."""
         best = "-" if self.best is None else f"{self.best[0]:.4f}" + ("" if self.best[1] is None else f" (lr {self.best[1]:.3g})")
-        return f"[{self.done}/{self.target} trials, best val_accuracy {best}]"
+        return f"[{self.done}/{self.target} trials, best {self.metric} {best}]"
 
     def set_study(self, done: int, best: tuple[float, float] | None) -> None:
         self.done, self.best = done, best
@@ -69,7 +71,7 @@ class Progress:
         self._last = now
         text = (
             f"{self.head()} trial {number}{'' if lr is None else f' lr {lr:.3g}'}: epoch {epoch + 1}/{epochs} "
-            f"loss {_fmt(logs.get('loss'))} val_accuracy {_fmt(logs.get('val_accuracy'))}"
+            f"loss {_fmt(logs.get('loss'))} {self.metric} {_fmt(logs.get(self.metric))}"
         )
         self._write(text, transient=self.tty)
 

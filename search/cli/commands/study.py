@@ -378,6 +378,7 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
         target=args.trials,  # init too: `init --trials 1` queues one recipe rate, a larger run the rest
         model_digest=model.digest if model else None, first_params=model.first_params if model else None,
     )
+    progress.metric = config.objective
     if trains:
         from search.cli.render import study_line
 
