@@ -474,3 +474,27 @@ def _stored_model(target, name: str) -> str | None:
         if engine is not target:
             engine.dispose()
     return config.get("model", "recipe") if isinstance(config, dict) else None
+
+
+def _open_study_waiting(storage, args, given, fingerprint, progress, check=None, target=None, **extra):
+    """``open_study``; with ``--join``, wait for another process to create the study."""
+    import time
+
+    from storage.errors import StudyNotFoundError
+    from search.study.create import open_study
+
+    join = getattr(args, "join", False)
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    waited = False
+    while True:
+        try:
+            return open_study(storage, args.study, given, fingerprint, create=not join, worker_index=getattr(args, "worker_index", 0), check=check, say=progress.message, target=target, **extra)
+        except StudyNotFoundError:
+            if time.monotonic() > deadline:
+                raise StudyNotFoundError(
+                    f"study {args.study!r} did not appear within {JOIN_TIMEOUT_S} s: run `hpsearch init --study {args.study}` first, or drop --join to let this worker create it"
+                ) from None
+            if not waited:
+                progress.message(f"waiting for study {args.study!r} to be created (hpsearch init)")
+                waited = True
+            time.sleep(2)
