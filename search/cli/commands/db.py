@@ -56,7 +56,7 @@ class _Views(Command, name="views", help="create (or replace) the SQL view hpsea
     """
 
     def run(self, args) -> int:
-        from storage import queries as q
+        import storage as q
         from storage.errors import StorageConfigError
         from storage.url import resolve_storage_url
 

@@ -40,7 +40,7 @@ class _Rows(Command, parents=(study_parent, storage_parent)):
 
     def run(self, args) -> int:
         from search.cli.render import format_rows
-        from storage import queries as q
+        import storage as q
         from storage.url import resolve_storage_url
 
         resolved = resolve_storage_url(args.storage)
@@ -64,7 +64,7 @@ class _Studies(_Rows, name="studies", help="every study: direction, trials by st
     if_empty = "no studies in {storage}"
 
     def rows(self, engine, args):
-        from storage import queries as q
+        import storage as q
 
         return q.list_studies(engine), q.StudyRow
 
@@ -88,7 +88,7 @@ class _Trials(_Rows, name="trials", help="the trials of a study, one row each, f
         parser.add_argument("--limit", type=count, help="at most this many rows")
 
     def rows(self, engine, args):
-        from storage import queries as q
+        import storage as q
 
         states = None if args.states is None else [s for group in args.states for s in group]
         rows = q.trials(engine, args.study, states=states, lr_min=args.lr_min, lr_max=args.lr_max,
@@ -104,7 +104,7 @@ class _Best(_Rows, name="best", help="the best complete trial (the one optuna's 
     single = True
 
     def rows(self, engine, args):
-        from storage import queries as q
+        import storage as q
 
         best = q.best_trial(engine, args.study)
         if best is None:
@@ -124,7 +124,7 @@ class _Top(_Rows, name="top", help="the k best complete trials, best first"):
         parser.add_argument("-k", type=count, default=5, help="how many (default: %(default)s)")
 
     def rows(self, engine, args):
-        from storage import queries as q
+        import storage as q
 
         return q.top_trials(engine, args.study, args.k), q.TrialRow
 
@@ -141,7 +141,7 @@ class _Curves(_Rows, name="curves", help="learning curves (per epoch: val_accura
         which.add_argument("--top", type=count, default=5, help="the curves of the k best complete trials (default: %(default)s)")
 
     def rows(self, engine, args):
-        from storage import queries as q
+        import storage as q
 
         numbers = args.numbers if args.numbers is not None else [r.number for r in q.top_trials(engine, args.study, args.top)]
         return q.curves(engine, args.study, numbers), q.CurvePoint
@@ -159,7 +159,7 @@ class _Summary(_Rows, name="summary", help="trials grouped by state, or by host,
         parser.add_argument("--by", choices=SUMMARY_KEYS, default="state", help="group by (default: %(default)s)")
 
     def rows(self, engine, args):
-        from storage import queries as q
+        import storage as q
 
         return q.summary(engine, args.study, by=args.by), q.SummaryRow
 
@@ -181,7 +181,7 @@ class _Follow(Command, name="follow", help="print each new epoch of a study as i
         parser.add_argument("--interval", type=bound, default=1.0, help=argparse.SUPPRESS)
 
     def run(self, args) -> int:
-        from storage import queries as q
+        import storage as q
         from storage.url import resolve_storage_url
 
         engine = q.open_engine(resolve_storage_url(args.storage))

@@ -187,7 +187,7 @@ def test_an_epoch_written_as_follow_says_it_is_following_is_printed(db_url):
     import io
 
     from search.cli.commands.query import follow
-    from storage import queries as q
+    import storage as q
 
     s = Study(db_url, f"follow-race-{uuid.uuid4().hex[:6]}", rates=(0.01, 0.001))
     engine = q.open_engine(db_url)
