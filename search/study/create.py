@@ -141,7 +141,8 @@ def open_study(storage, name: str, given: dict, fingerprint: str, *, create: boo
         stored = StudyConfig.from_dict(attrs[CONFIG_ATTR])
         directions = storage.get_study_directions(study_id)
         if directions != [optuna.study.StudyDirection[stored.direction.upper()]]:
-            raise ConfigError(f"study {name!r} does not {stored.direction[:-1]}e a single value ({directions}): choose another --study name")
+            verb = "maximise" if stored.direction == "maximize" else "minimise"
+            raise ConfigError(f"study {name!r} does not {verb} a single value ({directions}): choose another --study name")
         stored_fp = attrs[CONFIG_ATTR].get("data_fingerprint")
         config = merge_with_stored(stored, given)
         config = StudyConfig.from_dict({**config.to_dict(), "data_fingerprint": stored_fp, "model_digest": attrs[CONFIG_ATTR].get("model_digest")})
