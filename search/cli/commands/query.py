@@ -40,11 +40,11 @@ class _Rows(Command, parents=(study_parent, storage_parent)):
 
     def run(self, args) -> int:
         from search.cli.render import format_rows
-        from storage import queries as q
+        from storage.engine import open_engine
         from storage.url import resolve_storage_url
 
         resolved = resolve_storage_url(args.storage)
-        engine = q.open_engine(resolved)
+        engine = open_engine(resolved)
         try:
             rows, row_type = self.rows(engine, args)
         finally:
@@ -181,10 +181,10 @@ class _Follow(Command, name="follow", help="print each new epoch of a study as i
         parser.add_argument("--interval", type=bound, default=1.0, help=argparse.SUPPRESS)
 
     def run(self, args) -> int:
-        from storage import queries as q
+        from storage.engine import open_engine
         from storage.url import resolve_storage_url
 
-        engine = q.open_engine(resolve_storage_url(args.storage))
+        engine = open_engine(resolve_storage_url(args.storage))
         try:
             return follow(engine, args.study, from_start=args.from_start, fmt=args.format, interval=max(0.05, args.interval))
         finally:
