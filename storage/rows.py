@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from storage.errors import HpsearchError
 
-__all__ = ["StudyRow", "TrialRow", "CurvePoint", "SummaryRow", "LandscapeGrid", "to_frame"]
+__all__ = ["StudyRow", "TrialRow", "ParamsTrialRow", "CurvePoint", "SummaryRow", "LandscapeGrid", "to_frame"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,32 @@ class TrialRow:
     number: int
     state: str
     learning_rate: float | None
+    value: float | None
+    best_epoch: int | None
+    epochs_run: int | None
+    stop_reason: str | None
+    test_accuracy: float | None
+    duration_s: float | None
+    host: str | None
+    gpu: str | None
+    datetime_start: datetime | None
+    datetime_complete: datetime | None
+
+
+@dataclass(frozen=True)
+class ParamsTrialRow:
+    """One trial of a study with parameters of its own (a user's model, issue 23): every one.
+
+    The fields of :class:`TrialRow`, with ``params`` where the recipe has ``learning_rate``:
+    the trial's parameters by name, in the order the trial suggested them, with the values
+    the objective saw (a categorical's choice, not the index Optuna stores); a queued trial's
+    are the ones it was enqueued with, and a trial that suggested nothing has ``{}``.
+    ``value`` is the objective's value, whichever way the study optimises it.
+    """
+
+    number: int
+    state: str
+    params: dict[str, Any]
     value: float | None
     best_epoch: int | None
     epochs_run: int | None
