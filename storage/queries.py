@@ -208,18 +208,38 @@ def _trial_select(study_id: int, with_params: bool = False):
     return q, value
 
 
-def _to_trial_row(r, params: dict[int, dict] | None = None) -> TrialRow | ParamsTrialRow:
-    """A result row of :func:`_trial_select` as a TrialRow, or with ``params`` (by trial id) a ParamsTrialRow."""
-    number, state, third, value, start, end, best_epoch, epochs_run, stop_reason, test_accuracy, host, gpu = r
+def _to_trial_row(r) -> TrialRow:
+    number, state, lr, value, start, end, best_epoch, epochs_run, stop_reason, test_accuracy, host, gpu = r
     start, end = t.utc(start), t.utc(end)
-    if params is None:
-        row_type, first = TrialRow, {"learning_rate": None if third is None else float(third)}
-    else:
-        row_type, first = ParamsTrialRow, {"params": params.get(int(third), {})}
-    return row_type(
+    return TrialRow(
         number=int(number),
         state=state,
-        **first,
+        learning_rate=None if lr is None else float(lr),
+        value=None if value is None else float(value),
+        best_epoch=t.decode(best_epoch, int),
+        epochs_run=t.decode(epochs_run, int),
+        stop_reason=t.decode(stop_reason, str),
+        test_accuracy=t.decode(test_accuracy, float),
+        duration_s=(end - start).total_seconds() if start is not None and end is not None else None,
+        host=t.decode(host, str),
+        gpu=t.decode(gpu, str),
+        datetime_start=start,
+        datetime_complete=end,
+    )
+
+
+def _to_params_row(r, params: dict[int, dict]) -> ParamsTrialRow:
+    """A row of a ``with_params`` select, its parameters taken from ``params`` by trial id.
+
+    Kept apart from :func:`_to_trial_row`, so that the 10,000 calls of a recipe query do no
+    more work than before.
+    """
+    number, state, trial_id, value, start, end, best_epoch, epochs_run, stop_reason, test_accuracy, host, gpu = r
+    start, end = t.utc(start), t.utc(end)
+    return ParamsTrialRow(
+        number=int(number),
+        state=state,
+        params=params.get(int(trial_id), {}),
         value=None if value is None else float(value),
         best_epoch=t.decode(best_epoch, int),
         epochs_run=t.decode(epochs_run, int),
@@ -286,7 +306,7 @@ def _read_params(conn, study_id: int, rows) -> dict[int, dict]:
     found: dict[int, dict] = {}
     # A study has a handful of distinct distributions, each stored again with every trial.
     distributions: dict[str, object] = {}
-    for trial_id, name, value, distribution_json in conn.execute(q):
+    for trial_id, name, value, distribution_json in conn.execute(q).all():
         if trial_id not in wanted:
             continue
         dist = distributions.get(distribution_json)
@@ -417,9 +437,11 @@ def _sort_rows(rows: list, key: str, descending: bool) -> list:
 
 
 def _rows(conn, study_id: int, q, with_params: bool) -> list[TrialRow] | list[ParamsTrialRow]:
+    if not with_params:
+        return [_to_trial_row(r) for r in conn.execute(q)]
     result = conn.execute(q).all()
-    params = _read_params(conn, study_id, result) if with_params else None
-    return [_to_trial_row(r, params) for r in result]
+    params = _read_params(conn, study_id, result)
+    return [_to_params_row(r, params) for r in result]
 
 
 def _ranked(engine, study: str, k: int | None) -> list[TrialRow] | list[ParamsTrialRow]:

@@ -178,3 +178,19 @@ def test_a_categorical_with_a_non_finite_choice_is_null_in_the_view_and_decoded_
     api = trials(engine, "queries-nan-choice")
     assert [p for _, p in rows] == [{"c": None, "n": r.params["n"]} for r in api]
     assert {json.dumps(r.params["c"]) for r in api} <= {"NaN", "1.5"}
+
+
+def test_a_sqlite_storage_gives_the_same_rows(tmp_path):
+    # hpsearch run accepts sqlite:/// for one worker, so a user's model may live there too.
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = open_storage(resolve_storage_url(url), heartbeat=False)
+    build_user_study(storage)
+    engine = open_engine(url)
+    try:
+        rows = trials(engine, USER)
+        assert rows == [_expected(t) for t in _optuna(storage, USER).trials]
+        assert best_trial(engine, USER).number == _optuna(storage, USER).best_trial.number
+        assert param_names(engine, USER) == list(dict.fromkeys(n for t in _optuna(storage, USER).trials for n in _params(t)))
+    finally:
+        engine.dispose()
+        storage.engine.dispose()

@@ -71,8 +71,12 @@ def _trial_rows(engine, study: str, fetch) -> _Found:
     user's model's trials carry every parameter (issue 23), the recipe's its learning rate."""
     from storage import queries as q
 
+    rows = fetch()
+    if rows and type(rows[0]) is q.TrialRow:
+        return _Found(rows, q.TrialRow)  # the recipe's: no query more than before
+    # The study's parameters, not only these rows': the columns stay whatever a filter keeps.
     names = q.param_names(engine, study)
-    return _Found(fetch(), q.TrialRow if names is None else q.ParamsTrialRow, names)
+    return _Found(rows, q.TrialRow if names is None else q.ParamsTrialRow, names)
 
 
 class _Studies(_Rows, name="studies", help="every study: direction, trials by state, best value and learning rate, first and last activity",
