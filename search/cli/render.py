@@ -85,7 +85,8 @@ def format_rows(rows, fmt: str, row_type: type, *, single: bool = False, params:
     if fmt == "json":
         import json
 
-        objs = [{c: _json_value(getattr(r, c)) for c in columns} for r in rows]
+        plain = _json_value if "params" in columns else _plain
+        objs = [{c: plain(getattr(r, c)) for c in columns} for r in rows]
         if single:
             return json.dumps(objs[0], indent=2, allow_nan=False)
         # One object per line: a trial per line reads and greps well, and it keeps to json's
@@ -93,22 +94,22 @@ def format_rows(rows, fmt: str, row_type: type, *, single: bool = False, params:
         if not objs:
             return "[]"
         return "[\n" + ",\n".join(json.dumps(o, allow_nan=False) for o in objs) + "\n]"
-    header, cells_of = _flat(columns, rows, params)
+    if "params" in columns:
+        columns, rows = _spread(columns, rows, params)
     if fmt == "csv":
         import csv
         import io
 
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(header)
+        w.writerow(columns)
         for r in rows:
-            w.writerow([_csv_cell(v) for v in cells_of(r)])
+            w.writerow([_csv_cell(getattr(r, c)) for c in columns])
         return buf.getvalue().rstrip("\n")
-    values = [cells_of(r) for r in rows]
-    cells = [[_cell(v) for v in row] for row in values]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(header)]
-    numeric = [bool(rows) and all(isinstance(row[i], (int, float)) or row[i] is None for row in values) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(header, widths, numeric)).rstrip()]
+    cells = [[_cell(getattr(r, c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    numeric = [bool(rows) and all(isinstance(getattr(r, c), (int, float)) or getattr(r, c) is None for r in rows) for c in columns]
+    lines = ["  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(columns, widths, numeric)).rstrip()]
     for row in cells:
         lines.append("  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(row, widths, numeric)).rstrip())
     return "\n".join(lines)
@@ -125,20 +126,28 @@ def _json_value(value):
     return _plain(value)
 
 
-def _flat(columns: list[str], rows, params: list[str] | None):
-    """The header and a row's values for a table or CSV: ``params`` spread into a column each."""
-    if "params" not in columns:
-        return columns, lambda r: [getattr(r, c) for c in columns]
+def _spread(columns: list[str], rows, params: list[str] | None):
+    """The columns and rows of a table or CSV with ``params`` spread into a column each.
+
+    The rows become namespaces of those columns, so the recipe's rows, which have no
+    ``params``, are rendered as before without paying for it.
+    """
+    from types import SimpleNamespace
+
     if params is None:
         params = list(dict.fromkeys(name for r in rows for name in r.params))
     i = columns.index("params")
     before, after = columns[:i], columns[i + 1 :]
-    header = [*before, *(PARAM_PREFIX + name for name in params), *after]
-
-    def cells_of(r):
-        return [*(getattr(r, c) for c in before), *(r.params.get(name) for name in params), *(getattr(r, c) for c in after)]
-
-    return header, cells_of
+    spread = [*before, *(PARAM_PREFIX + name for name in params), *after]
+    flat = [
+        SimpleNamespace(
+            **{c: getattr(r, c) for c in before},
+            **{PARAM_PREFIX + name: r.params.get(name) for name in params},
+            **{c: getattr(r, c) for c in after},
+        )
+        for r in rows
+    ]
+    return spread, flat
 
 
 def epoch_json(epoch) -> str:
