@@ -4,8 +4,9 @@ Optuna's own API loads whole ``FrozenTrial`` objects (params, attributes and eve
 intermediate value) to answer even "how many trials are finished?", and its
 ``trials_dataframe`` takes minutes on large studies (optuna#763, #760, #4890). The questions
 users script (which learning rate won, which trials were pruned and when, the curves of the
-top five, per-GPU accounting) are answered here with a handful of SQLAlchemy Core queries per
-call, bound parameters only, reading just the columns and attributes they need.
+top five, per-GPU accounting; for a user's model, which of its parameters won) are answered
+here with a handful of SQLAlchemy Core queries per call, bound parameters only, reading just
+the columns and attributes they need.
 
 Queries only read. :func:`open_engine` opens PostgreSQL connections in read-only
 transactions, and nothing here creates tables: a database without Optuna's schema holds no
@@ -14,7 +15,7 @@ studies and stays empty. A driver error leaves every query as a ``StorageError``
 The rest of the read side lives next door: the row types and :func:`to_frame` in
 ``storage.rows``, Optuna's tables in ``storage.tables``, the view in ``storage.views``, the
 fleet's counts in ``storage.fleet`` and the trial-history reader in ``storage.histories``.
-Their public names are importable from here too, as they were before the split.
+Import the names users call from ``storage``, which re-exports them.
 
 Example:
     >>> from storage import open_engine, trials, to_frame

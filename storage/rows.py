@@ -153,7 +153,8 @@ def to_frame(rows, row_type: type | None = None):
     Args:
         rows: a list of rows from any query here, or a :class:`LandscapeGrid` (which becomes
             a learning rate × epoch table indexed by learning rate, with a ``number`` column
-            first).
+            first). A :class:`ParamsTrialRow`'s ``params`` stays one column of dicts
+            (``pd.json_normalize`` or ``df.params.apply(pd.Series)`` spreads it).
         row_type: the row class, so that an empty list still gets its columns
             (``to_frame([], TrialRow)``); taken from the rows when left out.
 
