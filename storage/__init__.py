@@ -12,9 +12,9 @@ from storage.foreign import foreign_counts, own_counts
 from storage.errors import HpsearchError, StorageConfigError, StorageError, StudyNotFoundError, TrialNotFoundError
 from storage.fleet import running_epochs, running_without_heartbeat, state_counts, step_values, study_lock, try_study_lock
 from storage.histories import TrialRecord, study_system_attr, trial_records
-from storage.queries import best_trial, curves, landscape, list_studies, study_names, summary, top_trials, trials
+from storage.queries import best_trial, curves, landscape, list_studies, param_names, study_names, summary, top_trials, trials
 from storage.retry import MAX_ATTEMPTS, RETRY, RetryPolicy, requeue
-from storage.rows import CurvePoint, LandscapeGrid, StudyRow, SummaryRow, TrialRow, to_frame
+from storage.rows import CurvePoint, LandscapeGrid, ParamsTrialRow, StudyRow, SummaryRow, TrialRow, to_frame
 from storage.settings import STORAGE_ENV_VARS
 from storage.url import ResolvedStorage, mask_url, resolve_storage_url, scrub, scrub_traceback, validate_url
 from storage.views import create_views
@@ -24,6 +24,7 @@ __all__ = [
     "HpsearchError",
     "LandscapeGrid",
     "MAX_ATTEMPTS",
+    "ParamsTrialRow",
     "RETRY",
     "RetryPolicy",
     "ResolvedStorage",
@@ -52,6 +53,7 @@ __all__ = [
     "open_engine",
     "open_storage",
     "own_counts",
+    "param_names",
     "requeue",
     "resolve_storage_url",
     "retrying",

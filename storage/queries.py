@@ -4,8 +4,9 @@ Optuna's own API loads whole ``FrozenTrial`` objects (params, attributes and eve
 intermediate value) to answer even "how many trials are finished?", and its
 ``trials_dataframe`` takes minutes on large studies (optuna#763, #760, #4890). The questions
 users script (which learning rate won, which trials were pruned and when, the curves of the
-top five, per-GPU accounting) are answered here with a handful of SQLAlchemy Core queries per
-call, bound parameters only, reading just the columns and attributes they need.
+top five, per-GPU accounting; for a user's model, which of its parameters won) are answered
+here with a handful of SQLAlchemy Core queries per call, bound parameters only, reading just
+the columns and attributes they need.
 
 Queries only read. :func:`open_engine` opens PostgreSQL connections in read-only
 transactions, and nothing here creates tables: a database without Optuna's schema holds no
@@ -14,7 +15,7 @@ studies and stays empty. A driver error leaves every query as a ``StorageError``
 The rest of the read side lives next door: the row types and :func:`to_frame` in
 ``storage.rows``, Optuna's tables in ``storage.tables``, the view in ``storage.views``, the
 fleet's counts in ``storage.fleet`` and the trial-history reader in ``storage.histories``.
-Their public names are importable from here too, as they were before the split.
+Import the names users call from ``storage``, which re-exports them.
 
 Example:
     >>> from storage import open_engine, trials, to_frame
@@ -25,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 
@@ -35,7 +37,7 @@ from storage import tables as t
 from storage.engine import connection
 from storage.errors import HpsearchError, TrialNotFoundError
 from storage.histories import trial_records
-from storage.rows import CurvePoint, LandscapeGrid, StudyRow, SummaryRow, TrialRow
+from storage.rows import CurvePoint, LandscapeGrid, ParamsTrialRow, StudyRow, SummaryRow, TrialRow
 from storage.tables import STATES
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "curves",
     "landscape",
     "list_studies",
+    "param_names",
     "study_names",
     "summary",
     "top_trials",
@@ -167,8 +170,13 @@ def _lr_value():
     return func.coalesce(t.params.c.param_value, queued_learning_rate(t.trials))
 
 
-def _trial_select(study_id: int):
-    """The select behind every trial row: one row per trial, attributes pivoted in SQL."""
+def _trial_select(study_id: int, with_params: bool = False):
+    """The select behind every trial row: one row per trial, attributes pivoted in SQL.
+
+    With ``with_params`` the third column is the trial's id (its parameters are read next,
+    :func:`_read_params`) instead of the learning rate; the learning rate's join stays, for
+    the filters and the sort on it.
+    """
     keys = list(t.ROW_ATTRS)
     attrs = (
         select(
@@ -185,7 +193,7 @@ def _trial_select(study_id: int):
         select(
             t.trials.c.number,
             t.state_col().label("state"),
-            _lr_value().label("learning_rate"),
+            t.trials.c.trial_id if with_params else _lr_value().label("learning_rate"),
             value.label("value"),
             t.trials.c.datetime_start,
             t.trials.c.datetime_complete,
@@ -221,6 +229,129 @@ def _to_trial_row(r) -> TrialRow:
     )
 
 
+def _to_params_row(r, params: dict[int, dict]) -> ParamsTrialRow:
+    """A row of a ``with_params`` select, its parameters taken from ``params`` by trial id.
+
+    Kept apart from :func:`_to_trial_row`, so that the 10,000 calls of a recipe query do no
+    more work than before.
+    """
+    number, state, trial_id, value, start, end, best_epoch, epochs_run, stop_reason, test_accuracy, host, gpu = r
+    start, end = t.utc(start), t.utc(end)
+    return ParamsTrialRow(
+        number=int(number),
+        state=state,
+        params=params.get(int(trial_id), {}),
+        value=None if value is None else float(value),
+        best_epoch=t.decode(best_epoch, int),
+        epochs_run=t.decode(epochs_run, int),
+        stop_reason=t.decode(stop_reason, str),
+        test_accuracy=t.decode(test_accuracy, float),
+        duration_s=(end - start).total_seconds() if start is not None and end is not None else None,
+        host=t.decode(host, str),
+        gpu=t.decode(gpu, str),
+        datetime_start=start,
+        datetime_complete=end,
+    )
+
+
+def _shows_params(conn, study_id: int) -> bool:
+    """Whether the study's trial rows carry every parameter (ParamsTrialRow) or the recipe's
+    learning rate (TrialRow).
+
+    A study hpsearch created says which in its configuration: a user's model (issue 23) has
+    parameters of its own, the recipe one learning rate, and a recipe study keeps its columns
+    even when a plain Optuna objective added trials with other parameters to it. A study
+    hpsearch did not create shows every parameter as soon as one trial has a parameter other
+    than ``learning_rate``.
+    """
+    raw = conn.execute(
+        select(t.study_user_attrs.c.value_json).where(t.study_user_attrs.c.study_id == study_id, t.study_user_attrs.c.key == t.CONFIG_ATTR)
+    ).scalar()
+    if raw is not None:
+        try:
+            config = json.loads(raw)
+        except ValueError:
+            config = None
+        model = config.get("model", "recipe") if isinstance(config, dict) else "recipe"
+        return model != "recipe"
+    other = (
+        select(t.params.c.trial_id)
+        .where(t.params.c.trial_id == t.trials.c.trial_id, t.trials.c.study_id == study_id, t.params.c.param_name != t.PARAM)
+        .exists()
+    )
+    return bool(conn.execute(select(other)).scalar())
+
+
+#: Up to this many trials, their parameters are read by trial id; beyond it, the study's
+#: parameters are read whole (one index scan), which costs less than a list of ids that long.
+_BY_ID = 1000
+
+
+def _read_params(conn, study_id: int, rows) -> dict[int, dict]:
+    """The parameters of the trials of ``rows`` (from a ``with_params`` select), by trial id,
+    decoded to the values the objective saw; a queued trial's from its ``fixed_params``."""
+    from optuna.distributions import json_to_distribution  # only a user's study needs Optuna here
+
+    from storage.queued import queued_params
+
+    ids = [int(r[2]) for r in rows]
+    if not ids:
+        return {}
+    p = t.params
+    q = select(p.c.trial_id, p.c.param_name, p.c.param_value, p.c.distribution_json).order_by(p.c.param_id)
+    if len(ids) <= _BY_ID:
+        q = q.where(p.c.trial_id.in_(ids))
+    else:
+        q = q.where(p.c.trial_id.in_(select(t.trials.c.trial_id).where(t.trials.c.study_id == study_id)))
+    wanted = set(ids)
+    found: dict[int, dict] = {}
+    # A study has a handful of distinct distributions, each stored again with every trial.
+    distributions: dict[str, object] = {}
+    for trial_id, name, value, distribution_json in conn.execute(q).all():
+        if trial_id not in wanted:
+            continue
+        dist = distributions.get(distribution_json)
+        if dist is None:
+            dist = distributions[distribution_json] = json_to_distribution(distribution_json)
+        found.setdefault(int(trial_id), {})[name] = dist.to_external_repr(value)
+    waiting = [int(r[2]) for r in rows if r[1] == "WAITING" and int(r[2]) not in found]
+    found.update(queued_params(conn, waiting))
+    return found
+
+
+def param_names(engine, study: str) -> list[str] | None:
+    """The parameters of ``study``'s trials, in the order they were first suggested.
+
+    ``None`` for a study whose trial rows are :class:`TrialRow` (the recipe's, with its
+    ``learning_rate`` column); for one whose rows are :class:`ParamsTrialRow` (a user's model),
+    the names their ``params`` hold, so that a table has the same columns whatever the filters
+    keep (``hpsearch query`` makes one CSV column of each).
+
+    Raises:
+        StudyNotFoundError: no study of that name.
+    """
+    from storage.queued import queued_params
+
+    with connection(engine) as conn:
+        sid = t.study_id(conn, study)
+        if not _shows_params(conn, sid):
+            return None
+        first = func.min(t.params.c.param_id)
+        names = list(
+            conn.execute(
+                select(t.params.c.param_name)
+                .select_from(t.params.join(t.trials, t.trials.c.trial_id == t.params.c.trial_id))
+                .where(t.trials.c.study_id == sid)
+                .group_by(t.params.c.param_name)
+                .order_by(first, t.params.c.param_name)
+            ).scalars()
+        )
+        waiting = select(t.trials.c.trial_id).where(t.trials.c.study_id == sid, t.state_col() == "WAITING")
+        for params in queued_params(conn, conn.execute(waiting).scalars()).values():
+            names.extend(n for n in params if n not in names)
+    return names
+
+
 def trials(
     engine,
     study: str,
@@ -232,8 +363,14 @@ def trials(
     sort: str = "number",
     descending: bool = False,
     limit: int | None = None,
-) -> list[TrialRow]:
+) -> list[TrialRow] | list[ParamsTrialRow]:
     """The trials of ``study`` as rows, filtered, sorted and limited in the database.
+
+    A recipe study's rows are :class:`TrialRow`, with its ``learning_rate``; a user's model's
+    (and a study of another Optuna objective with parameters of its own) are
+    :class:`ParamsTrialRow`, with every parameter (:func:`param_names` says which a study has).
+    There the learning-rate filters and sort apply to a parameter named ``learning_rate``, if
+    the study has one.
 
     Args:
         engine: from :func:`open_engine` (or an ``RDBStorage``).
@@ -247,7 +384,7 @@ def trials(
         limit: at most this many rows.
 
     Returns:
-        A list of :class:`TrialRow`.
+        A list of :class:`TrialRow` or of :class:`ParamsTrialRow`.
 
     Raises:
         StudyNotFoundError: no study of that name (the message lists the studies there are).
@@ -263,7 +400,8 @@ def trials(
         raise HpsearchError(f"the limit must be 0 or more, got {limit}")
     with connection(engine) as conn:
         sid = t.study_id(conn, study)
-        q, value = _trial_select(sid)
+        with_params = _shows_params(conn, sid)
+        q, value = _trial_select(sid, with_params)
         if wanted is not None:
             q = q.where(t.state_col().in_(wanted))
         if lr_min is not None:
@@ -284,7 +422,7 @@ def trials(
             q = q.order_by(key.nulls_last(), t.trials.c.number)
             if limit is not None:
                 q = q.limit(limit)
-        rows = [_to_trial_row(r) for r in conn.execute(q)]
+        rows = _rows(conn, sid, q, with_params)
     if in_sql is None:
         rows = _sort_rows(rows, sort, descending)
         if limit is not None:
@@ -299,25 +437,36 @@ def _sort_rows(rows: list, key: str, descending: bool) -> list:
     return present + sorted((r for r in rows if getattr(r, key) is None), key=lambda r: r.number)
 
 
-def _ranked(engine, study: str, k: int | None) -> list[TrialRow]:
+def _rows(conn, study_id: int, q, with_params: bool) -> list[TrialRow] | list[ParamsTrialRow]:
+    if not with_params:
+        return [_to_trial_row(r) for r in conn.execute(q)]
+    result = conn.execute(q).all()
+    params = _read_params(conn, study_id, result)
+    return [_to_params_row(r, params) for r in result]
+
+
+def _ranked(engine, study: str, k: int | None) -> list[TrialRow] | list[ParamsTrialRow]:
     """Complete trials from best to worst for the study's direction; ties by trial number."""
     with connection(engine) as conn:
         sid = t.study_id(conn, study)
         dirs = t.directions_of(conn, [sid]).get(sid, [])
         if len(dirs) != 1:
             raise HpsearchError(f"study {study!r} has {len(dirs)} objectives: best and top need a single-objective study")
-        q, value = _trial_select(sid)
+        with_params = _shows_params(conn, sid)
+        q, value = _trial_select(sid, with_params)
         q = q.where(t.state_col() == "COMPLETE").order_by(value.desc() if t.maximize(dirs) else value.asc(), t.trials.c.number)
         if k is not None:
             q = q.limit(k)
-        return [_to_trial_row(r) for r in conn.execute(q)]
+        return _rows(conn, sid, q, with_params)
 
 
-def best_trial(engine, study: str) -> TrialRow | None:
-    """The best complete trial of ``study`` (as ``optuna.load_study(...).best_trial``).
+def best_trial(engine, study: str) -> TrialRow | ParamsTrialRow | None:
+    """The best complete trial of ``study`` (as ``optuna.load_study(...).best_trial``), for
+    the study's direction (the lowest value of a minimising one).
 
     Returns:
-        The trial's row, or ``None`` while the study has no complete trial.
+        The trial's row (a :class:`ParamsTrialRow` with every parameter for a user's model,
+        as :func:`trials`), or ``None`` while the study has no complete trial.
 
     Raises:
         StudyNotFoundError: no study of that name.
@@ -327,8 +476,9 @@ def best_trial(engine, study: str) -> TrialRow | None:
     return rows[0] if rows else None
 
 
-def top_trials(engine, study: str, k: int = 5) -> list[TrialRow]:
-    """The ``k`` best complete trials of ``study``, best first (ties: lower number first).
+def top_trials(engine, study: str, k: int = 5) -> list[TrialRow] | list[ParamsTrialRow]:
+    """The ``k`` best complete trials of ``study``, best first for its direction (ties: lower
+    number first); rows as :func:`trials` returns them.
 
     Raises:
         StudyNotFoundError: no study of that name.

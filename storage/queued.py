@@ -1,17 +1,21 @@
-"""The learning rate of a queued (WAITING) trial, which Optuna keeps outside ``trial_params``.
+"""The parameters of a queued (WAITING) trial, which Optuna keeps outside ``trial_params``.
 
 An enqueued trial's parameters live in its system attribute ``fixed_params`` until a worker
 takes it, so the trial rows showed an empty ``learning_rate`` for the recipe's queued rates
-(issue 15). These expressions read it from there, for the queries and for the SQL view.
+(issue 15). These expressions read it from there, for the queries and for the SQL view; a
+user's model's queued defaults (issue 23) are read whole.
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Iterable
 
 from sqlalchemy import Float, Integer, String, Text, column, select, table
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
-__all__ = ["queued_learning_rate", "QUEUED_LR_SQL"]
+__all__ = ["queued_learning_rate", "queued_params", "QUEUED_LR_SQL", "QUEUED_PARAMS_SQL"]
 
 _sattrs = table("trial_system_attributes", column("trial_id", Integer), column("key", String), column("value_json", Text))
 
@@ -49,4 +53,34 @@ def queued_learning_rate(trials, param: str = "learning_rate"):
 QUEUED_LR_SQL = (
     "(SELECT (a.value_json::json ->> 'learning_rate')::float8 FROM trial_system_attributes a"
     " WHERE a.trial_id = t.trial_id AND a.key = 'fixed_params')"
+)
+
+
+def queued_params(conn, trial_ids: Iterable[int]) -> dict[int, dict]:
+    """The ``fixed_params`` of the trials ``trial_ids`` that have them, by trial id.
+
+    The values are as the objective will suggest them (a categorical's choice itself, not
+    its index); a ``fixed_params`` that does not decode to an object is left out.
+    """
+    ids = list(trial_ids)
+    if not ids:
+        return {}
+    found = {}
+    q = select(_sattrs.c.trial_id, _sattrs.c.value_json).where(_sattrs.c.key == "fixed_params", _sattrs.c.trial_id.in_(ids))
+    for trial_id, raw in conn.execute(q):
+        try:
+            value = json.loads(raw)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(value, dict):
+            found[int(trial_id)] = value
+    return found
+
+
+#: A queued trial's whole ``fixed_params`` as jsonb for the view, or NULL. Python's json writes
+#: a non-finite float as a bare NaN or Infinity, which PostgreSQL's JSON types reject, so such
+#: an object is left out (NULL) rather than failing every query of the view.
+QUEUED_PARAMS_SQL = (
+    "(SELECT a.value_json::jsonb FROM trial_system_attributes a"
+    " WHERE a.trial_id = t.trial_id AND a.key = 'fixed_params' AND a.value_json !~ '(NaN|Infinity)')"
 )

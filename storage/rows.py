@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from storage.errors import HpsearchError
 
-__all__ = ["StudyRow", "TrialRow", "CurvePoint", "SummaryRow", "LandscapeGrid", "to_frame"]
+__all__ = ["StudyRow", "TrialRow", "ParamsTrialRow", "CurvePoint", "SummaryRow", "LandscapeGrid", "to_frame"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,32 @@ class TrialRow:
     number: int
     state: str
     learning_rate: float | None
+    value: float | None
+    best_epoch: int | None
+    epochs_run: int | None
+    stop_reason: str | None
+    test_accuracy: float | None
+    duration_s: float | None
+    host: str | None
+    gpu: str | None
+    datetime_start: datetime | None
+    datetime_complete: datetime | None
+
+
+@dataclass(frozen=True)
+class ParamsTrialRow:
+    """One trial of a study with parameters of its own (a user's model, issue 23): every one.
+
+    The fields of :class:`TrialRow`, with ``params`` where the recipe has ``learning_rate``:
+    the trial's parameters by name, in the order the trial suggested them, with the values
+    the objective saw (a categorical's choice, not the index Optuna stores); a queued trial's
+    are the ones it was enqueued with, and a trial that suggested nothing has ``{}``.
+    ``value`` is the objective's value, whichever way the study optimises it.
+    """
+
+    number: int
+    state: str
+    params: dict[str, Any]
     value: float | None
     best_epoch: int | None
     epochs_run: int | None
@@ -126,7 +153,8 @@ def to_frame(rows, row_type: type | None = None):
     Args:
         rows: a list of rows from any query here, or a :class:`LandscapeGrid` (which becomes
             a learning rate × epoch table indexed by learning rate, with a ``number`` column
-            first).
+            first). A :class:`ParamsTrialRow`'s ``params`` stays one column of dicts
+            (``pd.json_normalize`` or ``df.params.apply(pd.Series)`` spreads it).
         row_type: the row class, so that an empty list still gets its columns
             (``to_frame([], TrialRow)``); taken from the rows when left out.
 

@@ -18,16 +18,32 @@ from sqlalchemy import DateTime, Float, Integer, String, Text, case, cast, colum
 
 from storage.errors import HpsearchError, StudyNotFoundError
 
-__all__ = ["PARAM", "STATES", "ROW_ATTRS", "studies", "directions", "trials", "values", "params", "user_attrs", "intermediate_values"]
+__all__ = [
+    "PARAM",
+    "STATES",
+    "ROW_ATTRS",
+    "CONFIG_ATTR",
+    "studies",
+    "directions",
+    "study_user_attrs",
+    "trials",
+    "values",
+    "params",
+    "user_attrs",
+    "intermediate_values",
+]
 
 #: Optuna's trial states, in Optuna's own order.
 STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
 
 #: The parameter hpsearch samples (``search.study.space.PARAM``; storage cannot import search).
 PARAM = "learning_rate"
+#: The study user attribute holding hpsearch's configuration (``search.study.create.CONFIG_ATTR``).
+CONFIG_ATTR = "hpsearch_config"
 
 studies = table("studies", column("study_id", Integer), column("study_name", String))
 directions = table("study_directions", column("study_id", Integer), column("direction", String), column("objective", Integer))
+study_user_attrs = table("study_user_attributes", column("study_id", Integer), column("key", String), column("value_json", Text))
 trials = table(
     "trials",
     column("trial_id", Integer),
@@ -38,7 +54,14 @@ trials = table(
     column("datetime_complete", DateTime),
 )
 values = table("trial_values", column("trial_id", Integer), column("objective", Integer), column("value", Float), column("value_type", String))
-params = table("trial_params", column("trial_id", Integer), column("param_name", String), column("param_value", Float))
+params = table(
+    "trial_params",
+    column("param_id", Integer),
+    column("trial_id", Integer),
+    column("param_name", String),
+    column("param_value", Float),
+    column("distribution_json", Text),
+)
 user_attrs = table("trial_user_attributes", column("trial_id", Integer), column("key", String), column("value_json", Text))
 intermediate_values = table(
     "trial_intermediate_values",

@@ -19,6 +19,16 @@ VIEW_NAME = "hpsearch_trials"
 # decoded with the json type, which accepts every JSON string.
 _NUM = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
 _INT = r"^-?[0-9]+$"
+# A parameter's value as the objective saw it, as jsonb: a categorical's choice (Optuna stores
+# its index, the choices are in the distribution's JSON), else the number. A distribution whose
+# JSON holds NaN or Infinity (Python's json writes non-finite choices as bare words, which
+# PostgreSQL rejects) cannot be read in SQL: its value is NULL rather than an error for every
+# query of the view.
+_PARAM_VALUE_SQL = (
+    "CASE WHEN strpos(tp.distribution_json, '\"CategoricalDistribution\"') = 0 THEN to_jsonb(tp.param_value)"
+    " WHEN tp.distribution_json !~ '(NaN|Infinity)'"
+    " THEN (tp.distribution_json::jsonb #> '{attributes,choices}') -> (tp.param_value::int) END"
+)
 
 
 def _view_sql() -> str:
@@ -28,7 +38,7 @@ def _view_sql() -> str:
     def text(key: str) -> str:
         return f"CASE WHEN left(a.{key}, 1) = '\"' THEN a.{key}::json #>> '{{}}' END AS {key}"
 
-    from storage.queued import QUEUED_LR_SQL
+    from storage.queued import QUEUED_LR_SQL, QUEUED_PARAMS_SQL
 
     pivot = ",\n           ".join(f"max(CASE WHEN key = '{k}' THEN value_json END) AS {k}" for k in ROW_ATTRS)
     keys = ", ".join(f"'{k}'" for k in ROW_ATTRS)
@@ -51,7 +61,8 @@ SELECT s.study_name AS study,
        {text("host")},
        {text("gpu")},
        t.datetime_start AT TIME ZONE 'UTC' AS datetime_start,
-       t.datetime_complete AT TIME ZONE 'UTC' AS datetime_complete
+       t.datetime_complete AT TIME ZONE 'UTC' AS datetime_complete,
+       coalesce(pa.params, {QUEUED_PARAMS_SQL}, '{{}}'::jsonb) AS params
 FROM trials t
 JOIN studies s ON s.study_id = t.study_id
 LEFT JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0
@@ -61,15 +72,23 @@ LEFT JOIN LATERAL (
     FROM trial_user_attributes
     WHERE trial_id = t.trial_id AND key IN ({keys})
 ) a ON true
+LEFT JOIN LATERAL (
+    SELECT jsonb_object_agg(tp.param_name, {_PARAM_VALUE_SQL}) AS params
+    FROM trial_params tp
+    WHERE tp.trial_id = t.trial_id
+) pa ON true
 """
 
 
 def create_views(engine) -> str:
     """Create (or replace) the PostgreSQL view ``hpsearch_trials``: one row per trial.
 
-    Its columns are ``study``, ``study_id``, ``trial_id`` and then those of
-    :class:`TrialRow`, with datetimes as ``timestamptz``; ``psql`` and BI tools can query
-    studies through it without knowing Optuna's schema. The view is dropped and created in
+    Its columns are ``study``, ``study_id``, ``trial_id``, then those of :class:`TrialRow`,
+    with datetimes as ``timestamptz``, and last ``params``: every parameter of the trial as a
+    ``jsonb`` object (a categorical's choice, not its index; a queued trial's enqueued
+    values; ``{}`` for none), as :class:`ParamsTrialRow` has them. ``psql`` and BI tools can
+    query studies through it without knowing Optuna's schema, e.g.
+    ``SELECT number, value, params->>'activation' FROM hpsearch_trials WHERE study = 'gs'``. The view is dropped and created in
     one transaction, so readers never see it missing.
 
     Returns:

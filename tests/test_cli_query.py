@@ -21,10 +21,10 @@ import optuna
 import pytest
 import sqlalchemy
 
-from storage import CurvePoint, StudyRow, SummaryRow, TrialRow, list_studies, open_engine, open_storage, resolve_storage_url
-from storage import curves, summary, top_trials, trials
+from storage import CurvePoint, ParamsTrialRow, StudyRow, SummaryRow, TrialRow, list_studies, open_engine, open_storage, resolve_storage_url
+from storage import best_trial, curves, param_names, summary, top_trials, trials
 from tests.conftest import REPO, run_cli
-from tests.storage_tests.study_factory import HOSTILE, MAIN, MINIMIZE, build_studies, empty_database
+from tests.storage_tests.study_factory import HOSTILE, MAIN, MINIMIZE, USER, build_studies, build_user_study, empty_database
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,47 @@ def test_filters_on_the_command_line_match_the_api(url, engine):
                       sort="value", descending=True, limit=5)
     assert len(expected) == 5
     assert json.loads(out.stdout) == _json_rows(expected)
+
+
+def test_a_user_models_trials_show_every_parameter_in_each_format(url, engine):
+    storage = open_storage(resolve_storage_url(url), heartbeat=False)
+    try:
+        build_user_study(storage)
+    finally:
+        storage.engine.dispose()
+    rows = trials(engine, USER)
+    names = param_names(engine, USER)
+    fields = [f.name for f in dataclasses.fields(ParamsTrialRow)]
+    header = [*fields[:2], *(f"param_{n}" for n in names), *fields[3:]]
+
+    out = query(url, "trials", "--study", USER, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == _json_rows(rows)  # a params object, categoricals as their choices
+    assert any(r["params"].get("activation") == "relu" and r["params"]["dropout"] in (True, False) for r in json.loads(out.stdout))
+
+    out = query(url, "trials", "--study", USER, "--format", "csv")
+    assert out.returncode == 0, out.stderr
+    body = list(csv.reader(io.StringIO(out.stdout)))
+    assert body[0] == header and len(body) == 1 + len(rows)
+    for line, row in zip(body[1:], rows):
+        cells = dict(zip(header, line))
+        for n in names:
+            v = row.params.get(n)
+            assert cells[f"param_{n}"] == ("" if v is None else repr(v) if isinstance(v, float) else str(v)), (row.number, n)
+        assert cells["param_value"] != cells["value"] or row.value is None  # the parameter called value is not the objective
+
+    out = query(url, "top", "--study", USER, "-k", "3")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == header and [int(x.split()[0]) for x in lines[1:]] == [r.number for r in top_trials(engine, USER, 3)]
+
+    out = query(url, "best", "--study", USER, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == _json_rows([best_trial(engine, USER)])[0]
+
+    # the same columns when a filter keeps no trial
+    out = query(url, "trials", "--study", USER, "--state", "complete", "--min-value", "1e9", "--format", "csv")
+    assert out.returncode == 0 and out.stdout.splitlines() == [",".join(header)], out.stderr
 
 
 def test_best_prints_one_object(url, engine):

@@ -9,6 +9,9 @@ formats, with the columns always in the order of the row's fields:
 * ``csv``: a header row, then one line per row; empty cells for missing values, and
   ``inf``/``-inf``/``nan`` as Python's ``float()`` reads them.
 
+A user's model's trial rows carry every parameter: a ``params`` object in JSON, a
+``param_<name>`` column each in a table and in CSV (:func:`format_rows`).
+
 A study command's summary is text for people or JSON (:func:`summary_text`, :func:`summary_json`).
 """
 
@@ -20,7 +23,7 @@ from datetime import datetime
 from search.fleet.progress import plural
 
 __all__ = [
-    "FORMATS", "FOLLOW_COLUMNS", "format_rows", "epoch_json", "epoch_csv_row",
+    "FORMATS", "FOLLOW_COLUMNS", "PARAM_PREFIX", "format_rows", "epoch_json", "epoch_csv_row",
     "summary_text", "summary_json", "study_line", "init_text", "dashboard_hint",
 ]
 
@@ -61,14 +64,20 @@ def _cell(value) -> str:
     return str(value)
 
 
-def format_rows(rows, fmt: str, row_type: type, *, single: bool = False) -> str:
+def format_rows(rows, fmt: str, row_type: type, *, single: bool = False, params: list[str] | None = None) -> str:
     """Render query rows as ``table``, ``json`` or ``csv``, columns in ``row_type``'s field order.
+
+    A row's ``params`` (:class:`storage.ParamsTrialRow`, a user's model) is a JSON object of
+    every parameter; in a table and in CSV it becomes one column per parameter, named
+    ``param_<name>`` (:data:`PARAM_PREFIX`), in its place, empty where a trial lacks it.
 
     Args:
         rows: dataclass rows from :mod:`storage.queries`.
         fmt: one of :data:`FORMATS`.
         row_type: the rows' class (gives the columns even when there are no rows).
         single: JSON renders the one row as an object rather than a list.
+        params: the parameters that get a column, in order (``storage.param_names``), so the
+            columns do not depend on which trials a filter kept; default: those of ``rows``.
     """
     import dataclasses
 
@@ -76,7 +85,8 @@ def format_rows(rows, fmt: str, row_type: type, *, single: bool = False) -> str:
     if fmt == "json":
         import json
 
-        objs = [{c: _plain(getattr(r, c)) for c in columns} for r in rows]
+        plain = _json_value if "params" in columns else _plain
+        objs = [{c: plain(getattr(r, c)) for c in columns} for r in rows]
         if single:
             return json.dumps(objs[0], indent=2, allow_nan=False)
         # One object per line: a trial per line reads and greps well, and it keeps to json's
@@ -84,6 +94,8 @@ def format_rows(rows, fmt: str, row_type: type, *, single: bool = False) -> str:
         if not objs:
             return "[]"
         return "[\n" + ",\n".join(json.dumps(o, allow_nan=False) for o in objs) + "\n]"
+    if "params" in columns:
+        columns, rows = _spread(columns, rows, params)
     if fmt == "csv":
         import csv
         import io
@@ -101,6 +113,41 @@ def format_rows(rows, fmt: str, row_type: type, *, single: bool = False) -> str:
     for row in cells:
         lines.append("  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(row, widths, numeric)).rstrip())
     return "\n".join(lines)
+
+
+#: What a parameter's column is called in a table and in CSV: ``param_<name>``, so that no
+#: parameter can take the name of another column (a parameter may be called ``value``).
+PARAM_PREFIX = "param_"
+
+
+def _json_value(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return _plain(value)
+
+
+def _spread(columns: list[str], rows, params: list[str] | None):
+    """The columns and rows of a table or CSV with ``params`` spread into a column each.
+
+    The rows become namespaces of those columns, so the recipe's rows, which have no
+    ``params``, are rendered as before without paying for it.
+    """
+    from types import SimpleNamespace
+
+    if params is None:
+        params = list(dict.fromkeys(name for r in rows for name in r.params))
+    i = columns.index("params")
+    before, after = columns[:i], columns[i + 1 :]
+    spread = [*before, *(PARAM_PREFIX + name for name in params), *after]
+    flat = [
+        SimpleNamespace(
+            **{c: getattr(r, c) for c in before},
+            **{PARAM_PREFIX + name: r.params.get(name) for name in params},
+            **{c: getattr(r, c) for c in after},
+        )
+        for r in rows
+    ]
+    return spread, flat
 
 
 def epoch_json(epoch) -> str:

@@ -73,6 +73,12 @@ def build_study(url: str, n_trials: int, steps: int, seed: int = 0) -> int:
     dist = optuna.distributions.distribution_to_json(optuna.distributions.FloatDistribution(1e-5, 1.0, log=True))
     rng = random.Random(seed)
     base = datetime(2025, 1, 1)  # Optuna stores naive UTC
+    # storage's interruptible wait callback (storage.engine._interruptible_waits) makes psycopg2
+    # refuse COPY ("copy_expert cannot be used with an asynchronous callback"): off while writing.
+    import psycopg2.extensions
+
+    callback = psycopg2.extensions.get_wait_callback()
+    psycopg2.extensions.set_wait_callback(None)
     raw = storage.engine.raw_connection()
     try:
         cur = raw.cursor()
@@ -133,6 +139,7 @@ def build_study(url: str, n_trials: int, steps: int, seed: int = 0) -> int:
         raw.commit()
     finally:
         raw.close()
+        psycopg2.extensions.set_wait_callback(callback)
     with storage.engine.connect() as conn:
         n = conn.execute(sqlalchemy.text("SELECT count(*) FROM trials WHERE study_id = :s"), {"s": sid}).scalar()
     storage.engine.dispose()

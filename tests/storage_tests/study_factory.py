@@ -137,3 +137,71 @@ def empty_database(url: str):
                 c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
     finally:
         admin.dispose()
+
+
+USER = "queries-user-model"
+#: The configuration a user's model's study stores (search.study.config.StudyConfig.to_dict()).
+USER_CONFIG = {
+    "epochs": 4, "batch_size": 32, "train_size": None, "validation": "holdout", "lr_min": 1e-5, "lr_max": 1.0, "pruner": "asha",
+    "sampler": "tpe", "seed": 3, "hidden_units": 1000, "data_fingerprint": "0123456789abcdef", "model": "models/mine.py:build_model",
+    "model_digest": "fedcba9876543210", "objective": "val_loss", "direction": "minimize", "landscape_param": "lr",
+}
+
+
+def _suggest(trial):
+    """A KerasTuner-like space as hpsearch maps it onto Optuna: ints, a conditional int, a log
+    float, and categoricals of strings, numbers, booleans and None (stored as their index)."""
+    layers = trial.suggest_int("num_layers", 1, 3)
+    for k in range(layers):
+        trial.suggest_int(f"units_{k}", 32, 512, step=32)
+    trial.suggest_categorical("activation", ["relu", "tanh", "gelu"])
+    trial.suggest_categorical("batch_size", [16, 32, 64])
+    trial.suggest_categorical("dropout", [False, True])
+    trial.suggest_categorical("optimizer", [None, "adam", "sgd"])
+    trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+    trial.suggest_float("value", 0.0, 1.0)  # a parameter with the name of a column
+
+
+def build_user_study(storage, name: str = USER) -> None:
+    """A study shaped as ``hpsearch run --model FILE.py:NAME --objective val_loss`` leaves it:
+    minimised, hpsearch's trials marked with ``storage.foreign.OWN_ATTR``, in every state, with
+    its queued defaults, plus a trial of a plain Optuna objective with a parameter of its own."""
+    import optuna
+
+    from storage.foreign import OWN_ATTR
+
+    rng = random.Random(23)
+    study = optuna.create_study(storage=storage, study_name=name, direction="minimize")
+    study.set_user_attr("hpsearch_config", dict(USER_CONFIG))
+    for i in range(14):
+        trial = study.ask()
+        storage.set_trial_system_attr(trial._trial_id, OWN_ATTR, True)
+        trial.set_user_attr("host", f"host-{i % 2}")
+        trial.set_user_attr("gpu", str(i % 4))
+        if i == 5:  # failed before it suggested anything (its build raised)
+            trial.set_user_attr("stop_reason", "error")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        _suggest(trial)
+        losses = [round(rng.uniform(0.05, 2.5), 6) for _ in range(rng.randint(1, 4))]
+        for epoch, loss in enumerate(losses):
+            trial.report(loss, epoch)
+        trial.set_user_attr("epochs_run", len(losses))
+        trial.set_user_attr("best_epoch", min(range(len(losses)), key=losses.__getitem__))
+        trial.set_user_attr("test_accuracy", round(rng.uniform(0.5, 0.99), 6))
+        trial.set_user_attr("test_metrics", {"loss": losses[-1], "accuracy": 0.9})
+        if i == 12:
+            continue  # still running
+        pruned = i % 4 == 3
+        trial.set_user_attr("stop_reason", "pruned" if pruned else "completed")
+        # a pruned trial's value is its last reported one (Optuna's tell)
+        study.tell(trial, None if pruned else min(losses), state=optuna.trial.TrialState.PRUNED if pruned else None)
+    # A plain Optuna objective on the same study: not hpsearch's, parameters of its own.
+    foreign = study.ask()
+    foreign.suggest_float("x", -1.0, 1.0)
+    study.tell(foreign, 0.01)
+    # The space's explicit defaults, queued by hpsearch and not yet taken by a worker.
+    study.enqueue_trial({"num_layers": 1, "units_0": 64, "activation": "tanh", "batch_size": 32, "dropout": True, "optimizer": None, "lr": 0.001, "value": 0.5},
+                        user_attrs={"source": "defaults"})
+    values = [t.value for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(set(values)) == len(values), "values must be unique so that 'best' is unambiguous"

@@ -319,7 +319,7 @@ def test_view_has_one_row_per_trial_with_the_row_columns(db):
     with engine.connect() as conn:
         for name in STUDIES:
             result = conn.execute(sqlalchemy.text(f"SELECT * FROM {VIEW_NAME} WHERE study = :s ORDER BY number"), {"s": name})
-            assert list(result.keys()) == ["study", "study_id", "trial_id", *fields]
+            assert list(result.keys()) == ["study", "study_id", "trial_id", *fields, "params"]  # every parameter last (issue 23)
             got = [TrialRow(**{k: getattr(r, k) for k in fields}) for r in result]
             assert got == trials(engine, name)
         total = conn.execute(sqlalchemy.text(f"SELECT count(*) FROM {VIEW_NAME}")).scalar()

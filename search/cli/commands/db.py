@@ -56,16 +56,17 @@ class _Views(Command, name="views", help="create (or replace) the SQL view hpsea
     """
 
     def run(self, args) -> int:
-        import storage as q
+        from storage.engine import open_engine
         from storage.errors import StorageConfigError
         from storage.url import resolve_storage_url
+        from storage.views import create_views
 
         resolved = resolve_storage_url(args.storage)
         if not resolved.is_postgresql:
             raise StorageConfigError(f"hpsearch db views needs a PostgreSQL storage, not {resolved.masked}: pass --storage postgresql+psycopg2://...")
-        engine = q.open_engine(resolved, read_only=False)
+        engine = open_engine(resolved, read_only=False)
         try:
-            name = q.create_views(engine)
+            name = create_views(engine)
         finally:
             engine.dispose()
         print(f"created view {name} in {resolved.masked} (one row per trial): SELECT * FROM {name} WHERE study = 'NAME'")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NamedTuple
 
 from search.cli.args import bound, count, storage_parent, study_parent, trial_numbers, trial_states
 from search.cli.commands import Command, Group
@@ -23,6 +24,15 @@ class NoCompleteTrial(HpsearchError):
     exit_code = 1
 
 
+class _Found(NamedTuple):
+    """What an action prints: its rows, their class, and the parameters that get a column."""
+
+    rows: list
+    row_type: type
+    #: a user's model's parameter names (``storage.param_names``); None where rows have none
+    params: list[str] | None = None
+
+
 class _Rows(Command, parents=(study_parent, storage_parent)):
     """A query action: open a read-only engine, fetch :meth:`rows`, print them in ``--format``."""
 
@@ -34,25 +44,39 @@ class _Rows(Command, parents=(study_parent, storage_parent)):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--format", choices=FORMATS, default="table", help=f"{', '.join(FORMATS[:-1])} or {FORMATS[-1]}, on stdout (default: %(default)s)")
 
-    def rows(self, engine, args) -> tuple[list, type]:
-        """The rows to print and their class (its fields are the columns)."""
+    def rows(self, engine, args) -> tuple:
+        """The rows to print and their class (its fields are the columns), and for trials the
+        parameters that get a column each (the fields of :class:`_Found`)."""
         raise NotImplementedError
 
     def run(self, args) -> int:
         from search.cli.render import format_rows
-        import storage as q
+        from storage.engine import open_engine
         from storage.url import resolve_storage_url
 
         resolved = resolve_storage_url(args.storage)
-        engine = q.open_engine(resolved)
+        engine = open_engine(resolved)
         try:
-            rows, row_type = self.rows(engine, args)
+            found = _Found(*self.rows(engine, args))
         finally:
             engine.dispose()
-        if not rows and self.if_empty:
+        if not found.rows and self.if_empty:
             print(self.if_empty.format(storage=resolved.masked), file=sys.stderr)
-        print(format_rows(rows, args.format, row_type, single=self.single))
+        print(format_rows(found.rows, args.format, found.row_type, single=self.single, params=found.params))
         return 0
+
+
+def _trial_rows(engine, study: str, fetch) -> _Found:
+    """Trial rows as ``fetch()`` returns them, with their class and parameter columns: a
+    user's model's trials carry every parameter (issue 23), the recipe's its learning rate."""
+    from storage import queries as q
+
+    rows = fetch()
+    if rows and type(rows[0]) is q.TrialRow:
+        return _Found(rows, q.TrialRow)  # the recipe's: no query more than before
+    # The study's parameters, not only these rows': the columns stay whatever a filter keeps.
+    names = q.param_names(engine, study)
+    return _Found(rows, q.TrialRow if names is None else q.ParamsTrialRow, names)
 
 
 class _Studies(_Rows, name="studies", help="every study: direction, trials by state, best value and learning rate, first and last activity",
@@ -64,13 +88,16 @@ class _Studies(_Rows, name="studies", help="every study: direction, trials by st
     if_empty = "no studies in {storage}"
 
     def rows(self, engine, args):
-        import storage as q
+        from storage import queries as q
 
         return q.list_studies(engine), q.StudyRow
 
 
 class _Trials(_Rows, name="trials", help="the trials of a study, one row each, filtered, sorted and limited"):
-    """example:
+    """A user's model's trials show every parameter: a params object in JSON, a param_<name>
+    column each in a table and in CSV; the recipe's show its learning_rate.
+
+    example:
       hpsearch query trials --state complete,pruned --lr-min 1e-3 --sort value --desc --limit 10
     """
 
@@ -80,23 +107,22 @@ class _Trials(_Rows, name="trials", help="the trials of a study, one row each, f
         super().add_arguments(parser)
         parser.add_argument("--state", dest="states", type=trial_states, action="append", metavar="STATES",
                             help="keep these states (comma-separated or repeated): running, waiting, complete, pruned, fail")
-        parser.add_argument("--lr-min", type=bound, help="keep learning rates of at least this")
-        parser.add_argument("--lr-max", type=bound, help="keep learning rates of at most this")
+        parser.add_argument("--lr-min", type=bound, help="keep learning rates of at least this (a user's model: its parameter learning_rate)")
+        parser.add_argument("--lr-max", type=bound, help="keep learning rates of at most this (a user's model: its parameter learning_rate)")
         parser.add_argument("--min-value", type=bound, help="keep values (best val_accuracy) of at least this")
         parser.add_argument("--sort", choices=TRIAL_SORT_KEYS, default="number", help="sort by this column (default: %(default)s); missing values last")
         parser.add_argument("--desc", action="store_true", help="sort from the largest down")
         parser.add_argument("--limit", type=count, help="at most this many rows")
 
     def rows(self, engine, args):
-        import storage as q
+        from storage import queries as q
 
         states = None if args.states is None else [s for group in args.states for s in group]
-        rows = q.trials(engine, args.study, states=states, lr_min=args.lr_min, lr_max=args.lr_max,
-                        min_value=args.min_value, sort=args.sort, descending=args.desc, limit=args.limit)
-        return rows, q.TrialRow
+        return _trial_rows(engine, args.study, lambda: q.trials(engine, args.study, states=states, lr_min=args.lr_min, lr_max=args.lr_max,
+                                                                min_value=args.min_value, sort=args.sort, descending=args.desc, limit=args.limit))
 
 
-class _Best(_Rows, name="best", help="the best complete trial (the one optuna's study.best_trial names)"):
+class _Best(_Rows, name="best", help="the best complete trial for the study's direction (the one optuna's study.best_trial names)"):
     """example:
       hpsearch query best --format json
     """
@@ -104,14 +130,14 @@ class _Best(_Rows, name="best", help="the best complete trial (the one optuna's 
     single = True
 
     def rows(self, engine, args):
-        import storage as q
+        from storage import queries as q
 
         best = q.best_trial(engine, args.study)
         if best is None:
             counts = q.summary(engine, args.study)
             have = ", ".join(f"{r.group.lower()} {r.trials}" for r in counts if r.trials) or "no trials"
             raise NoCompleteTrial(f"study {args.study!r} has no complete trial yet ({have}): run more trials, or see them with hpsearch query trials")
-        return [best], q.TrialRow
+        return _trial_rows(engine, args.study, lambda: [best])
 
 
 class _Top(_Rows, name="top", help="the k best complete trials, best first"):
@@ -124,9 +150,9 @@ class _Top(_Rows, name="top", help="the k best complete trials, best first"):
         parser.add_argument("-k", type=count, default=5, help="how many (default: %(default)s)")
 
     def rows(self, engine, args):
-        import storage as q
+        from storage import queries as q
 
-        return q.top_trials(engine, args.study, args.k), q.TrialRow
+        return _trial_rows(engine, args.study, lambda: q.top_trials(engine, args.study, args.k))
 
 
 class _Curves(_Rows, name="curves", help="learning curves (per epoch: val_accuracy, loss, val_loss, accuracy) of chosen trials"):
@@ -141,7 +167,7 @@ class _Curves(_Rows, name="curves", help="learning curves (per epoch: val_accura
         which.add_argument("--top", type=count, default=5, help="the curves of the k best complete trials (default: %(default)s)")
 
     def rows(self, engine, args):
-        import storage as q
+        from storage import queries as q
 
         numbers = args.numbers if args.numbers is not None else [r.number for r in q.top_trials(engine, args.study, args.top)]
         return q.curves(engine, args.study, numbers), q.CurvePoint
@@ -159,7 +185,7 @@ class _Summary(_Rows, name="summary", help="trials grouped by state, or by host,
         parser.add_argument("--by", choices=SUMMARY_KEYS, default="state", help="group by (default: %(default)s)")
 
     def rows(self, engine, args):
-        import storage as q
+        from storage import queries as q
 
         return q.summary(engine, args.study, by=args.by), q.SummaryRow
 
@@ -181,10 +207,10 @@ class _Follow(Command, name="follow", help="print each new epoch of a study as i
         parser.add_argument("--interval", type=bound, default=1.0, help=argparse.SUPPRESS)
 
     def run(self, args) -> int:
-        import storage as q
+        from storage.engine import open_engine
         from storage.url import resolve_storage_url
 
-        engine = q.open_engine(resolve_storage_url(args.storage))
+        engine = open_engine(resolve_storage_url(args.storage))
         try:
             return follow(engine, args.study, from_start=args.from_start, fmt=args.format, interval=max(0.05, args.interval))
         finally:

@@ -187,10 +187,10 @@ def test_an_epoch_written_as_follow_says_it_is_following_is_printed(db_url):
     import io
 
     from search.cli.commands.query import follow
-    import storage as q
+    from storage import open_engine
 
     s = Study(db_url, f"follow-race-{uuid.uuid4().hex[:6]}", rates=(0.01, 0.001))
-    engine = q.open_engine(db_url)
+    engine = open_engine(db_url)
     try:
         a, b = s.trials
         s.epoch(a, 1)
