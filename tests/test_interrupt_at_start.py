@@ -42,7 +42,7 @@ def test_ctrl_c_while_run_starts(tmp_path, mnist, delay):
 
 #: Seconds after the last trial's line at which the sweep below sends its Ctrl-C: the run then
 #: refreshes the landscape, prints its summary and exits (about 2.3 s on an idle 2-core machine).
-END_OFFSETS = (0.0, 0.05, 0.2, 0.5, 0.9, 1.4, 2.0, 2.8)
+END_OFFSETS = (0.0, 0.1, 0.4, 0.9, 1.6, 2.5)
 
 
 def _ctrl_c_after_the_last_trial(tmp_path, mnist, offset: float) -> tuple[int, str, bool]:
@@ -72,7 +72,7 @@ def _ctrl_c_after_the_last_trial(tmp_path, mnist, offset: float) -> tuple[int, s
     reader.start()
     sent = False
     try:
-        assert done.wait(120), "".join(lines)[-2000:]
+        assert done.wait(300), "".join(lines)[-2000:]
         time.sleep(offset)
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -92,14 +92,14 @@ def test_ctrl_c_as_a_run_ends_prints_no_traceback(tmp_path, mnist):
     of SQLAlchemy printed one), and exits 0 or 130."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(2) as pool:  # two at a time: each imports TensorFlow
         results = list(pool.map(lambda o: (o, *_ctrl_c_after_the_last_trial(tmp_path, mnist, o)), END_OFFSETS))
     for offset, code, err, sent in results:
         assert "Traceback" not in err and "Exception ignored" not in err, (offset, err[-3000:])
         assert code in (0, 130), (offset, code, err[-2000:])
         if code == 130:
             assert err.strip().splitlines()[-1].endswith("interrupted") or "interrupted by SIGINT" in err, (offset, err[-2000:])
-    assert sum(sent for *_, sent in results) >= 4, [(o, c, s) for o, c, _, s in results]
+    assert sum(sent for *_, sent in results) >= 3, [(o, c, s) for o, c, _, s in results]
 
 
 def test_a_ctrl_c_inside_a_finaliser_is_delivered_again_not_printed():
