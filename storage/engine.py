@@ -199,6 +199,8 @@ def retrying(fn, *args, what: str, limit_s: float | None = None, log=None, **kwa
 
     Waits 0.5 s, 1 s, 2 s ... (at most 8 s) between tries, for ``limit_s`` seconds in all
     (default ``HPSEARCH_DB_RETRY_S`` or 60). A statement the database rejects is not retried.
+    An embedded server that died is started again rather than waited for
+    (:func:`storage.embedded.restart_if_died`).
 
     Raises:
         StorageError: the database stayed unreachable for ``limit_s`` seconds.
@@ -227,6 +229,10 @@ def retrying(fn, *args, what: str, limit_s: float | None = None, log=None, **kwa
                 raise StorageError(
                     f"the database did not answer for {limit:g} s while {what} ({detail[:160]}): check the server and rerun; finished trials are kept (HPSEARCH_DB_RETRY_S sets the wait)"
                 ) from e
+            from storage.embedded import restart_if_died
+
+            if restart_if_died(log):  # our own embedded server died and is back: try again now
+                continue
             if log is not None and not warned:
                 log.warning("database unreachable while %s; retrying for up to %g s", what, limit)
                 warned = True

@@ -57,6 +57,11 @@ def is_transient(exc: BaseException) -> bool:
         exc = exc.__cause__ or exc
     if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)):
         return refusal(str(getattr(exc, "orig", None) or exc)) in (None, "slots")
+    if isinstance(exc, sa_exc.PendingRollbackError) and str(exc).startswith("Can't reconnect until invalid"):
+        # The connection was lost inside a transaction that Optuna went on using (its
+        # _get_trials falls back to another query in the same session): a lost connection too,
+        # and Optuna rolls the session back, so a retry works (issue 25, a killed server).
+        return True
     return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
 
 

@@ -159,13 +159,16 @@ def resolve_storage_url(flag: str | None, *, home: str | None = None) -> Resolve
     """Resolve the storage URL: ``--storage`` flag > ``OPTUNA_STORAGE`` > embedded PostgreSQL.
 
     Starting the embedded server is the slow path (about a second), so it only happens when
-    neither the flag nor the variable is set.
+    neither the flag nor the variable is set. A URL naming an embedded server (as ``hpsearch
+    launch`` hands its workers) is noted, so that a worker starts that server again if it dies.
     """
-    if flag is not None:
-        return ResolvedStorage(validate_url(flag, "--storage"), "--storage")
-    from_env = env("OPTUNA_STORAGE", keep_empty=True)
-    if from_env is not None:
-        return ResolvedStorage(validate_url(from_env, "OPTUNA_STORAGE"), "OPTUNA_STORAGE")
-    from storage.embedded import embedded_url
+    from storage.embedded import embedded_url, note_embedded_url
 
-    return ResolvedStorage(embedded_url(home), "embedded")
+    if flag is not None:
+        resolved = ResolvedStorage(validate_url(flag, "--storage"), "--storage")
+    elif (from_env := env("OPTUNA_STORAGE", keep_empty=True)) is not None:
+        resolved = ResolvedStorage(validate_url(from_env, "OPTUNA_STORAGE"), "OPTUNA_STORAGE")
+    else:
+        return ResolvedStorage(embedded_url(home), "embedded")
+    note_embedded_url(resolved.url)  # an embedded server's URL handed on (hpsearch launch's workers)
+    return resolved

@@ -99,13 +99,81 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``hpsearch`` command; return its exit code."""
     if argv is not None:
         return _main(argv)
-    code = _main(sys.argv[1:])
-    # Called as the program (the console script, ``python -m search``): the command is over
-    # and its exit code decided, so a Ctrl-C now could only interrupt the interpreter's exit,
-    # where a finaliser that gets the KeyboardInterrupt prints an "Exception ignored ...
-    # Traceback" (seen 1 s into a one-trial `run` that had just finished).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Called as the program (the console script, ``python -m search``): no Ctrl-C may print a
+    # traceback, at any moment (issue 25).
+    sys.unraisablehook = _unraisable
+    try:
+        code = _main(sys.argv[1:])
+    except KeyboardInterrupt:  # a second Ctrl-C while the first was being reported
+        code = 130
+    return _ignore_interrupts(code)
+
+
+def _ignore_interrupts(code: int) -> int:
+    """Ignore SIGINT from now on and return ``code``.
+
+    The command is over and its exit code decided, so a Ctrl-C now could only interrupt the
+    interpreter's exit, where a finaliser that gets the KeyboardInterrupt prints an "Exception
+    ignored ... Traceback" (seen 1 s into a one-trial `run` that had just finished).
+    ``signal.signal`` first runs the handler of a SIGINT that arrived just before it, which
+    raises here: that Ctrl-C came after the command ended, and is ignored too.
+    """
+    while True:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            break
+        except KeyboardInterrupt:
+            continue
+    if code == 130:
+        _forget_interrupt()
     return code
+
+
+def _unraisable(unraisable) -> None:
+    """``sys.unraisablehook``: a Ctrl-C that lands in a finaliser is delivered again, not printed.
+
+    A KeyboardInterrupt raised while a weakref callback or ``__del__`` runs (SQLAlchemy's
+    ``_MultipleClassMarker._remove_item``, as the garbage collector frees a mapped class)
+    cannot propagate: Python prints "Exception ignored in ... Traceback ... KeyboardInterrupt"
+    and carries on as if there had been no Ctrl-C (1 run in 3 of
+    ``test_ctrl_c_while_run_starts[1.0]``). Here the SIGINT is raised again once the hook has
+    returned, so the command stops as at any other moment; the worker's own interrupt
+    (WorkerInterrupted) is already remembered by its handler and acted on at its next safe
+    point. Anything else is printed as Python would.
+    """
+    try:
+        exc = unraisable.exc_value
+        if isinstance(exc, KeyboardInterrupt):
+            _interrupt_soon()
+            return
+        from search.errors import WorkerInterrupted
+
+        if not isinstance(exc, WorkerInterrupted):
+            sys.__unraisablehook__(unraisable)
+    except KeyboardInterrupt:  # another Ctrl-C while the hook ran: it must not escape here either
+        _interrupt_soon()
+
+
+def _interrupt_soon() -> None:
+    """Send SIGINT to the main thread again in a moment, from a timer thread.
+
+    Not at once: raised in the main thread now, it would land in the unraisable hook itself,
+    which prints it the same way. A real signal, not ``_thread.interrupt_main``, so that it
+    also wakes a main thread blocked in a system call (a sleep, a socket read); sent only
+    while a Python handler is installed (once the command has ended SIGINT is ignored).
+    """
+    import threading
+
+    def send():
+        if callable(signal.getsignal(signal.SIGINT)):
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    timer = threading.Timer(0.05, send)
+    timer.daemon = True
+    try:
+        timer.start()
+    except RuntimeError:  # the interpreter is shutting down: no new threads, and no need
+        pass
 
 
 def _main(argv: list[str]) -> int:

@@ -14,7 +14,7 @@ __all__ = ["Progress", "plural"]
 
 
 def plural(n: int | None, noun: str) -> str:
-    """``1 epoch``, ``3 epochs``, ``0 epochs`` (``None epochs`` where the count is missing)."""
+    """``1 epoch``, ``3 epochs``, ``0 epochs``: give it a count (``None epochs`` reads as a bug)."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
@@ -76,9 +76,21 @@ class Progress:
         self._write(text, transient=self.tty)
 
     def trial_done(self, number: int, lr: float | None, state: str, value, epochs_run, detail: str | None = None) -> None:
+        """A finished trial's line: how it ended, its value, after how many epochs, and why.
+
+        A failed trial has no value, and one failed before it recorded an epoch (the stale-trial
+        sweep failed it, its claim was cut off) has no epoch count: its line says so in words
+        rather than "value - after None epochs" (issue 25).
+        """
         lr_text = "-" if lr is None else f"{lr:.3g}"
-        extra = f" ({detail})" if detail else ""
-        self._write(f"{self.head()} trial {number} lr {lr_text}: {state} value {_fmt(value)} after {plural(epochs_run, 'epoch')}{extra}", transient=False)
+        why = f" ({detail})" if detail else ""
+        if state == "failed":
+            when = f"after {plural(epochs_run, 'epoch')}" if epochs_run else "before any epoch was recorded"
+            text = f"failed{why} {when}"
+        else:
+            when = "" if epochs_run is None else f" after {plural(epochs_run, 'epoch')}"
+            text = f"{state} value {_fmt(value)}{when}{why}"
+        self._write(f"{self.head()} trial {number} lr {lr_text}: {text}", transient=False)
 
     def close(self) -> None:
         if self.enabled and self.tty and self._line_open:

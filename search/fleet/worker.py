@@ -175,30 +175,60 @@ def sweep_stale(study, storage) -> int:
     return state_counts(storage.engine, study._study_id)["FAIL"] - before
 
 
-def _claim(study, storage, target: int, param: str | None = PARAM):
+def _claim(study, storage, target: int, param: str | None = PARAM, asked: dict | None = None):
     """Under the study's slot lock: a new trial, or None when all slots are taken/finished.
 
     Only hpsearch's own trials count (a plain Optuna objective may share the study, see
     :mod:`storage.foreign`). The claimed trial gets its first heartbeat at once, inside the
     lock, so every trial hpsearch runs has a heartbeat record from its start. A trial of a
     user's model (``param`` None) is marked as hpsearch's there too (:data:`storage.foreign.OWN_ATTR`).
+
+    ``asked`` (one dict per claim, kept across its retries) makes a claim that the database
+    cut off safe to retry: ``study.ask()`` commits the trial RUNNING before it samples and
+    returns, so a drop after that point left a RUNNING trial with no heartbeat, which no sweep
+    fails and no count sees, and the retry asked for another (issue 25: a killed embedded
+    server left one so). The retry claims that trial instead.
     """
+    import optuna
+    from optuna.trial import TrialState
+
     from storage import own_counts
     from storage.foreign import OWN_ATTR
 
+    asked = {} if asked is None else asked
     with study_lock(storage, study.study_name, "slots"):
         sweep_stale(study, storage)
         counts = own_counts(storage.engine, study._study_id, param)
-        if _finished(counts) >= target:
-            return counts, None
-        if _finished(counts) + counts["RUNNING"] >= target:
-            return counts, None
-        trial = study.ask()
-        if param is None:
+        trial = asked.get("trial")
+        if trial is not None and storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+            trial = None  # a sweep failed it meanwhile
+        if trial is None and "running" in asked:
+            # ask() was cut off: the trial it made RUNNING is one no other hpsearch claim made
+            # (they hold this lock and beat at once)
+            cut_off = _unbeaten(study, storage) - asked["running"]
+            if cut_off:
+                trial = asked["trial"] = optuna.Trial(study, min(cut_off))  # what ask() would have returned
+        if trial is None:
+            if _finished(counts) >= target:
+                return counts, None
+            if _finished(counts) + counts["RUNNING"] >= target:
+                return counts, None
+            asked["running"] = _unbeaten(study, storage)
+            trial = asked["trial"] = study.ask()
+        if param is None:  # a claim cut off before marking it is marked on its retry
             storage.set_trial_system_attr(trial._trial_id, OWN_ATTR, True)
         if storage.get_heartbeat_interval():
             storage.record_heartbeat(trial._trial_id)
         return counts, trial
+
+
+def _unbeaten(study, storage) -> set[int]:
+    """Ids of the study's RUNNING trials with no heartbeat record (whenever they started)."""
+    import datetime
+
+    from storage import running_without_heartbeat
+
+    return set(running_without_heartbeat(storage.engine, study._study_id, datetime.datetime.now() + datetime.timedelta(days=1)))
 
 
 class _Done:
@@ -301,7 +331,7 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
                 signals.check()
                 if len(active) < lanes and time.monotonic() >= claim_after:
                     while len(active) < lanes:
-                        counts, trial = call(_claim, study, storage, target, what="claiming a trial")
+                        counts, trial = call(_claim, study, storage, target, {}, what="claiming a trial")
                         progress.set_study(_finished(counts), best_so_far())
                         if trial is None:
                             full = True
@@ -436,7 +466,7 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
     with _Signals() as signals:
         while True:
             signals.check()
-            counts, trial = call(_claim, study, storage, target, param, what="claiming a trial")
+            counts, trial = call(_claim, study, storage, target, param, {}, what="claiming a trial")
             progress.set_study(_finished(counts), best_so_far())
             if trial is None:
                 if _finished(counts) >= target:

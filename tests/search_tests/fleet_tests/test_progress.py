@@ -17,13 +17,29 @@ def test_a_log_gets_one_line_per_finished_trial_with_the_best_so_far():
     p = Progress(4, stream=out)
     p.set_study(1, (0.9712, 0.001))
     p.trial_done(3, 0.001, "complete", 0.9712, 12)
-    p.trial_done(4, None, "failed", None, None, "NaN loss")
+    p.trial_done(4, 0.5, "failed", None, 2, "out of memory")
     p.trial_done(5, 0.1, "pruned", 0.5, 1)
     assert out.getvalue().splitlines() == [
         "[1/4 trials, best val_accuracy 0.9712 (lr 0.001)] trial 3 lr 0.001: complete value 0.9712 after 12 epochs",
-        "[1/4 trials, best val_accuracy 0.9712 (lr 0.001)] trial 4 lr -: failed value - after None epochs (NaN loss)",
+        "[1/4 trials, best val_accuracy 0.9712 (lr 0.001)] trial 4 lr 0.5: failed (out of memory) after 2 epochs",
         "[1/4 trials, best val_accuracy 0.9712 (lr 0.001)] trial 5 lr 0.1: pruned value 0.5000 after 1 epoch",
     ]
+
+
+def test_a_trial_failed_before_any_epoch_reads_as_a_sentence():
+    """A trial the stale-trial sweep failed has neither a value nor an epoch count (issue 25:
+    it read "failed value - after None epochs")."""
+    out = io.StringIO()
+    p = Progress(3, stream=out)
+    reason = "its worker sent no heartbeat for over 120 s (it died, or lost the database): the learning rate is retried"
+    p.trial_done(0, 0.01, "failed", None, None, reason)
+    p.trial_done(1, None, "failed", None, 0)
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        f"[0/3 trials, best val_accuracy -] trial 0 lr 0.01: failed ({reason}) before any epoch was recorded",
+        "[0/3 trials, best val_accuracy -] trial 1 lr -: failed before any epoch was recorded",
+    ]
+    assert not any("None" in line or "value -" in line for line in lines)
 
 
 def _epoch_lines(interval: float) -> list[str]:
