@@ -46,6 +46,7 @@ __all__ = [
     "TrialEnvironmentError",
     "WorkerFatalError",
     "WorkerInterrupted",
+    "ObjectiveNotLoggedError",
     "one_line",
     "trial_error",
 ]
@@ -110,6 +111,11 @@ def exit_code(error: BaseException) -> int:
     if isinstance(error, KeyboardInterrupt):
         return WorkerInterrupted(signal.SIGINT).exit_code
     return EXIT_CRASHED
+
+
+class ObjectiveNotLoggedError(ConfigError):
+    """The study's ``--objective`` is not among a trial's epoch logs: no trial of the study can
+    report it, so the worker stops and the trial is not retried."""
 
 
 def one_line(text, limit: int) -> str:

@@ -34,7 +34,7 @@ import logging
 import signal
 from dataclasses import dataclass
 
-from search.errors import ConfigError, TrialConfigError, TrialEnvironmentError, WorkerInterrupted, one_line, trial_error
+from search.errors import ObjectiveNotLoggedError, TrialConfigError, TrialEnvironmentError, WorkerInterrupted, one_line, trial_error
 from storage import RETRY, requeue
 from storage.errors import HpsearchError, StorageError
 
@@ -85,7 +85,7 @@ def classify(error: BaseException) -> Outcome:
         return Outcome("failed", reason=str(error), kind="config")
     if isinstance(error, TrialEnvironmentError):
         return Outcome("failed", retry=True, reason=str(error), kind="environment")
-    if isinstance(error, ConfigError):  # a setting no trial of the study can meet (an --objective never logged)
+    if isinstance(error, ObjectiveNotLoggedError):  # no trial of the study can report it: stop, retry nothing
         return Outcome("failed", fatal=True, reason=str(error), kind="config")
     if isinstance(error, HpsearchError):  # WorkerFatalError, DataError, ...: nothing later would succeed
         return Outcome("failed", retry=True, fatal=True, reason=str(error), kind="fatal")

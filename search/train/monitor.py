@@ -11,7 +11,7 @@ import math
 import time
 from typing import Callable
 
-from search.errors import ConfigError, TrialConfigError
+from search.errors import ObjectiveNotLoggedError, TrialConfigError
 from search.study.pruners import EVERY_EPOCH, PrunerSchedule
 
 __all__ = ["HISTORY_KEYS", "MONITOR", "EpochMonitor"]
@@ -85,7 +85,7 @@ class EpochMonitor:
                     f"the metric {MONITOR!r} is not among the training logs ({', '.join(sorted(logs)) or 'none'}): compile the model with metrics=['accuracy'] and pass validation data"
                 )
             # No trial of this study would ever report it: stop the worker, retry nothing.
-            raise ConfigError(
+            raise ObjectiveNotLoggedError(
                 f"--objective {key} is not among the epoch logs of trial {self.trial.number} ({', '.join(sorted(logs)) or 'none'}): pass --objective with one of them in a new study, or add the metric to model.compile"
             )
         now = time.perf_counter()

@@ -49,7 +49,7 @@ def test_a_claim_cut_off_inside_ask_claims_the_trial_ask_made(storage):
         return trial
 
     study.ask = ask_then_drop
-    _, trial = retrying(_claim, study, storage, 5, {}, what="claiming a trial", limit_s=10)
+    _, trial = retrying(_claim, study, storage, 5, asked={}, what="claiming a trial", limit_s=10)
     assert asked == [0] and trial.number == 0
     assert _running(study) == [0]
     assert running_without_heartbeat(storage.engine, study._study_id, datetime.datetime.now() + datetime.timedelta(days=1)) == []
@@ -66,6 +66,6 @@ def test_a_claim_cut_off_after_ask_claims_the_same_trial(storage, monkeypatch):
         real_beat(trial_id)
 
     monkeypatch.setattr(storage, "record_heartbeat", beat_once_dropped)
-    _, trial = retrying(_claim, study, storage, 5, {}, what="claiming a trial", limit_s=10)
+    _, trial = retrying(_claim, study, storage, 5, asked={}, what="claiming a trial", limit_s=10)
     assert trial.number == 0 and len(set(beats)) == 1
     assert _running(study) == [0]
