@@ -190,12 +190,13 @@ def _study_events(trials: list) -> list[tuple[float, float]]:
 
 
 def _study_trials(trials: list) -> list[dict]:
-    """Each finished trial's rate, fate and val_accuracy per epoch, for replaying rules later
-    (``rung_replay.py``): the unpruned search's trials are a grid of full curves at this size."""
+    """Each finished trial's rate (and all its parameters), fate and val_accuracy per epoch, for
+    replaying rules later (``rung_replay.py``): the unpruned search's trials are a grid of full
+    curves at this size."""
     out = []
     for t in trials:
         values = [t.intermediate_values.get(i) for i in range(max(t.intermediate_values, default=-1) + 1)]
-        out.append({"number": t.number, "learning_rate": t.params.get("learning_rate"), "state": t.state.name,
+        out.append({"number": t.number, "learning_rate": t.params.get("learning_rate"), "params": t.params, "state": t.state.name,
                     "val_accuracy": [None if v is None else round(v, 5) for v in values]})
     return out
 
@@ -220,14 +221,39 @@ def run_one(name: str, url: str, epochs: int, trials: int, train_size: int, seed
         "kerastuner-hyperband": [sys.executable, __file__, "--contender", "kerastuner", "--log", str(logfile),
                                  "--budget", str(trials * epochs)] + common,
     }[name]
+    return measure(name, cmd, seed, url=url, study=None if name == "kerastuner-hyperband" else study,  # KerasTuner keeps no study
+                   logfile=None if name in STUDY_EPOCHS else logfile)
+
+
+#: The contenders whose epochs are read from their study (hpsearch's trials record each epoch).
+STUDY_EPOCHS = ("hpsearch", "random-unpruned", "hpsearch-median")
+
+
+def measure(name: str, cmd: list[str], seed: int, *, url: str | None = None, study: str | None = None,
+            logfile: Path | None = None) -> dict:
+    """Run ``cmd`` as a process; return its epochs, seconds, best and curve.
+
+    Args:
+        name: the contender, as the row names it.
+        cmd: the whole process to run, from this repository's root.
+        seed: the seed it ran with, as the row records it.
+        url, study: the study the process wrote, if any: its trials are counted, and its epochs
+            are read from them unless ``logfile`` is given.
+        logfile: the process's own log of epochs (``_epoch_logger``), read and removed.
+
+    Returns:
+        The row: ``epochs`` trained, ``seconds`` (the whole process), ``best`` val_accuracy, the
+        machine's load before and after, ``curve`` ``(epochs, seconds, best so far)`` per epoch,
+        the study's ``trials`` and ``pruned`` counts and ``per_trial`` (None without a study).
+    """
     load = os.getloadavg()[0]
     started = time.time()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     seconds = time.time() - started
     if proc.returncode != 0:
         raise RuntimeError(f"{name} exited {proc.returncode}: {proc.stderr[-2000:]}")
-    trials_done = _finished_trials(url, study) if name != "kerastuner-hyperband" else None  # KerasTuner keeps no study
-    if name in ("hpsearch", "random-unpruned", "hpsearch-median"):
+    trials_done = _finished_trials(url, study) if study else None
+    if logfile is None:
         events = _study_events(trials_done)
     else:
         events = [tuple(e) for e in json.loads(logfile.read_text())]

@@ -1,0 +1,315 @@
+"""Your model (issue 23): hpsearch's default against KerasTuner's own tuners on a user's hypermodel.
+
+The hypermodel is KerasTuner's getting-started one, unchanged
+(``docs/examples/getting_started.py:build_model``: ``num_layers`` 1-3, ``units_i`` 32-512 step
+32, ``activation`` relu/tanh, a Boolean ``dropout``, a log-uniform ``lr`` 1e-4-1e-2), on MNIST
+as the guide prepares it (``docs/examples/make_mnist_npz.py``: the first 6,000 training and
+1,000 test images). Every contender validates on the same 1,000 test images, trains with the
+same batch size, and has the same budget, trials x epochs (12 x 10 = 120 epochs):
+
+- ``hpsearch``: ``hpsearch run --model ... --data ... --validation test --seed S`` with its
+  defaults (TPE, successive halving), on a PostgreSQL;
+- ``kerastuner-random``: ``keras_tuner.RandomSearch(max_trials=12, seed=S)``, ``epochs=10``;
+- ``kerastuner-hyperband``: ``keras_tuner.Hyperband(max_epochs=10, factor=3, seed=S)``, one
+  iteration, its process stopped once it has trained the budget's epochs (as anytime.py does).
+
+Each runs as a whole process, one after the other, rotating who goes first from seed to seed.
+The KerasTuner processes also seed Keras with S (``keras.utils.set_random_seed``); hpsearch
+seeds each trial with S plus the trial's number. Per run the driver stores the best
+val_accuracy, the epochs trained, the wall time and the anytime curve (best so far after each
+epoch) in ``docs/data/your-model.json``, draws ``docs/your-model.png`` (the mean curves) and
+writes the tables between the ``<!-- benchmark:your-model ... -->`` markers of
+docs/benchmarks.md.
+
+The target: hpsearch reaches each KerasTuner contender's final best in at most half the epochs.
+The table gives, per seed, the epochs hpsearch's curve needed to reach it (or that it did not).
+
+Usage::
+
+    python tests/benchmarks/your_model.py                     # 3 seeds x 3 contenders, about 30 minutes here
+    python tests/benchmarks/your_model.py --seeds 0 --no-write
+    python tests/benchmarks/your_model.py --replot            # redraw the PNG and the tables from the JSON
+
+Needs a PostgreSQL (a scratch database on 127.0.0.1:5432, else the embedded server, or
+``--storage URL``), keras-tuner and matplotlib (``pip install -e ".[bench]"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+# anytime.py sets up sys.path and the TensorFlow log level, as for the other drivers.
+import anytime
+from anytime import REPO, best_at, log, measure, write_block
+
+EXAMPLES = REPO / "docs" / "examples"
+MODEL = "docs/examples/getting_started.py:build_model"
+STORED = REPO / "docs" / "data" / "your-model.json"
+PNG = REPO / "docs" / "your-model.png"
+CONTENDERS = ("hpsearch", "kerastuner-random", "kerastuner-hyperband")
+COLORS = {"hpsearch": "tab:red", "kerastuner-random": "tab:gray", "kerastuner-hyperband": "tab:green"}
+#: The defaults: 12 trials x 10 epochs on 6,000 training images (1,000 test images validate), batch 128.
+TRIALS, EPOCHS, TRAIN_SIZE, BATCH_SIZE = 12, 10, 6_000, 128
+
+
+# ---------------------------------------------------------------------------------------
+# KerasTuner, each tuner as its own process (``--contender``)
+
+
+def kerastuner(args) -> int:
+    """KerasTuner's own search on the hypermodel, as its guide runs it, logging every epoch."""
+    import keras
+    import keras_tuner as kt
+    import numpy as np
+
+    sys.path.insert(0, str(EXAMPLES))
+    from getting_started import build_model
+
+    anytime.LOG.update(path=args.log, budget=args.budget)
+    keras.utils.set_random_seed(args.seed)
+    with np.load(args.data) as f:
+        x, y, xv, yv = f["x_train"], f["y_train"], f["x_test"], f["y_test"]
+    # In the driver's folder, which it removes: the budget's end leaves the process with os._exit.
+    common = {"objective": "val_accuracy", "seed": args.seed, "directory": args.home, "project_name": args.contender, "overwrite": True}
+    if args.contender == "kerastuner-random":
+        tuner = kt.RandomSearch(build_model, max_trials=args.trials, **common)
+    else:
+        tuner = kt.Hyperband(build_model, max_epochs=args.epochs, factor=3, hyperband_iterations=1, **common)
+    tuner.search(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_data=(xv, yv), verbose=0,
+                 callbacks=[anytime._epoch_logger()])
+    anytime._write_events()  # a search that ended under the budget
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# The driver
+
+
+def prepare_data(train_size: int, folder: Path) -> Path:
+    """The guide's arrays (``make_mnist_npz.py``): the first ``train_size`` training images and a
+    sixth as many test images, from the recipe's mnist.npz."""
+    sys.path.insert(0, str(EXAMPLES))
+    import make_mnist_npz
+
+    os.environ.setdefault("HPSEARCH_DATA", str(anytime.DATA))
+    out = folder / f"mnist-{train_size}.npz"
+    make_mnist_npz.main(str(out), train_size)
+    return out
+
+
+def run_one(name: str, url: str, data: Path, args, seed: int) -> dict:
+    """Run contender ``name`` with ``seed``; return measure()'s row."""
+    common = ["--trials", str(args.trials), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+              "--seed", str(seed)]
+    if name == "hpsearch":
+        study = f"your-model-{uuid.uuid4().hex[:6]}"
+        cmd = [anytime.HPSEARCH, "run", "--model", MODEL, "--data", str(data), "--validation", "test", "--storage", url,
+               "--study", study, "--format", "json"] + common
+        return measure(name, cmd, seed, url=url, study=study)
+    logfile = Path(tempfile.gettempdir()) / f"your-model-{uuid.uuid4().hex[:8]}.json"
+    cmd = [sys.executable, __file__, "--contender", name, "--data", str(data), "--log", str(logfile), "--home", str(data.parent),
+           "--budget", str(args.trials * args.epochs)] + common
+    return measure(name, cmd, seed, logfile=logfile)
+
+
+def _versions() -> str:
+    found = []
+    for package in ("tensorflow", "keras", "keras-tuner", "optuna"):
+        try:
+            found.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(found)
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measure_all(args) -> dict:
+    """Every contender of ``args.contenders`` at every seed; the runs so far are written after
+    each run (unless ``--no-write``), so a stopped benchmark loses one run at most."""
+    res = {"model": MODEL, "trials": args.trials, "epochs": args.epochs, "train_size": args.train_size,
+           "test_size": max(1, args.train_size // 6), "batch_size": args.batch_size,
+           "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": args.command,
+           "machine": f"{_cpu()}, {os.cpu_count()} cores shared with other work; {_versions()}", "runs": []}
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="your-model-") as folder, anytime._storage(args.storage) as (url, where):
+        data = prepare_data(args.train_size, Path(folder))
+        res["storage"] = where
+        log(f"{args.trials} trials x {args.epochs} epochs, {args.train_size} images, seeds {args.seeds}, {args.contenders}, {where}")
+        for i, seed in enumerate(args.seeds):
+            order = [c for c in CONTENDERS[i % len(CONTENDERS):] + CONTENDERS[:i % len(CONTENDERS)] if c in args.contenders]
+            for name in order:
+                res["runs"].append(run_one(name, url, data, args, seed))
+                res["seconds"] = round(time.time() - started)
+                if not args.no_write:
+                    STORED.write_text(json.dumps(res))
+    return res
+
+
+def first_reach(curve: list, value: float) -> int | None:
+    """The epochs after which ``curve``'s best so far first reached ``value``, or None."""
+    return next((p[0] for p in curve if p[2] >= value - 1e-9), None)
+
+
+def target_rows(res: dict) -> list[dict]:
+    """Per seed and KerasTuner contender: its final best, the epochs it trained and needed to
+    reach that best, and the epochs hpsearch's curve of the same seed needed to reach it."""
+    runs = {(r["contender"], r["seed"]): r for r in res["runs"]}
+    out = []
+    for (name, seed), kt in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        hp = runs.get(("hpsearch", seed))
+        if name == "hpsearch" or hp is None:
+            continue
+        reach = first_reach(hp["curve"], kt["best"])
+        out.append({"seed": seed, "rival": name, "best": kt["best"], "epochs": kt["epochs"],
+                    "own_reach": first_reach(kt["curve"], kt["best"]), "hpsearch_reach": reach,
+                    "met": reach is not None and reach <= kt["epochs"] / 2})
+    return out
+
+
+def mean_curve(runs: list, xs: list, by: str) -> list:
+    """The mean best so far over ``runs`` at each x (None until every run has reported); a run
+    that has finished keeps its best."""
+    return [anytime._mean_or_none([best_at(r["curve"], x, by) for r in runs]) for x in xs]
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budget = res["trials"] * res["epochs"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    longest = max(r["seconds"] for r in res["runs"])
+    grids = {"epochs": list(range(1, budget + 1)), "seconds": [longest * k / 400 for k in range(1, 401)]}
+    for name in CONTENDERS[::-1]:  # hpsearch last, on top
+        runs = [r for r in res["runs"] if r["contender"] == name]
+        if not runs:
+            continue
+        for ax, (by, k) in zip(axes, (("epochs", 0), ("seconds", 1))):
+            for r in runs:  # each seed, thin
+                ax.step([p[k] for p in r["curve"]], [p[2] for p in r["curve"]], where="post", color=COLORS[name], alpha=0.25, lw=0.8)
+            xs = grids[by]
+            ys = mean_curve(runs, xs, by)
+            pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=COLORS[name], lw=2.2 if name == "hpsearch" else 1.6,
+                    label=f"{name} (mean of {len(runs)})")
+    axes[0].axvline(budget / 2, color="k", lw=0.6, ls=":")
+    axes[0].set_xlabel("epochs trained (cumulative; dotted line: half the budget)")
+    axes[1].set_xlabel("wall seconds since the process started")
+    for ax in axes:
+        ax.set_ylabel("best val_accuracy so far")
+        ax.set_ylim(0.85, 1.0)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"getting_started.py:build_model, {res['trials']} trials x {res['epochs']} epochs, {res['train_size']} training "
+                 f"images, {res['test_size']} test images validate; thin: each seed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def render(res: dict) -> str:
+    budget = res["trials"] * res["epochs"]
+    runs = sorted(res["runs"], key=lambda r: (r["seed"], CONTENDERS.index(r["contender"])))
+    loads = [r[k] for r in runs for k in ("load_before", "load_after")]
+    stamp = (f"Measured by `{res['command']}` on {res['measured']}, {res.get('seconds', 0):.0f} s in all: {res['machine']}; "
+             f"{res.get('storage', 'PostgreSQL')}. Load average (1 min) {min(loads):.1f} to {max(loads):.1f} before and after the runs. "
+             f"{res['trials']} trials x {res['epochs']} epochs = {budget} epochs each, batch size {res['batch_size']}.\n")
+    out = [stamp,
+           "![your model: mean anytime curves](your-model.png)\n",
+           "| seed | contender | trials (pruned) | epochs trained | wall s | best val_accuracy | epochs to its best | load before → after |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        trials = "–" if r["trials"] is None else f"{r['trials']} ({r['pruned']})"
+        out.append(f"| {r['seed']} | {r['contender']} | {trials} | {r['epochs']} | {r['seconds']:.1f} | {r['best']:.4f} | "
+                   f"{first_reach(r['curve'], r['best'])} | {r['load_before']:.2f} → {r['load_after']:.2f} |")
+    out.append("")
+    out.append(f"| contender | seeds | mean epochs trained | mean wall s | mean best val_accuracy | mean best at {budget // 4} / {budget // 2} / {budget} epochs |")
+    out.append("|---|---|---|---|---|---|")
+    for name in CONTENDERS:
+        rows = [r for r in runs if r["contender"] == name]
+        if not rows:
+            continue
+        at = [anytime._mean_or_none([best_at(r["curve"], x, "epochs") for r in rows]) for x in (budget / 4, budget / 2, budget)]
+        out.append(f"| {name} | {','.join(str(r['seed']) for r in rows)} | {statistics.mean(r['epochs'] for r in rows):.1f} | "
+                   f"{statistics.mean(r['seconds'] for r in rows):.1f} | {statistics.mean(r['best'] for r in rows):.4f} | "
+                   + " / ".join("–" if v is None else f"{v:.4f}" for v in at) + " |")
+    out.append("")
+    targets = target_rows(res)
+    out.append("The target, per seed: the epochs hpsearch's curve needed to reach each KerasTuner contender's final best, "
+               "against half the epochs that contender trained (and the epochs it needed itself).\n")
+    out.append("| seed | KerasTuner contender | its best | its epochs trained (needed for its best) | hpsearch reached it after | ≤ half its epochs? |")
+    out.append("|---|---|---|---|---|---|")
+    for t in targets:
+        reach = "did not reach it" if t["hpsearch_reach"] is None else f"{t['hpsearch_reach']} epochs"
+        out.append(f"| {t['seed']} | {t['rival']} | {t['best']:.4f} | {t['epochs']} ({t['own_reach']}) | {reach} | "
+                   f"{'yes' if t['met'] else 'no'} |")
+    met = sum(t["met"] for t in targets)
+    out.append("")
+    out.append(f"Target met in {met} of {len(targets)} comparisons"
+               + (" (every seed, both tuners)." if targets and met == len(targets) else "; not met overall."))
+    return "\n".join(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    p.add_argument("--contenders", default=",".join(CONTENDERS), help=f"who runs (default: {','.join(CONTENDERS)})")
+    p.add_argument("--trials", type=int, default=TRIALS, help=f"trials per search (default: {TRIALS})")
+    p.add_argument("--epochs", type=int, default=EPOCHS, help=f"epochs per trial (default: {EPOCHS})")
+    p.add_argument("--train-size", type=int, default=TRAIN_SIZE, help=f"training images; a sixth as many test images validate (default: {TRAIN_SIZE})")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"the same for every contender (default: {BATCH_SIZE})")
+    p.add_argument("--storage", help="PostgreSQL URL (default: a scratch database on 127.0.0.1:5432, else the embedded server)")
+    p.add_argument("--no-write", action="store_true", help="print, do not write docs/")
+    p.add_argument("--replot", action="store_true", help="redraw the PNG and the tables from docs/data/your-model.json, run nothing")
+    # a KerasTuner contender as its own process (used by the driver)
+    p.add_argument("--contender", choices=CONTENDERS[1:], help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    p.add_argument("--log", help=argparse.SUPPRESS)
+    p.add_argument("--home", help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--budget", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.contender:
+        return kerastuner(args)
+    if args.replot:
+        res = json.loads(STORED.read_text())
+    else:
+        args.command = "python tests/benchmarks/your_model.py" + "".join(f" {a}" for a in sys.argv[1:] if a != "--no-write")
+        args.seeds = [int(s) for s in args.seeds.split(",")]
+        args.contenders = tuple(args.contenders.split(","))
+        res = measure_all(args)
+    text = render(res)
+    print(text)
+    if not args.no_write:
+        STORED.write_text(json.dumps(res))
+        plot(res, PNG)
+        write_block("your-model", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
