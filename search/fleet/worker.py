@@ -331,7 +331,7 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
                 signals.check()
                 if len(active) < lanes and time.monotonic() >= claim_after:
                     while len(active) < lanes:
-                        counts, trial = call(_claim, study, storage, target, {}, what="claiming a trial")
+                        counts, trial = call(_claim, study, storage, target, asked={}, what="claiming a trial")
                         progress.set_study(_finished(counts), best_so_far())
                         if trial is None:
                             full = True
@@ -466,7 +466,7 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
     with _Signals() as signals:
         while True:
             signals.check()
-            counts, trial = call(_claim, study, storage, target, param, {}, what="claiming a trial")
+            counts, trial = call(_claim, study, storage, target, param, asked={}, what="claiming a trial")
             progress.set_study(_finished(counts), best_so_far())
             if trial is None:
                 if _finished(counts) >= target:

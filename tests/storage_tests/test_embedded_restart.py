@@ -8,6 +8,7 @@ the same data directory, says so in one line, and finishes the study exactly.
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -41,13 +42,20 @@ def _wait_for_running_trial(url: str, proc: subprocess.Popen, timeout: float) ->
     pytest.fail(f"no trial was running within {timeout} s")
 
 
-def _kill(pid: int | None) -> None:
+def _kill(pid: int | None, pgdata) -> None:
+    """SIGKILL ``pid`` if it is still a postgres of ``pgdata``: pids are reused (pid_max is 32768
+    here), and a bare kill of a dead server's pid once killed another test's server."""
     if pid is None:
         return
     try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return  # gone
+    if "postgres" in cmdline and str(pgdata) in cmdline:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_a_killed_embedded_server_is_started_again_and_the_study_ends_exact(tmp_path, mnist):
@@ -73,7 +81,7 @@ def test_a_killed_embedded_server_is_started_again_and_the_study_ends_exact(tmp_
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
-        _kill(killed)  # a no-op once it is dead, as it should be
+        _kill(killed, pgdata)  # a no-op once it is dead, as it should be
     try:
         assert proc.returncode == 0, err[-3000:]
         lines = [line for line in err.splitlines() if "embedded PostgreSQL" in line]
@@ -92,4 +100,4 @@ def test_a_killed_embedded_server_is_started_again_and_the_study_ends_exact(tmp_
         restarted = _postmaster_pid(pgdata) if (pgdata / "postmaster.pid").exists() else None
         stop_embedded(home)
         if restarted is not None and (pgdata / "postmaster.pid").exists():
-            _kill(restarted)  # it did not stop: by its recorded pid
+            _kill(restarted, pgdata)  # it did not stop: by its recorded pid
