@@ -77,6 +77,38 @@ class EpochMonitor:
     def epochs_run(self) -> int:
         return len(self.history["loss"])
 
+    def resume(self, history: dict, epoch_seconds: list) -> None:
+        """Carry an earlier attempt's epochs (a retry resumed from its checkpoint, issue 24).
+
+        Each epoch of ``history`` is reported again under this trial (its intermediate value and
+        its row for the live landscape), so the pruner, the landscape, the feed and the queries
+        see one run. Then the pruner is asked once at the last of them, as it would have been
+        if the trial had run on: a trial it now stops is not trained past its rung
+        (:attr:`stop_reason` ``"pruned"``).
+        """
+        n = len(history.get("loss", ()))
+        self.history = {k: list(history.get(k, [None] * n))[:n] for k in dict.fromkeys((*HISTORY_KEYS, *history))}
+        self.epoch_seconds = [float(s) for s in list(epoch_seconds)[:n]]
+        key = self.objective
+        for epoch in range(n):
+            value = _finite(self.history.get(key, [None] * n)[epoch])
+            if value is not None:
+                self.writes.submit(self.trial.report, value, step=epoch, what=f"reporting epoch {epoch} again")
+                if self.best_value is None or (value > self.best_value if self.maximize else value < self.best_value):
+                    self.best_value, self.best_epoch = value, epoch
+            logs = {name: values[epoch] for name, values in self.history.items()}
+            seconds = self.epoch_seconds[epoch] if epoch < len(self.epoch_seconds) else None
+            self.writes.epoch(self.trial, epoch, logs, seconds=seconds)
+        last = n - 1
+        s = self.schedule
+        if n == 0 or not s.enabled or last < s.first_step or (s.last_step is not None and last >= s.last_step):
+            return
+        self.writes.flush()
+        if self._call(self.trial.should_prune, what=f"asking the pruner at epoch {last}"):
+            self.stop_reason = "pruned"
+            value = _finite(self.history.get(key, [None] * n)[last])
+            self.detail = f"pruned at epoch {last} on resuming" + (f", {key} {value:.4f}" if value is not None else "")
+
     def end_epoch(self, epoch: int, logs: dict) -> bool:
         key = self.objective
         if key not in logs:
