@@ -176,6 +176,15 @@ def decode(data: bytes) -> Snapshot:
     return Snapshot(int(meta["epoch"]), weights, optimizer, meta)
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A snapshot not yet written: its arrays are taken by ``state()`` when it is."""
+
+    epoch: int
+    state: Callable[[], tuple[list, list]]
+    meta: dict
+
+
 def _direct(fn, *args, what: str, **kwargs):
     return fn(*args, **kwargs)
 
@@ -206,7 +215,7 @@ class Checkpointer:
         self.interval = checkpoint_interval() if interval is None else interval
         self.extra = dict(extra or {})
         self.engine = engine_of(trial.storage)
-        self.latest: Snapshot | None = None
+        self.latest: _Pending | None = None
         self.saved_epoch = -1
         self.earlier: list[int] | None = None  # the series' earlier attempts (trial ids)
         self.resumed_from: dict | None = None
@@ -228,12 +237,13 @@ class Checkpointer:
             self.earlier = self.call(earlier_attempts, self.trial.study, self.trial, what="reading the trial's earlier attempts")
         return self.earlier
 
-    def resume(self, model, monitor, params: dict, epochs: int) -> int:
+    def resume(self, model, monitor, params: dict, epochs: int, *, restore_into: Callable | None = None) -> int:
         """Restore the newest checkpoint of this trial's earlier attempts into ``model`` and
         ``monitor``; return the epoch to train next (0: none usable, train from the start).
 
         ``params`` are the trial's parameters, which the checkpoint's must equal; ``epochs``
-        the study's. A checkpoint
+        the study's. ``restore_into(snapshot)``, where given, restores instead of
+        :func:`restore` into ``model`` (a lane member). A checkpoint
         that does not fit is ignored with one line: the model is then left partly assigned,
         and the caller resets it.
         """
@@ -263,7 +273,10 @@ class Checkpointer:
                 raise ValueError(f"of other parameters ({saved}), this trial has {params}")
             if not 0 <= snapshot.epoch < epochs - 1:
                 raise ValueError(f"epoch {snapshot.epoch} does not precede the study's last ({epochs - 1})")
-            restore(model, snapshot)
+            if restore_into is not None:
+                restore_into(snapshot)
+            else:
+                restore(model, snapshot)
         except Exception as e:
             log.warning("trial %s: ignoring %s: %s: training from epoch 0", number, source, _line(e))
             return 0
@@ -281,18 +294,24 @@ class Checkpointer:
 
     # --- saving ---------------------------------------------------------------------------
 
-    def epoch_end(self, model, epoch: int, monitor) -> None:
+    def epoch_end(self, model, epoch: int, monitor, *, state: Callable[[], tuple[list, list]] | None = None) -> None:
         """Take a snapshot of ``model`` after ``epoch``; write it from the background thread if
-        the interval has passed since the last write (and no write is under way)."""
+        the interval has passed since the last write (and no write is under way).
+
+        ``state``, where given, returns the arrays when a write needs them, instead of copying
+        ``model``'s now (a lane member's tensors, which no later step changes).
+        """
         if self.engine is None:
             return
         began = time.perf_counter()
         if self._params is None:
             self._params = dict(self.trial.params)  # read once: every hp is drawn by the end of the first epoch
-        weights, optimizer = capture(model)
+        if state is None:
+            copied = capture(model)  # Keras's variables change in place: copy them now
+            state = lambda: copied  # noqa: E731
         meta = {"model": self.model, **self.extra, "params": self._params, "trial": self.trial.number,
                 "history": {k: list(v) for k, v in monitor.history.items()}, "epoch_seconds": list(monitor.epoch_seconds)}
-        self.latest = Snapshot(epoch, weights, optimizer, meta)
+        self.latest = _Pending(epoch, state, meta)
         self.snapshot_seconds += time.perf_counter() - began
         if time.monotonic() - self._last_write < self.interval:
             return
@@ -303,13 +322,14 @@ class Checkpointer:
         self._last_write = time.monotonic()
         self._future = self._pool.submit(self._write, self.latest)
 
-    def _write(self, snapshot: Snapshot) -> None:
+    def _write(self, pending: "_Pending") -> None:
         from storage.checkpoints import delete_checkpoints, save_checkpoint
 
         with self._lock:
-            if snapshot.epoch <= self.saved_epoch:
+            if pending.epoch <= self.saved_epoch:
                 return
             began = time.perf_counter()
+            snapshot = Snapshot(pending.epoch, *pending.state(), pending.meta)
             data = encode(snapshot)
             trial = self.trial
             what = f"writing the checkpoint of trial {trial.number} at epoch {snapshot.epoch}"

@@ -189,10 +189,11 @@ class Objective:
         """What a checkpoint's arrays belong to: a checkpoint of another model is not resumed."""
         return f"recipe:{self.config.hidden_units}"
 
-    def resume(self, run: TrialRun, model, params: dict) -> int:
-        """Restore the checkpoint of ``run``'s earlier attempts into ``model``; return the epoch
-        to train next (0: none, or none usable). See :mod:`search.train.checkpoint`."""
-        start = run.checkpoints.resume(model, run.monitor, params, self.config.epochs)
+    def resume(self, run: TrialRun, model, params: dict, *, restore_into: Callable | None = None) -> int:
+        """Restore the checkpoint of ``run``'s earlier attempts into ``model`` (or through
+        ``restore_into(snapshot)``: a lane member); return the epoch to train next (0: none, or
+        none usable). See :mod:`search.train.checkpoint`."""
+        start = run.checkpoints.resume(model, run.monitor, params, self.config.epochs, restore_into=restore_into)
         if start:
             run.writes.submit(run.trial.set_user_attr, "resumed_from", run.checkpoints.resumed_from, what="recording where the trial resumed from")
         return start

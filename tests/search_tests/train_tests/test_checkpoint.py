@@ -203,3 +203,74 @@ def test_the_bytes_round_trip_and_refuse_what_is_not_a_checkpoint():
     for bad, why in ((b"", "shorter"), (b"x" * 100, "not an hpsearch checkpoint"), (encode(snap)[:-1], "truncated")):
         with pytest.raises(ValueError, match=why):
             decode(bad)
+
+
+def _users_build(hp):
+    import keras
+
+    units = hp.Int("units", 16, 64, step=16)
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(units, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(hp.Float("lr", 1e-3, 1e-2, sampling="log")), loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_a_users_model_resumes_from_keras_own_state(storage, tiny, monkeypatch):
+    from search.train.objective import ModelObjective
+    from search.train.usermodel import HyperModel, parse_spec
+
+    monkeypatch.setenv("HPSEARCH_CHECKPOINT_S", "3600")
+    config = StudyConfig(epochs=EPOCHS, seed=7, pruner="none", model="mymodel.py:build", model_digest="abc", batch_size=64)
+    hypermodel = HyperModel(_users_build, parse_spec("mymodel.py:build"))
+    study = _study(storage, "users-model")
+    study.enqueue_trial({"units": 32, "lr": 0.005})
+    objective = ModelObjective(config, tiny, hypermodel, call=_call, on_epoch=_interrupt_at(STOP_AT))
+    with pytest.raises(WorkerInterrupted):
+        _run(study, objective)
+    snap = decode(latest_checkpoint(engine_of(storage), [study.trials[0]._trial_id]).data)
+    assert snap.meta["model"] == "mymodel.py:build@abc" and snap.meta["params"] == {"units": 32, "lr": 0.005}
+    assert [a.shape for a in snap.weights] == [(784, 32), (32,), (32, 10), (10,)]
+    objective.on_epoch = None
+    assert _run(study, objective)[0] == "complete"
+    first, retry = study.trials[0], study.trials[1]
+    assert retry.user_attrs["resumed_from"] == {"trial": 0, "epoch": STOP_AT}
+    assert retry.user_attrs["epochs_run"] == EPOCHS and sorted(retry.intermediate_values) == list(range(EPOCHS))
+    assert {k: v[:STOP_AT] for k, v in retry.user_attrs["history"].items()} == {k: v[:STOP_AT] for k, v in first.user_attrs["history"].items()}
+    assert retry.params == first.params
+    assert checkpoint_sizes(engine_of(storage), study._study_id) == {}
+
+
+def test_a_lane_members_state_is_a_solo_trials_checkpoint_and_back():
+    """A lane member saves the recipe's arrays in a solo model's order, so a retry resumes in a
+    lane or alone, whichever worker claims it."""
+    from search.train.checkpoint import capture
+    from search.train.lanes import LaneModel
+    from search.train.model import build_model, reset_model
+
+    rng = np.random.default_rng(0)
+    x = rng.random((256, 784), dtype=np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 256)]
+    lanes = LaneModel(2, hidden_units=1000, batch_size=64)
+    lanes.reset_lane(0, 0.01, 1)
+    lanes.reset_lane(1, 0.1, 2)
+    from keras import ops
+
+    lanes.train_epoch(ops.convert_to_tensor(x), ops.convert_to_tensor(y), np.stack([rng.permutation(256), rng.permutation(256)]).astype(np.int32))
+    weights, optimizer = lanes.member_state(0)()
+    solo = build_model(0.5)
+    reset_model(solo, 0.5)
+    keras_order = capture(solo)
+    assert [w.shape for w in weights] == [w.shape for w in keras_order[0]]
+    assert [a.shape for a in optimizer] == [a.shape for a in keras_order[1]] and int(optimizer[0]) == 4
+    # into a solo model, through the checkpoint's bytes
+    from search.train.checkpoint import restore
+
+    snap = decode(encode(Snapshot(0, weights, optimizer, {})))
+    restore(solo, snap)
+    assert all(np.array_equal(a, b) for a, b in zip(solo.get_weights(), weights))
+    assert int(solo.optimizer.iterations) == 4 and float(solo.optimizer.learning_rate) == pytest.approx(0.01)
+    # and from the solo model into another lane
+    lanes.restore_lane(1, Snapshot(0, *capture(solo), {}))
+    again = lanes.member_state(1)()
+    assert all(np.array_equal(a, b) for a, b in zip([*again[0], *again[1]], [*weights, *optimizer]))
+    with pytest.raises(ValueError, match="do not fit a lane member"):
+        lanes.restore_lane(1, Snapshot(0, weights[:2], optimizer, {}))
