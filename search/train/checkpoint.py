@@ -112,12 +112,6 @@ def capture(model) -> tuple[list, list]:
     return weights, optimizer
 
 
-def shapes(model) -> list:
-    """What a checkpoint's arrays must fit: the shapes and dtypes of the weights and optimizer variables."""
-    opt = model.optimizer.variables if model.optimizer is not None else []
-    return [[[list(v.shape), str(v.dtype)] for v in model.weights], [[list(v.shape), str(v.dtype)] for v in opt]]
-
-
 def restore(model, snapshot: Snapshot) -> None:
     """Assign ``snapshot``'s arrays to ``model``'s weights and optimizer.
 
