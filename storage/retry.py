@@ -115,9 +115,9 @@ def drop_checkpoints(study, trial) -> int:
     """Remove the checkpoints of ``trial`` and its earlier attempts (the series ended); return
     how many there were. Never raises: a checkpoint left behind wastes space, nothing more."""
     from storage.checkpoints import delete_checkpoints
-    from storage.epochs import engine_of
 
-    engine = engine_of(study._storage)
+    backend = getattr(study._storage, "_backend", study._storage)  # Optuna wraps RDBStorage in a cache
+    engine = getattr(backend, "engine", None)
     if engine is None:
         return 0
     try:
