@@ -35,12 +35,12 @@ def _trained(trials) -> tuple[int, list]:
     return total, rows
 
 
-def _interrupt_then_finish(url, mnist, tmp_path, name: str, sig: int, trials: int, env_extra: dict):
+def _interrupt_then_finish(url, mnist, tmp_path, name: str, sig: int, trials: int, env_extra: dict, victim_args=(), rest_args=()):
     data = ["--data", mnist] if mnist else []
     args = ["--study", name, "--trials", str(trials), *TRAIN, *data]
     env = _env(url, **env_extra)
     with open(tmp_path / f"{name}-a.log", "wb") as log:
-        victim = _worker(args, env, log)
+        victim = _worker([*args, *victim_args], env, log)
         try:
             number, _ = _running_trial_with_epochs(url, name, 4, 240)
             time.sleep(0.2)  # into the next epoch
@@ -49,7 +49,7 @@ def _interrupt_then_finish(url, mnist, tmp_path, name: str, sig: int, trials: in
         finally:
             _stop_all([victim])
     with open(tmp_path / f"{name}-b.log", "wb") as log:
-        rest = _worker([*args, "--worker-index", "1"], env, log)
+        rest = _worker([*args, "--worker-index", "1", *rest_args], env, log)
         try:
             codes = _wait([rest], 400)
         finally:
@@ -107,3 +107,21 @@ def test_kill_9_loses_at_most_the_checkpoint_interval(local_pg_url, mnist, tmp_p
     print(f"\nkill -9 after {reported} reported epochs: the retry resumed at epoch {resumed['epoch']}")
     assert resumed["trial"] == number and reported - 2 <= resumed["epoch"] <= reported + 1
     assert retry.state == optuna.trial.TrialState.COMPLETE and retry.user_attrs["epochs_run"] == EPOCHS
+
+
+def test_lane_members_stopped_by_sigterm_resume_alone_and_a_solo_trial_resumes_in_a_lane(local_pg_url, mnist, tmp_path):
+    """A lane member's checkpoint holds the recipe's arrays in a solo model's order: the two
+    members a SIGTERM stopped are resumed by a solo worker, and back."""
+    code, rest, _, logs = _interrupt_then_finish(local_pg_url, mnist, tmp_path, "lanes", signal.SIGTERM, 4, {"HPSEARCH_CHECKPOINT_S": "3600"},
+                                                 victim_args=["--lanes", "2"])
+    assert code == 143 and rest == 0, logs[-3000:]
+    assert "Traceback" not in logs and "training from epoch 0" not in logs, logs[-3000:]
+    study = _study(local_pg_url, "lanes")
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 2
+    for t in failed:
+        retry = next(r for r in study.trials if r.system_attrs.get("failed_trial") == t.number)
+        assert retry.state == optuna.trial.TrialState.COMPLETE and retry.user_attrs["resumed_from"]["trial"] == t.number
+        assert retry.user_attrs["resumed_from"]["epoch"] >= 3 and retry.user_attrs["epochs_run"] == EPOCHS
+        assert "lanes" not in retry.user_attrs  # resumed alone
+    print(f"\nlane members resumed alone at epochs {sorted(r.user_attrs['resumed_from']['epoch'] for r in study.trials if 'resumed_from' in r.user_attrs)}")
