@@ -109,9 +109,10 @@ def test_kill_9_loses_at_most_the_checkpoint_interval(local_pg_url, mnist, tmp_p
     assert retry.state == optuna.trial.TrialState.COMPLETE and retry.user_attrs["epochs_run"] == EPOCHS
 
 
-def test_lane_members_stopped_by_sigterm_resume_alone_and_a_solo_trial_resumes_in_a_lane(local_pg_url, mnist, tmp_path):
+def test_lane_members_stopped_by_sigterm_resume_alone(local_pg_url, mnist, tmp_path):
     """A lane member's checkpoint holds the recipe's arrays in a solo model's order: the two
-    members a SIGTERM stopped are resumed by a solo worker, and back."""
+    members a SIGTERM stopped are resumed by a solo worker (the other way, a solo checkpoint
+    into a lane, is tested on the model in search_tests/train_tests/test_checkpoint.py)."""
     code, rest, _, logs = _interrupt_then_finish(local_pg_url, mnist, tmp_path, "lanes", signal.SIGTERM, 4, {"HPSEARCH_CHECKPOINT_S": "3600"},
                                                  victim_args=["--lanes", "2"])
     assert code == 143 and rest == 0, logs[-3000:]
