@@ -12,7 +12,7 @@ The snapshot is written to the study's database (:mod:`storage.checkpoints`, one
   machine loses at most that much training;
 * at once, in the worker's thread, when the trial is stopped by SIGTERM/SIGINT (the SLURM
   time-limit signal becomes a SIGTERM in the sbatch script) or fails by its environment, before
-  the failure is recorded and retried: the last finished epoch is lost at most.
+  the failure is recorded and retried: only the epoch under way is lost.
 
 A retry (:func:`storage.retry.requeue`) carries its earlier attempts' numbers; the worker that
 claims it loads the newest checkpoint among them (:meth:`Checkpointer.resume`), checks it is
@@ -48,8 +48,9 @@ __all__ = ["CHECKPOINT_S", "Checkpointer", "Snapshot", "capture", "checkpoint_in
 log = logging.getLogger("hpsearch.worker")
 
 #: Seconds of training between checkpoints of a running trial (``HPSEARCH_CHECKPOINT_S``): a
-#: write of the recipe's 9.5 MB takes about 0.1-0.3 s off the training thread, under 1% of a
-#: minute; a lost machine costs at most this much training.
+#: write of the recipe's 9.5 MB took 1.4 s off the training thread on a loaded 2-core machine
+#: with the database beside it, about 0.3 s of it the worker's own CPU (docs/faults.md); a
+#: lost machine costs at most this much training.
 CHECKPOINT_S = 60.0
 
 MAGIC = b"HPSCKPT1"
@@ -196,7 +197,7 @@ class Checkpointer:
 
     Example:
         >>> ckpt = Checkpointer(trial, "recipe:1000", call)
-        >>> start = ckpt.resume(model, monitor)     # 0, or the epoch after the restored one
+        >>> start = ckpt.resume(model, monitor, {"learning_rate": 0.01}, epochs=500)   # 0, or the next epoch
         >>> ckpt.epoch_end(model, epoch, monitor)   # after each epoch that is not the last
         >>> ckpt.stop()                             # interrupted: write the last snapshot now
         >>> ckpt.finish()                           # ended: remove the series' checkpoints
@@ -237,9 +238,9 @@ class Checkpointer:
 
         ``params`` are the trial's parameters, which the checkpoint's must equal; ``epochs``
         the study's. ``restore_into(snapshot)``, where given, restores instead of
-        :func:`restore` into ``model`` (a lane member). A checkpoint
-        that does not fit is ignored with one line: the model is then left partly assigned,
-        and the caller resets it.
+        :func:`restore` into ``model`` (a lane member). A checkpoint that does not fit is
+        ignored with one line: the model may then be left partly assigned, and the caller
+        resets it.
         """
         if self.engine is None or not self._earlier():
             return 0
