@@ -82,14 +82,16 @@ class EpochMonitor:
 
         Each epoch of ``history`` is reported again under this trial (its intermediate value and
         its row for the live landscape), so the pruner, the landscape, the feed and the queries
-        see one run. Then the pruner is asked once at the last of them, as it would have been
-        if the trial had run on: a trial it now stops is not trained past its rung
-        (:attr:`stop_reason` ``"pruned"``).
+        see one run. The pruner is asked again as the run would have asked it with the study as
+        it is now: at each rung among the carried epochs (successive halving's schedule), or
+        else once at the last of them. A trial it stops is pruned there (:attr:`stop_reason`
+        ``"pruned"``, the history cut after that epoch), not trained past its rung.
         """
         n = len(history.get("loss", ()))
         self.history = {k: list(history.get(k, [None] * n))[:n] for k in dict.fromkeys((*HISTORY_KEYS, *history))}
-        self.epoch_seconds = [float(s) for s in list(epoch_seconds)[:n]]
-        key = self.objective
+        self.epoch_seconds = [float(x) for x in list(epoch_seconds)[:n]]
+        s, key = self.schedule, self.objective
+        asked = lambda epoch: s.enabled and epoch >= s.first_step and (s.last_step is None or epoch < s.last_step)  # noqa: E731
         for epoch in range(n):
             value = _finite(self.history.get(key, [None] * n)[epoch])
             if value is not None:
@@ -99,15 +101,16 @@ class EpochMonitor:
             logs = {name: values[epoch] for name, values in self.history.items()}
             seconds = self.epoch_seconds[epoch] if epoch < len(self.epoch_seconds) else None
             self.writes.epoch(self.trial, epoch, logs, seconds=seconds)
-        last = n - 1
-        s = self.schedule
-        if n == 0 or not s.enabled or last < s.first_step or (s.last_step is not None and last >= s.last_step):
-            return
-        self.writes.flush()
-        if self._call(self.trial.should_prune, what=f"asking the pruner at epoch {last}"):
-            self.stop_reason = "pruned"
-            value = _finite(self.history.get(key, [None] * n)[last])
-            self.detail = f"pruned at epoch {last} on resuming" + (f", {key} {value:.4f}" if value is not None else "")
+            at_rung = s.steps is not None and epoch in s.steps
+            if not (asked(epoch) and (at_rung or (s.steps is None and epoch == n - 1))):
+                continue
+            self.writes.flush()
+            if self._call(self.trial.should_prune, what=f"asking the pruner at epoch {epoch}"):
+                self.stop_reason = "pruned"
+                self.detail = f"pruned at epoch {epoch} on resuming" + (f", {key} {value:.4f}" if value is not None else "")
+                self.history = {k: v[: epoch + 1] for k, v in self.history.items()}
+                self.epoch_seconds = self.epoch_seconds[: epoch + 1]
+                return
 
     def end_epoch(self, epoch: int, logs: dict) -> bool:
         key = self.objective

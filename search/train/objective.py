@@ -273,8 +273,8 @@ class Objective:
                     fit(take(data.x_train, order), take(data.y_train, order), epochs=epoch + 1, initial_epoch=epoch, shuffle=False)
                     if monitor.stop_reason is not None:
                         break
-            if monitor.stop_reason == "pruned" and monitor.epochs_run == start and start:
-                test_accuracy = None
+            if start and monitor.stop_reason is not None and monitor.epochs_run <= start:
+                test_accuracy = None  # pruned on resuming: nothing trained, nothing to test
             elif opt.skip_test_eval and ds.validation == "test":
                 # The last epoch validated the final weights on the test set already.
                 test_accuracy = monitor.history["val_accuracy"][-1]
@@ -401,7 +401,7 @@ class ModelObjective(Objective):
             if monitor.stop_reason is None:
                 result = self.hypermodel.fit(hp, model, ds.x_train, ds.y_train, **kwargs)
             test = None
-            if monitor.stop_reason is not None and monitor.epochs_run == start and start:
+            if start and monitor.stop_reason is not None and monitor.epochs_run <= start:
                 pass  # pruned on resuming: nothing trained, nothing to test
             elif ds.validation != "test":
                 test = model.evaluate(ds.x_test, ds.y_test, verbose=0, return_dict=True)

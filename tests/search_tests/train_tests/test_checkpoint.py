@@ -179,6 +179,25 @@ def test_a_trial_the_pruner_now_stops_is_not_resumed_past_its_rung(interrupted, 
     assert "on resuming" in retry.user_attrs["stop_detail"]
 
 
+def test_successive_halving_judges_the_carried_rungs_with_the_study_as_it_is_now(interrupted, storage, tiny):
+    """The default pruner acts at rungs only (epochs 0 and 2 of 5): the retry is judged at the
+    rung it carries, where three better trials have reported meanwhile, and stops there."""
+    from search.study.pruners import make_pruner
+
+    _, _, stored = interrupted
+    config = StudyConfig(epochs=EPOCHS, train_size=1024, seed=7, pruner="asha")
+    study = _study(storage, "asha-on-resume", pruner=make_pruner(config))
+    for _ in range(3):
+        study.add_trial(optuna.trial.create_trial(params={PARAM: 0.02}, distributions={PARAM: optuna.distributions.FloatDistribution(1e-5, 1.0, log=True)},
+                                                  value=0.99, intermediate_values={0: 0.99, 1: 0.99}))
+    _failed_with(study, storage, stored.data)
+    state, _ = _run(study, Objective(config, tiny, call=_call))
+    assert state == "pruned"
+    retry = study.trials[-1]
+    assert retry.user_attrs["stop_detail"].startswith("pruned at epoch 0 on resuming")
+    assert retry.user_attrs["epochs_run"] == 1 and sorted(retry.intermediate_values) == [0]  # as if it had run on
+
+
 def test_periodic_checkpoints_keep_one_row_per_trial_and_go_when_it_ends(storage, tiny, monkeypatch):
     monkeypatch.setenv("HPSEARCH_CHECKPOINT_S", "0")  # after every epoch
     study = _study(storage, "periodic")
