@@ -301,6 +301,27 @@ class ModelObjective(Objective):
         super().__init__(config, dataset, **kwargs)
         self.hypermodel = hypermodel
 
+    def fit_kwargs(self, callbacks: list) -> dict:
+        """What ``fit(hp, model, x, y, **kwargs)`` gets besides the arrays: the validation data,
+        the study's epochs, ``callbacks`` and, unless the user's own ``fit`` sets it, the batch size."""
+        ds, cfg = self.dataset, self.config
+        kwargs = {"validation_data": (ds.x_val, ds.y_val), "epochs": cfg.epochs, "verbose": 0, "callbacks": callbacks}
+        if not self.hypermodel.own_fit:
+            kwargs["batch_size"] = cfg.batch_size  # a fit of the user's own may tune it (KerasTuner's contract)
+        return kwargs
+
+    def lanes(self):
+        """The lane model of a ``--lanes`` worker (:class:`search.train.modellanes.ModelLanes`)."""
+        from search.train.modellanes import ModelLanes
+
+        return ModelLanes(self)
+
+    def finish_metrics(self, run: TrialRun, test: dict) -> float:
+        """Record a lane member's trial with its test metrics; its value as :meth:`finish`."""
+        test = {k: float(v) for k, v in (test or {}).items() if isinstance(v, (int, float))}
+        run.writes.submit(run.trial.set_user_attr, "test_metrics", test, what="recording the test metrics")
+        return self.finish(run, test.get("accuracy"), trained=True)
+
     def __call__(self, trial) -> float:
         from search.errors import TrialConfigError
         from search.study.hyperparameters import HyperParameters
@@ -327,10 +348,7 @@ class ModelObjective(Objective):
                 if monitor.epochs_run == 0:
                     monitor.start()
 
-            kwargs = {"validation_data": (ds.x_val, ds.y_val), "epochs": cfg.epochs, "verbose": 0,
-                      "callbacks": [epoch_callback(begin, lambda epoch, logs: report_epoch(monitor, epoch, logs))]}
-            if not self.hypermodel.own_fit:
-                kwargs["batch_size"] = cfg.batch_size  # a fit of the user's own may tune it (KerasTuner's contract)
+            kwargs = self.fit_kwargs([epoch_callback(begin, lambda epoch, logs: report_epoch(monitor, epoch, logs))])
             result = self.hypermodel.fit(hp, model, ds.x_train, ds.y_train, **kwargs)
             test = None
             if ds.validation != "test":
