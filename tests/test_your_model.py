@@ -210,6 +210,8 @@ def test_an_objective_the_logs_never_hold_stops_the_worker_in_one_line(local_pg_
     assert len(study.trials) == 1 and study.trials[0].state.name == "FAIL"
 
 
-def test_lanes_with_a_users_model_are_refused_in_one_line(images):
-    out = run_cli("run", "--model", str(EXAMPLES / "cnn.py") + ":build", "--data", images, "--lanes", "2", "--storage", "sqlite:///:memory:")
+def test_lanes_with_a_users_model_off_jax_are_refused_in_one_line_naming_jax(images):
+    out = run_cli("run", "--model", str(EXAMPLES / "cnn.py") + ":build", "--data", images, "--lanes", "2", "--storage", "sqlite:///:memory:",
+                  env={"KERAS_BACKEND": "tensorflow"})
     assert out.returncode == 2 and "--lanes 2" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert "KERAS_BACKEND=jax" in out.stderr

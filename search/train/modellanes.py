@@ -311,6 +311,10 @@ class ModelLanes:
     """
 
     def __init__(self, objective, layout: str | None = None):
+        import keras
+
+        if keras.backend.backend() != "jax":
+            raise ConfigError(f"lanes of a user's model run on JAX only, not {keras.backend.backend()}: set KERAS_BACKEND=jax, or use --lanes 1")
         import jax.numpy as jnp
 
         self.objective = objective

@@ -183,6 +183,16 @@ class Objective:
             raise optuna.TrialPruned(f"no finite {self.config.objective} in {monitor.epochs_run} epochs")
         return monitor.best_value
 
+    def lanes(self, lanes: int):
+        """The lane model of a ``--lanes`` worker (:class:`search.train.lanes.RecipeLanes`)."""
+        from search.train.lanes import RecipeLanes
+
+        return RecipeLanes(self, lanes)
+
+    def finish_metrics(self, run: TrialRun, test: dict) -> float:
+        """Record a lane member's trial with its test metrics; its value as :meth:`finish`."""
+        return self.finish(run, test.get("accuracy"))
+
     def abort(self, run: TrialRun, error: BaseException | None) -> None:
         """Save what a failing trial trained so far (unless the database is what failed)."""
         run.writes.close(raise_errors=False)
@@ -310,7 +320,7 @@ class ModelObjective(Objective):
             kwargs["batch_size"] = cfg.batch_size  # a fit of the user's own may tune it (KerasTuner's contract)
         return kwargs
 
-    def lanes(self):
+    def lanes(self, lanes: int):
         """The lane model of a ``--lanes`` worker (:class:`search.train.modellanes.ModelLanes`)."""
         from search.train.modellanes import ModelLanes
 
