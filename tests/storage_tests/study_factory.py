@@ -171,7 +171,7 @@ def build_user_study(storage, name: str = USER) -> None:
     from storage.foreign import OWN_ATTR
 
     rng = random.Random(23)
-    study = optuna.create_study(storage=storage, study_name=name, direction="minimize")
+    study = optuna.create_study(storage=storage, study_name=name, direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0))  # seeded: tests read given choices
     study.set_user_attr("hpsearch_config", dict(USER_CONFIG))
     for i in range(14):
         trial = study.ask()
