@@ -174,15 +174,22 @@ class LiveApp:
         self.param = param
         self._config_epochs = config_epochs or self._stored_epochs
         self._static: dict[str, tuple[bytes, bytes]] = {}
+        self._params: dict[int, str] = {}
         self._lock = threading.Lock()
 
     def _param_of(self, study_id: int) -> str:
-        """The parameter drawn for this study: its stored ``landscape_param``, else the server's."""
-        from search.study.config import landscape_param_of
-        from search.study.create import CONFIG_ATTR
+        """The parameter drawn for this study: its stored ``landscape_param``, else the server's.
 
-        stored = self.storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
-        return landscape_param_of(stored) if isinstance(stored, dict) and stored.get("landscape_param") else self.param
+        Read once per study: a study's configuration is fixed when it is made, and the feed is
+        polled every second by every open page.
+        """
+        if study_id not in self._params:
+            from search.study.config import landscape_param_of
+            from search.study.create import CONFIG_ATTR
+
+            stored = self.storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
+            self._params[study_id] = landscape_param_of(stored) if isinstance(stored, dict) and stored.get("landscape_param") else self.param
+        return self._params[study_id]
 
     def _stored_epochs(self, study_id: int) -> int | None:
         from search.study.create import CONFIG_ATTR

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from urllib.parse import parse_qs, urlsplit
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -82,3 +86,22 @@ def get_json(url: str, token: str | None = None):
     headers = {"Authorization": f"token {token}"} if token else {}
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as r:
         return json.load(r)
+
+
+def open_browser(window: str = "1400,3000"):
+    """Debian's Chromium, headless, through chromedriver, in a fresh profile: ``(driver, profile)``."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    profile = tempfile.mkdtemp(prefix="hpsearch-chromium-")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={profile}", f"--window-size={window}", "--hide-scrollbars"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=opts), profile

@@ -13,7 +13,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 
@@ -23,7 +22,7 @@ import pytest
 from search.landscape.figures import FIGURE_IDS
 from search.landscape.refresh import STAMP_ATTR
 from tests.conftest import REPO, run_cli
-from tests.search_tests.landscape_tests._dashboard import Dashboard
+from tests.search_tests.landscape_tests._dashboard import Dashboard, open_browser
 
 pytestmark = pytest.mark.slow
 
@@ -92,31 +91,13 @@ def test_the_dashboard_api_returns_the_saved_figures(dashboard):
     assert len(recipe) == 3  # the recipe's three rates, labelled
 
 
-def _browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    profile = tempfile.mkdtemp(prefix="hpsearch-chromium-")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={profile}", "--window-size=1400,3000", "--hide-scrollbars"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver), options=opts), profile
-
-
 def test_a_real_browser_renders_the_landscape_on_the_study_page(dashboard):
     import base64
 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser, profile = _browser()
+    browser, profile = open_browser()
     try:
         browser.set_page_load_timeout(60)
         browser.get(dashboard.wait_url())

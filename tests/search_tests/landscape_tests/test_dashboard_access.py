@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 import uuid
@@ -26,7 +25,7 @@ from search.landscape.access import Access, cookie_name, resolve_token
 from search.errors import ConfigError
 from tests.conftest import with_password
 from tests.search_tests._synthetic import synthetic_trials
-from tests.search_tests.landscape_tests._dashboard import Dashboard
+from tests.search_tests.landscape_tests._dashboard import Dashboard, open_browser
 
 pytestmark = pytest.mark.slow
 
@@ -304,29 +303,12 @@ print(json.dumps(out))
     assert _snapshot(db)[KEPT] == before[KEPT]
 
 
-def _browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    profile = tempfile.mkdtemp(prefix="hpsearch-chromium-")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--window-size=1200,900"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver), options=opts), profile
-
-
 def test_a_browser_keeps_the_token_in_a_cookie_for_the_pages_their_calls_and_the_live_page(readonly, db):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     sid = _snapshot(db)[KEPT]["id"]
-    browser, profile = _browser()
+    browser, profile = open_browser(window="1200,900")
     try:
         browser.set_page_load_timeout(60)
         browser.get(f"{readonly.base}/dashboard/studies/{sid}")  # no token yet: refused

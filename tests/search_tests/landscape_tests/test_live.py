@@ -26,8 +26,8 @@ from search.train.deferred import DeferredWrites
 from storage import open_storage, resolve_storage_url
 from storage.epochs import TARGET_ATTR
 from tests.conftest import REPO
-from tests.search_tests.landscape_tests._dashboard import Dashboard
-from tests.search_tests.landscape_tests.test_dashboard import PASSWORD, _browser, _with_password
+from tests.search_tests.landscape_tests._dashboard import Dashboard, open_browser
+from tests.search_tests.landscape_tests.test_dashboard import PASSWORD, _with_password
 
 pytestmark = pytest.mark.slow
 
@@ -163,7 +163,7 @@ def test_the_study_note_links_to_the_live_page(served):
     s, d = served
     detail = json.loads(_get(f"{d.base}/api/studies/{s.id}", d.token)[2])
     assert f"(/live/studies/{s.id})" in detail["note"]["body"]
-    assert f"live loss landscape: http://127.0.0.1:" in d.logs and f"/live/studies/{s.id}" in d.logs
+    assert "live loss landscape: http://127.0.0.1:" in d.logs and f"/live/studies/{s.id}" in d.logs
 
 
 def _follow(url: str, study: str, *args: str) -> subprocess.Popen:
@@ -270,7 +270,7 @@ def test_a_real_browser_watches_the_landscape_change_without_a_reload_and_keeps_
     from selenium.webdriver.support.ui import WebDriverWait
 
     s, d = served
-    browser, profile = _browser()
+    browser, profile = open_browser()
     try:
         browser.set_window_size(1400, 1700)
         browser.set_page_load_timeout(60)
