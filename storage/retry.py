@@ -9,6 +9,11 @@ one cap, :data:`MAX_ATTEMPTS`. (They used to count apart: the worker's ``MAX_ATT
 ``max_retry=2`` of Optuna's retry callback, which counts its own ``retry_history`` only, so a
 rate could be tried up to nine times.)
 
+A retry resumes from the newest checkpoint its earlier attempts left (issue 24; the attempts
+are found through :func:`earlier_attempts`). When a series of attempts ends without another
+retry, its checkpoints are no longer needed: :func:`requeue` and :func:`drop_checkpoints`
+remove them.
+
 The policy lives in ``storage`` because the stale-trial callback does and ``storage`` never
 imports ``search``; the worker imports it from here.
 """
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MAX_ATTEMPTS", "RETRY", "RetryPolicy", "requeue", "retry_params"]
+__all__ = ["MAX_ATTEMPTS", "RETRY", "RetryPolicy", "drop_checkpoints", "earlier_attempts", "requeue", "retry_params"]
 
 #: How often one learning rate is tried when its trials fail by the environment (the first
 #: attempt included).
@@ -85,6 +90,7 @@ def requeue(study, trial, reason: str, policy: RetryPolicy = RETRY) -> bool:
     params = retry_params(study, trial)
     attrs = policy.retry_attrs(trial, reason, params)
     if attrs is None:
+        drop_checkpoints(study, trial)  # no later attempt will resume from them
         return False
     earlier = _system_attrs(study, trial)
     history = [*earlier.get("retry_history", []), trial.number]
@@ -95,3 +101,26 @@ def requeue(study, trial, reason: str, policy: RetryPolicy = RETRY) -> bool:
     }
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING, system_attrs=system, user_attrs=attrs))
     return True
+
+
+def earlier_attempts(study, trial) -> list[int]:
+    """The trial ids of the earlier attempts at ``trial``'s parameters, oldest first (none for
+    a trial that is no retry): those whose checkpoints a retry may resume from."""
+    numbers = _system_attrs(study, trial).get("retry_history") or []
+    storage = study._storage
+    return [storage.get_trial_id_from_study_id_trial_number(study._study_id, int(n)) for n in numbers]
+
+
+def drop_checkpoints(study, trial) -> int:
+    """Remove the checkpoints of ``trial`` and its earlier attempts (the series ended); return
+    how many there were. Never raises: a checkpoint left behind wastes space, nothing more."""
+    from storage.checkpoints import delete_checkpoints
+
+    backend = getattr(study._storage, "_backend", study._storage)  # Optuna wraps RDBStorage in a cache
+    engine = getattr(backend, "engine", None)
+    if engine is None:
+        return 0
+    try:
+        return delete_checkpoints(engine, [*earlier_attempts(study, trial), trial._trial_id])
+    except Exception:
+        return 0

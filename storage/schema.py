@@ -5,8 +5,9 @@ hand, a partial restore) is recreated empty without a word, and a finished trial
 loses its value (issue 15). A schema version that no installed Optuna knows fails deep inside
 alembic. Both are checked here first and refused in one line naming the fix.
 
-hpsearch's own table, ``hpsearch_epochs`` (:data:`TABLE`, read and written by
-:mod:`storage.epochs`), is made here too, next to Optuna's (:func:`ensure_table`).
+hpsearch's own tables are made here too, next to Optuna's (:func:`ensure_table`):
+``hpsearch_epochs`` (:data:`TABLE`, read and written by :mod:`storage.epochs`) and
+``hpsearch_checkpoints`` (:data:`CHECKPOINTS`, by :mod:`storage.checkpoints`, issue 24).
 
 :func:`create_schema` makes the whole schema on the one connection that holds the schema lock
 (issue 25): Optuna's first start on an empty database holds two connections at once
@@ -25,7 +26,7 @@ import sqlalchemy
 from storage.errors import StorageError
 from storage.locks import SCHEMA_LOCK_KEY, xact_lock
 
-__all__ = ["TABLE", "check_schema", "create_schema", "ensure_table", "mark_ready", "has_epochs_table"]
+__all__ = ["CHECKPOINTS", "TABLE", "check_schema", "create_schema", "ensure_table", "mark_ready", "has_epochs_table"]
 
 #: hpsearch's table of every epoch of every trial (:mod:`storage.epochs`).
 TABLE = "hpsearch_epochs"
@@ -54,6 +55,34 @@ _SQLITE_DDL = (
     # Optuna does not turn SQLite's foreign keys on, so the cascade needs a trigger there.
     f"""CREATE TRIGGER IF NOT EXISTS {TABLE}_trial_deleted AFTER DELETE ON trials
         BEGIN DELETE FROM {TABLE} WHERE trial_id = OLD.trial_id; END""",
+)
+
+#: hpsearch's table of the checkpoints of running trials (:mod:`storage.checkpoints`): one row
+#: per trial at most, its bytes stored out of line without compression (float weights do not
+#: compress, and trying costs a pass over megabytes at every write).
+CHECKPOINTS = "hpsearch_checkpoints"
+
+_POSTGRES_CHECKPOINTS_DDL = (
+    f"""CREATE TABLE IF NOT EXISTS {CHECKPOINTS} (
+        trial_id integer PRIMARY KEY REFERENCES trials (trial_id) ON DELETE CASCADE,
+        study_id integer NOT NULL REFERENCES studies (study_id) ON DELETE CASCADE,
+        epoch integer NOT NULL,
+        nbytes bigint NOT NULL,
+        data bytea NOT NULL,
+        written_at timestamptz NOT NULL DEFAULT now())""",
+    f"ALTER TABLE {CHECKPOINTS} ALTER COLUMN data SET STORAGE EXTERNAL",
+    f"CREATE INDEX IF NOT EXISTS {CHECKPOINTS}_study_id ON {CHECKPOINTS} (study_id)",
+)
+_SQLITE_CHECKPOINTS_DDL = (
+    f"""CREATE TABLE IF NOT EXISTS {CHECKPOINTS} (
+        trial_id INTEGER PRIMARY KEY REFERENCES trials (trial_id) ON DELETE CASCADE,
+        study_id INTEGER NOT NULL REFERENCES studies (study_id) ON DELETE CASCADE,
+        epoch INTEGER NOT NULL,
+        nbytes INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        written_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)""",
+    f"""CREATE TRIGGER IF NOT EXISTS {CHECKPOINTS}_trial_deleted AFTER DELETE ON trials
+        BEGIN DELETE FROM {CHECKPOINTS} WHERE trial_id = OLD.trial_id; END""",
 )
 
 # Engines known to have the table (a weak set: engines are disposed and collected).
@@ -107,7 +136,7 @@ def check_schema(conn, where: str) -> None:
 
 
 def create_schema(conn) -> None:
-    """Make what ``RDBStorage`` makes on its first start, and the epochs table, on ``conn`` alone.
+    """Make what ``RDBStorage`` makes on its first start, and hpsearch's tables, on ``conn`` alone.
 
     Optuna's tables (``create_all``, which skips those present), its ``version_info`` row and
     its alembic revision (the head; the base for a schema older than alembic, as Optuna
@@ -140,7 +169,7 @@ def mark_ready(engine) -> None:
 
 
 def ensure_table(engine, conn=None) -> None:
-    """Create the epochs table and its indexes if they are missing (idempotent).
+    """Create hpsearch's tables (epochs, checkpoints) and their indexes where missing (idempotent).
 
     On PostgreSQL this runs under hpsearch's schema advisory lock, as Optuna's own tables are
     created (``CREATE TABLE IF NOT EXISTS`` from several processes at once can fail). Pass
@@ -163,22 +192,25 @@ def ensure_table(engine, conn=None) -> None:
 
 
 def _create(conn) -> None:
-    # No DDL when the table is there: a role that may write rows but not create tables
-    # (a shared production database) must still open the storage.
-    if _table_exists(conn):
-        return
-    ddl = _POSTGRES_DDL if conn.dialect.name == "postgresql" else _SQLITE_DDL
-    for statement in ddl:
-        conn.exec_driver_sql(statement)
+    # No DDL when a table is there: a role that may write rows but not create tables
+    # (a shared production database) must still open the storage. A database made before
+    # issue 24 has the epochs table only: the checkpoints table is added beside it.
+    postgres = conn.dialect.name == "postgresql"
+    for table, ddl in ((TABLE, _POSTGRES_DDL if postgres else _SQLITE_DDL),
+                       (CHECKPOINTS, _POSTGRES_CHECKPOINTS_DDL if postgres else _SQLITE_CHECKPOINTS_DDL)):
+        if _table_exists(conn, table):
+            continue
+        for statement in ddl:
+            conn.exec_driver_sql(statement)
 
 
 def has_epochs_table(conn) -> bool:
     return conn.engine in _ready or _table_exists(conn)
 
 
-def _table_exists(conn) -> bool:
+def _table_exists(conn, table: str = TABLE) -> bool:
     if conn.dialect.name == "postgresql":
-        found = conn.execute(sqlalchemy.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": TABLE}).scalar()
+        found = conn.execute(sqlalchemy.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table}).scalar()
     else:
-        found = conn.execute(sqlalchemy.text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :t"), {"t": TABLE}).scalar()
+        found = conn.execute(sqlalchemy.text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :t"), {"t": table}).scalar()
     return bool(found)

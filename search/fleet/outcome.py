@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from search.errors import ObjectiveNotLoggedError, TrialConfigError, TrialEnvironmentError, WorkerInterrupted, one_line, trial_error
 from storage import RETRY, requeue
+from storage.retry import drop_checkpoints
 from storage.errors import HpsearchError, StorageError
 
 __all__ = ["Outcome", "classify", "lanes_failure", "record", "settle", "stopped"]
@@ -140,7 +141,9 @@ def _fail(study, trial, outcome: Outcome, call) -> None:
         except optuna.exceptions.UpdateFinishedTrialError:
             return  # a sweep already failed it (and re-enqueued it)
         if outcome.retry:
-            requeue(study, trial, reason, RETRY)
+            requeue(study, trial, reason, RETRY)  # a retry resumes from the trial's checkpoint, if any
+        else:
+            drop_checkpoints(study, trial)  # no retry will: the series ends here
 
     try:
         call(fail, what=f"recording the failure of trial {trial.number}")

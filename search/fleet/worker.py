@@ -16,6 +16,7 @@ with 128 + the signal; no trial is left RUNNING. How each trial ended is decided
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -317,8 +318,12 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
         heartbeat.trial_ids.discard(run.trial._trial_id)
         done(run.trial, run.lr, state, shown)
 
-    def fail_all(outcome: Outcome, *, error: BaseException | None) -> None:
+    def fail_all(outcome: Outcome, *, error: BaseException | None, cause: BaseException) -> None:
         for lane, run in sorted(active.items()):
+            if outcome.retry:
+                objective.save_on_failure(run, cause)  # its retry resumes from its last epoch
+            else:
+                run.checkpoints.close()
             objective.abort(run, error)
             record(study, run.trial, outcome, call)
             heartbeat.trial_ids.discard(run.trial._trial_id)
@@ -354,7 +359,12 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
                         if model is None:
                             model = LaneModel(lanes, hidden_units=cfg.hidden_units, batch_size=cfg.batch_size)
                         model.reset_lane(lane, run.lr, None if cfg.seed is None else cfg.seed + trial.number)
+                        # A retry goes on from its earlier attempt's checkpoint, solo or lane
+                        # member alike (both save the recipe's arrays in one order).
+                        epoch_of[lane] = objective.resume(run, None, {PARAM: run.lr}, restore_into=functools.partial(model.restore_lane, lane))
                         run.monitor.start()
+                        if run.monitor.stop_reason is not None:
+                            close(lane, None)  # the pruner stops it where it resumed
                 if not active:
                     time.sleep(poll if full else 0)
                     continue
@@ -367,7 +377,7 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
                     raise
                 except Exception as e:
                     log.exception("the lanes model failed")
-                    fail_all(lanes_failure(e, lanes, active[min(active)].trial.number, cfg.batch_size), error=e)
+                    fail_all(lanes_failure(e, lanes, active[min(active)].trial.number, cfg.batch_size), error=e, cause=e)
                     model = None
                     clear_session()  # the failed model's state may be broken: build a new one
                     done.consecutive_failures += 1
@@ -381,6 +391,8 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
                     epoch_of[lane] += 1
                     if stop or epoch_of[lane] >= cfg.epochs:
                         leaving.append(lane)
+                    else:  # the member's snapshot: its tensors of this epoch, copied only when written
+                        run.checkpoints.epoch_end(None, epoch_of[lane] - 1, run.monitor, state=model.member_state(lane))
                 if leaving:
                     test = None if test_is_val else model.evaluate(data.x_test, data.y_test, validate_batch)
                     for lane in leaving:
@@ -394,7 +406,7 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
             outcome = classify(e)
             if outcome.kind not in ("interrupted", "database"):
                 outcome = stopped(e)
-            fail_all(outcome, error=None if outcome.kind == "interrupted" else e)
+            fail_all(outcome, error=None if outcome.kind == "interrupted" else e, cause=e)
             if isinstance(e, KeyboardInterrupt):
                 raise WorkerInterrupted(signal.SIGINT) from None
             raise

@@ -290,32 +290,77 @@ class LaneModel:
     def reset_lane(self, lane: int, learning_rate: float, seed: int | None) -> None:
         """Give member ``lane`` fresh initial weights (drawn after seeding with ``seed``), zeroed
         Adam moments and step count, and ``learning_rate``; the other members are untouched."""
-        from keras import ops
-
         from search.train.model import initial_weights
 
         hidden, inputs, classes = self.sizes
         # drawn exactly as reset_model draws a solo trial's
         fresh = [np.asarray(w, "float32") for w in initial_weights(seed, hidden_units=hidden, input_dim=inputs, num_classes=classes)]
-        rate = np.float32(learning_rate)
+        self._set_member(lane, fresh, [(np.zeros(w.shape, "float32"), np.zeros(w.shape, "float32")) for w in fresh], 0.0, learning_rate)
+
+    def _set_member(self, lane: int, weights, moments, step: float, rate: float) -> None:
+        from keras import ops
+
         if self.layout == "unrolled":
             member = (
-                tuple(ops.convert_to_tensor(w) for w in fresh),
-                tuple((ops.zeros(w.shape, "float32"), ops.zeros(w.shape, "float32")) for w in fresh),
-                ops.convert_to_tensor(np.float32(0.0)),
-                ops.convert_to_tensor(rate),
+                tuple(ops.convert_to_tensor(np.asarray(w, "float32")) for w in weights),
+                tuple((ops.convert_to_tensor(np.asarray(m, "float32")), ops.convert_to_tensor(np.asarray(v, "float32"))) for m, v in moments),
+                ops.convert_to_tensor(np.float32(step)),
+                ops.convert_to_tensor(np.float32(rate)),
             )
             self.state = self.state[:lane] + (member,) + self.state[lane + 1:]
             return
-        params, moments, steps, rates = self.state
+        params, stacked_moments, steps, rates = self.state
 
         def put(stacked, value):
             value = ops.convert_to_tensor(np.asarray(value, "float32")[None])
             return ops.slice_update(stacked, (lane,) + (0,) * (len(stacked.shape) - 1), value)
 
-        params = tuple(put(p, w) for p, w in zip(params, fresh))
-        moments = tuple((put(m, np.zeros(m.shape[1:])), put(v, np.zeros(v.shape[1:]))) for m, v in moments)
-        self.state = (params, moments, put(steps, 0.0), put(rates, rate))
+        params = tuple(put(p, w) for p, w in zip(params, weights))
+        stacked_moments = tuple((put(sm, m), put(sv, v)) for (sm, sv), (m, v) in zip(stacked_moments, moments))
+        self.state = (params, stacked_moments, put(steps, step), put(rates, rate))
+
+    def member_state(self, lane: int):
+        """A function that returns member ``lane``'s state as it is now, in a solo recipe
+        model's order (:func:`search.train.checkpoint.capture`): ``(weights, optimizer)``, the
+        optimizer's being Adam's step count, rate, then each weight's two moments. So a lane
+        member's checkpoint resumes alone and a solo trial's in a lane (issue 24).
+
+        Nothing is copied now: the state's tensors are never changed in place (each step makes
+        new ones), so holding them keeps this epoch's values until the function is called.
+        """
+        from keras import ops
+
+        state, layout = self.state, self.layout
+
+        def pick(tensor):
+            array = np.asarray(ops.convert_to_numpy(tensor))
+            return np.array(array if layout == "unrolled" else array[lane])
+
+        def arrays():
+            params, moments, step, rate = state[lane] if layout == "unrolled" else state
+            weights = [pick(p) for p in params]
+            optimizer = [np.asarray(round(float(pick(step))), "int64"), np.asarray(pick(rate), "float32")]
+            for m, v in moments:
+                optimizer += [pick(m), pick(v)]
+            return weights, optimizer
+
+        return arrays
+
+    def restore_lane(self, lane: int, snapshot) -> None:
+        """Give member ``lane`` the state of ``snapshot`` (a solo recipe trial's checkpoint, or
+        a lane member's: :meth:`member_state`'s order).
+
+        Raises:
+            ValueError: its arrays are not the recipe's at this model's sizes.
+        """
+        hidden, inputs, classes = self.sizes
+        shapes = [(inputs, hidden), (hidden,), (hidden, classes), (classes,)]
+        weights, optimizer = snapshot.weights, snapshot.optimizer
+        got = [tuple(np.shape(w)) for w in weights], [tuple(np.shape(a)) for a in optimizer[2:]]
+        if got != (shapes, [s for s in shapes for _ in range(2)]) or len(optimizer) != 10:
+            raise ValueError(f"arrays of shapes {got[0]} (weights) do not fit a lane member of shapes {shapes}")
+        moments = [(optimizer[2 + 2 * i], optimizer[3 + 2 * i]) for i in range(4)]
+        self._set_member(lane, weights, moments, float(optimizer[0]), float(optimizer[1]))
 
     def _params(self):
         return tuple(member[0] for member in self.state) if self.layout == "unrolled" else self.state[0]

@@ -77,6 +77,41 @@ class EpochMonitor:
     def epochs_run(self) -> int:
         return len(self.history["loss"])
 
+    def resume(self, history: dict, epoch_seconds: list) -> None:
+        """Carry an earlier attempt's epochs (a retry resumed from its checkpoint, issue 24).
+
+        Each epoch of ``history`` is reported again under this trial (its intermediate value and
+        its row for the live landscape), so the pruner, the landscape, the feed and the queries
+        see one run. The pruner is asked again as the run would have asked it with the study as
+        it is now: at each rung among the carried epochs (successive halving's schedule), or
+        else once at the last of them. A trial it stops is pruned there (:attr:`stop_reason`
+        ``"pruned"``, the history cut after that epoch), not trained past its rung.
+        """
+        n = len(history.get("loss", ()))
+        self.history = {k: list(history.get(k, [None] * n))[:n] for k in dict.fromkeys((*HISTORY_KEYS, *history))}
+        self.epoch_seconds = [float(x) for x in list(epoch_seconds)[:n]]
+        s, key = self.schedule, self.objective
+        asked = lambda epoch: s.enabled and epoch >= s.first_step and (s.last_step is None or epoch < s.last_step)  # noqa: E731
+        for epoch in range(n):
+            value = _finite(self.history.get(key, [None] * n)[epoch])
+            if value is not None:
+                self.writes.submit(self.trial.report, value, step=epoch, what=f"reporting epoch {epoch} again")
+                if self.best_value is None or (value > self.best_value if self.maximize else value < self.best_value):
+                    self.best_value, self.best_epoch = value, epoch
+            logs = {name: values[epoch] for name, values in self.history.items()}
+            seconds = self.epoch_seconds[epoch] if epoch < len(self.epoch_seconds) else None
+            self.writes.epoch(self.trial, epoch, logs, seconds=seconds)
+            at_rung = s.steps is not None and epoch in s.steps
+            if not (asked(epoch) and (at_rung or (s.steps is None and epoch == n - 1))):
+                continue
+            self.writes.flush()
+            if self._call(self.trial.should_prune, what=f"asking the pruner at epoch {epoch}"):
+                self.stop_reason = "pruned"
+                self.detail = f"pruned at epoch {epoch} on resuming" + (f", {key} {value:.4f}" if value is not None else "")
+                self.history = {k: v[: epoch + 1] for k, v in self.history.items()}
+                self.epoch_seconds = self.epoch_seconds[: epoch + 1]
+                return
+
     def end_epoch(self, epoch: int, logs: dict) -> bool:
         key = self.objective
         if key not in logs:

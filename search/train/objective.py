@@ -34,8 +34,9 @@ from search.train.deferred import DeferredWrites
 from storage.errors import StorageError
 from search.errors import trial_error
 from search.study.pruners import pruner_schedule
+from search.train.checkpoint import Checkpointer, checkpoint_interval
 from search.train.monitor import EpochMonitor
-from search.study.space import suggest
+from search.study.space import PARAM, suggest
 
 __all__ = ["FitOptions", "ModelObjective", "Objective", "TrialRun", "VALIDATION_BATCH", "report_epoch"]
 
@@ -105,14 +106,25 @@ def report_epoch(monitor: EpochMonitor, epoch: int, logs: dict) -> bool:
     return monitor.end_epoch(epoch, logs)
 
 
-def _fit_callback(monitor: EpochMonitor):
+def _fit_callback(monitor: EpochMonitor, after: Callable[[int], None] | None = None):
+    """The Keras callback of a trial's ``fit``: report each epoch, then ``after(epoch)`` (its
+    checkpoint's snapshot) unless it stops there."""
     from search.train.model import epoch_callback
 
+    started = []
+
     def begin():
-        if monitor.epochs_run == 0:  # a seeded trial calls fit once per epoch
+        if not started:  # a seeded trial calls fit once per epoch
+            started.append(True)
             monitor.start()
 
-    return epoch_callback(begin, lambda epoch, logs: report_epoch(monitor, epoch, logs))
+    def end(epoch, logs):
+        stop = report_epoch(monitor, epoch, logs)
+        if not stop and after is not None:
+            after(epoch)
+        return stop
+
+    return epoch_callback(begin, end)
 
 
 @dataclass
@@ -124,6 +136,7 @@ class TrialRun:
     monitor: EpochMonitor
     writes: DeferredWrites
     started: float
+    checkpoints: Checkpointer | None = None
 
 
 class Objective:
@@ -154,6 +167,7 @@ class Objective:
         # while the database is unreachable.
         self.call = call or _direct
         self.options = (options or FitOptions()).resolved(gpu=on_gpu())
+        self.checkpoint_s = checkpoint_interval()  # read once: a bad value stops the worker before any trial
         self._models = ModelCache()
 
     def begin(self, trial, attrs: dict | None = None) -> TrialRun:
@@ -168,12 +182,40 @@ class Objective:
             hook = functools.partial(self.on_epoch, trial.number)
         monitor = EpochMonitor(trial, on_epoch=hook, call=call, schedule=pruner_schedule(cfg, budget=opt.pruner_budget), writes=writes,
                                objective=cfg.objective, maximize=cfg.direction == "maximize")
-        return TrialRun(trial, lr, monitor, writes, time.perf_counter())
+        checkpoints = Checkpointer(trial, self.model_key(), call, interval=self.checkpoint_s, extra={"seed": cfg.seed, "batch_size": cfg.batch_size})
+        return TrialRun(trial, lr, monitor, writes, time.perf_counter(), checkpoints)
+
+    def model_key(self) -> str:
+        """What a checkpoint's arrays belong to: a checkpoint of another model is not resumed."""
+        return f"recipe:{self.config.hidden_units}"
+
+    def resume(self, run: TrialRun, model, params: dict, *, restore_into: Callable | None = None) -> int:
+        """Restore the checkpoint of ``run``'s earlier attempts into ``model`` (or through
+        ``restore_into(snapshot)``: a lane member); return the epoch to train next (0: none, or
+        none usable). See :mod:`search.train.checkpoint`."""
+        start = run.checkpoints.resume(model, run.monitor, params, self.config.epochs, restore_into=restore_into)
+        if start:
+            run.writes.submit(run.trial.set_user_attr, "resumed_from", run.checkpoints.resumed_from, what="recording where the trial resumed from")
+        return start
+
+    def save_on_failure(self, run: TrialRun, error: BaseException) -> None:
+        """A trial that fails by its environment or is interrupted (and so is retried) writes
+        its last snapshot now, for the retry to resume from."""
+        from search.errors import ConfigError, TrialConfigError
+
+        if isinstance(error, (StorageError, TrialConfigError, ConfigError)):
+            run.checkpoints.close()  # the database is away, or no retry will come
+        else:
+            run.checkpoints.stop()
 
     def finish(self, run: TrialRun, test_accuracy, *, trained: bool | None = None) -> float:
         """Record the trained trial; return its best val_accuracy or raise ``optuna.TrialPruned``."""
         import optuna
 
+        if run.checkpoints is not None:
+            run.checkpoints.finish()
+            for key, value in run.checkpoints.attrs().items():
+                run.writes.submit(run.trial.set_user_attr, key, value, what="recording the trial's checkpoints")
         run.writes.close()  # every report and attribute is in the database before the results
         monitor = run.monitor
         self._record(run.trial, monitor, test_accuracy, time.perf_counter() - run.started, trained=trained)
@@ -194,59 +236,70 @@ class Objective:
             pass  # the original error matters more than a history we could not save
 
     def __call__(self, trial) -> float:
+        from search.train.data import epoch_order
+
         cfg, ds = self.config, self.dataset
         opt = self.options
         run = self.begin(trial)
         lr, monitor = run.lr, run.monitor
         model = None
         try:
-            model = self._model(lr, None if cfg.seed is None else cfg.seed + trial.number)
+            seed = None if cfg.seed is None else cfg.seed + trial.number
+            model = self._model(lr, seed)
+            start = self.resume(run, model, {PARAM: lr})
+            if start == 0 and run.checkpoints.earlier:
+                model = self._model(lr, seed)  # a checkpoint that did not fit may have been half restored
             data = device_data(ds) if opt.device_data else ds
+            last = cfg.epochs - 1
+
+            def snapshot(epoch):
+                if epoch < last:  # after the last epoch the trial ends: nothing to resume
+                    run.checkpoints.epoch_end(model, epoch, monitor)
+
             fit = functools.partial(
                 model.fit, batch_size=cfg.batch_size, validation_data=(data.x_val, data.y_val),
-                validation_batch_size=opt.validation_batch, verbose=0, callbacks=[_fit_callback(monitor)],
+                validation_batch_size=opt.validation_batch, verbose=0, callbacks=[_fit_callback(monitor, snapshot)],
             )
-            if cfg.seed is None:
-                history = fit(data.x_train, data.y_train, epochs=cfg.epochs, shuffle=True)
+            if monitor.stop_reason is not None:
+                pass  # the pruner stopped it at its resumed epoch
+            elif cfg.seed is None:
+                fit(data.x_train, data.y_train, epochs=cfg.epochs, initial_epoch=start, shuffle=True)
             else:
-                history = self._fit_seeded(fit, data, monitor)
-            if opt.skip_test_eval and ds.validation == "test":
+                n = len(ds.x_train)
+                for epoch in range(start, cfg.epochs):
+                    # Each epoch's order depends on the study's seed and the epoch only, so a
+                    # lane member and a resumed trial see the batches this trial would have.
+                    order = epoch_order(cfg.seed, epoch, n)
+                    fit(take(data.x_train, order), take(data.y_train, order), epochs=epoch + 1, initial_epoch=epoch, shuffle=False)
+                    if monitor.stop_reason is not None:
+                        break
+            if start and monitor.stop_reason is not None and monitor.epochs_run <= start:
+                test_accuracy = None  # pruned on resuming: nothing trained, nothing to test
+            elif opt.skip_test_eval and ds.validation == "test":
                 # The last epoch validated the final weights on the test set already.
-                test_accuracy = history.history["val_accuracy"][-1]
+                test_accuracy = monitor.history["val_accuracy"][-1]
+                test_accuracy = math.nan if test_accuracy is None else test_accuracy
             else:
                 batch = opt.validation_batch or cfg.batch_size
                 _, test_accuracy = model.evaluate(data.x_test, data.y_test, batch_size=batch, verbose=0)
         except Exception as e:
             model = None
+            self.save_on_failure(run, e)
             self._models.discard()  # a failed fit may leave the model or the backend broken
             self.abort(run, e)
             failure = trial_error(e, trial.number, cfg.batch_size)
             if failure is e:
                 raise
             raise failure from e
-        except BaseException:  # KeyboardInterrupt: let queued writes land before the worker fails the trial
+        except BaseException as e:  # KeyboardInterrupt: let queued writes land before the worker fails the trial
+            self.save_on_failure(run, e)
             self.abort(run, None)
             raise
         finally:
             model = None
             if not opt.reuse_model:
                 self._models.discard()
-        return self.finish(run, test_accuracy)
-
-    def _fit_seeded(self, fit, data, monitor: EpochMonitor):
-        """Fit epoch by epoch in the order :func:`search.train.data.epoch_order` gives for the study's
-        seed and the epoch, so a lane member of the same trial sees the same batches."""
-        from search.train.data import epoch_order
-
-        n = len(self.dataset.x_train)
-        history = None
-        for epoch in range(self.config.epochs):
-            order = epoch_order(self.config.seed, epoch, n)
-            x, y = take(data.x_train, order), take(data.y_train, order)
-            history = fit(x, y, epochs=epoch + 1, initial_epoch=epoch, shuffle=False)
-            if monitor.stop_reason is not None:
-                break
-        return history
+        return self.finish(run, test_accuracy, trained=test_accuracy is not None)
 
     def _model(self, lr: float, seed: int | None):
         """The trial's model: the cached one, reset to ``lr`` with initial weights drawn after seeding."""
@@ -301,11 +354,13 @@ class ModelObjective(Objective):
         super().__init__(config, dataset, **kwargs)
         self.hypermodel = hypermodel
 
+    def model_key(self) -> str:
+        return f"{self.config.model}@{self.config.model_digest or ''}"
+
     def __call__(self, trial) -> float:
         from search.errors import TrialConfigError
         from search.study.hyperparameters import HyperParameters
         from search.train.backend import clear_session
-        from search.train.model import epoch_callback
         from search.train.usermodel import check_model
 
         cfg, ds = self.config, self.dataset
@@ -323,28 +378,45 @@ class ModelObjective(Objective):
             except Exception as e:
                 raise TrialConfigError(f"trial {trial.number}: build(hp) failed for {hp.values}: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
 
-            def begin():
-                if monitor.epochs_run == 0:
-                    monitor.start()
+            # A retry goes on from its earlier attempt's checkpoint: Keras's own state (the
+            # weights and the optimizer's variables), restored into the model just built.
+            start = self.resume(run, model, dict(trial.params))
+            if start == 0 and run.checkpoints.earlier:
+                clear_session()  # a checkpoint that did not fit may have been half restored
+                if cfg.seed is not None:
+                    set_seed(cfg.seed + trial.number)
+                model = self.hypermodel.build(hp)
+            last = cfg.epochs - 1
+
+            def snapshot(epoch):
+                if epoch < last:
+                    run.checkpoints.epoch_end(model, epoch, monitor)
 
             kwargs = {"validation_data": (ds.x_val, ds.y_val), "epochs": cfg.epochs, "verbose": 0,
-                      "callbacks": [epoch_callback(begin, lambda epoch, logs: report_epoch(monitor, epoch, logs))]}
+                      "callbacks": [_fit_callback(monitor, snapshot)]}
+            if start:
+                kwargs["initial_epoch"] = start  # Keras's own way to go on from an epoch
             if not self.hypermodel.own_fit:
                 kwargs["batch_size"] = cfg.batch_size  # a fit of the user's own may tune it (KerasTuner's contract)
-            result = self.hypermodel.fit(hp, model, ds.x_train, ds.y_train, **kwargs)
+            if monitor.stop_reason is None:
+                result = self.hypermodel.fit(hp, model, ds.x_train, ds.y_train, **kwargs)
             test = None
-            if ds.validation != "test":
+            if start and monitor.stop_reason is not None and monitor.epochs_run <= start:
+                pass  # pruned on resuming: nothing trained, nothing to test
+            elif ds.validation != "test":
                 test = model.evaluate(ds.x_test, ds.y_test, verbose=0, return_dict=True)
             elif monitor.epochs_run:
                 test = {k.removeprefix("val_"): v[-1] for k, v in monitor.history.items() if k.startswith("val_")}
         except Exception as e:
+            self.save_on_failure(run, e)
             clear_session()
             self.abort(run, e)
             failure = trial_error(e, trial.number, cfg.batch_size)
             if failure is e:
                 raise
             raise failure from e
-        except BaseException:
+        except BaseException as e:
+            self.save_on_failure(run, e)
             self.abort(run, None)
             raise
         if monitor.epochs_run == 0:

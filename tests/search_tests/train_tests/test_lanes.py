@@ -303,3 +303,9 @@ def test_sigterm_closes_every_lane_trial_and_requeues_its_rate(local_pg_url, mni
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     waiting = sorted(t.system_attrs["fixed_params"]["learning_rate"] for t in study.trials if t.state == optuna.trial.TrialState.WAITING)
     assert waiting == sorted(t.params["learning_rate"] for t in failed)
+    # each member's last finished epoch is checkpointed for its retry (issue 24)
+    from storage.checkpoints import checkpoint_sizes
+    from storage.epochs import engine_of
+
+    sizes = checkpoint_sizes(engine_of(study._storage), study._study_id)
+    assert set(sizes) == {t._trial_id for t in failed} and all(nbytes > 9_000_000 for _, nbytes in sizes.values()), sizes
