@@ -24,6 +24,7 @@ ENV_VARS: dict[str, str] = {
     "HPSEARCH_DEBUG": "set by `--debug` (any non-empty value): tracebacks are shown, and the backend's start-up noise on stderr is not held back",
     "HPSEARCH_CHECKPOINT_S": "seconds of training between checkpoints of a running trial, written to the study's database (default 60; 0: after every epoch); a stopped worker writes one at once (docs/faults.md)",
     "HPSEARCH_LANES": "trials a worker trains at once as one batched model, used when --lanes is not given (default 1)",
+    "HPSEARCH_LANE_LAYOUT": "how lanes of a user's model run on JAX: unrolled (a loop over members in one program) or vmap (stacked); default: vmap on a GPU, else unrolled",
     "HPSEARCH_DASHBOARD_TOKEN": "the token `hpsearch dashboard` requires, instead of one generated at start (16 or more URL-safe characters)",
 }
 

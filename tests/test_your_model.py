@@ -210,6 +210,30 @@ def test_an_objective_the_logs_never_hold_stops_the_worker_in_one_line(local_pg_
     assert len(study.trials) == 1 and study.trials[0].state.name == "FAIL"
 
 
-def test_lanes_with_a_users_model_are_refused_in_one_line(images):
-    out = run_cli("run", "--model", str(EXAMPLES / "cnn.py") + ":build", "--data", images, "--lanes", "2", "--storage", "sqlite:///:memory:")
+def test_lanes_with_a_users_model_off_jax_are_refused_in_one_line_naming_jax(images):
+    out = run_cli("run", "--model", str(EXAMPLES / "cnn.py") + ":build", "--data", images, "--lanes", "2", "--storage", "sqlite:///:memory:",
+                  env={"KERAS_BACKEND": "tensorflow"})
     assert out.returncode == 2 and "--lanes 2" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert "KERAS_BACKEND=jax" in out.stderr
+
+
+def test_lanes_of_a_hypermodel_on_jax_are_exact_and_equal_solo(local_pg_url, images):
+    """Issue 26's Done-when: structural and continuous hyperparameters and a fit that tunes
+    shuffle, --lanes 4 on JAX: exactly the budget, each trial's epochs as its solo run's."""
+    pytest.importorskip("keras_tuner")
+    pytest.importorskip("jax")
+    runs = {}
+    for lanes in (4, 1):
+        name = f"lanes{lanes}"
+        out = run_cli("run", "--model", str(EXAMPLES / "getting_started.py") + ":MyHyperModel", "--data", images, "--study", name,
+                      "--trials", "5", "--seed", "0", "--pruner", "none", "--lanes", str(lanes), *TINY, "--storage", local_pg_url,
+                      env={"KERAS_BACKEND": "jax"}, timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+        study = _study(local_pg_url, name)
+        assert len(_finished(study)) == len(study.trials) == 5
+        runs[lanes] = {t.number: t for t in study.trials}
+    for number, lane in runs[4].items():
+        solo = runs[1][number]
+        assert lane.params == solo.params and lane.user_attrs["lanes"] == 4
+        for a, b in zip(lane.user_attrs["history"]["val_accuracy"], solo.user_attrs["history"]["val_accuracy"], strict=True):
+            assert abs(a - b) <= 0.002

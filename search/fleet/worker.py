@@ -16,7 +16,6 @@ with 128 + the signal; no trial is left RUNNING. How each trial ended is decided
 
 from __future__ import annotations
 
-import functools
 import logging
 import signal
 import threading
@@ -281,28 +280,24 @@ def _refresh_landscape(study, storage, *, force: bool) -> None:
 
 
 def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes: int, *, objective, progress: Progress,
-               call, sweep, best_so_far, signals: _Signals, done: _Done, poll: float, rates: dict) -> WorkerResult:
-    """The lane worker's loop: up to ``lanes`` trials train together as one model (issue 12).
+               call, sweep, best_so_far, signals: _Signals, done: _Done, poll: float, rates: dict, param: str | None) -> WorkerResult:
+    """The lane worker's loop: up to ``lanes`` trials train together (issues 12 and 26).
 
-    Each lane holds one trial, claimed under the study lock like a solo trial's (so the budget
-    stays exact) and beaten by the worker's heartbeat. At every epoch boundary each member's
-    epoch is reported as a solo trial's is (:func:`search.train.objective.report_epoch`); a member
-    that completed, was pruned or diverged is told and leaves its lane, which takes the next
-    trial with fresh weights, zeroed Adam state and its own rate, without recompiling. Idle
-    lanes (the budget is all claimed) keep training masked: nothing of them is reported.
-    SIGINT/SIGTERM fail every running lane trial and re-enqueue its rate; an error of the
-    model itself fails every member as an environment failure, retried, and rebuilds it.
+    The lane model is the objective's (``objective.lanes(K)``): the recipe's
+    :class:`search.train.lanes.RecipeLanes` or, for a user's model,
+    :class:`search.train.modellanes.ModelLanes`. Each lane holds one trial, claimed under the
+    study lock like a solo trial's (so the budget stays exact) and beaten by the worker's
+    heartbeat. At every epoch boundary each member's epoch is reported as a solo trial's is
+    (:func:`search.train.objective.report_epoch`); a member that completed, was pruned or
+    diverged is told and leaves its lane, which takes the next trial. A trial the lane model
+    cannot take (a user's ``fit`` that does more than set ``batch_size`` or ``shuffle``, a build
+    that fails) runs solo, through the objective, between two epochs. SIGINT/SIGTERM fail every
+    running lane trial and re-enqueue its parameters; an error of the lane model itself fails
+    every member as an environment failure, retried, and the lane model is made anew.
     """
     from search.train.backend import clear_session
-    from search.train.data import device_data
-    from search.train.lanes import LaneModel, lane_orders
     from search.train.objective import report_epoch
 
-    cfg, opt = config, objective.options
-    data = device_data(dataset)  # converted once: every step gathers its batches from these
-    validate_batch = opt.validation_batch or cfg.batch_size
-    n = len(dataset.x_train)
-    test_is_val = opt.skip_test_eval and dataset.validation == "test"
     model = None
     active: dict[int, object] = {}  # lane -> TrialRun
     epoch_of: dict[int, int] = {}  # lane -> the member's next epoch
@@ -311,10 +306,11 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
     full = False  # the last claim found the budget taken (finished + running)
     waited = False
 
-    def close(lane: int, test_accuracy) -> None:
+    def close(lane: int, test: dict) -> None:
         run = active.pop(lane)
         epoch_of.pop(lane, None)
-        state, shown = settle(study, run.trial, call, lambda: objective.finish(run, test_accuracy))
+        model.drop(lane)
+        state, shown = settle(study, run.trial, call, lambda: objective.finish_metrics(run, test))
         heartbeat.trial_ids.discard(run.trial._trial_id)
         done(run.trial, run.lr, state, shown)
 
@@ -330,13 +326,22 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
         active.clear()
         epoch_of.clear()
 
+    def solo(trial) -> None:
+        def train():
+            with signals.interruptible():
+                return objective(trial)
+
+        state, shown = settle(study, trial, call, train)  # raises on what stops the worker, once recorded
+        heartbeat.trial_ids.discard(trial._trial_id)
+        done(trial, None, state, shown)
+
     with _Heartbeat(storage, set(), sweep=sweep) as heartbeat:
         try:
             while True:
                 signals.check()
                 if len(active) < lanes and time.monotonic() >= claim_after:
                     while len(active) < lanes:
-                        counts, trial = call(_claim, study, storage, target, asked={}, what="claiming a trial")
+                        counts, trial = call(_claim, study, storage, target, param, asked={}, what="claiming a trial")
                         progress.set_study(_finished(counts), best_so_far())
                         if trial is None:
                             full = True
@@ -352,32 +357,37 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
                         full = waited = False
                         heartbeat.beat(trial._trial_id)
                         trials_run += 1
+                        if model is None:
+                            model = objective.lanes(lanes)
+                        try:
+                            member = model.member(trial)
+                        except Exception:
+                            log.exception("trial %s could not join a lane: it trains solo", trial.number)
+                            member = None
+                        if member is None:
+                            solo(trial)
+                            continue
                         lane = min(set(range(lanes)) - set(active))
                         run = objective.begin(trial, {"lanes": lanes, "lane": lane})
                         active[lane], epoch_of[lane] = run, 0
                         rates[trial.number] = run.lr
-                        if model is None:
-                            model = LaneModel(lanes, hidden_units=cfg.hidden_units, batch_size=cfg.batch_size)
-                        model.reset_lane(lane, run.lr, None if cfg.seed is None else cfg.seed + trial.number)
                         # A retry goes on from its earlier attempt's checkpoint, solo or lane
-                        # member alike (both save the recipe's arrays in one order).
-                        epoch_of[lane] = objective.resume(run, None, {PARAM: run.lr}, restore_into=functools.partial(model.restore_lane, lane))
+                        # member alike: put() restores it and says which epoch comes next.
+                        epoch_of[lane] = model.put(lane, member, run)
                         run.monitor.start()
                         if run.monitor.stop_reason is not None:
                             close(lane, None)  # the pruner stops it where it resumed
                 if not active:
                     time.sleep(poll if full else 0)
                     continue
-                orders = lane_orders(cfg.seed, [epoch_of.get(k, 0) for k in range(lanes)], n)
                 try:
                     with signals.interruptible():
-                        train = model.train_epoch(data.x_train, data.y_train, orders)
-                        val = model.evaluate(data.x_val, data.y_val, validate_batch)
+                        logs = model.epoch()
                 except (WorkerInterrupted, KeyboardInterrupt):
                     raise
                 except Exception as e:
                     log.exception("the lanes model failed")
-                    fail_all(lanes_failure(e, lanes, active[min(active)].trial.number, cfg.batch_size), error=e, cause=e)
+                    fail_all(lanes_failure(e, lanes, active[min(active)].trial.number, config.batch_size), error=e, cause=e)
                     model = None
                     clear_session()  # the failed model's state may be broken: build a new one
                     done.consecutive_failures += 1
@@ -385,18 +395,16 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
                     continue
                 leaving = []
                 for lane, run in sorted(active.items()):
-                    logs = {"loss": train["loss"][lane], "accuracy": train["accuracy"][lane],
-                            "val_loss": val["loss"][lane], "val_accuracy": val["accuracy"][lane]}
-                    stop = report_epoch(run.monitor, epoch_of[lane], {k: float(v) for k, v in logs.items()})
+                    stop = report_epoch(run.monitor, epoch_of[lane], logs[lane])
                     epoch_of[lane] += 1
-                    if stop or epoch_of[lane] >= cfg.epochs:
+                    if stop or epoch_of[lane] >= config.epochs:
                         leaving.append(lane)
                     else:  # the member's snapshot: its tensors of this epoch, copied only when written
                         run.checkpoints.epoch_end(None, epoch_of[lane] - 1, run.monitor, state=model.member_state(lane))
                 if leaving:
-                    test = None if test_is_val else model.evaluate(data.x_test, data.y_test, validate_batch)
+                    test = model.test(leaving, logs)
                     for lane in leaving:
-                        close(lane, val["accuracy"][lane] if test is None else test["accuracy"][lane])
+                        close(lane, test[lane])
                 claim_after = 0.0 if leaving else claim_after
         except BaseException as e:
             # Every lane trial still running ends as the worker does: interrupted (its history
@@ -472,7 +480,7 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
     if lanes > 1:
         with _Signals() as signals:
             return _run_lanes(study, storage, config, dataset, target, lanes, objective=objective, progress=progress,
-                              call=call, sweep=sweep, best_so_far=best_so_far, signals=signals, done=done, poll=poll, rates=rates)
+                              call=call, sweep=sweep, best_so_far=best_so_far, signals=signals, done=done, poll=poll, rates=rates, param=param)
     trials_run = 0
     waited = False
     with _Signals() as signals:

@@ -43,7 +43,7 @@ import numpy as np
 from search.env import env
 from search.errors import ConfigError
 
-__all__ = ["CHECKPOINT_S", "Checkpointer", "Snapshot", "capture", "checkpoint_interval", "decode", "encode", "restore"]
+__all__ = ["CHECKPOINT_S", "Checkpointer", "Snapshot", "capture", "checkpoint_interval", "decode", "encode", "restore", "state_variables"]
 
 log = logging.getLogger("hpsearch.worker")
 
@@ -83,7 +83,8 @@ class Snapshot:
 
     Attributes:
         epoch: the last epoch the state finished.
-        weights: the model's weights (``model.get_weights()`` order).
+        weights: the model's state, :func:`state_variables` order (its weights and the seed
+            state of its random layers).
         optimizer: every optimizer variable (``model.optimizer.variables`` order): Adam's step
             count, learning rate, moments.
         meta: JSON-able: ``model`` (what the arrays belong to), ``params`` (the trial's
@@ -106,9 +107,16 @@ def _numpy(value) -> np.ndarray:
     return np.array(keras.ops.convert_to_numpy(value), copy=True)
 
 
+def state_variables(model) -> list:
+    """The model variables a checkpoint holds: the trainable ones, then the non-trainable ones
+    (BatchNorm statistics and the seed state of dropout and other random layers, which
+    ``model.weights`` leaves out: without it a resumed dropout draws other masks)."""
+    return [*model.trainable_variables, *model.non_trainable_variables]
+
+
 def capture(model) -> tuple[list, list]:
-    """Host copies of ``model``'s weights and of its optimizer's variables."""
-    weights = [_numpy(v) for v in model.weights]
+    """Host copies of ``model``'s state (:func:`state_variables`) and of its optimizer's variables."""
+    weights = [_numpy(v) for v in state_variables(model)]
     optimizer = [_numpy(v) for v in model.optimizer.variables] if model.optimizer is not None else []
     return weights, optimizer
 
@@ -122,10 +130,11 @@ def restore(model, snapshot: Snapshot) -> None:
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     opt = list(model.optimizer.variables) if model.optimizer is not None else []
-    targets = [*model.weights, *opt]
+    own = state_variables(model)
+    targets = [*own, *opt]
     arrays = [*snapshot.weights, *snapshot.optimizer]
-    if len(model.weights) != len(snapshot.weights) or len(opt) != len(snapshot.optimizer):
-        raise ValueError(f"{len(snapshot.weights)} weights and {len(snapshot.optimizer)} optimizer variables, the model has {len(model.weights)} and {len(opt)}")
+    if len(own) != len(snapshot.weights) or len(opt) != len(snapshot.optimizer):
+        raise ValueError(f"{len(snapshot.weights)} weights and {len(snapshot.optimizer)} optimizer variables, the model has {len(own)} and {len(opt)}")
     for variable, array in zip(targets, arrays):
         if tuple(variable.shape) != tuple(array.shape):
             raise ValueError(f"an array of shape {tuple(array.shape)} for {variable.path} of shape {tuple(variable.shape)}")

@@ -26,7 +26,7 @@ import numpy as np
 
 from search.errors import ConfigError
 
-__all__ = ["LaneModel", "MAX_LANES", "bytes_per_member", "check_lanes_fit", "default_layout", "lane_orders", "member_params"]
+__all__ = ["LaneModel", "MAX_LANES", "RecipeLanes", "bytes_per_member", "check_lanes_fit", "default_layout", "lane_orders", "member_params"]
 
 #: An upper bound that catches typos (``--lanes 6400``) before the memory check does.
 MAX_LANES = 4096
@@ -420,3 +420,74 @@ def lane_orders(seed: int | None, epochs: list[int], n: int) -> np.ndarray:
     return np.stack([orders[e] for e in epochs])
 
 
+
+
+class RecipeLanes:
+    """The recipe's :class:`LaneModel` as a ``--lanes`` worker's lane model.
+
+    The worker (:func:`search.fleet.worker._run_lanes`) drives any lane model through five
+    calls: ``member(trial)`` (what a lane needs to train the trial, or None: train it solo),
+    ``put(lane, member, run)`` (restores a retried trial's checkpoint; returns the member's next
+    epoch), ``drop(lane)``, ``epoch()`` (one epoch of every member and its validation: the epoch
+    logs per lane), ``test(lanes, last)`` (test metrics per lane) and ``member_state(lane)`` (a
+    function returning the member's checkpoint arrays, :mod:`search.train.checkpoint`).
+    :class:`search.train.modellanes.ModelLanes` is the other one, for a user's model.
+    """
+
+    def __init__(self, objective, lanes: int):
+        from search.train.data import device_data
+
+        self.objective, self.lanes = objective, lanes
+        self.data = device_data(objective.dataset)  # converted once: every step gathers its batches from these
+        self.n = len(objective.dataset.x_train)
+        self.model = None
+        self.epochs: dict[int, int] = {}  # lane -> the member's next epoch
+
+    def member(self, trial) -> dict:
+        seed = self.objective.config.seed
+        return {"seed": None if seed is None else seed + trial.number}
+
+    def put(self, lane: int, member: dict, run) -> int:
+        """Give ``lane`` the trial of ``run``: fresh initial weights, or the checkpoint its
+        earlier attempt left (solo or lane member alike: both save the recipe's arrays in one
+        order). Return the member's next epoch (0 unless it resumed)."""
+        import functools
+
+        from search.study.space import PARAM
+
+        cfg = self.objective.config
+        if self.model is None:
+            self.model = LaneModel(self.lanes, hidden_units=cfg.hidden_units, batch_size=cfg.batch_size)
+        self.model.reset_lane(lane, run.lr, member["seed"])
+        start = self.objective.resume(run, None, {PARAM: run.lr}, restore_into=functools.partial(self.model.restore_lane, lane))
+        self.epochs[lane] = start  # the batch order of a resumed epoch is the uninterrupted run's
+        return start
+
+    def member_state(self, lane: int):
+        """Member ``lane``'s checkpoint state (:meth:`LaneModel.member_state`)."""
+        return self.model.member_state(lane)
+
+    def drop(self, lane: int) -> None:
+        self.epochs.pop(lane, None)
+
+    def _validate_batch(self) -> int:
+        return self.objective.options.validation_batch or self.objective.config.batch_size
+
+    def epoch(self) -> dict[int, dict[str, float]]:
+        data = self.data
+        orders = lane_orders(self.objective.config.seed, [self.epochs.get(k, 0) for k in range(self.lanes)], self.n)
+        train = self.model.train_epoch(data.x_train, data.y_train, orders)
+        val = self.model.evaluate(data.x_val, data.y_val, self._validate_batch())
+        out = {}
+        for lane in self.epochs:
+            self.epochs[lane] += 1
+            out[lane] = {"loss": float(train["loss"][lane]), "accuracy": float(train["accuracy"][lane]),
+                         "val_loss": float(val["loss"][lane]), "val_accuracy": float(val["accuracy"][lane])}
+        return out
+
+    def test(self, lanes, last: dict[int, dict]) -> dict[int, dict[str, float]]:
+        opt, ds = self.objective.options, self.objective.dataset
+        if opt.skip_test_eval and ds.validation == "test":
+            return {k: {"accuracy": last[k]["val_accuracy"]} for k in lanes}
+        test = self.model.evaluate(self.data.x_test, self.data.y_test, self._validate_batch())
+        return {k: {"accuracy": float(test["accuracy"][k])} for k in lanes}

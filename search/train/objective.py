@@ -225,6 +225,16 @@ class Objective:
             raise optuna.TrialPruned(f"no finite {self.config.objective} in {monitor.epochs_run} epochs")
         return monitor.best_value
 
+    def lanes(self, lanes: int):
+        """The lane model of a ``--lanes`` worker (:class:`search.train.lanes.RecipeLanes`)."""
+        from search.train.lanes import RecipeLanes
+
+        return RecipeLanes(self, lanes)
+
+    def finish_metrics(self, run: TrialRun, test: dict) -> float:
+        """Record a lane member's trial with its test metrics; its value as :meth:`finish`."""
+        return self.finish(run, test.get("accuracy"))
+
     def abort(self, run: TrialRun, error: BaseException | None) -> None:
         """Save what a failing trial trained so far (unless the database is what failed)."""
         run.writes.close(raise_errors=False)
@@ -357,6 +367,30 @@ class ModelObjective(Objective):
     def model_key(self) -> str:
         return f"{self.config.model}@{self.config.model_digest or ''}"
 
+    def fit_kwargs(self, callbacks: list, *, initial_epoch: int = 0) -> dict:
+        """What ``fit(hp, model, x, y, **kwargs)`` gets besides the arrays: the validation data,
+        the study's epochs, ``callbacks``, the epoch a resumed trial goes on from and, unless
+        the user's own ``fit`` sets it, the batch size."""
+        ds, cfg = self.dataset, self.config
+        kwargs = {"validation_data": (ds.x_val, ds.y_val), "epochs": cfg.epochs, "verbose": 0, "callbacks": callbacks}
+        if initial_epoch:
+            kwargs["initial_epoch"] = initial_epoch  # Keras's own way to go on from an epoch
+        if not self.hypermodel.own_fit:
+            kwargs["batch_size"] = cfg.batch_size  # a fit of the user's own may tune it (KerasTuner's contract)
+        return kwargs
+
+    def lanes(self, lanes: int):
+        """The lane model of a ``--lanes`` worker (:class:`search.train.modellanes.ModelLanes`)."""
+        from search.train.modellanes import ModelLanes
+
+        return ModelLanes(self)
+
+    def finish_metrics(self, run: TrialRun, test: dict) -> float:
+        """Record a lane member's trial with its test metrics; its value as :meth:`finish`."""
+        test = {k: float(v) for k, v in (test or {}).items() if isinstance(v, (int, float))}
+        run.writes.submit(run.trial.set_user_attr, "test_metrics", test, what="recording the test metrics")
+        return self.finish(run, test.get("accuracy"), trained=True)
+
     def __call__(self, trial) -> float:
         from search.errors import TrialConfigError
         from search.study.hyperparameters import HyperParameters
@@ -392,12 +426,7 @@ class ModelObjective(Objective):
                 if epoch < last:
                     run.checkpoints.epoch_end(model, epoch, monitor)
 
-            kwargs = {"validation_data": (ds.x_val, ds.y_val), "epochs": cfg.epochs, "verbose": 0,
-                      "callbacks": [_fit_callback(monitor, snapshot)]}
-            if start:
-                kwargs["initial_epoch"] = start  # Keras's own way to go on from an epoch
-            if not self.hypermodel.own_fit:
-                kwargs["batch_size"] = cfg.batch_size  # a fit of the user's own may tune it (KerasTuner's contract)
+            kwargs = self.fit_kwargs([_fit_callback(monitor, snapshot)], initial_epoch=start)
             if monitor.stop_reason is None:
                 result = self.hypermodel.fit(hp, model, ds.x_train, ds.y_train, **kwargs)
             test = None

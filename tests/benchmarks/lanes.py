@@ -25,6 +25,14 @@ without ``--lanes``, each on a fresh study of a fresh embedded PostgreSQL, alter
     KERAS_BACKEND=jax python tests/benchmarks/lanes.py gpu --data mnist.npz --out results/
     python tests/benchmarks/lanes.py gpu --data mnist.npz --tiny     # a CPU check of the script
 
+``any``: lanes of a user's model on JAX (issue 26): a small CNN and an MLP written as a user
+writes them (``build(hp)``, the rate from ``hp``), K trials with rates log-spaced 1e-4..1e-1 as
+one :class:`search.train.modellanes.ModelLanes` against the same trials solo as the worker runs a
+user's model (a new model per trial, ``model.fit``); wall time of the whole trials (build and
+compilation included, as the solo worker pays them per trial), alternated::
+
+    KERAS_BACKEND=jax python tests/benchmarks/lanes.py any --data mnist.npz --models cnn,mlp --ks 1,2,4,8 --repeats 2
+
 Every part prints one JSON object per measurement to stdout (``--out DIR`` also writes them).
 """
 
@@ -152,6 +160,114 @@ def cmd_model(args) -> None:
         _emit(record, args.out, "model")
 
 
+def _user_build(kind: str):
+    """A small user's model, KerasTuner style: the CNN or the MLP, rate from ``hp``."""
+    import keras
+    from keras import layers
+
+    def build(hp):
+        if kind == "cnn":
+            body = [layers.Conv2D(16, 3, activation="relu"), layers.MaxPooling2D(), layers.Conv2D(32, 3, activation="relu"),
+                    layers.MaxPooling2D(), layers.Flatten(), layers.Dropout(0.5)]
+        else:
+            body = [layers.Flatten(), layers.Dense(256, activation="relu"), layers.Dropout(0.2)]
+        model = keras.Sequential([keras.Input((28, 28, 1)), *body, layers.Dense(10, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.Adam(hp.Float("lr", 1e-4, 1e-1, sampling="log")),
+                      loss="categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    return build
+
+
+def _user_solo(build, ds, cfg, rates):
+    """The trials one after another as a solo worker runs a user's model (ModelObjective): a new
+    model per trial after clear_session and the seed, ``model.fit``; (seconds, histories)."""
+    import optuna
+
+    from search.study.hyperparameters import HyperParameters
+    from search.train.backend import clear_session, set_seed
+
+    start, histories = time.perf_counter(), []
+    for number, lr in enumerate(rates):
+        hp = HyperParameters(optuna.trial.FixedTrial({"lr": lr}, number=number))
+        clear_session()
+        set_seed(cfg.seed + number)
+        model = build(hp)
+        h = model.fit(ds.x_train, ds.y_train, validation_data=(ds.x_val, ds.y_val), epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=0)
+        histories.append(h.history["val_accuracy"])
+    return time.perf_counter() - start, histories
+
+
+def _user_lanes(build, ds, cfg, rates, layout):
+    """The same trials as members of one :class:`search.train.modellanes.ModelLanes`; (seconds, histories)."""
+    from types import SimpleNamespace
+
+    import optuna
+
+    from search.train.modellanes import ModelLanes
+    from search.train.usermodel import HyperModel, ModelSpec
+
+    start = time.perf_counter()
+    hypermodel = HyperModel(build, ModelSpec("bench.py:build", "file", "bench.py", "build"))
+    lanes = ModelLanes(SimpleNamespace(config=cfg, dataset=ds, hypermodel=hypermodel), layout=layout)
+    for number, lr in enumerate(rates):
+        lanes.put(number, lanes.member(optuna.trial.FixedTrial({"lr": lr}, number=number)), None)
+    histories = {k: [] for k in range(len(rates))}
+    for _ in range(cfg.epochs):
+        for k, logs in lanes.epoch().items():
+            histories[k].append(logs["val_accuracy"])
+    return time.perf_counter() - start, [histories[k] for k in range(len(rates))]
+
+
+def cmd_any(args) -> None:
+    """Lanes of a user's model (issue 26) against the same trials solo, on JAX; wall time of the
+    whole trials (build, compilation, training, validation), alternated."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from search.train.data import read_arrays
+
+    raw = read_arrays(args.data) if args.data else None
+    if raw is None:
+        import keras
+
+        (xt, yt), _ = keras.datasets.mnist.load_data()
+    else:
+        xt, yt = raw.x_train, raw.y_train
+    eye = np.eye(10, dtype="float32")
+    n, v = args.train_size, 1000
+    x = (np.asarray(xt[:n + v]).reshape(-1, 28, 28, 1) / 255.0).astype("float32")
+    y = eye[np.asarray(yt[:n + v]).astype(int)]
+    ds = SimpleNamespace(x_train=x[:n], y_train=y[:n], x_val=x[n:], y_val=y[n:], x_test=x[n:], y_test=y[n:], validation="holdout")
+    cfg = SimpleNamespace(seed=0, batch_size=args.batch_size, epochs=args.epochs)
+    for kind in args.models:
+        build = _user_build(kind)
+        _user_solo(build, ds, SimpleNamespace(seed=0, batch_size=args.batch_size, epochs=1), [1e-3])  # JAX's start-up, once
+        for k in args.ks:
+            rates = _rates(k)
+            solo_s, lanes_s, diffs = [], [], []
+            load = os.getloadavg()
+            for rep in range(args.repeats):
+                for which in (("solo", "lanes") if rep % 2 == 0 else ("lanes", "solo")):
+                    if which == "solo":
+                        seconds, solo_h = _user_solo(build, ds, cfg, rates)
+                        solo_s.append(seconds)
+                    else:
+                        seconds, lane_h = _user_lanes(build, ds, cfg, rates, args.layout)
+                        lanes_s.append(seconds)
+                diffs.append(max(abs(a - b) for s, lh in zip(solo_h, lane_h) for a, b in zip(s, lh)))
+            record = {
+                "part": "any", "model": kind, "k": k, "layout": args.layout or "auto", "epochs": args.epochs, "train_size": n,
+                "batch_size": args.batch_size, "solo_seconds": [round(s, 2) for s in solo_s], "lanes_seconds": [round(s, 2) for s in lanes_s],
+                "ratio_lanes_over_solo": round(statistics.median(lanes_s) / statistics.median(solo_s), 3),
+                "pair_ratios": [round(a / b, 3) for a, b in zip(lanes_s, solo_s)],
+                "max_val_accuracy_diff": round(max(diffs), 5), "loadavg_start": [round(x, 2) for x in load],
+                "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            }
+            _emit(record, args.out, "any")
+
+
 def _hpsearch_run(args: list[str], data: str | None, tag: str) -> tuple[float, dict]:
     """One ``hpsearch run`` process on a fresh embedded PostgreSQL: (wall seconds, its JSON summary)."""
     home = tempfile.mkdtemp(prefix=f"lanes-bench-{tag}-")
@@ -238,7 +354,7 @@ def cmd_gpu(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="part")
-    for name in ("model", "study", "gpu"):
+    for name in ("model", "study", "gpu", "any"):
         p = sub.add_parser(name)
         p.add_argument("--data", default=os.environ.get("HPSEARCH_DATA"))
         p.add_argument("--out", type=Path)
@@ -253,9 +369,17 @@ def main() -> None:
     s.add_argument("--epochs", type=int, default=3)
     s.add_argument("--train-size", type=int, default=5000)
     s.add_argument("--repeats", type=int, default=3)
+    a = sub.choices["any"]
+    a.add_argument("--models", type=lambda s: s.split(","), default=["cnn", "mlp"])
+    a.add_argument("--ks", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8])
+    a.add_argument("--epochs", type=int, default=2)
+    a.add_argument("--train-size", type=int, default=4096)
+    a.add_argument("--batch-size", type=int, default=128)
+    a.add_argument("--repeats", type=int, default=2)
+    a.add_argument("--layout", choices=["unrolled", "vmap"], help="default: the device's (HPSEARCH_LANE_LAYOUT, else by device)")
     sub.choices["gpu"].add_argument("--tiny", action="store_true", help="small sizes, to check the script on a CPU")
     args = parser.parse_args()
-    {"model": cmd_model, "study": cmd_study, "gpu": cmd_gpu, None: cmd_model}[args.part](args) if args.part else parser.print_help()
+    {"model": cmd_model, "study": cmd_study, "gpu": cmd_gpu, "any": cmd_any, None: cmd_model}[args.part](args) if args.part else parser.print_help()
 
 
 if __name__ == "__main__":

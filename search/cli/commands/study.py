@@ -398,8 +398,12 @@ class _PreparedModel:
 def _check_lanes_for(spec, lanes: int) -> None:
     from search.errors import ConfigError
 
-    if spec is not None and not spec.is_recipe and lanes > 1:
-        raise ConfigError(f"--lanes {lanes}: lanes train the recipe's model only for now, not --model {spec.text}: use --lanes 1 (or unset HPSEARCH_LANES)")
+    from search.env import env
+
+    # read from the environment, not Keras: importing Keras here would slow every command
+    backend = env("KERAS_BACKEND") or "tensorflow"
+    if spec is not None and not spec.is_recipe and lanes > 1 and backend != "jax":
+        raise ConfigError(f"--lanes {lanes}: lanes of a user's model (--model {spec.text}) run on JAX only, not {backend}: set KERAS_BACKEND=jax (pip install 'hpsearch[jax]'), or use --lanes 1")
 
 
 def _read_data(data_path, spec, given, *, may_join: bool):
