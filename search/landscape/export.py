@@ -44,8 +44,9 @@ main {{ display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 1e
 </style></head>
 <body><h1>{html.escape(title)}</h1>
 <p>Loss landscape built by <code>hpsearch landscape</code> from every complete and pruned trial's per-epoch history.
-Heatmaps: loss over learning rate and epoch (dark is low). Learning curves: one line per trial, coloured by learning rate;
-the recipe's rates are the thick lines. Accuracy: the best validation accuracy each trial reached; the star is the best trial.</p>
+Heatmaps: loss over the study's parameter (the learning rate, for the recipe) and epoch (dark is low). Learning curves: one
+line per trial, coloured by that parameter; the recipe's rates are the thick lines. Last: the best value of the study's
+objective each trial reached; the star is the best trial.</p>
 <main>
 {chr(10).join(parts)}
 </main></body></html>

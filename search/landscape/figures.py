@@ -18,6 +18,13 @@ distinct rates the heatmap bins learning rates (log-uniform bins); past
 averaged in bins so that no figure holds more than about :data:`CURVE_VALUES` values.
 Arrays are stored as float32/int16, which Plotly writes as base64.
 
+A user's model's study is drawn the same way over its own parameter (its ``landscape_param``:
+its learning rate when it has one, else its first number, :func:`search.study.config.pick_landscape_param`)
+and judged by its own objective: an :class:`Axis` names both. The parameter's axis is log10
+when every value is positive and they span at least a decade (a rate, a width), else linear (a
+dropout rate from 0, a momentum); the last figure shows the best objective of each trial (its
+minimum for a minimised one).
+
 This module is pure: :class:`TrialCurve` objects (made by :mod:`search.landscape.curves`) in, figures
 out. Storing them in the study is :mod:`search.landscape.refresh`; the ``hpsearch landscape`` page is
 :mod:`search.landscape.export`. Plotly is imported inside the functions, never by ``search.cli.main``
@@ -41,6 +48,7 @@ __all__ = [
     "FIGURE_IDS",
     "HEATMAP_COLUMNS",
     "HEATMAP_ROWS",
+    "Axis",
     "TrialCurve",
     "build_figures",
 ]
@@ -74,15 +82,77 @@ _METRIC_IDS = {"val_loss": ("hpsearch-landscape-val-loss", "hpsearch-curves-val-
 
 
 @dataclass(frozen=True)
+class Axis:
+    """What the landscape is drawn over and judged by.
+
+    Attributes:
+        param: the parameter on the horizontal axis (the recipe's ``learning_rate``).
+        objective: the study's objective (the accuracy figure's vertical axis).
+        maximize: its direction.
+        log: whether the parameter's axis is log10 (None: decided from the values, see
+            :meth:`fit`).
+    """
+
+    param: str = "learning_rate"
+    objective: str = "val_accuracy"
+    maximize: bool = True
+    log: bool | None = None
+
+    @property
+    def label(self) -> str:
+        return "learning rate" if self.param == "learning_rate" else self.param
+
+    @property
+    def objective_label(self) -> str:
+        return "validation accuracy" if self.objective == "val_accuracy" else self.objective
+
+    @property
+    def is_fraction(self) -> bool:
+        """Whether the objective reads as a percentage (an accuracy)."""
+        return "acc" in self.objective.lower()
+
+    def fit(self, values) -> "Axis":
+        """This axis with ``log`` decided for ``values``: log10 when all are positive and they
+        span at least a decade (or the parameter is the recipe's learning rate), else linear."""
+        if self.log is not None:
+            return self
+        v = np.asarray(values, dtype=np.float64)
+        log = bool(v.size) and bool((v > 0).all()) and (self.param == "learning_rate" or float(v.max()) >= 10 * float(v.min()))
+        return Axis(self.param, self.objective, self.maximize, log)
+
+    def pos(self, values) -> np.ndarray:
+        """Positions on the axis: log10 of the values, or the values."""
+        v = np.asarray(values, dtype=np.float64)
+        return np.log10(v) if self.log else v
+
+    def value(self, position: float) -> float:
+        return 10.0 ** position if self.log else position
+
+    def title(self) -> str:
+        return f"{self.label} (log10 scale)" if self.log else self.label
+
+    def hover(self, var: str = "x") -> str:
+        """A Plotly hover fragment for a position in ``%{var}``."""
+        return f"{self.label} 10^%{{{var}:.2f}}" if self.log else f"{self.label} %{{{var}:.4g}}"
+
+    def ticks(self, lo: float, hi: float, marks: Sequence[float] = ()) -> tuple[list[float], list[str]]:
+        """Tick positions within [lo, hi] (positions), labelled with values."""
+        if self.log:
+            return _decade_ticks(lo, hi, marks)
+        return _linear_ticks(lo, hi)
+
+
+@dataclass(frozen=True)
 class TrialCurve:
     """One finished trial's history, as the landscape draws it.
 
     Attributes:
         number: the trial's number.
-        learning_rate: its learning rate.
+        learning_rate: the value of the parameter drawn (the recipe's learning rate; a
+            user's model's ``landscape_param``).
         state: ``"COMPLETE"`` or ``"PRUNED"``.
-        best_val_accuracy: the trial's value; for a pruned trial the best finite
-            ``val_accuracy`` it reached, or None.
+        best_val_accuracy: the trial's value (its objective: ``val_accuracy`` for the recipe);
+            for a pruned trial the best finite value of the objective it reached, or None.
         recipe: whether the trial is one of the recipe's enqueued rates.
         history: ``loss``, ``val_loss`` per epoch as float arrays, NaN where not finite.
     """
@@ -148,6 +218,19 @@ def _decade_ticks(lo: float, hi: float, marks: Sequence[float] = ()) -> tuple[li
     return keys, [vals[k] for k in keys]
 
 
+def _linear_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
+    """About five ticks at round values (1, 2 or 5 times a power of ten apart) within [lo, hi]."""
+    span = hi - lo
+    if not span > 0:
+        return [lo], [f"{lo:.3g}"]
+    raw = span / 5
+    unit = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * unit for m in (1, 2, 5, 10) if m * unit >= raw)
+    first = math.ceil((lo - 1e-9 * span) / step)
+    vals = [k * step for k in range(first, math.floor((hi + 1e-9 * span) / step) + 1)]
+    return vals, [f"{v:.4g}" for v in vals]
+
+
 def _robust_range(logs: np.ndarray) -> tuple[float, float, bool]:
     """The colour (or axis) range of log10 losses, and whether its top clips values.
 
@@ -203,11 +286,12 @@ def _colour(t: float) -> str:
     return sample_colorscale(_COLOURSCALE, [min(max(t, 0.0), 1.0)])[0]
 
 
-def _lr_span(curves: Sequence[TrialCurve]) -> tuple[float, float]:
-    lrs = np.log10([c.learning_rate for c in curves])
+def _lr_span(curves: Sequence[TrialCurve], axis: Axis) -> tuple[float, float]:
+    lrs = axis.pos([c.learning_rate for c in curves])
     lo, hi = float(lrs.min()), float(lrs.max())
     if hi - lo < 1e-6:
-        lo, hi = lo - 0.5, hi + 0.5
+        pad = 0.5 if axis.log else max(abs(lo) * 0.1, 0.5)
+        lo, hi = lo - pad, hi + pad
     return lo, hi
 
 
@@ -228,7 +312,7 @@ def _base_layout(title: str, subtitle: str) -> dict:
 # Figures
 
 
-def _heatmap(curves: Sequence[TrialCurve], key: str, epochs: int, rates: Sequence[float]):
+def _heatmap(curves: Sequence[TrialCurve], key: str, epochs: int, rates: Sequence[float], axis: Axis):
     import plotly.graph_objects as go
 
     name = _LOSS_NAMES[key]
@@ -238,18 +322,18 @@ def _heatmap(curves: Sequence[TrialCurve], key: str, epochs: int, rates: Sequenc
     size = max(1, -(-epochs // HEATMAP_ROWS))
     sums, counts = _bin_epochs(logs, size)
     div_bins = _bin_epochs(np.where(diverged, 1.0, np.nan), size)[1] > 0
-    lrs = np.log10([c.learning_rate for c in curves])
+    lrs = axis.pos([c.learning_rate for c in curves])
     distinct = np.unique(np.round(lrs, 9))
     if len(distinct) <= HEATMAP_COLUMNS:
         x = distinct
         column = np.searchsorted(distinct, np.round(lrs, 9))
-        binning = "a column per rate"
+        binning = "a column per value"
     else:
-        lo, hi = _lr_span(curves)
+        lo, hi = _lr_span(curves, axis)
         edges = np.linspace(lo, hi, HEATMAP_COLUMNS + 1)
         x = (edges[:-1] + edges[1:]) / 2
         column = np.clip(np.searchsorted(edges, lrs, side="right") - 1, 0, HEATMAP_COLUMNS - 1)
-        binning = f"{HEATMAP_COLUMNS} rate bins"
+        binning = f"{HEATMAP_COLUMNS} {'log-uniform ' if axis.log else ''}bins of {axis.label}"
     onehot = np.zeros((len(x), len(curves)))
     onehot[column, np.arange(len(curves))] = 1.0
     col_sums, col_counts = onehot @ sums, onehot @ counts  # columns × epoch bins
@@ -265,7 +349,7 @@ def _heatmap(curves: Sequence[TrialCurve], key: str, epochs: int, rates: Sequenc
             x=x.astype(np.float32), y=y.astype(np.float32), z=z.astype(np.float32),
             zmin=zmin, zmax=zmax, colorscale=_COLOURSCALE, zsmooth=False, hoverongaps=False,
             colorbar={"title": {"text": name, "side": "right"}, "tickvals": tickvals, "ticktext": ticktext, "thickness": 12},
-            hovertemplate="learning rate 10^%{x:.2f}<br>epoch %{y}<br>" + name + " 10^%{z:.2f}<extra></extra>",
+            hovertemplate=axis.hover() + "<br>epoch %{y}<br>" + name + " 10^%{z:.2f}<extra></extra>",
             name=name,
         )
     ]
@@ -274,18 +358,19 @@ def _heatmap(curves: Sequence[TrialCurve], key: str, epochs: int, rates: Sequenc
         traces.append(go.Heatmap(
             x=x.astype(np.float32), y=y.astype(np.float32), z=dz.astype(np.float32), zmin=0, zmax=1,
             colorscale=[[0, "#d62728"], [1, "#d62728"]], showscale=False, hoverongaps=False, zsmooth=False,
-            hovertemplate="learning rate 10^%{x:.2f}<br>epoch %{y}<br>loss not finite (diverged)<extra></extra>",
+            hovertemplate=axis.hover() + "<br>epoch %{y}<br>loss not finite (diverged)<extra></extra>",
             name="diverged",
         ))
     lo, hi = float(x.min()), float(x.max())
-    xt, xtt = _decade_ticks(lo - 0.5, hi + 0.5, _recipe_in(lo, hi, rates))
+    pad = 0.5 if axis.log else max(0.05 * (hi - lo), 1e-9)
+    xt, xtt = axis.ticks(lo - pad, hi + pad, _recipe_in(lo, hi, rates))
     n_pruned = sum(c.state == "PRUNED" for c in curves)
     layout = _base_layout(
-        f"{name.capitalize()} over learning rate and epoch",
+        f"{name.capitalize()} over {axis.label} and epoch",
         f"{len(curves)} trials ({n_pruned} pruned: drawn to their last epoch); {binning}; {per}"
         + ("; red: diverged" if len(traces) > 1 else ""),
     )
-    layout["xaxis"] = {"title": {"text": "learning rate (log10 scale)"}, "tickvals": xt, "ticktext": xtt}
+    layout["xaxis"] = {"title": {"text": axis.title()}, "tickvals": xt, "ticktext": xtt}
     layout["yaxis"] = {"title": {"text": "epoch"}, **_epoch_ticks(epochs)}
     fig = go.Figure(traces, layout)
     for r in _recipe_in(lo, hi, rates):
@@ -294,7 +379,7 @@ def _heatmap(curves: Sequence[TrialCurve], key: str, epochs: int, rates: Sequenc
     return fig
 
 
-def _curves_figure(curves: Sequence[TrialCurve], key: str, epochs: int, rates: Sequence[float]):
+def _curves_figure(curves: Sequence[TrialCurve], key: str, epochs: int, rates: Sequence[float], axis: Axis):
     import plotly.graph_objects as go
 
     name = _LOSS_NAMES[key]
@@ -307,8 +392,8 @@ def _curves_figure(curves: Sequence[TrialCurve], key: str, epochs: int, rates: S
         binned = np.where(counts > 0, sums / counts, np.nan)
     binned[~(binned > 0)] = np.nan  # a log axis cannot show zero or negative losses
     xs = np.rint(_bin_centres(epochs, size)).astype(np.int16 if epochs < 32_000 else np.int32)
-    lo, hi = _lr_span(curves)
-    lrs = np.log10([c.learning_rate for c in curves])
+    lo, hi = _lr_span(curves, axis)
+    lrs = axis.pos([c.learning_rate for c in curves])
     t = (lrs - lo) / (hi - lo)
     alpha = 1.0 if n <= 10 else max(0.15, min(1.0, 3.0 / math.sqrt(n)))
     hover = "epoch %{x}<br>" + name + " %{y:.4g}"
@@ -321,7 +406,7 @@ def _curves_figure(curves: Sequence[TrialCurve], key: str, epochs: int, rates: S
             traces.append(go.Scatter(
                 x=xs, y=binned[i].astype(np.float32), mode="lines", line={"color": _colour(t[i]), "width": 1.2},
                 opacity=alpha, showlegend=False, name=f"trial {c.number}",
-                hovertemplate=f"trial {c.number} ({c.state.lower()}), learning rate {c.learning_rate:.3g}<br>{hover}<extra></extra>",
+                hovertemplate=f"trial {c.number} ({c.state.lower()}), {axis.label} {c.learning_rate:.4g}<br>{hover}<extra></extra>",
             ))
         grouping = "a line per trial"
     else:
@@ -335,8 +420,8 @@ def _curves_figure(curves: Sequence[TrialCurve], key: str, epochs: int, rates: S
             ys = np.full((len(members), len(xs) + 1), np.nan, dtype=np.float32)
             ys[:, :-1] = binned[members]
             xg = np.tile(np.append(xs, xs[-1]), len(members))
-            lr_lo, lr_hi = 10 ** (lo + b * (hi - lo) / COLOUR_BANDS), 10 ** (lo + (b + 1) * (hi - lo) / COLOUR_BANDS)
-            label = f"learning rate {lr_lo:.2g} to {lr_hi:.2g} ({len(members)} trials)"
+            lr_lo, lr_hi = axis.value(lo + b * (hi - lo) / COLOUR_BANDS), axis.value(lo + (b + 1) * (hi - lo) / COLOUR_BANDS)
+            label = f"{axis.label} {lr_lo:.2g} to {lr_hi:.2g} ({len(members)} trials)"
             traces.append(go.Scatter(
                 x=xg, y=ys.ravel(), mode="lines", line={"color": _colour((b + 0.5) / COLOUR_BANDS), "width": 1},
                 opacity=alpha, showlegend=False, name=label, connectgaps=False,
@@ -357,19 +442,21 @@ def _curves_figure(curves: Sequence[TrialCurve], key: str, epochs: int, rates: S
             annotations.append({"x": int(xs[j]), "y": math.log10(float(binned[i, j])), "text": f"{c.learning_rate:g}",
                                 "showarrow": True, "arrowhead": 0, "ax": 18, "ay": -14, "font": {"size": 12},
                                 "bgcolor": "rgba(255,255,255,0.8)"})
-    ct, ctt = _decade_ticks(lo, hi, _recipe_in(lo, hi, rates))
-    traces.append(go.Scatter(  # carries the log colour scale's colour bar only
+    ct, ctt = axis.ticks(lo, hi, _recipe_in(lo, hi, rates))
+    traces.append(go.Scatter(  # carries the colour scale's colour bar only
         x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
         marker={"color": [lo], "cmin": lo, "cmax": hi, "colorscale": _COLOURSCALE, "showscale": True,
-                "colorbar": {"title": {"text": "learning rate", "side": "right"}, "tickvals": ct, "ticktext": ctt, "thickness": 12}},
+                "colorbar": {"title": {"text": axis.label, "side": "right"}, "tickvals": ct, "ticktext": ctt, "thickness": 12}},
     ))
     finite = binned[np.isfinite(binned)]
     layout = _base_layout(
         f"Learning curves: {name} per epoch",
-        f"{n} trials, {grouping}; " + ("per epoch" if size == 1 else f"{size}-epoch means") + "; thick: the recipe's rates",
+        f"{n} trials, {grouping}, coloured by {axis.label}; " + ("per epoch" if size == 1 else f"{size}-epoch means")
+        + ("; thick: the recipe's rates" if recipe_idx else ""),
     )
     layout["xaxis"] = {"title": {"text": "epoch"}, "range": [0.5, epochs + 0.5], **_epoch_ticks(epochs)}
-    yaxis = {"title": {"text": f"{name} (cross-entropy, log scale)"}, "type": "log"}
+    loss = " (cross-entropy, log scale)" if axis.param == "learning_rate" and axis.objective == "val_accuracy" else " (log scale)"
+    yaxis = {"title": {"text": f"{name}{loss}"}, "type": "log"}
     if finite.size:
         # Diverged trials reach losses of 1e3 and more; keep the view on where most trials
         # are (double-click the plot to see everything).
@@ -384,12 +471,13 @@ def _curves_figure(curves: Sequence[TrialCurve], key: str, epochs: int, rates: S
     return go.Figure(traces, layout)
 
 
-def _accuracy_figure(curves: Sequence[TrialCurve], rates: Sequence[float]):
+def _accuracy_figure(curves: Sequence[TrialCurve], rates: Sequence[float], axis: Axis):
     import plotly.graph_objects as go
 
     n = len(curves)
     size = 8 if n <= 100 else 5 if n <= 1000 else 4
-    hover = "trial %{customdata} (%{meta})<br>learning rate %{x:.3g}<br>best val accuracy %{y:.2%}<extra></extra>"
+    fmt = ".2%" if axis.is_fraction else ".4g"
+    hover = f"trial %{{customdata}} (%{{meta}})<br>{axis.label} %{{x:.4g}}<br>best {axis.objective} %{{y:{fmt}}}<extra></extra>"
     traces = []
     for state, style in (("COMPLETE", {"symbol": "circle", "color": "#1f77b4"}),
                          ("PRUNED", {"symbol": "x-thin-open", "color": "#7f7f7f", "line": {"width": 1.5}})):
@@ -405,44 +493,51 @@ def _accuracy_figure(curves: Sequence[TrialCurve], rates: Sequence[float]):
     complete = [c for c in curves if c.state == "COMPLETE" and c.best_val_accuracy is not None]
     annotations = []
     if complete:
-        best = max(complete, key=lambda c: c.best_val_accuracy)
+        best = (max if axis.maximize else min)(complete, key=lambda c: c.best_val_accuracy)
         traces.append(go.Scatter(
             x=[best.learning_rate], y=[best.best_val_accuracy], customdata=[best.number], meta="best",
             mode="markers", name=f"best: trial {best.number}",
             marker={"symbol": "star", "size": 18, "color": "#ffbf00", "line": {"color": "black", "width": 1}},
             hovertemplate=hover,
         ))
-        annotations.append({"x": math.log10(best.learning_rate), "y": best.best_val_accuracy, "showarrow": True,
-                            "text": f"best {best.best_val_accuracy:.2%} at {best.learning_rate:.3g}",
+        annotations.append({"x": float(axis.pos([best.learning_rate])[0]), "y": best.best_val_accuracy, "showarrow": True,
+                            "text": f"best {format(best.best_val_accuracy, fmt)} at {best.learning_rate:.3g}",
                             "ax": 0, "ay": -28, "font": {"size": 11}, "bgcolor": "rgba(255,255,255,0.8)"})
     for c in curves:
         if c.recipe and c.best_val_accuracy is not None:
-            annotations.append({"x": math.log10(c.learning_rate), "y": c.best_val_accuracy, "text": f"recipe {c.learning_rate:g}",
+            annotations.append({"x": float(axis.pos([c.learning_rate])[0]), "y": c.best_val_accuracy, "text": f"recipe {c.learning_rate:g}",
                                 "showarrow": True, "arrowhead": 0, "ax": 0, "ay": 26, "font": {"size": 10, "color": "#444"}})
-    lo, hi = _lr_span(curves)
+    lo, hi = _lr_span(curves, axis)
     pad = 0.05 * (hi - lo)
     n_pruned = sum(c.state == "PRUNED" for c in curves)
     layout = _base_layout(
-        "Best validation accuracy against learning rate",
-        f"{len(curves) - n_pruned} complete, {n_pruned} pruned trials (pruned: the best before they stopped)",
+        f"Best {axis.objective_label} against {axis.label}",
+        f"{len(curves) - n_pruned} complete, {n_pruned} pruned trials (pruned: the best before they stopped)"
+        + ("" if axis.maximize else "; lower is better"),
     )
-    xt, xtt = _decade_ticks(lo - pad, hi + pad)
-    layout["xaxis"] = {"title": {"text": "learning rate (log scale)"}, "type": "log", "range": [lo - pad, hi + pad],
-                       "tickvals": [10 ** v for v in xt], "ticktext": xtt}
-    layout["yaxis"] = {"title": {"text": "best validation accuracy"}, "tickformat": ".0%"}
+    xt, xtt = axis.ticks(lo - pad, hi + pad)
+    if axis.log:
+        layout["xaxis"] = {"title": {"text": f"{axis.label} (log scale)"}, "type": "log", "range": [lo - pad, hi + pad],
+                           "tickvals": [10 ** v for v in xt], "ticktext": xtt}
+    else:
+        layout["xaxis"] = {"title": {"text": axis.label}, "range": [lo - pad, hi + pad], "tickvals": xt, "ticktext": xtt}
+    layout["yaxis"] = {"title": {"text": f"best {axis.objective_label}"}, **({"tickformat": ".0%"} if axis.is_fraction else {})}
     layout["annotations"] = annotations
     layout["legend"] = {"orientation": "h", "y": -0.18, "x": 0}
     return go.Figure(traces, layout)
 
 
-def build_figures(curves: Sequence[TrialCurve], *, recipe_rates: Sequence[float] = RECIPE_RATES) -> dict:
+def build_figures(curves: Sequence[TrialCurve], *, recipe_rates: Sequence[float] = RECIPE_RATES, axis: Axis | None = None) -> dict:
     """Build the landscape's figures from ``curves``.
 
     Args:
         curves: from :func:`search.landscape.curves.load_curves`,
             :func:`search.landscape.curves.curves_from_trials` or
             :func:`search.landscape.curves.curves_from_records`.
-        recipe_rates: the rates to mark on the learning-rate axes.
+        recipe_rates: the rates to mark on the learning-rate axes (the recipe's only: none
+            are marked on another parameter's axis).
+        axis: the parameter drawn and the objective (default: the recipe's learning rate and
+            ``val_accuracy``); its scale is decided from the curves unless set.
 
     Returns:
         ``{figure id: plotly.graph_objects.Figure}`` in the order of :data:`FIGURE_IDS`;
@@ -457,11 +552,14 @@ def build_figures(curves: Sequence[TrialCurve], *, recipe_rates: Sequence[float]
     if not curves:
         return {}
     epochs = max(c.epochs for c in curves)
+    axis = (axis or Axis()).fit([c.learning_rate for c in curves])
+    if axis.param != "learning_rate" or not axis.log:
+        recipe_rates = ()
     figures = {}
     for key in ("val_loss", "loss"):
-        figures[_METRIC_IDS[key][0]] = _heatmap(curves, key, epochs, recipe_rates)
+        figures[_METRIC_IDS[key][0]] = _heatmap(curves, key, epochs, recipe_rates, axis)
     for key in ("val_loss", "loss"):
-        figures[_METRIC_IDS[key][1]] = _curves_figure(curves, key, epochs, recipe_rates)
-    figures["hpsearch-accuracy-vs-lr"] = _accuracy_figure(curves, recipe_rates)
+        figures[_METRIC_IDS[key][1]] = _curves_figure(curves, key, epochs, recipe_rates, axis)
+    figures["hpsearch-accuracy-vs-lr"] = _accuracy_figure(curves, recipe_rates, axis)
     return {fid: figures[fid] for fid in FIGURE_IDS}
 

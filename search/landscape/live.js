@@ -13,7 +13,7 @@
   const POLL_MS = Number(root.dataset.poll || 1000);
   const CURVE_TRACES = 60, BANDS = 24, CURVE_POINTS = 12000;
   const live = {
-    bin: 1, bins: 0, epochs: 0, cursor: null, trials: new Map(), received: 0, renders: 0,
+    bin: 1, bins: 0, epochs: 0, cursor: null, param: "learning_rate", log: true, trials: new Map(), received: 0, renders: 0,
     lastEpochAt: null, error: null, polls: 0,
   };
   window.hpsearchLive = live; // for the browser test and the curious
@@ -101,8 +101,18 @@
              margin: { l: 64, r: 16, t: 48, b: 52 }, font: { size: 11 }, uirevision: "live",
              paper_bgcolor: "white", plot_bgcolor: "white" };
   }
+  // The study's parameter (the recipe's learning rate, or a user's model's landscape_param):
+  // a log10 axis when every value is positive and they span a decade, else linear (as the
+  // stored figures, search/landscape/figures.py Axis).
+  function decideScale(ts) {
+    const v = ts.map((t) => t.lr);
+    const lo = Math.min(...v), hi = Math.max(...v);
+    live.log = v.length > 0 && lo > 0 && (live.param === "learning_rate" || hi >= 10 * lo);
+  }
+  const px = (v) => (live.log ? Math.log10(v) : v);
+  const label = () => (live.param === "learning_rate" ? "learning rate" : live.param);
   function drawn() {
-    return Array.from(live.trials.values()).filter((t) => finite(t.lr) && t.lr > 0 && t.n > 0)
+    return Array.from(live.trials.values()).filter((t) => finite(t.lr) && t.n > 0)
       .sort((a, b) => a.lr - b.lr || a.number - b.number);
   }
   function centres(nb) {
@@ -114,7 +124,7 @@
     const nb = Math.max(1, Math.ceil(live.epochs / live.bin));
     const x = [];
     let last = -Infinity;
-    for (const t of ts) { let v = Math.log10(t.lr); if (v <= last) v = last + 1e-6; x.push(v); last = v; }
+    for (const t of ts) { let v = px(t.lr); if (v <= last) v = last + 1e-6; x.push(v); last = v; }
     const z = [], all = [];
     for (let b = 0; b < nb; b++) {
       const row = new Array(ts.length);
@@ -134,16 +144,20 @@
     const traces = [{
       type: "heatmap", x: x, y: centres(nb), z: z, zmin: zmin, zmax: zmax, colorscale: "Viridis", reversescale: false,
       colorbar: { title: { text: "loss", side: "right" }, tickvals: ct.tickvals, ticktext: ct.ticktext, thickness: 12 },
-      hovertemplate: "learning rate 10^%{x:.2f}<br>epoch %{y}<br>log10 loss %{z:.3f}<extra></extra>", name: "loss",
+      hovertemplate: label() + (live.log ? " 10^%{x:.2f}" : " %{x:.4g}") + "<br>epoch %{y}<br>log10 loss %{z:.3f}<extra></extra>", name: "loss",
     }, {
-      type: "scatter", mode: "markers", name: "running (growing)", x: running.map((t) => Math.log10(t.lr)),
+      type: "scatter", mode: "markers", name: "running (growing)", x: running.map((t) => px(t.lr)),
       y: running.map((t) => t.n), customdata: running.map((t) => t.number),
       marker: { symbol: "triangle-up", size: 9, color: "#d62728", line: { color: "white", width: 1 } },
       hovertemplate: "trial %{customdata}, running<br>epoch %{y}<extra></extra>",
     }];
     const layout = base(title);
-    const xt = decades(lo, hi, true);
-    layout.xaxis = { title: { text: "learning rate (log scale)" }, tickvals: xt.tickvals, ticktext: xt.ticktext, zeroline: false };
+    if (live.log) {
+      const xt = decades(lo, hi, true);
+      layout.xaxis = { title: { text: label() + " (log scale)" }, tickvals: xt.tickvals, ticktext: xt.ticktext, zeroline: false };
+    } else {
+      layout.xaxis = { title: { text: label() }, zeroline: false };
+    }
     layout.yaxis = { title: { text: "epoch" }, range: [0.5, Math.max(live.epochs, 1) + 0.5], zeroline: false };
     layout.legend = { orientation: "h", y: -0.2, x: 0 };
     return [traces, layout];
@@ -151,15 +165,15 @@
   function curves(ts, key, title) {
     const traces = [];
     if (!ts.length) return [traces, base(title)];
-    const lo = Math.log10(ts[0].lr), hi = Math.log10(ts[ts.length - 1].lr), span = Math.max(hi - lo, 1e-6);
+    const lo = px(ts[0].lr), hi = px(ts[ts.length - 1].lr), span = Math.max(hi - lo, 1e-6);
     const xs = centres(Math.max(1, Math.ceil(live.epochs / live.bin)));
-    const pos = (t) => (Math.log10(t.lr) - lo) / span;
+    const pos = (t) => (px(t.lr) - lo) / span;
     if (ts.length <= CURVE_TRACES) {
       for (const t of ts) {
         traces.push({ type: "scatter", mode: "lines", name: "trial " + t.number + " (" + t.lr.toPrecision(3) + ")",
           x: xs.slice(0, t[key].length), y: t[key].map((v) => (finite(v) ? v : null)),
           line: { color: colour(pos(t)), width: t.state === "RUNNING" ? 3 : 1.5, dash: t.state === "RUNNING" ? "dot" : "solid" },
-          hovertemplate: "trial " + t.number + ", rate " + t.lr.toPrecision(3) + " (" + t.state.toLowerCase() + ")<br>epoch %{x}<br>loss %{y:.4g}<extra></extra>" });
+          hovertemplate: "trial " + t.number + ", " + label() + " " + t.lr.toPrecision(3) + " (" + t.state.toLowerCase() + ")<br>epoch %{x}<br>loss %{y:.4g}<extra></extra>" });
       }
     } else {
       // Many trials: one trace per colour band, and about CURVE_POINTS points in all (bins
@@ -179,7 +193,8 @@
       bands.forEach((band, i) => {
         if (!band.x.length) return;
         const a = lo + (i / BANDS) * span, b = lo + ((i + 1) / BANDS) * span;
-        traces.push({ type: "scatter", mode: "lines", name: Math.pow(10, a).toPrecision(2) + "-" + Math.pow(10, b).toPrecision(2),
+        const value = (p) => (live.log ? Math.pow(10, p) : p).toPrecision(2);
+        traces.push({ type: "scatter", mode: "lines", name: value(a) + "-" + value(b),
           x: band.x, y: band.y, customdata: band.ids, connectgaps: false, line: { color: colour((i + 0.5) / BANDS), width: 1 },
           hovertemplate: "trial %{customdata}<br>epoch %{x}<br>loss %{y:.4g}<extra></extra>" });
       });
@@ -200,10 +215,10 @@
       const g = ts.filter((t) => t.state === state && finite(t.best));
       return { type: "scatter", mode: "markers", name: name + " (" + g.length + ")", x: g.map((t) => t.lr), y: g.map((t) => t.best),
                customdata: g.map((t) => t.number), marker: marker,
-               hovertemplate: "trial %{customdata} (" + name + ")<br>learning rate %{x:.3g}<br>best val accuracy %{y:.2%}<extra></extra>" };
+               hovertemplate: "trial %{customdata} (" + name + ")<br>" + label() + " %{x:.3g}<br>best val accuracy %{y:.2%}<extra></extra>" };
     });
-    const layout = base("Best validation accuracy against learning rate");
-    layout.xaxis = { title: { text: "learning rate (log scale)" }, type: "log" };
+    const layout = base("Best validation accuracy against " + label());
+    layout.xaxis = live.log ? { title: { text: label() + " (log scale)" }, type: "log" } : { title: { text: label() }, type: "linear" };
     layout.yaxis = { title: { text: "best validation accuracy" }, tickformat: ".0%" };
     layout.legend = { orientation: "h", y: -0.2, x: 0 };
     return [traces, layout];
@@ -215,9 +230,10 @@
     pending = false;
     const started = performance.now();
     const ts = drawn();
+    decideScale(Array.from(live.trials.values()).filter((t) => finite(t.lr)));
     const figs = {
-      "live-heat-val": heatmap(ts, "val", "Validation loss over learning rate and epoch"),
-      "live-heat-train": heatmap(ts, "loss", "Training loss over learning rate and epoch"),
+      "live-heat-val": heatmap(ts, "val", "Validation loss over " + label() + " and epoch"),
+      "live-heat-train": heatmap(ts, "loss", "Training loss over " + label() + " and epoch"),
       "live-curves-val": curves(ts, "val", "Learning curves: validation loss"),
       "live-curves-train": curves(ts, "loss", "Learning curves: training loss"),
       "live-accuracy": accuracy(Array.from(live.trials.values()).filter((t) => finite(t.lr))),
@@ -252,6 +268,7 @@
   async function first() {
     const g = await getJSON(api + "/grid", true);
     live.bin = g.bin_epochs;
+    live.param = g.param || "learning_rate";
     live.cursor = g.cursor;
     const loss = decode(g.loss, g.quant[0], g.quant[1]), val = decode(g.val_loss, g.quant[0], g.quant[1]);
     g.trials.forEach((d, i) => {

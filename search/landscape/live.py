@@ -92,6 +92,7 @@ def grid_payload(engine, study_id: int, configured_epochs: int | None, *, param:
     bins = max([-(-int(epochs) // size)] + [len(r) for r in grid.loss])
     return {
         "cursor": grid.cursor.encode(),
+        "param": param,
         "bin_epochs": size,
         "epochs": int(epochs),
         "bins": bins,

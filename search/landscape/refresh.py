@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 
 from search.landscape.curves import load_curves
-from search.landscape.figures import build_figures
+from search.landscape.figures import Axis, build_figures
 
-__all__ = ["COST_FACTOR", "MIN_INTERVAL_S", "STAMP_ATTR", "RefreshResult", "maybe_refresh_landscape", "refresh_landscape"]
+__all__ = ["COST_FACTOR", "MIN_INTERVAL_S", "STAMP_ATTR", "RefreshResult", "landscape_axis", "maybe_refresh_landscape", "refresh_landscape"]
 
 #: Workers refresh the stored figures at most this often, and never more often than
 #: COST_FACTOR times the last refresh took, so refreshing costs a fleet at most 1/COST_FACTOR
@@ -59,6 +59,16 @@ def _save(study, figures: dict) -> int:
     return total
 
 
+def landscape_axis(stored) -> Axis:
+    """The :class:`search.landscape.figures.Axis` of a study from its stored configuration
+    (the ``hpsearch_config`` attribute): its ``landscape_param``, objective and direction."""
+    from search.study.config import DEFAULT_OBJECTIVE, landscape_param_of
+
+    stored = stored if isinstance(stored, dict) else {}
+    objective = stored.get("objective") if isinstance(stored.get("objective"), str) else DEFAULT_OBJECTIVE
+    return Axis(landscape_param_of(stored), objective, stored.get("direction", "maximize") != "minimize")
+
+
 def refresh_landscape(study, storage) -> RefreshResult:
     """Rebuild the landscape of ``study`` and save it into the study, now.
 
@@ -69,11 +79,11 @@ def refresh_landscape(study, storage) -> RefreshResult:
     """
     started = time.perf_counter()
     study_id = storage.get_study_id_from_name(study.study_name)
-    from search.study.config import landscape_param_of
     from search.study.create import CONFIG_ATTR
 
-    curves = load_curves(storage, study_id, landscape_param_of(study.user_attrs.get(CONFIG_ATTR)))
-    figures = build_figures(curves)
+    axis = landscape_axis(study.user_attrs.get(CONFIG_ATTR))
+    curves = load_curves(storage, study_id, axis.param, axis.objective, axis.maximize)
+    figures = build_figures(curves, axis=axis)
     if not figures:
         return RefreshResult(False, "no trial has a history yet", seconds=time.perf_counter() - started)
     size = _save(study, figures)

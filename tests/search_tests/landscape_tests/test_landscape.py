@@ -268,3 +268,48 @@ def test_a_failed_refresh_is_a_warning_in_the_worker(local_pg_url, caplog):
     assert "could not refresh the loss landscape" in record.getMessage()
     assert "StorageInternalError" in record.getMessage()
     assert marker not in record.getMessage()
+
+
+def _user_trials(name: str, values, objective: str, seed: int = 5) -> list:
+    """Finished trials of a user's model drawn over ``name`` (no learning rate), each with a
+    history that holds ``objective``."""
+    rng = np.random.default_rng(seed)
+    dist = optuna.distributions.FloatDistribution(min(values), max(values))
+    out = []
+    for i, v in enumerate(values):
+        loss = list(1.0 / np.arange(1, 6) + rng.random(5) * 0.1)
+        history = {"loss": loss, "val_loss": [x + 0.05 for x in loss], objective: [x * 2 for x in loss]}
+        out.append(optuna.trial.create_trial(
+            params={name: float(v)}, distributions={name: dist}, value=min(history[objective]),
+            state=optuna.trial.TrialState.COMPLETE, user_attrs={"history": history}))
+    return out
+
+
+def test_a_users_parameter_gets_its_own_name_a_linear_axis_from_zero_and_its_objective():
+    from search.landscape.figures import Axis
+
+    # a dropout rate from 0: no learning rate, a value of 0 (a log axis cannot hold it)
+    trials = _user_trials("dropout", [0.0, 0.1, 0.25, 0.4, 0.5], "val_mae")
+    axis = Axis("dropout", "val_mae", maximize=False)
+    curves = curves_from_trials(trials, "dropout", "val_mae", maximize=False)
+    assert len(curves) == 5  # the trial at 0 is drawn too
+    figs = build_figures(curves, axis=axis)
+    heat = figs["hpsearch-landscape-val-loss"]
+    assert heat.layout.xaxis.title.text == "dropout"
+    assert np.allclose(heat.data[0].x, [0.0, 0.1, 0.25, 0.4, 0.5], atol=1e-6)  # values, not log10
+    assert not any("recipe" in t for t in heat.layout.xaxis.ticktext)
+    assert "dropout" in heat.data[0].hovertemplate and "learning rate" not in heat.data[0].hovertemplate
+    assert heat.layout.title.text.startswith("Validation loss over dropout and epoch")
+    best = figs["hpsearch-accuracy-vs-lr"]
+    assert best.layout.title.text.startswith("Best val_mae against dropout")
+    assert best.layout.xaxis.type != "log" and "tickformat" not in best.layout.yaxis.to_plotly_json()
+    star = next(t for t in best.data if t.name.startswith("best"))
+    assert star.y[0] == pytest.approx(min(c.best_val_accuracy for c in curves))  # minimised: the lowest
+    curves_fig = figs["hpsearch-curves-val-loss"]
+    assert "coloured by dropout" in curves_fig.layout.title.text
+
+    # a width spanning more than a decade: log10, named
+    wide = _user_trials("units", [16, 64, 256, 512], "val_accuracy")
+    figs = build_figures(curves_from_trials(wide, "units"), axis=Axis("units"))
+    assert figs["hpsearch-landscape-val-loss"].layout.xaxis.title.text == "units (log10 scale)"
+    assert np.allclose(figs["hpsearch-landscape-val-loss"].data[0].x, np.log10([16, 64, 256, 512]), atol=1e-6)
