@@ -17,6 +17,8 @@ class StudyRow:
     """One study: its trials counted by state, its best trial and when it was last active.
 
     ``best_*`` are ``None`` while no trial is complete, and for multi-objective studies.
+    ``best_params`` holds every parameter of the best trial (a user's model's, or the
+    recipe's ``learning_rate``); ``best_learning_rate`` the one named ``learning_rate``.
     ``first_activity`` is the earliest trial start, ``last_activity`` the latest start or end.
     """
 
@@ -32,6 +34,7 @@ class StudyRow:
     best_number: int | None = None
     best_value: float | None = None
     best_learning_rate: float | None = None
+    best_params: dict | None = None
     first_activity: datetime | None = None
     last_activity: datetime | None = None
 

@@ -122,6 +122,8 @@ def test_json_and_csv_parse_back_to_the_api_rows(url, engine, args, row_type, ap
                 assert _same(float(cell), v), (name, cell, v)
             elif isinstance(v, datetime):
                 assert datetime.fromisoformat(cell) == v
+            elif isinstance(v, dict):  # a study's best parameters: a JSON object in one cell
+                assert json.loads(cell) == v
             else:
                 assert cell == str(v)
 
@@ -183,6 +185,17 @@ def test_a_user_models_trials_show_every_parameter_in_each_format(url, engine):
     out = query(url, "best", "--study", USER, "--format", "json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == _json_rows([best_trial(engine, USER)])[0]
+
+    # query studies names the best trial's parameters, whatever they are called
+    best = best_trial(engine, USER)
+    out = query(url, "studies", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    study = next(r for r in json.loads(out.stdout) if r["name"] == USER)
+    assert study["best_number"] == best.number and study["best_params"] == best.params
+    assert study["best_learning_rate"] is None  # no parameter of this space is called learning_rate
+    out = query(url, "studies")
+    line = next(x for x in out.stdout.splitlines() if x.startswith(USER + " "))
+    assert all(f"{k}={v:.6g}" in line if isinstance(v, float) else f"{k}={v}" in line for k, v in best.params.items()), line
 
     # the same columns when a filter keeps no trial
     out = query(url, "trials", "--study", USER, "--state", "complete", "--min-value", "1e9", "--format", "csv")

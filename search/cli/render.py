@@ -49,6 +49,10 @@ def _csv_cell(value):
     # repr keeps every digit of a float, and writes inf and nan as Python's float() reads them.
     if value is None:
         return ""
+    if isinstance(value, dict):  # a study's best parameters: one JSON object in one cell
+        import json
+
+        return json.dumps(value, separators=(",", ":"))
     if isinstance(value, float):
         return repr(value)
     return value.isoformat() if isinstance(value, datetime) else value
@@ -57,6 +61,8 @@ def _csv_cell(value):
 def _cell(value) -> str:
     if value is None:
         return "-"
+    if isinstance(value, dict):  # a study's best parameters
+        return " ".join(f"{k}={_cell(v)}" for k, v in value.items()) or "-"
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, float):

@@ -79,7 +79,7 @@ def _trial_rows(engine, study: str, fetch) -> _Found:
     return _Found(rows, q.TrialRow if names is None else q.ParamsTrialRow, names)
 
 
-class _Studies(_Rows, name="studies", help="every study: direction, trials by state, best value and learning rate, first and last activity",
+class _Studies(_Rows, name="studies", help="every study: direction, trials by state, best value and parameters, first and last activity",
                parents=(storage_parent,)):
     """example:
       hpsearch query studies --format json
