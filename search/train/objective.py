@@ -254,11 +254,10 @@ class Objective:
         lr, monitor = run.lr, run.monitor
         model = None
         try:
-            seed = None if cfg.seed is None else cfg.seed + trial.number
-            model = self._model(lr, seed)
+            model = self._model(trial)
             start = self.resume(run, model, {PARAM: lr})
             if start == 0 and run.checkpoints.earlier:
-                model = self._model(lr, seed)  # a checkpoint that did not fit may have been half restored
+                model = self._model(trial)  # a checkpoint that did not fit may have been half restored
             data = device_data(ds) if opt.device_data else ds
             last = cfg.epochs - 1
 
@@ -311,9 +310,13 @@ class Objective:
                 self._models.discard()
         return self.finish(run, test_accuracy, trained=test_accuracy is not None)
 
-    def _model(self, lr: float, seed: int | None):
-        """The trial's model: the cached one, reset to ``lr`` with initial weights drawn after seeding."""
-        from search.train.model import reset_model, steps_per_execution
+    def _model(self, trial):
+        """The trial's model, built through the recipe's ``build(hp)``
+        (:class:`search.train.recipe.Recipe`): the worker's cached one, reset to the trial's
+        rate with initial weights drawn after seeding."""
+        from search.study.hyperparameters import HyperParameters
+        from search.train.model import steps_per_execution
+        from search.train.recipe import Recipe
 
         cfg, opt = self.config, self.options
         spe = 1
@@ -321,13 +324,8 @@ class Objective:
             spe = steps_per_execution(math.ceil(len(self.dataset.x_train) / cfg.batch_size))
         if not opt.reuse_model:
             self._models.discard()  # the recipe's way: a new session and model for each trial
-        # Built before the seed is set, so that only reset_model's draws depend on the seed:
-        # a trial's initial weights are the same whether or not the model was cached.
-        model = self._models.get(lr, hidden_units=cfg.hidden_units, steps_per_execution=spe, jit_compile=opt.jit_compile)
-        if seed is not None:
-            set_seed(seed)
-        reset_model(model, lr)
-        return model
+        recipe = Recipe.of_study(cfg, models=self._models, steps_per_execution=spe, jit_compile=opt.jit_compile)
+        return recipe.build(HyperParameters(trial))
 
     def _record(self, trial, monitor: EpochMonitor, test_accuracy, seconds: float, trained: bool | None = None) -> None:
         ta = float(test_accuracy) if test_accuracy is not None and math.isfinite(test_accuracy) else None
