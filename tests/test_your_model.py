@@ -217,6 +217,34 @@ def test_lanes_with_a_users_model_off_jax_are_refused_in_one_line_naming_jax(ima
     assert "KERAS_BACKEND=jax" in out.stderr
 
 
+def test_lanes_that_a_users_model_cannot_fit_in_memory_are_refused_from_its_own_sizes(images, tmp_path):
+    """The memory check of --lanes K for a user's model counts its own variables, optimizer
+    and layer outputs (issue 26): a member of this model needs about 0.9 GB, so 64 of them do
+    not fit in this machine's memory; the line names the largest K that does."""
+    pytest.importorskip("jax")
+    model = tmp_path / "wide.py"
+    model.write_text(textwrap.dedent("""
+        import keras
+
+        def build(hp):
+            m = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                  keras.layers.Dense(hp.Int("units", 40000, 40000)), keras.layers.Dense(10, activation="softmax")])
+            m.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+            return m
+    """))
+    db = tmp_path / "s.db"
+    out = run_cli("run", "--model", f"{model}:build", "--data", images, "--lanes", "4096", "--storage", f"sqlite:///{db}",
+                  env={"KERAS_BACKEND": "jax"})
+    assert out.returncode == 2, out.stderr[-2000:]
+    line = out.stderr.strip()
+    assert len(line.splitlines()) == 1 and line.startswith("hpsearch run: error: --lanes 4096 needs about"), line
+    assert "MiB per member at batch size 32" in line
+    fit = int(line.rsplit("use --lanes ", 1)[1].split()[0])
+    assert 1 <= fit < 4096
+    if db.exists():  # nothing of a study was written
+        assert optuna.get_all_study_names(f"sqlite:///{db}") == []
+
+
 def test_lanes_of_a_hypermodel_on_jax_are_exact_and_equal_solo(local_pg_url, images):
     """Issue 26's Done-when: structural and continuous hyperparameters and a fit that tunes
     shuffle, --lanes 4 on JAX: exactly the budget, each trial's epochs as its solo run's."""

@@ -79,11 +79,15 @@ def _available_bytes() -> tuple[int, str] | None:
     return None
 
 
-def check_lanes_fit(lanes: int, *, hidden_units: int = 1000, batch_size: int = 1024, available: tuple[int, str] | None = None) -> None:
+def check_lanes_fit(lanes: int, *, hidden_units: int = 1000, batch_size: int = 1024, available: tuple[int, str] | None = None,
+                    member_bytes: int | None = None) -> None:
     """Refuse, in one line, a ``--lanes`` that is not a positive whole number or cannot fit.
 
     Args:
         lanes: the requested K.
+        member_bytes: what one member needs (a user's model's:
+            :func:`search.train.modellanes.member_bytes`); default: the recipe's at
+            ``hidden_units`` and ``batch_size``.
         available: ``(bytes, what)`` of free memory; default: read from nvidia-smi for the
             worker's GPU, else ``/proc/meminfo``. Unknown memory is not checked.
 
@@ -100,7 +104,7 @@ def check_lanes_fit(lanes: int, *, hidden_units: int = 1000, batch_size: int = 1
     if available is None:
         return
     free, what = available
-    each = bytes_per_member(hidden_units, batch_size)
+    each = member_bytes if member_bytes is not None else bytes_per_member(hidden_units, batch_size)
     if lanes * each > free:
         fit = max(1, free // each)
         raise ConfigError(

@@ -335,7 +335,10 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
     raw, recipe_error = _read_data(data_path, spec, given, may_join=resolved is not None)
     if recipe_error is not None and _stored_model(resolved, args.study) in (None, "recipe"):
         raise recipe_error  # not MNIST, and no study of a user's model to join: nothing was written
-    model = _prepare_model(spec, gpu) if spec is not None and not spec.is_recipe else None
+    from search.study.config import USER_BATCH_SIZE
+
+    sizing = {"lanes": lanes if trains else 1, "batch_size": given["batch_size"] or USER_BATCH_SIZE}
+    model = _prepare_model(spec, gpu, **sizing) if spec is not None and not spec.is_recipe else None
     if resolved is None:
         resolved = resolve_storage_url(None)
     if gpu is not None and model is None:
@@ -353,10 +356,13 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
 
             raw = read_arrays(data_path)
             check_user_split(raw, given["train_size"], given["validation"])
-            model = _prepare_model(spec, gpu)
+            model = _prepare_model(spec, gpu, **sizing)
         elif recipe_error is not None:
             raise recipe_error
     user = spec is not None and not spec.is_recipe
+    if user and model.member_bytes is not None:
+        # per worker, from the user's model's own variables and layer outputs (issue 26)
+        check_lanes_fit(lanes, batch_size=sizing["batch_size"], member_bytes=model.member_bytes)
     if user and given["landscape_param"] is None and args.model is not None:
         given["landscape_param"] = model.landscape_param  # what a new study stores; a joiner's agrees
     if user and given["landscape_param"] is not None and given["landscape_param"] not in model.space:
@@ -393,6 +399,7 @@ class _PreparedModel:
     digest: str | None
     landscape_param: str | None = None
     space: tuple = ()
+    member_bytes: int | None = None  # what one lane member of the default model needs
 
 
 def _check_lanes_for(spec, lanes: int) -> None:
@@ -430,9 +437,10 @@ def _read_data(data_path, spec, given, *, may_join: bool):
             raise e from None
 
 
-def _prepare_model(spec, gpu) -> _PreparedModel:
+def _prepare_model(spec, gpu, *, lanes: int = 1, batch_size: int = 32) -> _PreparedModel:
     """Import the user's model, check its space and its model with the defaults, before anything
-    is written: the space's explicit defaults become the study's first trial."""
+    is written: the space's explicit defaults become the study's first trial. With ``lanes``
+    above 1, also measure what one lane member of the default model needs at ``batch_size``."""
     from search.study.hyperparameters import HyperParameters
     from search.train.backend import clear_session, configure_backend
     from search.train.usermodel import check_model, digest, load_hypermodel
@@ -451,11 +459,16 @@ def _prepare_model(spec, gpu) -> _PreparedModel:
     except Exception as e:
         raise ConfigError(f"--model {spec.text}: build(hp) with the default values raised {type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
     check_model(model, spec)
+    each = None
+    if lanes > 1:
+        from search.train.modellanes import member_bytes
+
+        each = member_bytes(model, batch_size)
     del model
     clear_session()
     from search.study.config import pick_landscape_param
 
-    return _PreparedModel(hypermodel, hp.explicit_defaults(), code_digest, pick_landscape_param(hp.space), tuple(hp.space))
+    return _PreparedModel(hypermodel, hp.explicit_defaults(), code_digest, pick_landscape_param(hp.space), tuple(hp.space), each)
 
 
 def _stored_model(target, name: str) -> str | None:
