@@ -400,8 +400,9 @@ class ModelLanes:
     def put(self, lane: int, member: Member, run) -> int:
         """Give ``lane`` the trial of ``run``; a retry first takes its earlier attempt's
         checkpoint (Keras's own state, as a solo trial's: :func:`search.train.checkpoint.restore`).
-        Return the member's next epoch (0 unless it resumed)."""
-        start = self.objective.resume(run, member.model, dict(run.trial.params))
+        Return the member's next epoch (0 unless it resumed; always 0 without a ``run``, as in
+        the benchmarks)."""
+        start = 0 if run is None else self.objective.resume(run, member.model, dict(run.trial.params))
         if start:
             model = member.model
             member.state = (

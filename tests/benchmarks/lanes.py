@@ -19,8 +19,10 @@ without ``--lanes``, each on a fresh study of a fresh embedded PostgreSQL, alter
     python tests/benchmarks/lanes.py study --data mnist.npz --lanes 3 --trials 6 --epochs 3 --train-size 5000 --repeats 3
 
 ``gpu``: the grid for an accelerator: K = 1, 8, 32, 64, 128 on the full training set at 5 and
-50 epochs (trials/hour, epochs/s, peak device memory, in-process), then the recipe's study of
-64 trials x 500 epochs with ``--lanes 64`` as one ``hpsearch run`` process. Writes JSON::
+50 epochs (trials/hour, epochs/s, peak device memory, in-process), the same K for a user's
+small CNN as one ``ModelLanes`` at 5 epochs of 50,000 images (build and compilation included),
+then the recipe's study of 64 trials x 500 epochs with ``--lanes 64`` as one ``hpsearch run``
+process. Writes JSON::
 
     KERAS_BACKEND=jax python tests/benchmarks/lanes.py gpu --data mnist.npz --out results/
     python tests/benchmarks/lanes.py gpu --data mnist.npz --tiny     # a CPU check of the script
@@ -219,16 +221,16 @@ def _user_lanes(build, ds, cfg, rates, layout):
     return time.perf_counter() - start, [histories[k] for k in range(len(rates))]
 
 
-def cmd_any(args) -> None:
-    """Lanes of a user's model (issue 26) against the same trials solo, on JAX; wall time of the
-    whole trials (build, compilation, training, validation), alternated."""
+def _images(data: str | None, n: int, v: int = 1000):
+    """The first ``n`` MNIST training images as a user's CNN takes them (28x28x1 in [0, 1],
+    one-hot labels) and the next ``v`` as validation."""
     from types import SimpleNamespace
 
     import numpy as np
 
     from search.train.data import read_arrays
 
-    raw = read_arrays(args.data) if args.data else None
+    raw = read_arrays(data) if data else None
     if raw is None:
         import keras
 
@@ -236,10 +238,18 @@ def cmd_any(args) -> None:
     else:
         xt, yt = raw.x_train, raw.y_train
     eye = np.eye(10, dtype="float32")
-    n, v = args.train_size, 1000
     x = (np.asarray(xt[:n + v]).reshape(-1, 28, 28, 1) / 255.0).astype("float32")
     y = eye[np.asarray(yt[:n + v]).astype(int)]
-    ds = SimpleNamespace(x_train=x[:n], y_train=y[:n], x_val=x[n:], y_val=y[n:], x_test=x[n:], y_test=y[n:], validation="holdout")
+    return SimpleNamespace(x_train=x[:n], y_train=y[:n], x_val=x[n:], y_val=y[n:], x_test=x[n:], y_test=y[n:], validation="holdout")
+
+
+def cmd_any(args) -> None:
+    """Lanes of a user's model (issue 26) against the same trials solo, on JAX; wall time of the
+    whole trials (build, compilation, training, validation), alternated."""
+    from types import SimpleNamespace
+
+    n = args.train_size
+    ds = _images(args.data, n)
     cfg = SimpleNamespace(seed=0, batch_size=args.batch_size, epochs=args.epochs)
     for kind in args.models:
         build = _user_build(kind)
@@ -339,6 +349,22 @@ def cmd_gpu(args) -> None:
                 "seconds": round(seconds, 3), "epochs_per_s": round(epochs / seconds, 3),
                 "trial_epochs_per_s": round(k * epochs / seconds, 2), "trials_per_hour": round(k * 3600 / seconds, 1),
                 "peak_device_bytes": _peak_memory(), "backend": info["backend"], "device": info["device"],
+            }, args.out, "gpu")
+    # A user's small CNN (issue 26): K members of one ModelLanes (the device's layout: vmap on a
+    # GPU) against K = 1, build and compilation included as a worker pays them.
+    from types import SimpleNamespace
+
+    images = _images(args.data, 2000 if args.tiny else 50000, 200 if args.tiny else 10000)
+    build = _user_build("cnn")
+    for k in ks:
+        for epochs in epochs_list[:1]:
+            cfg = SimpleNamespace(seed=0, batch_size=128, epochs=epochs)
+            seconds, _ = _user_lanes(build, images, cfg, _rates(k), None)
+            _emit({
+                "part": "gpu-cnn-grid", "k": k, "epochs": epochs, "train_images": len(images.x_train), "batch_size": 128,
+                "seconds": round(seconds, 3), "trial_epochs_per_s": round(k * epochs / seconds, 2),
+                "trials_per_hour": round(k * 3600 / seconds, 1), "peak_device_bytes": _peak_memory(),
+                "backend": info["backend"], "device": info["device"],
             }, args.out, "gpu")
     # The recipe's study with --lanes 64: 64 trials x 500 epochs, one process.
     k, trials, epochs = (2, 4, 2) if args.tiny else (64, 64, 500)
