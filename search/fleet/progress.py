@@ -35,6 +35,9 @@ class Progress:
         self.best: tuple[float, float] | None = None  # (value, learning rate)
         #: the study's objective (``--objective``), named in every line; set once the study is open
         self.metric = "val_accuracy"
+        #: whether a trial's line names its learning rate (the recipe's studies; a user's model's
+        #: trials have their own parameters, which ``hpsearch query`` shows)
+        self.names_rate = True
 
     def _write(self, text: str, *, transient: bool) -> None:
         if not self.enabled:
@@ -90,7 +93,8 @@ class Progress:
         else:
             when = "" if epochs_run is None else f" after {plural(epochs_run, 'epoch')}"
             text = f"{state} value {_fmt(value)}{when}{why}"
-        self._write(f"{self.head()} trial {number} lr {lr_text}: {text}", transient=False)
+        rate = f" lr {lr_text}" if self.names_rate or lr is not None else ""
+        self._write(f"{self.head()} trial {number}{rate}: {text}", transient=False)
 
     def close(self) -> None:
         if self.enabled and self.tty and self._line_open:

@@ -385,6 +385,7 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
         model_digest=model.digest if model else None, first_params=model.first_params if model else None,
     )
     progress.metric = config.objective
+    progress.names_rate = config.is_recipe
     if trains:
         from search.cli.render import study_line
 

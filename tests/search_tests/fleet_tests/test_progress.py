@@ -42,6 +42,18 @@ def test_a_trial_failed_before_any_epoch_reads_as_a_sentence():
     assert not any("None" in line or "value -" in line for line in lines)
 
 
+def test_a_users_model_trial_line_names_no_learning_rate_it_does_not_have():
+    out = io.StringIO()
+    p = Progress(2, stream=out)
+    p.metric, p.names_rate = "val_loss", False
+    p.trial_done(0, None, "complete", 0.25, 3)
+    p.trial_done(1, 0.003, "pruned", 0.5, 1)  # a space with a learning_rate of its own: named
+    assert out.getvalue().splitlines() == [
+        "[0/2 trials, best val_loss -] trial 0: complete value 0.2500 after 3 epochs",
+        "[0/2 trials, best val_loss -] trial 1 lr 0.003: pruned value 0.5000 after 1 epoch",
+    ]
+
+
 def _epoch_lines(interval: float) -> list[str]:
     out = io.StringIO()
     p = Progress(2, stream=out, interval=interval)
