@@ -3,8 +3,9 @@
 # 10.77.0.1, an address that exists only inside them; each of three worker hosts runs the
 # worker command line of the Kubernetes worker Job (deploy/k8s, rendered by kubectl kustomize:
 # one source for both). Checks: the study ends exact; one host's link cut for 15 s loses
-# nothing; one host killed outright (its whole process tree, kill -9) has its trial failed
-# once its heartbeat is stale and retried on another host. Sourced by deploy/e2e/run.
+# nothing; one host killed outright (its whole process tree, kill -9) once its trial has a
+# periodic checkpoint has that trial failed once its heartbeat is stale and retried on another
+# host, which resumes it from that checkpoint or a later one (issue 24). Sourced by deploy/e2e/run.
 # shellcheck shell=bash disable=SC2034  # E2E_STEP and the like are read by lib.sh
 
 HOSTS_NET=10.77.0
@@ -58,7 +59,7 @@ _on_host() {
     shift
     ip netns exec "hpse2e$$-h$n" env OPTUNA_STORAGE="postgresql+psycopg2://postgres@$HOSTS_NET.1:5432/hpsearch" \
         HPSEARCH_DATA="$E2E_DATA" HPSEARCH_HOME="$E2E_WORK/home$n" HPSEARCH_LANES="${HPSEARCH_LANES:-1}" \
-        HPSEARCH_HEARTBEAT_S=2 HPSEARCH_GRACE_S=25 HPSEARCH_DB_RETRY_S=90 "$@"
+        HPSEARCH_HEARTBEAT_S=2 HPSEARCH_GRACE_S=25 HPSEARCH_DB_RETRY_S=90 HPSEARCH_CHECKPOINT_S="$CHECKPOINT_S" "$@"
 }
 
 _hosts_study() {
@@ -76,10 +77,19 @@ _hosts_study() {
     e2e_wait 180 "a running trial on each of the 3 hosts" _running_at_least 3
 }
 
-_running_at_least() {
-    [[ $(e2e_sql "SELECT count(DISTINCT t.trial_id) FROM trials t JOIN studies s USING (study_id)
-                  JOIN trial_intermediate_values v USING (trial_id)
-                  WHERE s.study_name = '$STUDY' AND t.state = 'RUNNING'") -ge $1 ]]
+_running_at_least() { [[ $(e2e_own_epoch_running "$STUDY") -ge $1 ]]; }
+
+# _host3_checkpointed: host 3's running trial has a checkpoint in the database (a kill -9 leaves
+# only the periodic ones); sets KILLED_TRIAL and KILL_CKPT, the epoch it holds.
+_host3_checkpointed() {
+    local pids row
+    pids=$(ip netns pids "hpse2e$$-h3" 2>/dev/null | sed "s/.*/'&'/" | paste -sd, -)
+    [[ -n $pids ]] || return 1
+    row=$(e2e_sql "SELECT t.number, c.epoch FROM trials t JOIN studies s USING (study_id)
+                   JOIN hpsearch_checkpoints c ON c.trial_id = t.trial_id
+                   JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = 'pid'
+                   WHERE s.study_name = '$STUDY' AND t.state = 'RUNNING' AND a.value_json IN ($pids) LIMIT 1" 2>/dev/null)
+    [[ -n $row ]] && read -r KILLED_TRIAL KILL_CKPT <<<"$row"
 }
 
 _hosts_cut() {
@@ -92,6 +102,7 @@ _hosts_cut() {
 
 _hosts_kill() {
     e2e_wait 120 "a running trial on each of the 3 hosts" _running_at_least 3
+    e2e_wait 120 "a checkpoint of the trial on host 3" _host3_checkpointed
     _hosts_kill_ns "hpse2e$$-h3"
     wait "${WORKER_PID[3]}" 2>/dev/null
     KILLED_EXIT=$?
@@ -109,6 +120,8 @@ engine_hosts() {
     STUDY=e2e-hosts
     # Trials of tens of seconds, so a link cut and a kill land in the middle of one.
     STUDY_FLAGS=(--epochs 20 --train-size 3000 --pruner none --seed 3)
+    # Periodic checkpoints every few seconds, so the killed host's trial has one to resume from.
+    CHECKPOINT_S=5
     declare -ga WORKER_PID=()
     e2e_step setup _hosts_setup
     e2e_step study _hosts_study
@@ -124,6 +137,16 @@ engine_hosts() {
     [[ $finished -eq $EXPECTED && $running -eq 0 ]] || e2e_die "study $STUDY: $finished finished (expected $EXPECTED), $running running"
     [[ $CUT_FAILED -eq 0 ]] || e2e_die "the 15 s link cut failed $CUT_FAILED trials (expected none)"
     [[ $fail -eq 1 && $retried -eq 1 ]] || e2e_die "after killing host 3: $fail failed, $retried retried trials (expected 1 and 1)"
+    # kill -9 loses what was trained since the last periodic checkpoint: any number of epochs,
+    # but never the checkpoint seen before the kill.
+    e2e_resumes "$STUDY" "" 1
+    local from
+    from=$(e2e_sql "$(_e2e_attempts "$STUDY") SELECT COALESCE(from_epoch, 0) FROM attempts WHERE retry_of = $KILLED_TRIAL") ||
+        e2e_die "could not read the retry of trial $KILLED_TRIAL"
+    [[ ${from:-0} -gt $KILL_CKPT ]] ||
+        e2e_die "the retry of trial $KILLED_TRIAL resumed from epoch ${from:-0}, though its checkpoint at epoch $KILL_CKPT was stored before host 3 was killed"
     e2e_finish expected="$EXPECTED" finished="$finished" running="$running" hosts=3 \
-        cut_s=15 failed_by_cut="$CUT_FAILED" killed_exit="$KILLED_EXIT" failed="$fail" retried_elsewhere="$retried"
+        cut_s=15 failed_by_cut="$CUT_FAILED" killed_exit="$KILLED_EXIT" failed="$fail" retried_elsewhere="$retried" \
+        killed_trial="$KILLED_TRIAL" killed_checkpoint_epoch="$KILL_CKPT" checkpoint_s="$CHECKPOINT_S" \
+        resumed="$E2E_RESUMED" epochs="$E2E_EPOCHS"
 }

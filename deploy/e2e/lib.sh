@@ -143,6 +143,111 @@ e2e_retries() {
 # e2e_fail_reasons_json STUDY: the fail reasons as a JSON list.
 e2e_fail_reasons_json() { echo "[$(e2e_fail_reasons "$1" | paste -sd, -)]"; }
 
+# _e2e_attempts STUDY: SQL of one row per trial of STUDY (docs/faults.md, "Checkpoints"):
+# number, state; reached, the epochs of its run's timeline when it ended (its epochs_run, or its
+# reported epochs where a killed worker recorded none; a resumed trial's include the epochs it
+# carried); from_epoch and from_trial, where it resumed (user attribute resumed_from: the first
+# epoch it trained itself, and whose checkpoint); retry_of, the trial it retries; series, the
+# first trial of its series of attempts (system attribute failed_trial).
+_e2e_attempts() {
+    cat <<SQL
+WITH raw AS (
+    SELECT t.number, t.state::text AS state,
+           (SELECT count(DISTINCT v.step) FROM trial_intermediate_values v WHERE v.trial_id = t.trial_id) AS reported,
+           (SELECT a.value_json::jsonb FROM trial_user_attributes a WHERE a.trial_id = t.trial_id AND a.key = 'epochs_run') AS epochs_run,
+           (SELECT a.value_json::jsonb FROM trial_user_attributes a WHERE a.trial_id = t.trial_id AND a.key = 'resumed_from') AS resumed,
+           (SELECT a.value_json::jsonb FROM trial_user_attributes a WHERE a.trial_id = t.trial_id AND a.key = 'retry_of') AS retry_of,
+           (SELECT a.value_json::jsonb FROM trial_system_attributes a WHERE a.trial_id = t.trial_id AND a.key = 'failed_trial') AS series
+    FROM trials t JOIN studies s USING (study_id) WHERE s.study_name = '$1'
+), attempts AS (
+    SELECT number, state, GREATEST(COALESCE((epochs_run #>> '{}')::int, 0), reported) AS reached,
+           (resumed ->> 'epoch')::int AS from_epoch, (resumed ->> 'trial')::int AS from_trial,
+           (retry_of #>> '{}')::int AS retry_of, COALESCE((series #>> '{}')::int, number) AS series
+    FROM raw
+)
+SQL
+}
+
+# e2e_own_epoch_running STUDY: how many RUNNING trials of STUDY have trained an epoch of their
+# own. A retry reports the epochs it resumed with again at once, so its reported epochs must
+# pass those its predecessor reached: an interruption after that lands past a finished epoch.
+e2e_own_epoch_running() {
+    e2e_sql "$(_e2e_attempts "$1")
+             SELECT count(*) FROM attempts r LEFT JOIN attempts p ON p.number = r.retry_of
+             WHERE r.state = 'RUNNING' AND r.reached > COALESCE(p.reached, 0)"
+}
+
+# e2e_resumes STUDY MAX_LOST MIN_RESUMED: log, per interrupted (FAIL) trial of STUDY, the epoch
+# it was interrupted at and the epoch its retry resumed from, and the epochs the study trained
+# in all against an uninterrupted run. Dies (one line) when a retry that ran trained from epoch
+# 0 although its predecessor had finished an epoch (SIGTERM writes a checkpoint at once; the
+# engines kill -9 only after a periodic one), when it resumed past the epochs its predecessor
+# reached, when it lost more than MAX_LOST finished epochs ("": any, as kill -9 may), or when
+# fewer than MIN_RESUMED retries resumed (so the check cannot pass with nothing to check).
+# Sets E2E_RESUMED (a JSON list: trial, interrupted_at, retry, resumed_from; null where there is
+# none) and E2E_EPOCHS (a JSON object: trained, uninterrupted, lost, finished).
+e2e_resumes() {
+    local study=$1 max_lost=$2 min_resumed=$3 n at retry state from src line resumed=0 sep="" rows totals
+    local trained uninterrupted finished left
+    E2E_STEP=resume_check
+    rows=$(e2e_sql "$(_e2e_attempts "$study")
+        SELECT f.number, f.reached, COALESCE(r.number::text, '-'), COALESCE(r.state, '-'),
+               COALESCE(r.from_epoch::text, '-'), COALESCE(r.from_trial::text, '-')
+        FROM attempts f LEFT JOIN attempts r ON r.retry_of = f.number
+        WHERE f.state = 'FAIL' ORDER BY f.number") || e2e_die "could not read the trials of study $study"
+    E2E_RESUMED="["
+    while read -r n at retry state from src; do
+        [[ -n $n ]] || continue
+        line="trial $n (interrupted at epoch $at)"
+        if [[ $retry == - ]]; then
+            line+=" not retried"
+        elif [[ $state == WAITING ]]; then
+            line+=" retried as trial $retry, not run (WAITING)"
+        elif [[ $from == - ]]; then
+            line+=" retried as trial $retry from epoch 0"
+            [[ $at -eq 0 || $state == RUNNING ]] ||
+                e2e_die "study $study: trial $n was interrupted after $at finished epochs, but its retry $retry ($state) trained from epoch 0: it did not resume"
+        else
+            line+=" resumed as trial $retry from epoch $from"
+            [[ $src == "$n" ]] || line+=" (the checkpoint of trial $src)"
+            [[ $from -le $at ]] || e2e_die "study $study: trial $retry resumed from epoch $from, past the $at epochs trial $n had finished"
+            [[ -z $max_lost || $((at - from)) -le $max_lost ]] ||
+                e2e_die "study $study: trial $retry resumed from epoch $from, $((at - from)) finished epochs before trial $n was interrupted (at most $max_lost expected)"
+            resumed=$((resumed + 1))
+        fi
+        e2e_log "$line"
+        [[ $from == - ]] && from=null
+        [[ $retry == - ]] && retry=null
+        E2E_RESUMED+="$sep{\"trial\": $n, \"interrupted_at\": $at, \"retry\": $retry, \"resumed_from\": $from}"
+        sep=", "
+    done <<<"$rows"
+    E2E_RESUMED+="]"
+    # trained: what every attempt trained itself (a resumed one's carried epochs are its
+    # predecessor's); uninterrupted: for each series of attempts, the epochs of its last attempt
+    # that ran, which an uninterrupted run would have trained to get as far; finished: the
+    # epochs of the finished trials (the same, when every series finished).
+    totals=$(e2e_sql "$(_e2e_attempts "$study")
+        SELECT COALESCE(sum(GREATEST(reached - COALESCE(from_epoch, 0), 0)) FILTER (WHERE state <> 'WAITING'), 0),
+               (SELECT COALESCE(sum(reached), 0) FROM (SELECT DISTINCT ON (series) reached FROM attempts
+                                                        WHERE state <> 'WAITING' ORDER BY series, number DESC) last),
+               COALESCE(sum(reached) FILTER (WHERE state IN ('COMPLETE', 'PRUNED')), 0)
+        FROM attempts") || e2e_die "could not count the epochs of study $study"
+    read -r trained uninterrupted finished <<<"$totals"
+    # A series that ended (finished, or out of attempts) keeps no checkpoint (docs/faults.md).
+    left=$(e2e_sql "SELECT CASE WHEN to_regclass('hpsearch_checkpoints') IS NULL THEN 'none' END") || e2e_die "could not look for the checkpoints table"
+    if [[ $left == none ]]; then
+        left=0
+    else
+        left=$(e2e_sql "SELECT count(*) FROM hpsearch_checkpoints c JOIN studies s USING (study_id) WHERE s.study_name = '$study'") ||
+            e2e_die "could not count the checkpoints of study $study"
+    fi
+    e2e_log "study $study: $trained epochs trained in all, $uninterrupted in an uninterrupted run ($((trained - uninterrupted)) lost to interruptions), $finished by its finished trials; retries resumed from a checkpoint: $resumed; checkpoints left: $left"
+    # shellcheck disable=SC2034  # read by the engines, in their e2e_finish
+    E2E_EPOCHS="{\"trained\": $trained, \"uninterrupted\": $uninterrupted, \"lost\": $((trained - uninterrupted)), \"finished\": $finished, \"checkpoints_left\": $left}"
+    [[ $resumed -ge $min_resumed ]] || e2e_die "study $study: $resumed retries resumed from a checkpoint (expected at least $min_resumed)"
+    [[ $left -eq 0 ]] || e2e_die "study $study: $left checkpoints left, though no attempt will resume from them"
+}
+
 # e2e_wait SECONDS WHAT CMD...: poll CMD every second until it succeeds.
 e2e_wait() {
     local limit=$1 what=$2 i

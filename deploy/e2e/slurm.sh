@@ -3,7 +3,9 @@
 # operator would. Checks: the array finishes the study exactly (CPU-only, no GRES, on a node
 # as small as this one); a task reaching its time limit and a task requeued by
 # `scontrol requeue` (what preemption does) each end their running trial as FAIL, their worker
-# with 143, and requeue, and the study still finishes exactly. Sourced by deploy/e2e/run.
+# with 143, and requeue, and the study still finishes exactly; each retry resumes at the epoch
+# its predecessor was interrupted in, from the checkpoint the stopping worker wrote (issue 24).
+# Sourced by deploy/e2e/run.
 # shellcheck shell=bash disable=SC2034  # E2E_STEP and the like are read by lib.sh
 
 SBATCH_SCRIPT=$E2E_REPO/deploy/slurm/hpsearch-worker.sbatch
@@ -85,7 +87,7 @@ _slurm_db() {
     export OPTUNA_STORAGE="postgresql+psycopg2://postgres@127.0.0.1:$SLURM_DB_PORT/hpsearch"
     export HPSEARCH_DATA=$E2E_DATA HPSEARCH_HOME=$E2E_WORK/home PATH=$E2E_VENV/bin:$PATH
     hpsearch init --study e2e-slurm "${STUDY_FLAGS[@]}" >/dev/null &&
-        hpsearch init --study e2e-slurm-interrupt "${INTERRUPT_FLAGS[@]}" >/dev/null
+        hpsearch init --study e2e-slurm-interrupt --trials "$INTERRUPT_TRIALS" "${INTERRUPT_FLAGS[@]}" >/dev/null
 }
 
 # The job's state ("" once it is gone) and its requeue count.
@@ -103,24 +105,36 @@ _slurm_study() {
 
 _array_done() { [[ -z $(squeue -h -j "$1" -o %i 2>/dev/null) ]]; }
 
-# _wait_running_trial STUDY: until a trial of STUDY is RUNNING and has trained an epoch.
-_running_trial() {
-    [[ $(e2e_sql "SELECT count(*) FROM trials t JOIN studies s USING (study_id)
-                  JOIN trial_intermediate_values v USING (trial_id)
-                  WHERE s.study_name = '$1' AND t.state = 'RUNNING'") -gt 0 ]]
-}
+# _running_trial STUDY: a trial of STUDY is RUNNING and has trained an epoch of its own (a
+# resumed one: past the epoch it resumed at), so the interruption that follows has one to save.
+_running_trial() { [[ $(e2e_own_epoch_running "$1") -gt 0 ]]; }
 
 _restarts_at_least() { [[ $(_job_field "$1" Restarts) -ge $2 && $(_job_field "$1" JobState) =~ ^(PENDING|RUNNING)$ ]]; }
 
+# _time_limit_soon JOB: set JOB's time limit to the first whole minute at least 90 s from now,
+# so its USR1@60 warning comes within about a minute, and the worker has 60 s to stop after it.
+_time_limit_soon() {
+    local h m s
+    IFS=: read -r h m s <<<"$(_job_field "$1" RunTime)"
+    scontrol update JobId="$1" TimeLimit=$(((10#${h#*-} * 3600 + 10#$m * 60 + 10#$s + 90 + 59) / 60))
+}
+
 _slurm_interrupt() {
-    # The script's own directives (its --gres=gpu:1 on the fake GPUs), a 2-minute limit and the
-    # warning 60 s before it, so the time-limit path comes within a minute or so. The trials
-    # are far longer than that, so each interruption lands in the middle of one.
+    # The script's own directives (its --gres=gpu:1 on the fake GPUs) and a warning 60 s before
+    # the time limit. The limit is cut to a minute or two only once the worker trains: SLURM
+    # may send the warning up to 60 s early, so a 2-minute limit from the start can send it
+    # before srun has started the worker on a loaded machine; the worker then runs into the
+    # limit, is killed and not requeued (a run at load 8 timed out waiting for the requeue). The trials are far longer than that, so each interruption lands in the
+    # middle of one. One rate only
+    # (init --trials 1): each requeued run claims the retry of the trial interrupted before it
+    # (a second queued rate would come first), so each retry's resumption shows. No periodic
+    # checkpoints: a retry can resume only from the one its stopping predecessor wrote.
     local out
-    out=$(cd "$E2E_WORK/jobs" && sbatch --parsable --cpus-per-task=1 --mem=3G --time=2 --signal=B:USR1@60 \
+    out=$(cd "$E2E_WORK/jobs" && HPSEARCH_CHECKPOINT_S=3600 sbatch --parsable --cpus-per-task=1 --mem=3G --time=10 --signal=B:USR1@60 \
         "$SBATCH_SCRIPT" --study e2e-slurm-interrupt --trials "$INTERRUPT_TRIALS") || return 1
     INT_JOB=${out%%;*}
     e2e_wait 120 "job $INT_JOB to run a trial" _running_trial e2e-slurm-interrupt
+    _time_limit_soon "$INT_JOB" || return 1
     # 1. The time limit: SIGUSR1 to the script, which stops the worker and requeues the task.
     e2e_wait 150 "job $INT_JOB to be requeued at its time limit" _restarts_at_least "$INT_JOB" 1
     TIMELIMIT_EXIT=$(_exit_in_log "$INT_JOB" 1)
@@ -161,7 +175,7 @@ engine_slurm() {
     STUDY_FLAGS=(--epochs 2 --train-size 2000 --pruner none --seed 1)
     # Trials of minutes, far longer than the 30 to 90 s to the time-limit warning.
     INTERRUPT_FLAGS=(--epochs 300 --train-size 3000 --pruner none --seed 2)
-    INTERRUPT_TRIALS=3
+    INTERRUPT_TRIALS=1
     e2e_step setup _slurm_setup
     e2e_step database _slurm_db
     e2e_step study _slurm_study
@@ -176,10 +190,15 @@ engine_slurm() {
     [[ $irunning -eq 0 ]] || e2e_die "study e2e-slurm-interrupt: $irunning trials left RUNNING"
     [[ $TIMELIMIT_EXIT == 143 && $PREEMPT_EXIT == 143 && $CANCEL_EXIT == 143 ]] ||
         e2e_die "worker exits: time limit $TIMELIMIT_EXIT, requeue $PREEMPT_EXIT, scancel $CANCEL_EXIT (expected 143 each)"
-    [[ $ifail -eq 3 && $retries -eq 3 ]] ||
-        e2e_die "study e2e-slurm-interrupt: $ifail FAIL trials, $retries re-enqueued (expected one each per interruption: 3)"
+    # The three interruptions hit one series of attempts: the third is its MAX_ATTEMPTS-th
+    # (storage/retry.py), so it is not re-enqueued.
+    [[ $ifail -eq 3 && $retries -eq 2 ]] ||
+        e2e_die "study e2e-slurm-interrupt: $ifail FAIL trials, $retries re-enqueued (expected 3, and 2: the third attempt is the last)"
+    # SIGTERM each time: the stopping write saves the last finished epoch, so each retry loses
+    # none (1 allowed: a signal between an epoch's report and its snapshot).
+    e2e_resumes e2e-slurm-interrupt 1 2
     e2e_finish expected="$EXPECTED" finished="$finished" running="$running" interrupted_exit="$PREEMPT_EXIT" \
         timelimit_exit="$TIMELIMIT_EXIT" requeue_exit="$PREEMPT_EXIT" scancel_exit="$CANCEL_EXIT" \
         array_tasks="$SLURM_ARRAY" interrupt_running="$irunning" \
-        interrupt_failed="$ifail" interrupt_reenqueued="$retries" requeues="$REQUEUES" fail_reasons="$reasons"
+        interrupt_failed="$ifail" interrupt_reenqueued="$retries" requeues="$REQUEUES" resumed="$E2E_RESUMED" epochs="$E2E_EPOCHS" fail_reasons="$reasons"
 }
