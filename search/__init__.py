@@ -11,11 +11,10 @@ The public surface; TensorFlow/Keras are imported only when a model is built or 
 importing this package is cheap.
 """
 
-from typing import TYPE_CHECKING
-
-# The names are imported on first use (PEP 562), so that `hpsearch` and `python -m search`
-# reach the command's own Ctrl-C handling before any heavy import (issue 15: a Ctrl-C while
-# this package imported SQLAlchemy showed a traceback).
+# The names are imported on first use (PEP 562), and this file imports nothing, not even
+# `typing` (3 ms): `hpsearch` and `python -m search` import it before their Ctrl-C handling
+# starts (search/__main__.py), so a Ctrl-C while it runs would show a traceback (issues 15, 25).
+TYPE_CHECKING = False  # what `typing.TYPE_CHECKING` is at run time; type checkers read True
 _WHERE = {
     "ENV_VARS": "search.env", "RECIPE_RATES": "search.study.config", "StudyConfig": "search.study.config",
     "Dataset": "search.train.data", "load_dataset": "search.train.data", "read_mnist": "search.train.data",

@@ -103,10 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     # traceback, at any moment (issue 25).
     sys.unraisablehook = _unraisable
     try:
-        code = _main(sys.argv[1:])
+        code = _main(sys.argv[1:], program=True)
     except KeyboardInterrupt:  # a second Ctrl-C while the first was being reported
         code = 130
     return _ignore_interrupts(code)
+
+
+def _deliver_interrupts() -> None:
+    """Unblock SIGINT, which :func:`search.__main__.main` blocked while the command was imported.
+
+    A Ctrl-C that came meanwhile is delivered now, as a KeyboardInterrupt raised here, where
+    the caller handles it. Unblocked even if it was blocked by whoever started hpsearch
+    (Python keeps an inherited mask): a command that Ctrl-C cannot stop would be worse, and
+    the children a command starts (``launch``'s workers, PostgreSQL) inherit the mask, so
+    they start with SIGINT unblocked as before.
+    """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _ignore_interrupts(code: int) -> int:
@@ -176,12 +188,16 @@ def _interrupt_soon() -> None:
         pass
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], program: bool = False) -> int:
+    """Parse ``argv`` and run its command; ``program``: run as the process's own command, so
+    SIGINT, blocked until now (:func:`search.__main__.main`), is unblocked before it runs."""
     try:
         args = build_parser().parse_args(argv)
     except KeyboardInterrupt:  # Ctrl-C while the command starts (issue 15): no traceback
         return _interrupted("hpsearch")
     try:
+        if program:
+            _deliver_interrupts()
         code = _run(args)
     except KeyboardInterrupt:  # a Ctrl-C that lands between the handlers below
         return _interrupted(f"hpsearch {args.command}")
