@@ -73,7 +73,7 @@ def uninterrupted(local_pg_url, mnist, tmp_path_factory):
 
 def test_sigterm_costs_at_most_one_epoch_and_the_seeded_retry_equals_the_uninterrupted_run(local_pg_url, mnist, tmp_path, uninterrupted):
     # The interval is far off: only the stopping worker's own write can make the checkpoint.
-    code, rest, number, logs = _interrupt_then_finish(local_pg_url, mnist, tmp_path, "term", signal.SIGTERM, 4, {"HPSEARCH_CHECKPOINT_S": "3600"})
+    code, rest, number, logs = _interrupt_then_finish(local_pg_url, mnist, tmp_path, "term", signal.SIGTERM, 2, {"HPSEARCH_CHECKPOINT_S": "3600"})
     assert code == 143 and rest == 0, logs[-3000:]
     assert "Traceback" not in logs and "training from epoch 0" not in logs, logs[-3000:]
     study = _study(local_pg_url, "term")
@@ -96,7 +96,7 @@ def test_sigterm_costs_at_most_one_epoch_and_the_seeded_retry_equals_the_uninter
 
 def test_kill_9_loses_at_most_the_checkpoint_interval(local_pg_url, mnist, tmp_path):
     env = {**FAST_HEARTBEAT, "HPSEARCH_CHECKPOINT_S": "0"}  # a checkpoint after every epoch
-    code, rest, number, logs = _interrupt_then_finish(local_pg_url, mnist, tmp_path, "kill", signal.SIGKILL, 4, env)
+    code, rest, number, logs = _interrupt_then_finish(local_pg_url, mnist, tmp_path, "kill", signal.SIGKILL, 2, env)
     assert code == -signal.SIGKILL and rest == 0, logs[-3000:]
     study = _study(local_pg_url, "kill")
     failed = next(t for t in study.trials if t.number == number)
@@ -113,7 +113,7 @@ def test_lane_members_stopped_by_sigterm_resume_alone(local_pg_url, mnist, tmp_p
     """A lane member's checkpoint holds the recipe's arrays in a solo model's order: the two
     members a SIGTERM stopped are resumed by a solo worker (the other way, a solo checkpoint
     into a lane, is tested on the model in search_tests/train_tests/test_checkpoint.py)."""
-    code, rest, _, logs = _interrupt_then_finish(local_pg_url, mnist, tmp_path, "lanes", signal.SIGTERM, 4, {"HPSEARCH_CHECKPOINT_S": "3600"},
+    code, rest, _, logs = _interrupt_then_finish(local_pg_url, mnist, tmp_path, "lanes", signal.SIGTERM, 2, {"HPSEARCH_CHECKPOINT_S": "3600"},
                                                  victim_args=["--lanes", "2"])
     assert code == 143 and rest == 0, logs[-3000:]
     assert "Traceback" not in logs and "training from epoch 0" not in logs, logs[-3000:]

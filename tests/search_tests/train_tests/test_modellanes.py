@@ -58,33 +58,35 @@ SCRIPT = textwrap.dedent('''
         m = build(hp)
         return m.fit(ds.x_train, ds.y_train, validation_data=(ds.x_val, ds.y_val), epochs=EPOCHS, batch_size=cfg.batch_size, verbose=0).history
 
-    def lanes(build, ds, cfg, layout, poison=None):
+    def lanes(build, ds, cfg, layout, poison=None, programs=None, saved=None):
+        """``programs``: a lane model's compiled programs to reuse (the same structures: no
+        compilation again); ``saved``: filled with every member's checkpoint arrays after epoch 1."""
         hm = HyperModel(build, ModelSpec("m.py:build", "file", "m.py", "build"))
         model = ModelLanes(SimpleNamespace(config=cfg, dataset=ds, hypermodel=hm, resume=lambda run, m, params: 0), layout=layout)
+        if programs is not None:
+            model._groups = programs
         for k in range(len(PARAMS)):
             member = model.member(optuna.trial.FixedTrial(PARAMS[k], number=k))
             if k == poison:
                 t = list(member.state[0]); t[0] = t[0] * np.inf; member.state = (t, *member.state[1:])
             model.put(k, member, SimpleNamespace(trial=SimpleNamespace(params=PARAMS[k])))
         history = {k: {} for k in range(len(PARAMS))}
-        for _ in range(EPOCHS):
+        for epoch in range(EPOCHS):
             for k, logs in model.epoch().items():
                 for name, v in logs.items():
                     history[k].setdefault(name, []).append(v)
+            if epoch == 0 and saved is not None:
+                saved.update({k: model.member_state(k)() for k in range(len(PARAMS))})
         keys = [model.members[k].key for k in range(len(PARAMS))]
-        return history, len(set(keys)), keys[0] == keys[1], keys[0] == keys[2]
+        return history, len(set(keys)), keys[0] == keys[1], keys[0] == keys[2], model._groups
 
-    def resumed(build, ds, cfg, layout):
+    def resumed(build, ds, cfg, layout, saved, programs):
         """Every member stopped after its first epoch and put in a new lane model from its
-        checkpoint arrays (member_state, restored as a retry restores them): its second epoch."""
+        checkpoint arrays (``saved``: member_state after epoch 1 of the uninterrupted lanes,
+        restored as a retry restores them): its second epoch."""
         from search.train.checkpoint import Snapshot, restore
         hm = HyperModel(build, ModelSpec("m.py:build", "file", "m.py", "build"))
-        first = ModelLanes(SimpleNamespace(config=cfg, dataset=ds, hypermodel=hm, resume=lambda run, m, params: 0), layout=layout)
         runs = [SimpleNamespace(number=k, trial=SimpleNamespace(params=PARAMS[k])) for k in range(len(PARAMS))]
-        for k in range(len(PARAMS)):
-            first.put(k, first.member(optuna.trial.FixedTrial(PARAMS[k], number=k)), runs[k])
-        first.epoch()
-        saved = {k: first.member_state(k)() for k in range(len(PARAMS))}
 
         def resume(run, m, params):
             weights, optimizer = saved[run.number]
@@ -92,6 +94,7 @@ SCRIPT = textwrap.dedent('''
             return 1
 
         second = ModelLanes(SimpleNamespace(config=cfg, dataset=ds, hypermodel=hm, resume=resume), layout=layout)
+        second._groups = programs
         starts = [second.put(k, second.member(optuna.trial.FixedTrial(PARAMS[k], number=k)), runs[k]) for k in range(len(PARAMS))]
         assert starts == [1] * len(PARAMS), starts
         return second.epoch()
@@ -101,14 +104,16 @@ SCRIPT = textwrap.dedent('''
     for name, build, shape in (("mlp", mlp, (20,)), ("cnn", cnn, (10, 10, 1))):
         ds = data(shape)
         out[name] = {"solo": [solo(build, ds, cfg, k) for k in range(len(PARAMS))]}
+        programs, saved = {}, {}
         for layout in ("unrolled", "vmap"):
-            history, groups, same_lr, same_units = lanes(build, ds, cfg, layout)
+            history, groups, same_lr, same_units, programs[layout] = lanes(build, ds, cfg, layout, saved=saved if layout == "unrolled" else None)
             out[name][layout] = history
             out[name]["groups"] = groups
             out[name]["lr_same_group"], out[name]["units_same_group"] = same_lr, same_units
-        out[name]["poisoned"] = lanes(build, ds, cfg, "unrolled", poison=1)[0]
-        out[name]["resumed"] = resumed(build, ds, cfg, "unrolled")
-        out[name]["poisoned_vmap"] = lanes(build, ds, cfg, "vmap", poison=1)[0]
+        # the same structures again: the programs compiled above serve (the suite's time)
+        out[name]["poisoned"] = lanes(build, ds, cfg, "unrolled", poison=1, programs=programs["unrolled"])[0]
+        out[name]["resumed"] = resumed(build, ds, cfg, "unrolled", saved, programs["unrolled"])
+        out[name]["poisoned_vmap"] = lanes(build, ds, cfg, "vmap", poison=1, programs=programs["vmap"])[0]
 
     class TunedFit:
         def __init__(self, how): self.how = how
