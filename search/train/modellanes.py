@@ -183,7 +183,7 @@ def member_bytes(model, batch_size: int) -> int:
     variables: its state (trainable and non-trainable variables and the optimizer's), the
     gradient, the new state a step returns before the old one is freed, and the step's
     activations (the batch, and four values per output of each layer: its pre-activation,
-    itself and their gradients), as float32. For the recipe's model that is within 0.3% of
+    itself and their gradients), as float32. For the recipe's model that is within 0.1% of
     :func:`search.train.lanes.bytes_per_member`'s hand count. A model whose layers have no known
     output shape (a subclassed model) is counted without its activations.
     """
