@@ -40,6 +40,17 @@ __all__ = [
 #: Seconds to wait for a database that does not answer before giving up.
 CONNECT_TIMEOUT_S = 5
 
+#: Seconds that sent data may stay unacknowledged before a connection is given up (libpq's
+#: ``tcp_user_timeout``), and the keepalive probing of idle ones. Without them an established
+#: connection across a silent network cut waits out TCP's retransmission back-off: after a 15 s
+#: cut (deploy/e2e hosts) a worker's heartbeat stayed silent past the run's 25 s grace period
+#: and its trial was failed (17.3 s with these settings, docs/faults.md); a peer
+#: that is gone (a failover to another address) is waited on for about 15 minutes
+#: (``tcp_retries2``). Given up, the connection is replaced by the pool's pre-ping and the
+#: caller's retry (:func:`retrying`) within seconds of the network coming back. Ignored on
+#: Unix sockets (the embedded server).
+TCP_USER_TIMEOUT_S = 10
+
 
 def heartbeat_settings() -> tuple[int, int]:
     """The heartbeat interval and grace period in seconds, from the environment or defaults."""
@@ -253,7 +264,15 @@ def engine_options(resolved: ResolvedStorage, *, read_only: bool = False) -> dic
     """
     if resolved.is_postgresql:
         _interruptible_waits()
-        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "hpsearch-query" if read_only else "hpsearch"}
+        connect_args = {
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "application_name": "hpsearch-query" if read_only else "hpsearch",
+            "tcp_user_timeout": TCP_USER_TIMEOUT_S * 1000,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
         if read_only:
             connect_args["options"] = "-c default_transaction_read_only=on"
         return {

@@ -45,6 +45,16 @@ e2e_cleanup() {
         eval "${E2E_CLEANUP[i]}" >/dev/null 2>&1 || e2e_log "cleanup failed: ${E2E_CLEANUP[i]}"
     done
     if [[ -n ${E2E_WORK:-} ]]; then
+        # A failed run shows the end of each log it kept (workers, daemons) before they go, so a
+        # failure in CI can be diagnosed from its output alone.
+        if [[ $rc -ne 0 ]]; then
+            local log
+            for log in "$E2E_WORK"/*.log; do
+                [[ -s $log ]] || continue
+                printf -- '--- last lines of %s ---\n' "${log##*/}" >&2
+                tail -n 15 "$log" >&2
+            done
+        fi
         # Whatever a daemon left mounted in the work directory (dockerd's netns), innermost first.
         awk -v w="$E2E_WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | xargs -r -n1 umount -l
         [[ -z ${HPSEARCH_E2E_KEEP:-} ]] && rm -rf "$E2E_WORK"

@@ -23,6 +23,9 @@ SIGINT/SIGTERM     FAIL        yes    yes    the worker exits 128 + the signal
 StorageError       (nothing)   --     yes    the database stayed away: recording would only
                                              wait again; once it is back, the stale-trial
                                              sweep fails the trial and retries it
+UpdateFinished-    (nothing)   --     no     another worker's sweep already failed the trial
+TrialError                                   (this one's heartbeat was silent past the grace
+                                             period) and queued its retry: one line, go on
 another Hpsearch-  FAIL        yes    yes    the worker cannot go on (WorkerFatalError, ...)
 Error, SystemExit
 =================  ==========  =====  =====  ===============================================
@@ -82,6 +85,8 @@ def classify(error: BaseException) -> Outcome:
         return Outcome("failed", retry=True, fatal=True, reason=str(error), kind="interrupted")
     if isinstance(error, StorageError):
         return Outcome("unrecorded", fatal=True, reason=str(error), kind="database")
+    if isinstance(error, optuna.exceptions.UpdateFinishedTrialError):
+        return Outcome("lost", reason=SWEPT, kind="lost")
     if isinstance(error, TrialConfigError):
         return Outcome("failed", reason=str(error), kind="config")
     if isinstance(error, TrialEnvironmentError):
@@ -110,6 +115,10 @@ def stopped(error: BaseException) -> Outcome:
     return Outcome("failed", retry=True, fatal=True, reason=f"the worker stopped: {type(error).__name__}: {one_line(error, 200)}", kind="stopped")
 
 
+#: Why a trial a stale-trial sweep failed under its worker is dropped (see :func:`classify`).
+SWEPT = "a stale-trial sweep failed it while it trained (this worker's heartbeat was silent past the grace period); its retry runs elsewhere"
+
+
 def _tell(study, trial, call, *, value=None, state=None) -> str:
     """Tell the trial's result, retrying while the database is away.
 
@@ -135,8 +144,8 @@ def _fail(study, trial, outcome: Outcome, call) -> None:
     reason = outcome.reason or outcome.kind
 
     def fail():
-        trial.set_user_attr("fail_reason", reason[:REASON_CHARS])
         try:
+            trial.set_user_attr("fail_reason", reason[:REASON_CHARS])
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             return  # a sweep already failed it (and re-enqueued it)
@@ -184,6 +193,8 @@ def settle(study, trial, call, body) -> tuple[str, float | None]:
         outcome = classify(e)
         if outcome.kind == "error":
             log.error("trial %s failed", trial.number, exc_info=e)
+        elif outcome.kind == "lost":
+            log.warning("trial %s dropped: %s", trial.number, outcome.reason)
         state = record(study, trial, outcome, call)
         if not outcome.fatal:
             return state, None

@@ -90,6 +90,8 @@ class Progress:
         if state == "failed":
             when = f"after {plural(epochs_run, 'epoch')}" if epochs_run else "before any epoch was recorded"
             text = f"failed{why} {when}"
+        elif state == "lost":  # a sweep failed it under this worker (search.fleet.outcome.SWEPT)
+            text = f"dropped, failed by another worker's stale-trial sweep{why}"
         else:
             when = "" if epochs_run is None else f" after {plural(epochs_run, 'epoch')}"
             text = f"{state} value {_fmt(value)}{when}{why}"

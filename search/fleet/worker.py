@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from search.train.backend import configure_backend
 from search.study.config import StudyConfig
 from search.errors import WorkerFatalError, WorkerInterrupted
-from search.fleet.outcome import Outcome, classify, lanes_failure, record, settle, stopped
+from search.fleet.outcome import SWEPT, Outcome, classify, lanes_failure, record, settle, stopped
 from search.fleet.progress import Progress
 from search.study.space import PARAM
 from storage import retrying, state_counts, study_lock
@@ -295,6 +295,8 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
     running lane trial and re-enqueue its parameters; an error of the lane model itself fails
     every member as an environment failure, retried, and the lane model is made anew.
     """
+    import optuna
+
     from search.train.backend import clear_session
     from search.train.objective import report_epoch
 
@@ -313,6 +315,18 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
         state, shown = settle(study, run.trial, call, lambda: objective.finish_metrics(run, test))
         heartbeat.trial_ids.discard(run.trial._trial_id)
         done(run.trial, run.lr, state, shown)
+
+    def swept(lane: int) -> None:
+        """Drop a member whose trial a stale-trial sweep failed under it (this worker's
+        heartbeat was silent past the grace period): its retry runs elsewhere."""
+        run = active.pop(lane)
+        epoch_of.pop(lane, None)
+        model.drop(lane)
+        run.checkpoints.close()
+        objective.abort(run, None)
+        heartbeat.trial_ids.discard(run.trial._trial_id)
+        log.warning("trial %s dropped: %s", run.trial.number, SWEPT)
+        done(run.trial, run.lr, "lost", None)
 
     def fail_all(outcome: Outcome, *, error: BaseException | None, cause: BaseException) -> None:
         for lane, run in sorted(active.items()):
@@ -395,7 +409,11 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
                     continue
                 leaving = []
                 for lane, run in sorted(active.items()):
-                    stop = report_epoch(run.monitor, epoch_of[lane], logs[lane])
+                    try:
+                        stop = report_epoch(run.monitor, epoch_of[lane], logs[lane])
+                    except optuna.exceptions.UpdateFinishedTrialError:
+                        swept(lane)  # the others go on
+                        continue
                     epoch_of[lane] += 1
                     if stop or epoch_of[lane] >= config.epochs:
                         leaving.append(lane)

@@ -201,10 +201,12 @@ class Objective:
     def save_on_failure(self, run: TrialRun, error: BaseException) -> None:
         """A trial that fails by its environment or is interrupted (and so is retried) writes
         its last snapshot now, for the retry to resume from."""
+        import optuna
+
         from search.errors import ConfigError, TrialConfigError
 
-        if isinstance(error, (StorageError, TrialConfigError, ConfigError)):
-            run.checkpoints.close()  # the database is away, or no retry will come
+        if isinstance(error, (StorageError, TrialConfigError, ConfigError, optuna.exceptions.UpdateFinishedTrialError)):
+            run.checkpoints.close()  # the database is away, no retry will come, or a sweep's retry already took over
         else:
             run.checkpoints.stop()
 
@@ -237,8 +239,12 @@ class Objective:
 
     def abort(self, run: TrialRun, error: BaseException | None) -> None:
         """Save what a failing trial trained so far (unless the database is what failed)."""
+        import optuna
+
         run.writes.close(raise_errors=False)
         if error is None or isinstance(error, StorageError):  # with the database gone, recording would only wait again
+            return
+        if isinstance(error, optuna.exceptions.UpdateFinishedTrialError):  # a sweep failed it: nothing can be written
             return
         try:
             self._record(run.trial, run.monitor, None, time.perf_counter() - run.started)
