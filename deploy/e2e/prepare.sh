@@ -9,7 +9,7 @@
 
 engine_prepare() {
     # The packages of slurm.sh, hosts.sh and compose.sh, in one apt transaction.
-    e2e_step packages e2e_apt munge slurmctld slurmd slurm-client postgresql bc iproute2 docker.io debootstrap curl
+    e2e_step packages e2e_apt munge slurmctld slurmd slurm-client postgresql bc iproute2 iptables docker.io debootstrap curl
     e2e_step setup _compose_setup
     e2e_step base_image _compose_base
     e2e_step wheelhouse _compose_wheelhouse
