@@ -28,7 +28,7 @@ def test_a_trial_swept_under_its_frozen_worker_is_dropped_in_one_line(local_pg_u
 
     name = f"swept{lanes}"
     data = ["--data", mnist] if mnist else []
-    args = ["--study", name, "--trials", "2", "--epochs", "20", "--train-size", "1000", "--pruner", "none", "--lanes", str(lanes), *data]
+    args = ["--study", name, "--trials", str(lanes), "--epochs", "20", "--train-size", "600", "--pruner", "none", "--lanes", str(lanes), *data]
     env = _env(local_pg_url, **FAST_HEARTBEAT)
     log_path = tmp_path / "worker.log"
     with open(log_path, "wb") as log:
@@ -58,7 +58,7 @@ def test_a_trial_swept_under_its_frozen_worker_is_dropped_in_one_line(local_pg_u
     study = _study(local_pg_url, name)
     states = _states(study)
     # Exactly the target, each swept trial failed once and its parameters trained again.
-    assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 2 and states.get("RUNNING", 0) == 0, states
+    assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == lanes and states.get("RUNNING", 0) == 0, states
     failed = [t for t in study.trials if t.state.name == "FAIL"]
     assert {t.number for t in failed} == swept
     assert all("no heartbeat" in t.user_attrs["fail_reason"] for t in failed)

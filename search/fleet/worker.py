@@ -465,8 +465,9 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
     """
     from search.study.create import own_param
     from search.train.objective import ModelObjective, Objective
+    from storage import own_counts
+    from storage.epochs import record_target
 
-    configure_backend(require_gpu=gpu)
     progress = progress or Progress(target, enabled=False)
     current = {"lr": None}
 
@@ -486,14 +487,20 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
         return call(_best, study, config, what="reading the best trial") if progress.enabled else None
 
     param = own_param(config)
+    # The budget, for readers that follow the study to its end (hpsearch query follow).
+    call(record_target, storage, study._study_id, target, what="recording the study's budget")
+    # A study that already holds its target has nothing to train: done without importing the
+    # backend (TensorFlow's import alone is about 5 s of CPU; a rerun of a finished `hpsearch
+    # run` took 8 s for nothing), and without --gpu's check, which guards training.
+    counts = call(own_counts, storage.engine, study._study_id, param, what="counting the study's trials")
+    if _finished(counts) >= target:
+        progress.set_study(_finished(counts), best_so_far())
+        return WorkerResult(0, _finished(counts), target)
+    configure_backend(require_gpu=gpu)
     if config.is_recipe:
         objective = Objective(config, dataset, on_epoch=on_epoch, call=call, options=fit_options)
     else:
         objective = ModelObjective(config, dataset, hypermodel, on_epoch=on_epoch, call=call, options=fit_options)
-    from storage.epochs import record_target
-
-    # The budget, for readers that follow the study to its end (hpsearch query follow).
-    call(record_target, storage, study._study_id, target, what="recording the study's budget")
     done = _Done(study, storage, target, progress, call, best_so_far, max_consecutive_failures)
     if lanes > 1:
         with _Signals() as signals:

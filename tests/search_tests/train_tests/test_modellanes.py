@@ -50,7 +50,7 @@ SCRIPT = textwrap.dedent('''
         m.compile(optimizer=keras.optimizers.Adam(hp.Float("lr", 1e-4, 1e-1, sampling="log")), loss="categorical_crossentropy", metrics=["accuracy"])
         return m
 
-    PARAMS = [dict(units=16, lr=0.01), dict(units=16, lr=0.001), dict(units=32, lr=0.003), dict(units=16, lr=0.03)]
+    PARAMS = [dict(units=16, lr=0.01), dict(units=16, lr=0.001), dict(units=32, lr=0.003)]
 
     def solo(build, ds, cfg, number):
         hp = HyperParameters(optuna.trial.FixedTrial(PARAMS[number], number=number))
@@ -169,7 +169,7 @@ def test_structure_groups_members_by_shapes_not_by_learning_rate(ran, model):
 def test_a_nan_in_one_member_reaches_no_other(ran, model, layout):
     poisoned, clean = ran[model][layout], ran[model]["unrolled" if layout == "poisoned" else "vmap"]
     assert any(v != v for v in poisoned["1"]["loss"])  # NaN: the poisoned member diverged
-    for k in ("0", "2", "3"):
+    for k in ("0", "2"):  # 0 shares the poisoned member's group, 2 is in another
         assert poisoned[k] == clean[k]
 
 
@@ -178,7 +178,7 @@ def test_a_member_resumed_from_its_checkpoint_trains_on_as_if_never_stopped(ran,
     # issue 24 for lanes of a user's model: weights, Adam's state, BatchNorm statistics, the
     # dropout seed and the batch order all carried over, so the second epoch is bit for bit
     # the uninterrupted one
-    for k in range(4):
+    for k in range(3):
         second = ran[model]["resumed"][str(k)]
         uninterrupted = ran[model]["unrolled"][str(k)]
         assert second == {name: values[1] for name, values in uninterrupted.items()}
