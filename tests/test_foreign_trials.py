@@ -87,6 +87,45 @@ def test_a_stale_trial_records_why_it_failed_and_a_plain_one_is_left_alone(db_ur
     assert len(retried) == 1
 
 
+def test_a_stale_trial_whose_row_is_locked_is_left_for_a_later_sweep_not_waited_for(db_url, mnist_raw):
+    """A worker frozen inside a write holds its trial row's lock (an epoch row's foreign key
+    share-locks it): the sweep skips that trial instead of waiting until the process runs
+    again, and fails it at the first sweep after the lock is gone."""
+    import threading
+
+    import sqlalchemy
+
+    from search.fleet.worker import sweep_stale
+
+    storage = _storage(db_url, "1", "2")
+    study, _, _ = _open(storage, "locked", mnist_raw)
+    frozen, dead = study.ask(), study.ask()
+    storage.record_heartbeat(frozen._trial_id)
+    storage.record_heartbeat(dead._trial_id)
+    time.sleep(3.2)  # both stale
+    holder = sqlalchemy.create_engine(db_url).connect()
+    try:
+        lock = holder.begin()
+        holder.execute(sqlalchemy.text("SELECT 1 FROM trials WHERE trial_id = :t FOR KEY SHARE"), {"t": frozen._trial_id})
+        result = []
+        sweeper = threading.Thread(target=lambda: result.append(sweep_stale(study, storage)), daemon=True)
+        started = time.monotonic()
+        sweeper.start()
+        sweeper.join(timeout=30)
+        waited = time.monotonic() - started
+        assert not sweeper.is_alive(), "the sweep waited on the locked trial"
+        assert result == [1] and waited < 10, (result, waited)
+        assert storage.get_trial(frozen._trial_id).state.name == "RUNNING"
+        assert storage.get_trial(dead._trial_id).state.name == "FAIL"
+        lock.rollback()  # the frozen worker runs again (or dies): its lock is gone
+    finally:
+        holder.close()
+    assert sweep_stale(study, storage) == 1
+    assert storage.get_trial(frozen._trial_id).state.name == "FAIL"
+    retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(states=(optuna.trial.TrialState.WAITING,))}
+    assert {frozen.number, dead.number} <= retried
+
+
 @pytest.mark.slow
 def test_run_on_a_study_shared_with_plain_optuna(db_url, mnist_raw, mnist, tmp_path):
     """hpsearch run exits 0, trains the recipe's rates itself, counts only its trials, and the

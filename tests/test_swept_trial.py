@@ -70,10 +70,10 @@ def _freeze_between_transactions(proc, url: str) -> None:
     """SIGSTOP the worker at a moment it holds no transaction open.
 
     A process frozen inside a transaction keeps its row locks (an epoch row's foreign key
-    share-locks its trial), and the sweep's ``SELECT ... FOR UPDATE`` of that trial then waits
-    until the process runs again; that is PostgreSQL's locking, not what this test is about.
-    Only the worker uses this test's database, so any session of it in a transaction is the
-    worker's: resume it briefly and try again.
+    share-locks its trial), and the sweep leaves such a trial for a later sweep rather than
+    wait for the lock (tests/test_foreign_trials.py); this test needs it swept now. Only the
+    worker uses this test's database, so any session of it in a transaction is the worker's:
+    resume it briefly and try again.
     """
     import sqlalchemy
 

@@ -160,19 +160,62 @@ def _best(study, config: StudyConfig):
 
 
 def sweep_stale(study, storage) -> int:
-    """Fail the RUNNING trials of dead workers; return how many were failed.
+    """Fail the RUNNING trials of dead workers; return how many this call failed.
 
-    Those are the trials whose heartbeat is older than the grace period (Optuna's
-    ``fail_stale_trials``, whose callback re-enqueues their parameters). A trial with no
-    heartbeat record at all is never failed: hpsearch records one when it claims a trial
-    (:func:`_claim`), so such a trial is a plain Optuna objective's, which hpsearch cannot
-    tell alive from dead (issue 15).
+    Those are the trials whose heartbeat is older than the grace period, failed and handed to
+    the study's stale-trial callback (which re-enqueues their parameters), as Optuna's
+    ``fail_stale_trials`` does. A trial with no heartbeat record at all is never failed:
+    hpsearch records one when it claims a trial (:func:`_claim`), so such a trial is a plain
+    Optuna objective's, which hpsearch cannot tell alive from dead (issue 15).
+
+    Unlike ``fail_stale_trials``, a trial whose row is locked is left for a later sweep rather
+    than waited for: a worker frozen inside a write (Ctrl-Z, a paused VM) holds its epoch
+    row's foreign-key share lock on the trial, and failing the trial waits for the lock until
+    that process runs again. Every worker sweeps from its heartbeat thread and inside the
+    claim's lock, so one frozen worker stopped every other worker's heartbeats and claims
+    (found by tests/test_swept_trial.py; tested in tests/test_foreign_trials.py).
     """
-    import optuna
+    import copy
 
-    before = state_counts(storage.engine, study._study_id)["FAIL"]
-    optuna.storages.fail_stale_trials(study)  # a no-op when heartbeats are off
-    return state_counts(storage.engine, study._study_id)["FAIL"] - before
+    import optuna
+    from optuna.trial import TrialState
+
+    if not storage.get_heartbeat_interval():  # heartbeats off (SQLite, a plain study)
+        return 0
+    failed = []
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        if _row_locked(storage.engine, trial_id):
+            log.info("trial id %s is stale but its row is locked (its worker is frozen inside a write): left for a later sweep", trial_id)
+            continue
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                failed.append(trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker's sweep failed it first
+    callback = storage.get_heartbeat_stale_trial_callback()
+    if callback is not None:
+        for trial_id in failed:
+            callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+    return len(failed)
+
+
+def _row_locked(engine, trial_id: int) -> bool:
+    """Whether another session holds a lock on the trial's row (PostgreSQL; never on SQLite)."""
+    import sqlalchemy
+
+    if engine.dialect.name != "postgresql":
+        return False
+    from storage.engine import connection
+
+    with connection(engine) as conn:
+        try:
+            with conn.begin():
+                conn.execute(sqlalchemy.text("SELECT 1 FROM trials WHERE trial_id = :t FOR UPDATE NOWAIT"), {"t": trial_id})
+        except sqlalchemy.exc.OperationalError as e:
+            if getattr(e.orig, "pgcode", None) == "55P03":  # lock_not_available
+                return True
+            raise
+    return False
 
 
 def _claim(study, storage, target: int, param: str | None = PARAM, asked: dict | None = None):
