@@ -10,7 +10,7 @@ from storage.embedded import embedded_status, embedded_url, home_dir, stop_embed
 from storage.engine import check_environment, database_errors, heartbeat_settings, open_engine, open_storage, retrying
 from storage.foreign import foreign_counts, own_counts
 from storage.errors import HpsearchError, StorageConfigError, StorageError, StudyNotFoundError, TrialNotFoundError
-from storage.fleet import running_epochs, running_without_heartbeat, state_counts, step_values, study_lock, try_study_lock
+from storage.fleet import running_epochs, running_without_heartbeat, state_counts, step_values, study_lock, trial_row_locked, try_study_lock
 from storage.histories import TrialRecord, study_system_attr, trial_records
 from storage.queries import best_trial, curves, landscape, list_studies, param_names, study_names, summary, top_trials, trials
 from storage.retry import MAX_ATTEMPTS, RETRY, RetryPolicy, requeue
@@ -59,6 +59,7 @@ __all__ = [
     "retrying",
     "running_epochs",
     "running_without_heartbeat",
+    "trial_row_locked",
     "scrub",
     "scrub_traceback",
     "state_counts",

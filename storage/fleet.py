@@ -28,6 +28,7 @@ __all__ = [
     "try_study_lock",
     "state_counts",
     "running_without_heartbeat",
+    "trial_row_locked",
     "running_epochs",
     "step_values",
 ]
@@ -70,6 +71,27 @@ def try_study_lock(engine, study_name: str, purpose: str) -> Iterator[bool]:
             sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:c, :k)"), {"c": LOCK_CLASS, "k": lock_key(study_name, purpose)}
         ).scalar()
         yield bool(taken)
+
+
+def trial_row_locked(engine, trial_id: int) -> bool:
+    """Whether another session holds a lock on the trial's row, asked without waiting.
+
+    A worker frozen inside a write (its epoch row's foreign key share-locks the trial) holds
+    one until it runs again; the stale-trial sweep leaves such a trial for a later sweep
+    (:func:`search.fleet.worker.sweep_stale`). Never on SQLite (one worker, no row locks).
+    """
+    engine = getattr(engine, "engine", engine)
+    if engine.dialect.name != "postgresql":
+        return False
+    with connection(engine) as conn:
+        try:
+            with conn.begin():
+                conn.execute(sqlalchemy.text("SELECT 1 FROM trials WHERE trial_id = :t FOR UPDATE NOWAIT"), {"t": trial_id})
+        except sqlalchemy.exc.OperationalError as e:
+            if getattr(e.orig, "pgcode", None) == "55P03":  # lock_not_available
+                return True
+            raise
+    return False
 
 
 def state_counts(engine, study_id: int) -> dict[str, int]:

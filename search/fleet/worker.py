@@ -29,7 +29,7 @@ from search.errors import WorkerFatalError, WorkerInterrupted
 from search.fleet.outcome import SWEPT, Outcome, classify, lanes_failure, record, settle, stopped
 from search.fleet.progress import Progress
 from search.study.space import PARAM
-from storage import retrying, state_counts, study_lock
+from storage import retrying, state_counts, study_lock, trial_row_locked
 
 __all__ = ["WorkerResult", "run_worker", "MAX_CONSECUTIVE_FAILURES"]
 
@@ -184,7 +184,7 @@ def sweep_stale(study, storage) -> int:
         return 0
     failed = []
     for trial_id in storage._get_stale_trial_ids(study._study_id):
-        if _row_locked(storage.engine, trial_id):
+        if trial_row_locked(storage.engine, trial_id):
             log.info("trial id %s is stale but its row is locked (its worker is frozen inside a write): left for a later sweep", trial_id)
             continue
         try:
@@ -197,25 +197,6 @@ def sweep_stale(study, storage) -> int:
         for trial_id in failed:
             callback(study, copy.deepcopy(storage.get_trial(trial_id)))
     return len(failed)
-
-
-def _row_locked(engine, trial_id: int) -> bool:
-    """Whether another session holds a lock on the trial's row (PostgreSQL; never on SQLite)."""
-    import sqlalchemy
-
-    if engine.dialect.name != "postgresql":
-        return False
-    from storage.engine import connection
-
-    with connection(engine) as conn:
-        try:
-            with conn.begin():
-                conn.execute(sqlalchemy.text("SELECT 1 FROM trials WHERE trial_id = :t FOR UPDATE NOWAIT"), {"t": trial_id})
-        except sqlalchemy.exc.OperationalError as e:
-            if getattr(e.orig, "pgcode", None) == "55P03":  # lock_not_available
-                return True
-            raise
-    return False
 
 
 def _claim(study, storage, target: int, param: str | None = PARAM, asked: dict | None = None):
