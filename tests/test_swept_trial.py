@@ -48,7 +48,8 @@ def test_a_trial_swept_under_its_frozen_worker_is_dropped_in_one_line(local_pg_u
             os.killpg(proc.pid, signal.SIGCONT)
             code = _wait([proc], 300)[0]
         finally:
-            os.killpg(proc.pid, signal.SIGCONT) if proc.poll() is None else None
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGCONT)
             _stop_all([proc])
     text = log_path.read_text(errors="replace")
     assert code == 0, text[-3000:]

@@ -29,7 +29,7 @@ from search.errors import WorkerFatalError, WorkerInterrupted
 from search.fleet.outcome import SWEPT, Outcome, classify, lanes_failure, record, settle, stopped
 from search.fleet.progress import Progress
 from search.study.space import PARAM
-from storage import retrying, state_counts, study_lock, trial_row_locked
+from storage import retrying, study_lock, trial_row_locked
 
 __all__ = ["WorkerResult", "run_worker", "MAX_CONSECUTIVE_FAILURES"]
 
