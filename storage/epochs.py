@@ -34,6 +34,7 @@ from storage.schema import TABLE, ensure_table, has_epochs_table
 
 __all__ = [
     "Budget",
+    "EPOCH_BUDGET_ATTR",
     "TARGET_ATTR",
     "Cursor",
     "EpochBatch",
@@ -42,6 +43,7 @@ __all__ = [
     "LiveTrial",
     "engine_of",
     "budget",
+    "epochs_trained",
     "record_target",
     "study_id_of",
     "epoch_grid",
@@ -51,6 +53,8 @@ __all__ = [
 
 #: Study system attribute: the finished trials the study's workers run it to (its budget).
 TARGET_ATTR = "hpsearch:target"
+#: Study system attribute: the epochs its workers' ``--epoch-budget`` lets the study train.
+EPOCH_BUDGET_ATTR = "hpsearch:epoch_budget"
 #: The metrics each row holds, in the order of the columns.
 METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
 #: A missing id below the largest seen is asked for again for this long (its transaction may
@@ -403,14 +407,20 @@ def epoch_grid(engine, study_id: int, *, bin_epochs: int, param: str = "learning
 @dataclass(frozen=True)
 class Budget:
     """How far a study is: ``target`` (None where no hpsearch worker recorded one), finished
-    (complete + pruned) and open (running + waiting) trials."""
+    (complete + pruned) and open (running + waiting) trials; and, where its workers were given
+    ``--epoch-budget``, that budget, the epochs trained (:func:`epochs_trained`) and the trials running."""
 
     target: int | None
     finished: int
     open: int
+    epoch_budget: int | None = None
+    epochs: int = 0
+    running: int = 0
 
     @property
     def done(self) -> bool:
+        if self.epoch_budget is not None and self.epochs >= self.epoch_budget and self.running == 0:
+            return True  # no trial starts once the epochs are spent (a retry left waiting included)
         return self.target is not None and self.finished >= self.target and self.open == 0
 
 
@@ -427,12 +437,41 @@ def study_id_of(engine, name: str) -> int:
         return study_id(conn, name)
 
 
-def record_target(storage, study_id: int, target: int) -> None:
-    """Record the study's budget (``--trials`` of ``init`` or of a worker) where :func:`budget` reads it."""
+def record_target(storage, study_id: int, target: int | None, epoch_budget: int | None = None) -> None:
+    """Record the study's budget where :func:`budget` reads it: ``--trials`` of ``init`` or of a
+    worker (None: no limit on trials, only with an epoch budget) and its ``--epoch-budget``
+    (None: none, which clears one an earlier run recorded)."""
     from storage.engine import database_errors
 
     with database_errors(storage):
         storage.set_study_system_attr(study_id, TARGET_ATTR, target)
+        storage.set_study_system_attr(study_id, EPOCH_BUDGET_ATTR, epoch_budget)
+
+
+#: Epochs trained by a study's trials: every row of the epochs table but those of failed trials.
+#: A retry resumed from a checkpoint writes its earlier attempt's epochs again (issue 24), so the
+#: failed attempt's rows are left out and the carried epochs count once, in the retry; the epochs a
+#: failed trial trained past its last checkpoint, or without a retry, are not counted.
+_EPOCHS_TRAINED = (
+    f"SELECT count(*) FROM {TABLE} e JOIN trials t ON t.trial_id = e.trial_id WHERE e.study_id = :sid AND t.state <> 'FAIL'"
+)
+
+
+def epochs_trained(engine, study_id: int) -> int:
+    """The epochs the study's trials have trained (see :data:`_EPOCHS_TRAINED`), running trials'
+    epochs written so far included; 0 where the epochs table does not exist yet."""
+    from storage.engine import connection
+
+    with connection(getattr(engine, "engine", engine)) as conn:
+        if not has_epochs_table(conn):
+            return 0
+        return int(conn.execute(sqlalchemy.text(_EPOCHS_TRAINED), {"sid": study_id}).scalar())
+
+
+def _attr(conn, study_id: int, key: str):
+    raw = conn.execute(sqlalchemy.text("SELECT value_json FROM study_system_attributes WHERE study_id = :sid AND key = :key"),
+                       {"sid": study_id, "key": key}).scalar()
+    return None if raw is None else json.loads(raw)
 
 
 def budget(engine, study_id: int) -> Budget:
@@ -440,9 +479,12 @@ def budget(engine, study_id: int) -> Budget:
     from storage.engine import connection
 
     with connection(engine) as conn:
-        raw = conn.execute(sqlalchemy.text("SELECT value_json FROM study_system_attributes WHERE study_id = :sid AND key = :key"),
-                           {"sid": study_id, "key": TARGET_ATTR}).scalar()
+        target, epoch_budget = _attr(conn, study_id, TARGET_ATTR), _attr(conn, study_id, EPOCH_BUDGET_ATTR)
         counts = {_state(s): int(n) for s, n in conn.execute(
             sqlalchemy.text("SELECT state, count(*) FROM trials WHERE study_id = :sid GROUP BY state"), {"sid": study_id})}
-    target = None if raw is None else int(json.loads(raw))
-    return Budget(target, counts.get("COMPLETE", 0) + counts.get("PRUNED", 0), counts.get("RUNNING", 0) + counts.get("WAITING", 0))
+        epochs = 0
+        if epoch_budget is not None and has_epochs_table(conn):
+            epochs = int(conn.execute(sqlalchemy.text(_EPOCHS_TRAINED), {"sid": study_id}).scalar())
+    return Budget(None if target is None else int(target), counts.get("COMPLETE", 0) + counts.get("PRUNED", 0),
+                  counts.get("RUNNING", 0) + counts.get("WAITING", 0), None if epoch_budget is None else int(epoch_budget),
+                  epochs, counts.get("RUNNING", 0))

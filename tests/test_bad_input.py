@@ -144,6 +144,7 @@ CASES = [
     ("workers-zero", ["run", "--storage", "{url}", "--workers", "0", "{data}"], {}, "--workers must be"),
     ("per-gpu-zero", ["launch", "--storage", "{url}", "--per-gpu", "0", "{data}"], {}, "--per-gpu must be"),
     ("max-failures-zero", ["worker", "--storage", "{url}", "--max-failures", "0", "{data}"], {}, "--max-failures must be a whole number of at least 1"),
+    ("epoch-budget-zero", ["run", "--storage", "{url}", "--epoch-budget", "0", "{data}"], {}, "--epoch-budget must be a whole number of at least 1"),
     ("max-restarts-negative", ["launch", "--storage", "{url}", "--max-restarts", "-1", "{data}"], {}, "--max-restarts must be a whole number of at least 0"),
     ("pruner-unknown", ["run", "--storage", "{url}", "--pruner", "sha", "{data}"], {}, "--pruner 'sha' is unknown: use one of asha, median, hyperband, none"),
     ("sampler-unknown", ["run", "--storage", "{url}", "--sampler", "cmaes", "{data}"], {}, "--sampler 'cmaes' is unknown"),

@@ -186,7 +186,9 @@ def init_text(info: dict, fmt: str) -> str:
 
     if fmt == "json":
         return json.dumps(info, indent=2)
-    budget = "" if info.get("target_trials") is None else f", budget {info['target_trials']} trials"
+    parts = ([] if info.get("target_trials") is None else [f"{info['target_trials']} trials"]) + (
+        [] if info.get("epoch_budget") is None else [f"{info['epoch_budget']} epochs"])
+    budget = f", budget {' and '.join(parts)}" if parts else ""
     return f"study {info['study']!r} {'created' if info['created'] else 'exists'} on {info['storage']}{budget}"
 
 
@@ -201,7 +203,10 @@ def summary_text(summary: dict, dashboard_hint: str) -> str:
     """The human-readable summary printed at the end of ``hpsearch run``."""
     from search.study.space import PARAM
 
-    lines = [f"study {summary['study']}: {summary['finished_trials']}/{summary['target_trials']} trials finished"]
+    finished, target = summary["finished_trials"], summary["target_trials"]
+    trials = plural(finished, "trial") if target is None else f"{finished}/{target} trials"
+    epochs = "" if summary.get("epoch_budget") is None else f", {summary['epochs_trained']}/{summary['epoch_budget']} epochs trained"
+    lines = [f"study {summary['study']}: {trials} finished{epochs}"]
     states = ", ".join(f"{k.lower()} {v}" for k, v in summary["states"].items() if v)
     lines.append(f"  states: {states or 'no trials'}")
     best = summary["best"]

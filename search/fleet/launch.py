@@ -28,6 +28,7 @@ from search.errors import EXIT_CRASHED, ConfigError, WorkerFatalError, WorkerInt
 from search.fleet.progress import Progress
 from search.study.space import PARAM
 from storage import own_counts, retrying, running_epochs
+from storage.epochs import epochs_trained
 
 __all__ = ["Slot", "detect_gpus", "plan_slots", "launch_workers", "restartable"]
 
@@ -128,11 +129,12 @@ def _tail(path: Path | None, lines: int = 1) -> str:
     return " | ".join(text[-lines:])
 
 
-def launch_workers(study, storage, storage_url: str, target: int, slots: list[Slot], *, data: str | None,
+def launch_workers(study, storage, storage_url: str, target: int | None, slots: list[Slot], *, data: str | None,
                    log_dir: Path, progress: Progress, epochs: int, poll: float = 2.0,
                    max_restarts: int = MAX_RESTARTS, worker_args: list[str] | None = None,
-                   param: str | None = PARAM, maximize: bool = True) -> None:
-    """Run the workers of ``slots`` on ``study`` until it holds ``target`` finished trials.
+                   param: str | None = PARAM, maximize: bool = True, epoch_budget: int | None = None) -> None:
+    """Run the workers of ``slots`` on ``study`` until it holds ``target`` finished trials, or
+    until its trials have trained ``epoch_budget`` epochs (either may be None: no limit).
 
     ``param`` and ``maximize`` tell hpsearch's trials and the best one
     (:func:`search.study.create.own_param`; None for a user's model).
@@ -151,8 +153,12 @@ def launch_workers(study, storage, storage_url: str, target: int, slots: list[Sl
     safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in study.study_name)
 
     def start(slot: Slot) -> None:
-        cmd = [sys.executable, "-m", "search", "worker", "--study", study.study_name, "--trials", str(target),
+        cmd = [sys.executable, "-m", "search", "worker", "--study", study.study_name,
                "--worker-index", str(slot.index), "--quiet", *(worker_args or [])]
+        if target is not None:
+            cmd += ["--trials", str(target)]
+        if epoch_budget is not None:
+            cmd += ["--epoch-budget", str(epoch_budget)]
         if data is not None:
             cmd += ["--data", str(data)]
         if slot.gpu is not None:
@@ -209,7 +215,8 @@ def launch_workers(study, storage, storage_url: str, target: int, slots: list[Sl
             done = counts["COMPLETE"] + counts["PRUNED"]
             bt = best_own(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), param, maximize)
             best = None if bt is None else (bt.value, bt.params.get(PARAM))
-            progress.set_study(done, best)
+            progress.set_study(done, best, None if epoch_budget is None else retrying(
+                epochs_trained, storage.engine, study._study_id, what="reading progress"))
             running = running_epochs(storage.engine, study._study_id)
             epochs_text = ", ".join(f"#{n} epoch {e}/{epochs}" for n, e in sorted(running.items())[:8])
             line = f"{progress.head()} running {len(running)}" + (f" ({epochs_text})" if epochs_text else "") + (f", {counts['FAIL']} failed" if counts["FAIL"] else "")
@@ -236,7 +243,11 @@ def launch_workers(study, storage, storage_url: str, target: int, slots: list[Sl
         raise WorkerInterrupted(stopping[0], "workers stopped, finished trials kept: rerun the same command to resume")
     counts = retrying(own_counts, storage.engine, study._study_id, param, what="reading the final counts")
     done = counts["COMPLETE"] + counts["PRUNED"]
-    if done < target:
+    spent = None if epoch_budget is None else retrying(epochs_trained, storage.engine, study._study_id, what="reading the final counts")
+    if (target is None or done < target) and (spent is None or spent < epoch_budget):
         bad = [s for s in slots if s.exit_codes and s.exit_codes[-1] != 0]
         detail = "; ".join(f"worker {s.index} exit {s.exit_codes[-1]}: {_tail(s.log)[:200]}" for s in bad[:2]) or "workers exited early"
-        raise WorkerFatalError(f"the study holds {done}/{target} finished trials ({detail}): see the logs in {log_dir}")
+        held = f"{done}/{target} finished trials" if target is not None else f"{done} finished trials"
+        if spent is not None:
+            held += f" and {spent}/{epoch_budget} epochs trained"
+        raise WorkerFatalError(f"the study holds {held} ({detail}): see the logs in {log_dir}")

@@ -23,8 +23,12 @@ def _fmt(value, spec: str = ".4f") -> str:
 
 
 class Progress:
-    def __init__(self, target: int, *, stream=None, enabled: bool = True, interval: float = 30.0):
-        self.target = target
+    def __init__(self, target: int | None, *, stream=None, enabled: bool = True, interval: float = 30.0,
+                 epoch_budget: int | None = None):
+        #: finished trials the run goes to (None: no limit), and the epochs it may train (None: no limit)
+        self.target, self.epoch_budget = target, epoch_budget
+        #: the study's epochs trained, as last counted (only with an epoch budget)
+        self.epochs: int | None = None
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -52,10 +56,21 @@ class Progress:
     def head(self) -> str:
         """The study-wide part of a progress line: trials done and the best so far."""
         best = "-" if self.best is None else f"{self.best[0]:.4f}" + ("" if self.best[1] is None else f" (lr {self.best[1]:.3g})")
-        return f"[{self.done}/{self.target} trials, best {self.metric} {best}]"
+        trials = plural(self.done, "trial") if self.target is None else f"{self.done}/{self.target} trials"
+        epochs = "" if self.epoch_budget is None else f", {self.epochs or 0}/{self.epoch_budget} epochs"
+        return f"[{trials}{epochs}, best {self.metric} {best}]"
 
-    def set_study(self, done: int, best: tuple[float, float] | None) -> None:
+    @property
+    def reached(self) -> bool:
+        """Whether the run's budget was spent when last counted (its trials, or its epochs)."""
+        return (self.target is not None and self.done >= self.target) or (
+            self.epoch_budget is not None and self.epochs is not None and self.epochs >= self.epoch_budget)
+
+    def set_study(self, done: int, best: tuple[float, float] | None, epochs: int | None = None) -> None:
+        """The study's finished trials, its best so far and (with an epoch budget) its epochs trained."""
         self.done, self.best = done, best
+        if epochs is not None:
+            self.epochs = epochs
 
     def message(self, text: str) -> None:
         self._write(text, transient=False)

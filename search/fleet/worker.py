@@ -5,6 +5,8 @@ total, across all workers. Optuna's ``n_trials`` counts per worker and ``MaxTria
 overshoots by up to one trial per worker (optuna#2907, #3518), so a worker claims each trial
 under the study's advisory lock: it counts finished plus running trials in one SQL query and
 asks for a new trial only while that sum is below the target. The total is therefore exact.
+With an epoch budget (``--epoch-budget``) the same claim also counts the epochs the study's
+trials have trained and hands out no trial once they reach it (trials running then finish).
 
 A running trial writes a heartbeat; trials of workers that died are failed once their heartbeat
 is older than the grace period, and the stale-trial callback re-enqueues them (the retry policy
@@ -27,7 +29,7 @@ from search.train.backend import configure_backend
 from search.study.config import StudyConfig
 from search.errors import WorkerFatalError, WorkerInterrupted
 from search.fleet.outcome import SWEPT, Outcome, classify, lanes_failure, record, settle, stopped
-from search.fleet.progress import Progress
+from search.fleet.progress import Progress, plural
 from search.study.space import PARAM
 from storage import retrying, study_lock, trial_row_locked
 
@@ -44,7 +46,7 @@ POLL_SECONDS = 2.0
 class WorkerResult:
     trials_run: int
     finished: int
-    target: int
+    target: int | None
 
 
 class _Heartbeat:
@@ -150,6 +152,18 @@ def _finished(counts: dict) -> int:
     return counts["COMPLETE"] + counts["PRUNED"]
 
 
+def _reached(counts: dict, target: int | None, epoch_budget: int | None) -> bool:
+    """Whether the run's budget is spent: ``target`` finished trials, or ``epoch_budget`` epochs
+    trained (``counts["EPOCHS"]``, which :func:`_claim` adds where there is an epoch budget)."""
+    return (target is not None and _finished(counts) >= target) or (epoch_budget is not None and counts.get("EPOCHS", 0) >= epoch_budget)
+
+
+def _so_far(counts: dict, target: int | None, epoch_budget: int | None) -> str:
+    """``3/20 trials``, or with an epoch budget ``3 trials, 57/120 epochs``."""
+    trials = f"{_finished(counts)}/{target} trials" if target is not None else plural(_finished(counts), "trial")
+    return trials if epoch_budget is None else f"{trials}, {counts.get('EPOCHS', 0)}/{epoch_budget} epochs"
+
+
 def _best(study, config: StudyConfig):
     from optuna.trial import TrialState
 
@@ -199,8 +213,14 @@ def sweep_stale(study, storage) -> int:
     return len(failed)
 
 
-def _claim(study, storage, target: int, param: str | None = PARAM, asked: dict | None = None):
+def _claim(study, storage, target: int | None, param: str | None = PARAM, asked: dict | None = None, epoch_budget: int | None = None):
     """Under the study's slot lock: a new trial, or None when all slots are taken/finished.
+
+    ``target`` finished trials (None: no limit) and ``epoch_budget`` epochs trained (None: no
+    limit) bound the run: no trial is claimed once either is reached, nor while the running
+    trials would take the finished ones to ``target``. A trial running when the epoch budget is
+    reached trains on to its end, so the study may train past it by what those trials still had
+    to train; the returned counts carry the epochs trained as ``"EPOCHS"`` where there is a budget.
 
     Only hpsearch's own trials count (a plain Optuna objective may share the study, see
     :mod:`storage.foreign`). The claimed trial gets its first heartbeat at once, inside the
@@ -217,12 +237,15 @@ def _claim(study, storage, target: int, param: str | None = PARAM, asked: dict |
     from optuna.trial import TrialState
 
     from storage import own_counts
+    from storage.epochs import epochs_trained
     from storage.foreign import OWN_ATTR
 
     asked = {} if asked is None else asked
     with study_lock(storage, study.study_name, "slots"):
         sweep_stale(study, storage)
         counts = own_counts(storage.engine, study._study_id, param)
+        if epoch_budget is not None:
+            counts["EPOCHS"] = epochs_trained(storage.engine, study._study_id)
         trial = asked.get("trial")
         if trial is not None and storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
             trial = None  # a sweep failed it meanwhile
@@ -233,9 +256,9 @@ def _claim(study, storage, target: int, param: str | None = PARAM, asked: dict |
             if cut_off:
                 trial = asked["trial"] = optuna.Trial(study, min(cut_off))  # what ask() would have returned
         if trial is None:
-            if _finished(counts) >= target:
+            if _reached(counts, target, epoch_budget):
                 return counts, None
-            if _finished(counts) + counts["RUNNING"] >= target:
+            if target is not None and _finished(counts) + counts["RUNNING"] >= target:
                 return counts, None
             asked["running"] = _unbeaten(study, storage)
             trial = asked["trial"] = study.ask()
@@ -276,7 +299,7 @@ class _Done:
             frozen.user_attrs.get("stop_detail") or frozen.user_attrs.get("fail_reason"),
         )
         if state in ("complete", "pruned"):
-            _refresh_landscape(self.study, self.storage, force=progress.done >= self.target)
+            _refresh_landscape(self.study, self.storage, force=progress.reached)
         self.stop_if_too_many("trials", frozen.user_attrs.get("fail_reason", "unknown"))
 
     def stop_if_too_many(self, what: str, last: str) -> None:
@@ -303,8 +326,9 @@ def _refresh_landscape(study, storage, *, force: bool) -> None:
         log.warning("could not refresh the loss landscape of study %s: %s: %s", study.study_name, type(e).__name__, detail)
 
 
-def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes: int, *, objective, progress: Progress,
-               call, sweep, best_so_far, signals: _Signals, done: _Done, poll: float, rates: dict, param: str | None) -> WorkerResult:
+def _run_lanes(study, storage, config: StudyConfig, dataset, target: int | None, lanes: int, *, objective, progress: Progress,
+               call, sweep, best_so_far, signals: _Signals, done: _Done, poll: float, rates: dict, param: str | None,
+               epoch_budget: int | None = None) -> WorkerResult:
     """The lane worker's loop: up to ``lanes`` trials train together (issues 12 and 26).
 
     The lane model is the objective's (``objective.lanes(K)``): the recipe's
@@ -379,14 +403,14 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
                 signals.check()
                 if len(active) < lanes and time.monotonic() >= claim_after:
                     while len(active) < lanes:
-                        counts, trial = call(_claim, study, storage, target, param, asked={}, what="claiming a trial")
-                        progress.set_study(_finished(counts), best_so_far())
+                        counts, trial = call(_claim, study, storage, target, param, asked={}, epoch_budget=epoch_budget, what="claiming a trial")
+                        progress.set_study(_finished(counts), best_so_far(), counts.get("EPOCHS"))
                         if trial is None:
                             full = True
-                            if _finished(counts) >= target and not active:
+                            if _reached(counts, target, epoch_budget) and not active:
                                 return WorkerResult(trials_run, _finished(counts), target)
-                            if not active and not waited:
-                                progress.message(f"[{_finished(counts)}/{target} trials] waiting for {counts['RUNNING']} running trial(s) of other workers")
+                            if not active and not waited and not _reached(counts, target, epoch_budget):
+                                progress.message(f"[{_so_far(counts, target, epoch_budget)}] waiting for {counts['RUNNING']} running trial(s) of other workers")
                                 waited = True
                             # Try again at the next epoch boundary after a poll interval: a
                             # failed trial elsewhere may free a slot.
@@ -462,17 +486,20 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int, lanes:
             raise
 
 
-def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, progress: Progress | None = None,
+def run_worker(study, storage, config: StudyConfig, dataset, target: int | None, *, progress: Progress | None = None,
                max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES, poll: float = POLL_SECONDS,
-               gpu: str | None = None, fit_options=None, lanes: int = 1, hypermodel=None) -> WorkerResult:
-    """Run trials of ``study`` until it holds ``target`` finished trials in total.
+               gpu: str | None = None, fit_options=None, lanes: int = 1, hypermodel=None,
+               epoch_budget: int | None = None) -> WorkerResult:
+    """Run trials of ``study`` until it holds ``target`` finished trials in total, or until its
+    trials have trained ``epoch_budget`` epochs (no trial starts after that; see :func:`_claim`).
 
     Args:
         study: the joined ``optuna.Study`` (see :func:`search.study.create.open_study`).
         storage: the study's ``RDBStorage`` (from :func:`storage.open_storage`).
         config: the study's stored configuration.
         dataset: the preprocessed data, loaded once for this process.
-        target: finished (complete + pruned) trials the study must hold.
+        target: finished (complete + pruned) trials the study must hold; None: no limit (only
+            with ``epoch_budget``).
         progress: where to show progress; None shows none.
         max_consecutive_failures: stop after this many failed trials in a row.
         gpu: the ``--gpu`` index this worker was given; it refuses to train without a GPU.
@@ -482,6 +509,8 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
             one trial at a time with ``model.fit``.
         hypermodel: a user's model (:func:`search.train.usermodel.load_hypermodel`), for a
             study whose ``config.model`` is not the recipe.
+        epoch_budget: epochs the study's trials may train in total (``--epoch-budget``); None:
+            no limit.
 
     Raises:
         WorkerInterrupted: SIGINT/SIGTERM; the running trial(s) were closed as FAIL and re-enqueued.
@@ -490,9 +519,11 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
     from search.study.create import own_param
     from search.train.objective import ModelObjective, Objective
     from storage import own_counts
-    from storage.epochs import record_target
+    from storage.epochs import epochs_trained, record_target
 
-    progress = progress or Progress(target, enabled=False)
+    if target is None and epoch_budget is None:
+        raise ValueError("run_worker needs a target, an epoch budget or both")
+    progress = progress or Progress(target, enabled=False, epoch_budget=epoch_budget)
     current = {"lr": None}
 
     rates: dict[int, float] = {}  # trial number -> rate, for the progress of lane trials
@@ -512,13 +543,15 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
 
     param = own_param(config)
     # The budget, for readers that follow the study to its end (hpsearch query follow).
-    call(record_target, storage, study._study_id, target, what="recording the study's budget")
+    call(record_target, storage, study._study_id, target, epoch_budget, what="recording the study's budget")
     # A study that already holds its target has nothing to train: done without importing the
     # backend (TensorFlow's import alone is about 5 s of CPU; a rerun of a finished `hpsearch
     # run` took 8 s for nothing), and without --gpu's check, which guards training.
     counts = call(own_counts, storage.engine, study._study_id, param, what="counting the study's trials")
-    if _finished(counts) >= target:
-        progress.set_study(_finished(counts), best_so_far())
+    if epoch_budget is not None:
+        counts["EPOCHS"] = call(epochs_trained, storage.engine, study._study_id, what="counting the study's epochs")
+    if _reached(counts, target, epoch_budget):
+        progress.set_study(_finished(counts), best_so_far(), counts.get("EPOCHS"))
         return WorkerResult(0, _finished(counts), target)
     configure_backend(require_gpu=gpu)
     if config.is_recipe:
@@ -529,19 +562,20 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int, *, pro
     if lanes > 1:
         with _Signals() as signals:
             return _run_lanes(study, storage, config, dataset, target, lanes, objective=objective, progress=progress,
-                              call=call, sweep=sweep, best_so_far=best_so_far, signals=signals, done=done, poll=poll, rates=rates, param=param)
+                              call=call, sweep=sweep, best_so_far=best_so_far, signals=signals, done=done, poll=poll, rates=rates, param=param,
+                              epoch_budget=epoch_budget)
     trials_run = 0
     waited = False
     with _Signals() as signals:
         while True:
             signals.check()
-            counts, trial = call(_claim, study, storage, target, param, asked={}, what="claiming a trial")
-            progress.set_study(_finished(counts), best_so_far())
+            counts, trial = call(_claim, study, storage, target, param, asked={}, epoch_budget=epoch_budget, what="claiming a trial")
+            progress.set_study(_finished(counts), best_so_far(), counts.get("EPOCHS"))
             if trial is None:
-                if _finished(counts) >= target:
+                if _reached(counts, target, epoch_budget):
                     return WorkerResult(trials_run, _finished(counts), target)
                 if not waited:
-                    progress.message(f"[{_finished(counts)}/{target} trials] waiting for {counts['RUNNING']} running trial(s) of other workers")
+                    progress.message(f"[{_so_far(counts, target, epoch_budget)}] waiting for {counts['RUNNING']} running trial(s) of other workers")
                     waited = True
                 time.sleep(poll)
                 continue

@@ -238,10 +238,12 @@ def _row(t, config: StudyConfig | None = None) -> dict:
     }
 
 
-def summarize(study, storage, config: StudyConfig, target: int) -> dict:
-    """The end-of-run summary: best trial, counts by state, the recipe's trials."""
+def summarize(study, storage, config: StudyConfig, target: int | None, epoch_budget: int | None = None) -> dict:
+    """The end-of-run summary: best trial, counts by state, the recipe's trials; with an epoch
+    budget, the budget and the epochs trained."""
     from search.study.config import RECIPE_RATES
     from storage import foreign_counts, own_counts
+    from storage.epochs import epochs_trained
 
     param = own_param(config)
     counts = own_counts(storage.engine, study._study_id, param)
@@ -257,6 +259,8 @@ def summarize(study, storage, config: StudyConfig, target: int) -> dict:
         "study": study.study_name,
         "target_trials": target,
         "finished_trials": counts["COMPLETE"] + counts["PRUNED"],
+        "epoch_budget": epoch_budget,
+        "epochs_trained": None if epoch_budget is None else epochs_trained(storage.engine, study._study_id),
         "states": counts,
         # Trials a plain Optuna objective added to the study: not hpsearch's, never counted.
         "foreign_trials": foreign,

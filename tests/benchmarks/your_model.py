@@ -7,8 +7,9 @@ as the guide prepares it (``docs/examples/make_mnist_npz.py``: the first 6,000 t
 1,000 test images). Every contender validates on the same 1,000 test images, trains with the
 same batch size, and has the same budget, trials x epochs (12 x 10 = 120 epochs):
 
-- ``hpsearch``: ``hpsearch run --model ... --data ... --validation test --seed S`` with its
-  defaults (TPE, successive halving), on a PostgreSQL;
+- ``hpsearch``: ``hpsearch run --model ... --data ... --validation test --seed S --epoch-budget 120``
+  with its defaults (TPE, successive halving), on a PostgreSQL: the budget as epochs, so the
+  epochs successive halving saves go to more trials (no trial starts once 120 are trained);
 - ``kerastuner-random``: ``keras_tuner.RandomSearch(max_trials=12, seed=S)``, ``epochs=10``;
 - ``kerastuner-hyperband``: ``keras_tuner.Hyperband(max_epochs=10, factor=3, seed=S)``, one
   iteration, its process stopped once it has trained the budget's epochs (as anytime.py does).
@@ -29,6 +30,7 @@ Usage::
     python tests/benchmarks/your_model.py                     # 3 seeds x 3 contenders, about 30 minutes here
     python tests/benchmarks/your_model.py --seeds 0 --no-write
     python tests/benchmarks/your_model.py --replot            # redraw the PNG and the tables from the JSON
+    python tests/benchmarks/your_model.py --contenders hpsearch --keep-others   # rerun hpsearch, keep the stored KerasTuner runs
 
 Needs a PostgreSQL (a scratch database on 127.0.0.1:5432, else the embedded server, or
 ``--storage URL``), keras-tuner and matplotlib (``pip install -e ".[bench]"``).
@@ -112,13 +114,14 @@ def prepare_data(train_size: int, folder: Path) -> Path:
 
 def run_one(name: str, url: str, data: Path, args, seed: int) -> dict:
     """Run contender ``name`` with ``seed``; return measure()'s row."""
-    common = ["--trials", str(args.trials), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-              "--seed", str(seed)]
+    common = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--seed", str(seed)]
     if name == "hpsearch":
+        # The same budget as an epoch budget: as many trials as successive halving fits in it.
         study = f"your-model-{uuid.uuid4().hex[:6]}"
         cmd = [anytime.HPSEARCH, "run", "--model", MODEL, "--data", str(data), "--validation", "test", "--storage", url,
-               "--study", study, "--format", "json"] + common
+               "--study", study, "--format", "json", "--epoch-budget", str(args.trials * args.epochs)] + common
         return measure(name, cmd, seed, url=url, study=study)
+    common += ["--trials", str(args.trials)]
     logfile = Path(tempfile.gettempdir()) / f"your-model-{uuid.uuid4().hex[:8]}.json"
     cmd = [sys.executable, __file__, "--contender", name, "--data", str(data), "--log", str(logfile), "--home", str(data.parent),
            "--budget", str(args.trials * args.epochs)] + common
@@ -152,6 +155,14 @@ def measure_all(args) -> dict:
            "test_size": max(1, args.train_size // 6), "batch_size": args.batch_size,
            "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": args.command,
            "machine": f"{_cpu()}, {os.cpu_count()} cores shared with other work; {_versions()}", "runs": []}
+    if args.keep_others:  # the stored runs of the contenders not run now stay, with when they were measured
+        stored = json.loads(STORED.read_text())
+        kept = [r for r in stored["runs"] if r["contender"] not in args.contenders]
+        for r in kept:
+            r.setdefault("measured", stored["measured"])
+            r.setdefault("machine", stored["machine"])
+        res["runs"] = kept
+        res["kept"] = sorted({f"{r['contender']} ({r['measured']}, {r['machine'].split(',')[0]})" for r in kept})
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="your-model-") as folder, anytime._storage(args.storage) as (url, where):
         data = prepare_data(args.train_size, Path(folder))
@@ -160,7 +171,7 @@ def measure_all(args) -> dict:
         for i, seed in enumerate(args.seeds):
             order = [c for c in CONTENDERS[i % len(CONTENDERS):] + CONTENDERS[:i % len(CONTENDERS)] if c in args.contenders]
             for name in order:
-                res["runs"].append(run_one(name, url, data, args, seed))
+                res["runs"].append(dict(run_one(name, url, data, args, seed), measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
                 res["seconds"] = round(time.time() - started)
                 if not args.no_write:
                     STORED.write_text(json.dumps(res))
@@ -219,6 +230,8 @@ def plot(res: dict, path: Path) -> None:
     axes[0].axvline(budget / 2, color="k", lw=0.6, ls=":")
     axes[0].set_xlabel("epochs trained (cumulative; dotted line: half the budget)")
     axes[1].set_xlabel("wall seconds since the process started")
+    if res.get("kept"):
+        axes[1].set_title("runs measured on different machines and loads: not comparable", fontsize=9)
     for ax in axes:
         ax.set_ylabel("best val_accuracy so far")
         ax.set_ylim(0.85, 1.0)
@@ -237,7 +250,9 @@ def render(res: dict) -> str:
     loads = [r[k] for r in runs for k in ("load_before", "load_after")]
     stamp = (f"Measured by `{res['command']}` on {res['measured']}, {res.get('seconds', 0):.0f} s in all: {res['machine']}; "
              f"{res.get('storage', 'PostgreSQL')}. Load average (1 min) {min(loads):.1f} to {max(loads):.1f} before and after the runs. "
-             f"{res['trials']} trials x {res['epochs']} epochs = {budget} epochs each, batch size {res['batch_size']}.\n")
+             f"{res['trials']} trials x {res['epochs']} epochs = {budget} epochs each (hpsearch: `--epoch-budget {budget}`), batch size {res['batch_size']}."
+             + (f" Runs kept from an earlier measurement: {', '.join(res['kept'])}; their wall times are not comparable"
+                " with the new runs'." if res.get("kept") else "") + "\n")
     out = [stamp,
            "![your model: mean anytime curves](your-model.png)\n",
            "| seed | contender | trials (pruned) | epochs trained | wall s | best val_accuracy | epochs to its best | load before → after |",
@@ -284,6 +299,8 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"the same for every contender (default: {BATCH_SIZE})")
     p.add_argument("--storage", help="PostgreSQL URL (default: a scratch database on 127.0.0.1:5432, else the embedded server)")
     p.add_argument("--no-write", action="store_true", help="print, do not write docs/")
+    p.add_argument("--keep-others", action="store_true",
+                   help="keep the stored runs of the contenders not in --contenders (e.g. rerun hpsearch only), each with its date")
     p.add_argument("--replot", action="store_true", help="redraw the PNG and the tables from docs/data/your-model.json, run nothing")
     # a KerasTuner contender as its own process (used by the driver)
     p.add_argument("--contender", choices=CONTENDERS[1:], help=argparse.SUPPRESS)

@@ -12,7 +12,7 @@ import sqlalchemy
 
 from storage import open_storage, resolve_storage_url
 from storage.schema import TABLE
-from storage.epochs import Cursor, budget, epoch_grid, epochs_after, write_epochs
+from storage.epochs import Cursor, budget, epoch_grid, epochs_after, epochs_trained, record_target, write_epochs
 
 
 @pytest.fixture
@@ -76,6 +76,27 @@ def test_epochs_read_back_in_order_then_only_what_is_new(storage):
     assert [(r.trial, r.epoch) for r in later.epochs] == [(c.number, 0)]
     assert sorted((t.number, t.state) for t in later.trials) == [(a.number, "COMPLETE"), (b.number, "PRUNED")]
     assert budget(storage.engine, sid).finished == 2 and budget(storage.engine, sid).target is None
+
+
+def test_an_epoch_budget_counts_the_epochs_of_trials_that_did_not_fail(storage):
+    study, (a, b, c) = _study(storage, "spent")
+    sid = study._study_id
+    assert epochs_trained(storage.engine, sid) == 0
+    write_epochs(storage.engine, sid, [(a._trial_id, e, _metrics(e, 0.1)) for e in range(3)])
+    write_epochs(storage.engine, sid, [(b._trial_id, e, _metrics(e, 0.01)) for e in range(2)])
+    write_epochs(storage.engine, sid, [(c._trial_id, 0, _metrics(0, 0.001))])
+    study.tell(b, state=optuna.trial.TrialState.FAIL)  # its retry carries (and counts) its epochs
+    assert epochs_trained(storage.engine, sid) == 4
+    record_target(storage, sid, None, 4)
+    state = budget(storage.engine, sid)
+    assert (state.target, state.epoch_budget, state.epochs, state.running) == (None, 4, 4, 2)
+    assert not state.done  # spent, but two trials still run
+    study.tell(a, 0.52)
+    study.tell(c, state=optuna.trial.TrialState.PRUNED)
+    assert budget(storage.engine, sid).done
+    record_target(storage, sid, 5, None)  # a later run without an epoch budget clears it
+    state = budget(storage.engine, sid)
+    assert (state.target, state.epoch_budget, state.finished) == (5, None, 2) and not state.done
 
 
 def test_a_page_limit_continues_where_it_stopped(storage):

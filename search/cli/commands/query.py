@@ -220,8 +220,9 @@ class _Follow(Command, name="follow", help="print each new epoch of a study as i
 def follow(engine, study: str, *, from_start: bool = False, fmt: str = "json", interval: float = 1.0, out=None, err=None) -> int:
     """Print the study's epochs as they are written until its budget is finished; return 0.
 
-    The budget is the ``--trials`` given to ``hpsearch init`` or to its workers (recorded in
-    the study); a study without one (not run by hpsearch workers) is followed until Ctrl-C.
+    The budget is the ``--trials`` and ``--epoch-budget`` given to ``hpsearch init`` or to its
+    workers (recorded in the study; it is finished when either is reached and no trial runs); a
+    study without one (not run by hpsearch workers) is followed until Ctrl-C.
 
     Raises:
         StudyNotFoundError: no study of that name.
@@ -240,7 +241,9 @@ def follow(engine, study: str, *, from_start: bool = False, fmt: str = "json", i
     # written once that line is out is always printed (it was lost when the write fell between).
     cursor = None if from_start else epochs_after(engine, study_id, epochs=False).cursor
     state = budget(engine, study_id)
-    target = f"{state.target} trials" if state.target is not None else "none recorded: Ctrl-C to stop"
+    parts = ([] if state.target is None else [f"{state.target} trials"]) + (
+        [] if state.epoch_budget is None else [f"{state.epoch_budget} epochs ({state.epochs} trained)"])
+    target = " and ".join(parts) or "none recorded: Ctrl-C to stop"
     print(f"following study {study!r}: {state.finished} trials finished, budget {target}", file=err, flush=True)
     writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
 

@@ -32,7 +32,9 @@ MAX_STUDY_NAME = 512
 #: Workers on each GPU unless ``launch --per-gpu`` says otherwise.
 PER_GPU = 1
 #: The least value of each count flag (present on some of the four commands only).
-_AT_LEAST = {"trials": 1, "workers": 1, "max_failures": 1, "max_restarts": 0, "per_gpu": 1}
+_AT_LEAST = {"trials": 1, "epoch_budget": 1, "workers": 1, "max_failures": 1, "max_restarts": 0, "per_gpu": 1}
+_EPOCH_BUDGET_HELP = ("epochs the study's trials may train in total: no trial starts once they have (trials running then "
+                      "finish); --trials still caps the trials where given (default: no epoch budget)")
 
 _LANES_HELP = "trials each worker trains at once as one batched model (default: $HPSEARCH_LANES, else 1; see docs/lanes.md)"
 
@@ -62,13 +64,19 @@ class StudyCommand(Command, parents=(study_parent, settings_parent, storage_pare
     def add_arguments(self, parser) -> None:
         from search.study.config import DEFAULT_TRIALS
 
-        parser.add_argument("--trials", type=whole_number, default=DEFAULT_TRIALS, help=f"{self.trials_help} (default: %(default)s)")
+        parser.add_argument("--trials", type=whole_number, default=None,
+                            help=f"{self.trials_help} (default: {DEFAULT_TRIALS}; no limit with --epoch-budget)")
+        parser.add_argument("--epoch-budget", type=whole_number, metavar="EPOCHS", help=_EPOCH_BUDGET_HELP)
 
     def slots(self, args) -> list[Slot] | None:
         """Where this command's workers run (``search.fleet.launch.plan_slots``); None: in this process."""
         return None
 
     def run(self, args) -> int:
+        from search.study.config import DEFAULT_TRIALS
+
+        if args.trials is None and args.epoch_budget is None:
+            args.trials = DEFAULT_TRIALS
         opened = open_the_study(args, plan=self.slots)
         try:
             self.use(args, opened)
@@ -77,7 +85,7 @@ class StudyCommand(Command, parents=(study_parent, settings_parent, storage_pare
         from search.cli.render import dashboard_hint, summary_json, summary_text
         from search.study.create import summarize
 
-        summary = summarize(opened.study, opened.storage, opened.config, args.trials)
+        summary = summarize(opened.study, opened.storage, opened.config, args.trials, args.epoch_budget)
         summary["storage"] = opened.resolved.masked
         hint = dashboard_hint(opened.resolved, args.study)
         print(summary_json(summary) if args.format == "json" else summary_text(summary, hint))
@@ -97,7 +105,7 @@ class StudyCommand(Command, parents=(study_parent, settings_parent, storage_pare
             dataset = split_arrays(opened.raw, train_size=config.train_size, validation=config.validation)
         run_worker(opened.study, opened.storage, config, dataset, args.trials, progress=opened.progress,
                    max_consecutive_failures=args.max_failures, gpu=getattr(args, "gpu", None), lanes=opened.lanes,
-                   hypermodel=opened.hypermodel)
+                   hypermodel=opened.hypermodel, epoch_budget=args.epoch_budget)
 
 
 def _add_worker_flags(parser, *, workers: tuple | None, lanes_help: str = _LANES_HELP) -> None:
@@ -127,7 +135,7 @@ class _Launching(StudyCommand):
             log_dir=home_dir() / "logs", progress=opened.progress, epochs=opened.config.epochs,
             max_restarts=getattr(args, "max_restarts", MAX_RESTARTS),
             worker_args=["--max-failures", str(args.max_failures), "--lanes", str(opened.lanes)],
-            param=own_param(opened.config), maximize=opened.config.direction == "maximize",
+            param=own_param(opened.config), maximize=opened.config.direction == "maximize", epoch_budget=args.epoch_budget,
         )
 
     def slots(self, args) -> list[Slot]:
@@ -219,6 +227,8 @@ class Init(StudyCommand, name="init", help="create the study (schema, stored set
                             help="the study's budget of finished trials, recorded so that `hpsearch query follow` shows it "
                             "before a worker starts (each worker's own --trials records it again); below 3, only that many of "
                             "the recipe's rates are enqueued (default: none recorded)")
+        parser.add_argument("--epoch-budget", type=whole_number, metavar="EPOCHS",
+                            help="the study's budget of epochs trained, recorded as --trials is (each worker's own --epoch-budget records it again)")
 
     def run(self, args) -> int:
         from search.study.config import DEFAULT_TRIALS
@@ -229,10 +239,10 @@ class Init(StudyCommand, name="init", help="create the study (schema, stored set
         args.trials = DEFAULT_TRIALS if target is None else target  # the recipe's rates: all three unless fewer trials
         opened = open_the_study(args, trains=False)  # no lanes: init trains nothing
         opened.progress.close()
-        if target is not None:
-            record_target(opened.storage, opened.study._study_id, target)
+        if target is not None or args.epoch_budget is not None:
+            record_target(opened.storage, opened.study._study_id, target, args.epoch_budget)
         info = {"study": args.study, "created": opened.created, "storage": opened.resolved.masked, "config": opened.config.to_dict(),
-                "target_trials": target}
+                "target_trials": target, "epoch_budget": args.epoch_budget}
         print(init_text(info, args.format))
         return 0
 
@@ -367,7 +377,7 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
         given["landscape_param"] = model.landscape_param  # what a new study stores; a joiner's agrees
     if user and given["landscape_param"] is not None and given["landscape_param"] not in model.space:
         raise ConfigError(f"--landscape-param {given['landscape_param']}: the space has no such parameter (it has {', '.join(model.space) or 'none'})")
-    progress = Progress(args.trials, enabled=not getattr(args, "quiet", False))
+    progress = Progress(args.trials, enabled=not getattr(args, "quiet", False), epoch_budget=getattr(args, "epoch_budget", None))
 
     def check(c):
         if user:

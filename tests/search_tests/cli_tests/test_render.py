@@ -100,6 +100,13 @@ def test_the_run_summary_counts_one_epoch_in_the_singular():
     assert "(best epoch 0, 2 epochs run)" in summary_text(_summary(2), "x")
 
 
+def test_the_summary_counts_the_epochs_of_an_epoch_budget():
+    one = {**_summary(2), "target_trials": None, "epoch_budget": 120, "epochs_trained": 124}
+    assert summary_text(one, "x").splitlines()[0] == "study s: 1 trial finished, 124/120 epochs trained"
+    both = {**one, "target_trials": 40, "finished_trials": 12}
+    assert summary_text(both, "x").splitlines()[0] == "study s: 12/40 trials finished, 124/120 epochs trained"
+
+
 def test_the_summary_names_trials_hpsearch_did_not_make():
     text = summary_text(_summary(2, foreign={"COMPLETE": 1}), "x")
     assert "  not made by hpsearch: 1 trial (complete 1) with other parameters, left out of the counts above" in text.splitlines()
@@ -123,6 +130,8 @@ def test_init_prints_one_line_or_the_json_it_was_given():
     assert init_text({**info, "created": True}, "text") == "study 's' created on db"
     assert json.loads(init_text(info, "json")) == info
     assert init_text({**info, "target_trials": 8}, "text") == "study 's' exists on db, budget 8 trials"
+    assert init_text({**info, "target_trials": 8, "epoch_budget": 90}, "text") == "study 's' exists on db, budget 8 trials and 90 epochs"
+    assert init_text({**info, "epoch_budget": 90}, "text") == "study 's' exists on db, budget 90 epochs"
 
 
 def test_the_dashboard_hint_never_shows_a_password():

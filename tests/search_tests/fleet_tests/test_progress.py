@@ -85,3 +85,17 @@ def test_a_disabled_progress_writes_nothing():
     p.trial_done(0, 0.1, "complete", 0.5, 1)
     p.close()
     assert out.getvalue() == ""
+
+
+def test_an_epoch_budget_is_counted_in_every_line():
+    p = Progress(None, stream=io.StringIO(), epoch_budget=120)
+    assert p.head() == "[0 trials, 0/120 epochs, best val_accuracy -]" and not p.reached
+    p.set_study(1, (0.93, None), 57)
+    assert p.head() == "[1 trial, 57/120 epochs, best val_accuracy 0.9300]" and not p.reached
+    p.set_study(2, (0.94, None))  # a trial's end: the epochs stay as last counted
+    assert p.head().startswith("[2 trials, 57/120 epochs") and not p.reached
+    p.set_study(9, (0.95, None), 121)
+    assert p.reached
+    capped = Progress(9, stream=io.StringIO(), epoch_budget=500)
+    capped.set_study(9, None, 40)
+    assert capped.head() == "[9/9 trials, 40/500 epochs, best val_accuracy -]" and capped.reached
