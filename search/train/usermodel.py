@@ -95,6 +95,26 @@ def digest(spec: ModelSpec) -> str | None:
     return hashlib.sha256(_source_path(spec).read_bytes()).hexdigest()[:16]
 
 
+def check_syntax(spec: ModelSpec) -> None:
+    """Compile the model's file without running it, so that a syntax error is refused before the
+    backend starts (its import is seconds; the error is the same one :func:`load_hypermodel`
+    gives). A module (``package.module:NAME``) is checked where it is imported: finding its file
+    imports its parent packages, which may import Keras.
+
+    Raises:
+        ConfigError: a syntax error (file and line named).
+    """
+    if spec.kind != "file":
+        return
+    path = _source_path(spec)
+    try:
+        compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+    except SyntaxError as e:
+        raise ConfigError(f"--model {spec.text!r}: syntax error in {e.filename}, line {e.lineno}: {e.msg}") from None
+    except ValueError:
+        pass  # null bytes and the like: the import reports them as it does today
+
+
 def check_digest(spec: ModelSpec, stored: str | None, study: str) -> None:
     """Refuse a worker whose model code differs from the code the study was created with.
 
