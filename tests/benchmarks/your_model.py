@@ -286,7 +286,31 @@ def render(res: dict) -> str:
     out.append("")
     out.append(f"Target met in {met} of {len(targets)} comparisons"
                + (" (every seed, both tuners)." if targets and met == len(targets) else "; not met overall."))
+    means = mean_reach(res)
+    if means:
+        out.append("")
+        out.append("Read on the means over the seeds instead: " + "; ".join(
+            f"hpsearch's mean best reached {name}'s final mean {final:.4f} "
+            + ("never" if reach is None else f"after {reach} epochs") + f" (half its epochs: {half:g})"
+            for name, final, reach, half in means) + ".")
     return "\n".join(out)
+
+
+def mean_reach(res: dict) -> list[tuple]:
+    """Per KerasTuner contender: its final best averaged over the seeds, the epochs after which
+    hpsearch's mean best so far (over the same seeds) first reached it, and half its epochs."""
+    hp = [r for r in res["runs"] if r["contender"] == "hpsearch"]
+    out = []
+    for name in CONTENDERS[1:]:
+        rows = [r for r in res["runs"] if r["contender"] == name and any(h["seed"] == r["seed"] for h in hp)]
+        if not rows or not hp:
+            continue
+        final = statistics.mean(r["best"] for r in rows)
+        longest = max(r["epochs"] for r in hp)
+        curve = mean_curve([h for h in hp if any(h["seed"] == r["seed"] for r in rows)], list(range(1, longest + 1)), "epochs")
+        reach = next((x for x, v in zip(range(1, longest + 1), curve) if v is not None and v >= final - 1e-9), None)
+        out.append((name, final, reach, statistics.mean(r["epochs"] for r in rows) / 2))
+    return out
 
 
 def main() -> int:
