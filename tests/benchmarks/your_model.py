@@ -120,6 +120,8 @@ def run_one(name: str, url: str, data: Path, args, seed: int) -> dict:
         study = f"your-model-{uuid.uuid4().hex[:6]}"
         cmd = [anytime.HPSEARCH, "run", "--model", MODEL, "--data", str(data), "--validation", "test", "--storage", url,
                "--study", study, "--format", "json", "--epoch-budget", str(args.trials * args.epochs)] + common
+        if args.pruner:
+            cmd += ["--pruner", args.pruner]
         return measure(name, cmd, seed, url=url, study=study)
     common += ["--trials", str(args.trials)]
     logfile = Path(tempfile.gettempdir()) / f"your-model-{uuid.uuid4().hex[:8]}.json"
@@ -323,6 +325,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"the same for every contender (default: {BATCH_SIZE})")
     p.add_argument("--storage", help="PostgreSQL URL (default: a scratch database on 127.0.0.1:5432, else the embedded server)")
     p.add_argument("--no-write", action="store_true", help="print, do not write docs/")
+    p.add_argument("--pruner", help="hpsearch's --pruner, to screen another (default: hpsearch's default)")
     p.add_argument("--keep-others", action="store_true",
                    help="keep the stored runs of the contenders not in --contenders (e.g. rerun hpsearch only), each with its date")
     p.add_argument("--replot", action="store_true", help="redraw the PNG and the tables from docs/data/your-model.json, run nothing")
