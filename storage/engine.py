@@ -229,8 +229,8 @@ def retrying(fn, *args, what: str, limit_s: float | None = None, log=None, **kwa
             if not is_transient(e):
                 raise
             if time.monotonic() + delay > deadline:
-                detail = getattr(e, "detail", None)
-                if detail is None:
+                detail = getattr(e, "detail", None)  # a StorageError's message; SQLAlchemy's errors have a list there
+                if not isinstance(detail, str):
                     cause = e.__cause__ if e.__cause__ is not None else e
                     detail = " ".join(str(getattr(cause, "orig", cause)).split())
                 if slot_limit(detail) is not None:  # it answered: no connection was free for us

@@ -70,6 +70,21 @@ def test_retrying_gives_up_after_its_limit_on_an_unreachable_database():
     assert isinstance(e.value.__cause__, StorageError) and e.value.__cause__.transient
 
 
+def test_retrying_gives_up_in_one_line_on_sqlalchemys_own_error():
+    """A statement run on SQLAlchemy directly (the epochs writer's) raises SQLAlchemy's own error,
+    whose ``detail`` is a list, not a message: the give-up line still names the cause (a full
+    suite run printed "AttributeError: 'list' object has no attribute 'lower'" there)."""
+    dead = sqlalchemy.create_engine(f"postgresql+psycopg2://u@127.0.0.1:{closed_port()}/db", connect_args={"connect_timeout": 2})
+
+    def select():
+        with dead.connect() as conn:
+            return conn.execute(sqlalchemy.text("SELECT 1")).scalar()
+
+    with pytest.raises(StorageError, match=r"did not answer for 1 s while writing \(.*refused.*\): check the server") as e:
+        retrying(select, what="writing", limit_s=1.0)
+    assert isinstance(e.value.__cause__, sqlalchemy.exc.OperationalError)
+
+
 def test_retrying_goes_on_once_the_database_answers_and_does_not_retry_a_bad_statement(url):
     dead = sqlalchemy.create_engine(f"postgresql+psycopg2://u@127.0.0.1:{closed_port()}/db", connect_args={"connect_timeout": 2})
     live = open_engine(url)
