@@ -173,8 +173,12 @@ engine_slurm() {
     SLURM_ARRAY=${HPSEARCH_E2E_SLURM_TASKS:-2}
     SLURM_DB_PORT=${HPSEARCH_E2E_SLURM_DB_PORT:-16832}
     STUDY_FLAGS=(--epochs 2 --train-size 2000 --pruner none --seed 1)
-    # Trials of minutes, far longer than the 30 to 90 s to the time-limit warning.
-    INTERRUPT_FLAGS=(--epochs 300 --train-size 3000 --pruner none --seed 2)
+    # One trial far longer than the whole interrupt step (three interruptions, each waited for,
+    # 2 to 4 minutes), on any machine: 300 epochs took minutes on a loaded 2-core EPYC but 45 s
+    # on an idle Xeon, where the requeued run finished the trial before the second interruption
+    # and the step timed out waiting for a trial to run. 5,000 epochs of 3 steps: over 12
+    # minutes there. The third interruption (scancel) ends the trial, so no run trains them all.
+    INTERRUPT_FLAGS=(--epochs 5000 --train-size 3000 --pruner none --seed 2)
     INTERRUPT_TRIALS=1
     e2e_step setup _slurm_setup
     e2e_step database _slurm_db
