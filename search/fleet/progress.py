@@ -10,12 +10,24 @@ from __future__ import annotations
 import sys
 import time
 
-__all__ = ["Progress", "plural"]
+__all__ = ["Progress", "budget_reached", "budget_text", "plural"]
 
 
 def plural(n: int | None, noun: str) -> str:
     """``1 epoch``, ``3 epochs``, ``0 epochs``: give it a count (``None epochs`` reads as a bug)."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def budget_reached(done: int, epochs: int | None, target: int | None, epoch_budget: int | None) -> bool:
+    """Whether a run's budget is spent: ``target`` finished trials, or ``epoch_budget`` epochs
+    trained (``epochs`` as last counted; None where not counted). None: no such limit."""
+    return (target is not None and done >= target) or (epoch_budget is not None and epochs is not None and epochs >= epoch_budget)
+
+
+def budget_text(done: int, epochs: int | None, target: int | None, epoch_budget: int | None) -> str:
+    """``3/20 trials``; with an epoch budget ``3 trials, 57/120 epochs``."""
+    trials = plural(done, "trial") if target is None else f"{done}/{target} trials"
+    return trials if epoch_budget is None else f"{trials}, {epochs or 0}/{epoch_budget} epochs"
 
 
 def _fmt(value, spec: str = ".4f") -> str:
@@ -56,15 +68,12 @@ class Progress:
     def head(self) -> str:
         """The study-wide part of a progress line: trials done and the best so far."""
         best = "-" if self.best is None else f"{self.best[0]:.4f}" + ("" if self.best[1] is None else f" (lr {self.best[1]:.3g})")
-        trials = plural(self.done, "trial") if self.target is None else f"{self.done}/{self.target} trials"
-        epochs = "" if self.epoch_budget is None else f", {self.epochs or 0}/{self.epoch_budget} epochs"
-        return f"[{trials}{epochs}, best {self.metric} {best}]"
+        return f"[{budget_text(self.done, self.epochs, self.target, self.epoch_budget)}, best {self.metric} {best}]"
 
     @property
     def reached(self) -> bool:
         """Whether the run's budget was spent when last counted (its trials, or its epochs)."""
-        return (self.target is not None and self.done >= self.target) or (
-            self.epoch_budget is not None and self.epochs is not None and self.epochs >= self.epoch_budget)
+        return budget_reached(self.done, self.epochs, self.target, self.epoch_budget)
 
     def set_study(self, done: int, best: tuple[float, float] | None, epochs: int | None = None) -> None:
         """The study's finished trials, its best so far and (with an epoch budget) its epochs trained."""

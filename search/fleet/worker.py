@@ -29,7 +29,7 @@ from search.train.backend import configure_backend
 from search.study.config import StudyConfig
 from search.errors import WorkerFatalError, WorkerInterrupted
 from search.fleet.outcome import SWEPT, Outcome, classify, lanes_failure, record, settle, stopped
-from search.fleet.progress import Progress, plural
+from search.fleet.progress import Progress, budget_reached, budget_text
 from search.study.space import PARAM
 from storage import retrying, study_lock, trial_row_locked
 
@@ -153,15 +153,12 @@ def _finished(counts: dict) -> int:
 
 
 def _reached(counts: dict, target: int | None, epoch_budget: int | None) -> bool:
-    """Whether the run's budget is spent: ``target`` finished trials, or ``epoch_budget`` epochs
-    trained (``counts["EPOCHS"]``, which :func:`_claim` adds where there is an epoch budget)."""
-    return (target is not None and _finished(counts) >= target) or (epoch_budget is not None and counts.get("EPOCHS", 0) >= epoch_budget)
+    """:func:`budget_reached` on ``counts`` (whose ``"EPOCHS"`` :func:`_claim` adds where there is an epoch budget)."""
+    return budget_reached(_finished(counts), counts.get("EPOCHS", 0), target, epoch_budget)
 
 
 def _so_far(counts: dict, target: int | None, epoch_budget: int | None) -> str:
-    """``3/20 trials``, or with an epoch budget ``3 trials, 57/120 epochs``."""
-    trials = f"{_finished(counts)}/{target} trials" if target is not None else plural(_finished(counts), "trial")
-    return trials if epoch_budget is None else f"{trials}, {counts.get('EPOCHS', 0)}/{epoch_budget} epochs"
+    return budget_text(_finished(counts), counts.get("EPOCHS"), target, epoch_budget)
 
 
 def _best(study, config: StudyConfig):
