@@ -42,12 +42,18 @@ class Dashboard:
             threading.Thread(target=lambda s=stream, k=sink: k.extend(iter(s.readline, "")), daemon=True).start()
 
     def wait_url(self, timeout: float = 90) -> str:
-        """The URL printed to open (with its ``?token=``); stops the process and fails if none comes."""
+        """The URL printed to open (with its ``?token=``); stops the process and fails if none comes.
+
+        Returns once start-up has printed everything it prints: the URL (stdout) and "press Ctrl-C
+        to stop", the last of its lines on stderr. The two streams are read by two threads, so the
+        URL alone says nothing of the stderr lines printed after it (the read-only or writes-allowed
+        line, the live page's address): a test reading ``logs`` right after could miss them.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in list(self.out):
-                if " open http://" in line:
-                    return line.split(" open ", 1)[1].strip()
+            urls = [line.split(" open ", 1)[1].strip() for line in list(self.out) if " open http://" in line]
+            if urls and any("press Ctrl-C to stop" in line for line in list(self.err)):
+                return urls[0]
             if self.proc.poll() is not None:
                 break
             time.sleep(0.2)
