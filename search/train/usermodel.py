@@ -18,6 +18,7 @@ so it can import its neighbours. Every way of getting this wrong is one line
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import importlib.util
@@ -95,24 +96,56 @@ def digest(spec: ModelSpec) -> str | None:
     return hashlib.sha256(_source_path(spec).read_bytes()).hexdigest()[:16]
 
 
-def check_syntax(spec: ModelSpec) -> None:
-    """Compile the model's file without running it, so that a syntax error is refused before the
-    backend starts (its import is seconds; the error is the same one :func:`load_hypermodel`
-    gives). A module (``package.module:NAME``) is checked where it is imported: finding its file
-    imports its parent packages, which may import Keras.
+def check_source(spec: ModelSpec) -> None:
+    """Read the model's file without running it, so that two mistakes are refused before the
+    backend starts (its import is seconds): a syntax error, and a NAME the file never defines.
+    The errors are the ones :func:`load_hypermodel` gives after running the file. A module
+    (``package.module:NAME``) is checked where it is imported: finding its file imports its
+    parent packages, which may import Keras.
+
+    NAME counts as defined if the file binds it anywhere (a ``def``, ``class``, assignment or
+    import, at any depth); a file that could define names the parser cannot see (``from m
+    import *``, a module ``__getattr__``, ``globals()``, ``setattr``, ``exec``) is left to the import.
 
     Raises:
-        ConfigError: a syntax error (file and line named).
+        ConfigError: a syntax error (file and line named), or NAME not in the file.
     """
     if spec.kind != "file":
         return
     path = _source_path(spec)
     try:
-        compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+        tree = ast.parse(path.read_bytes(), str(path))
     except SyntaxError as e:
         raise ConfigError(f"--model {spec.text!r}: syntax error in {e.filename}, line {e.lineno}: {e.msg}") from None
     except ValueError:
-        pass  # null bytes and the like: the import reports them as it does today
+        return  # null bytes and the like: the import reports them as it does today
+    bound, opaque = set(), False
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.Name):
+            bound.add(node.id)  # stored, or read: a read of globals()-made names is read as bound
+            opaque |= node.id in _DYNAMIC
+        elif isinstance(node, ast.alias):
+            opaque |= node.name == "*"
+            bound.add(node.asname or node.name.split(".")[0])
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            bound.update(node.names)
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+            bound.add(node.name)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    if spec.name in bound or opaque or "__getattr__" in bound:
+        return
+    defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+               and not n.name.startswith("_")]
+    defined += [a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names
+                if not (a.asname or a.name).startswith("_")]
+    raise ConfigError(f"--model {spec.text!r}: {spec.target} has no {spec.name!r} (its callables: {', '.join(sorted(defined)) or 'none'})")
+
+
+#: Calls through which a file can define a name no parser sees.
+_DYNAMIC = frozenset({"globals", "setattr", "exec", "vars", "locals"})
 
 
 def check_digest(spec: ModelSpec, stored: str | None, study: str) -> None:

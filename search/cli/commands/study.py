@@ -454,10 +454,10 @@ def _prepare_model(spec, gpu, *, lanes: int = 1, batch_size: int = 32) -> _Prepa
     above 1, also measure what one lane member of the default model needs at ``batch_size``."""
     from search.study.hyperparameters import HyperParameters
     from search.train.backend import clear_session, configure_backend
-    from search.train.usermodel import check_model, check_syntax, digest, load_hypermodel
+    from search.train.usermodel import check_model, check_source, digest, load_hypermodel
 
     code_digest = digest(spec)  # a missing file or module is refused before the backend starts
-    check_syntax(spec)  # and a file's syntax error
+    check_source(spec)  # and a file's syntax error or missing NAME
     configure_backend(require_gpu=None if gpu is None else str(gpu))  # quietly, before the user's file imports Keras
     hypermodel = load_hypermodel(spec)
     hp = HyperParameters()  # recording: every hyperparameter answers its default

@@ -5,26 +5,61 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
+GOOD = "import keras\n\ndef build(hp):\n    return keras.Sequential()\n"
 
-def test_a_syntax_error_is_refused_before_keras_is_imported(tmp_path):
-    """`hpsearch run --model FILE:NAME` compiles the file first (search.cli.commands.study's
-    ``_prepare_model``): a syntax error costs no backend import, seconds on a CPU."""
-    bad, good = tmp_path / "bad.py", tmp_path / "good.py"
-    bad.write_text("import keras\n\ndef build(hp)\n    return 1\n")
-    good.write_text("import keras\n\ndef build(hp):\n    return keras.Sequential()\n")
+
+def _check_in_a_fresh_python(tmp_path, sources: dict[str, str], spec_name: str = "build") -> list[str]:
+    """Run ``check_source`` on each file of ``sources`` in a fresh interpreter; its lines: each
+    refusal (or "ok"), then whether Keras and TensorFlow were imported."""
+    specs = []
+    for name, text in sources.items():
+        (tmp_path / name).write_text(text)
+        specs.append(f"{tmp_path / name}:{spec_name}")
     code = (
         "import sys\n"
         "from search.errors import ConfigError\n"
-        "from search.train.usermodel import check_syntax, parse_spec\n"
-        f"check_syntax(parse_spec({str(good) + ':build'!r}))\n"
-        "try:\n"
-        f"    check_syntax(parse_spec({str(bad) + ':build'!r}))\n"
-        "except ConfigError as e:\n"
-        "    print(e)\n"
+        "from search.train.usermodel import check_source, parse_spec\n"
+        f"for spec in {specs!r}:\n"
+        "    try:\n"
+        "        check_source(parse_spec(spec))\n"
+        "        print('ok')\n"
+        "    except ConfigError as e:\n"
+        "        print(e)\n"
         "print('keras' in sys.modules, 'tensorflow' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == [f"--model '{bad}:build': syntax error in {bad}, line 3: expected ':'", "False False"]
+    return out.stdout.splitlines()
+
+
+def test_a_syntax_error_is_refused_before_keras_is_imported(tmp_path):
+    """`hpsearch run --model FILE:NAME` reads the file first (search.cli.commands.study's
+    ``_prepare_model``): a syntax error costs no backend import, seconds on a CPU."""
+    bad = tmp_path / "bad.py"
+    lines = _check_in_a_fresh_python(tmp_path, {"good.py": GOOD, "bad.py": "import keras\n\ndef build(hp)\n    return 1\n"})
+    assert lines == ["ok", f"--model '{bad}:build': syntax error in {bad}, line 3: expected ':'", "False False"]
+
+
+def test_a_name_the_file_never_defines_is_refused_before_keras_is_imported(tmp_path):
+    """A NAME the file does not define is refused with what it does define, as the import
+    would (test_your_model's "missing name" case runs the whole command)."""
+    path = tmp_path / "other.py"
+    lines = _check_in_a_fresh_python(tmp_path, {"other.py": "import keras\nfrom os import getcwd as cwd\n\ndef other(hp):\n    pass\n\nclass Tuned:\n    pass\n"})
+    assert lines == [f"--model '{path}:build': {path} has no 'build' (its callables: Tuned, cwd, other)", "False False"]
+
+
+@pytest.mark.parametrize("source", [
+    "from keras import *\n",                                  # a star import may define it
+    "globals()['build'] = lambda hp: None\n",                 # so may globals()
+    "def __getattr__(name):\n    return lambda hp: None\n",   # and a module __getattr__
+    "try:\n    from m import build\nexcept ImportError:\n    build = None\n",  # bound in a try
+    "if True:\n    def build(hp):\n        pass\n",           # bound under an if
+    "class M:\n    pass\n\nbuild = M()\n",                    # an instance
+    "for build in [None]:\n    pass\n",                       # a loop variable
+])
+def test_a_name_the_parser_cannot_rule_out_is_left_to_the_import(tmp_path, source):
+    assert _check_in_a_fresh_python(tmp_path, {"m.py": source}) == ["ok", "False False"]
