@@ -56,6 +56,7 @@ def test_a_trial_swept_under_its_frozen_worker_is_dropped_in_one_line(local_pg_u
     assert "Traceback" not in text and "UpdateFinishedTrialError" not in text, text[-3000:]
     dropped = [line for line in text.splitlines() if "dropped: a stale-trial sweep failed it while it trained" in line]
     assert len(dropped) == len(swept), text[-3000:]
+    assert len([line for line in text.splitlines() if "dropped" in line]) == len(swept), text[-3000:]  # said once each
     study = _study(local_pg_url, name)
     states = _states(study)
     # Exactly the target, each swept trial failed once and its parameters trained again.

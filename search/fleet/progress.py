@@ -107,15 +107,18 @@ class Progress:
 
         A failed trial has no value, and one failed before it recorded an epoch (the stale-trial
         sweep failed it, its claim was cut off) has no epoch count: its line says so in words
-        rather than "value - after None epochs" (issue 25).
+        rather than "value - after None epochs" (issue 25). A trial dropped because a sweep
+        failed it under this worker (``state == "lost"``) gets no line here: the worker's warning
+        ("trial N dropped: ...", :data:`search.fleet.outcome.SWEPT`) says it once, ``--quiet``
+        or not.
         """
+        if state == "lost":
+            return
         lr_text = "-" if lr is None else f"{lr:.3g}"
         why = f" ({detail})" if detail else ""
         if state == "failed":
             when = f"after {plural(epochs_run, 'epoch')}" if epochs_run else "before any epoch was recorded"
             text = f"failed{why} {when}"
-        elif state == "lost":  # a sweep failed it under this worker (search.fleet.outcome.SWEPT)
-            text = f"dropped, failed by another worker's stale-trial sweep{why}"
         else:
             when = "" if epochs_run is None else f" after {plural(epochs_run, 'epoch')}"
             text = f"{state} value {_fmt(value)}{when}{why}"

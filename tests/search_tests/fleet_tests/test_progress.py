@@ -42,6 +42,16 @@ def test_a_trial_failed_before_any_epoch_reads_as_a_sentence():
     assert not any("None" in line or "value -" in line for line in lines)
 
 
+def test_a_dropped_trial_has_no_progress_line_of_its_own():
+    """The worker's warning says a swept trial was dropped (test_swept_trial.py); a progress
+    line beside it would say it twice."""
+    out = io.StringIO()
+    p = Progress(3, stream=out)
+    p.trial_done(4, 0.01, "lost", None, 2, "its worker sent no heartbeat for over 120 s")
+    p.trial_done(5, 0.01, "complete", 0.9, 2)
+    assert out.getvalue().splitlines() == ["[0/3 trials, best val_accuracy -] trial 5 lr 0.01: complete value 0.9000 after 2 epochs"]
+
+
 def test_a_users_model_trial_line_names_no_learning_rate_it_does_not_have():
     out = io.StringIO()
     p = Progress(2, stream=out)
