@@ -79,27 +79,23 @@ _hosts_study() {
 
 _running_at_least() { [[ $(e2e_own_epoch_running "$STUDY") -ge $1 ]]; }
 
-# _host3_checkpointed: host 3's running trial has a checkpoint in the database (a kill -9 leaves
-# only the periodic ones); sets KILLED_TRIAL and KILL_CKPT, the epoch it holds.
-_host3_checkpointed() {
-    local pids row
-    pids=$(ip netns pids "hpse2e$$-h3" 2>/dev/null | sed "s/.*/'&'/" | paste -sd, -)
-    [[ -n $pids ]] || return 1
-    row=$(e2e_sql "SELECT t.number, c.epoch FROM trials t JOIN studies s USING (study_id)
-                   JOIN hpsearch_checkpoints c ON c.trial_id = t.trial_id
-                   JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = 'pid'
-                   WHERE s.study_name = '$STUDY' AND t.state = 'RUNNING' AND a.value_json IN ($pids) LIMIT 1" 2>/dev/null)
-    [[ -n $row ]] && read -r KILLED_TRIAL KILL_CKPT <<<"$row"
-}
-
-# _host_trial N: the trial_id of the trial host N is running, if any.
+# _host_trial N [COLUMNS [JOIN]]: COLUMNS (default the trial_id) of the trial host N's processes
+# are running, if any; JOIN adds a table to the query (aliases: t trials, a the pid attribute).
 _host_trial() {
     local pids
     pids=$(ip netns pids "hpse2e$$-h$1" 2>/dev/null | sed "s/.*/'&'/" | paste -sd, -)
     [[ -n $pids ]] || return 1
-    e2e_sql "SELECT t.trial_id FROM trials t JOIN studies s USING (study_id)
+    e2e_sql "SELECT ${2:-t.trial_id} FROM trials t JOIN studies s USING (study_id) ${3:-}
              JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = 'pid'
              WHERE s.study_name = '$STUDY' AND t.state = 'RUNNING' AND a.value_json IN ($pids) LIMIT 1" 2>/dev/null
+}
+
+# _host3_checkpointed: host 3's running trial has a checkpoint in the database (a kill -9 leaves
+# only the periodic ones); sets KILLED_TRIAL and KILL_CKPT, the epoch it holds.
+_host3_checkpointed() {
+    local row
+    row=$(_host_trial 3 "t.number, c.epoch" "JOIN hpsearch_checkpoints c ON c.trial_id = t.trial_id") || return 1
+    [[ -n $row ]] && read -r KILLED_TRIAL KILL_CKPT <<<"$row"
 }
 
 _host2_running() { CUT_TRIAL=$(_host_trial 2) && [[ -n $CUT_TRIAL ]]; }
