@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from search.train.backend import configure_backend
+from search.train.backend import configure_backend, freeze_heap
 from search.study.config import StudyConfig
 from search.errors import WorkerFatalError, WorkerInterrupted
 from search.fleet.outcome import SWEPT, Outcome, classify, lanes_failure, record, settle, stopped
@@ -486,7 +486,7 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int | None,
 def run_worker(study, storage, config: StudyConfig, dataset, target: int | None, *, progress: Progress | None = None,
                max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES, poll: float = POLL_SECONDS,
                gpu: str | None = None, fit_options=None, lanes: int = 1, hypermodel=None,
-               epoch_budget: int | None = None) -> WorkerResult:
+               epoch_budget: int | None = None, freeze: bool = False) -> WorkerResult:
     """Run trials of ``study`` until it holds ``target`` finished trials in total, or until its
     trials have trained ``epoch_budget`` epochs (no trial starts after that; see :func:`_claim`).
 
@@ -508,6 +508,8 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int | None,
             study whose ``config.model`` is not the recipe.
         epoch_budget: epochs the study's trials may train in total (``--epoch-budget``); None:
             no limit.
+        freeze: freeze the heap before the first trial (:func:`search.train.backend.freeze_heap`):
+            for a process that only runs this worker (the CLI's), not for one that goes on.
 
     Raises:
         WorkerInterrupted: SIGINT/SIGTERM; the running trial(s) were closed as FAIL and re-enqueued.
@@ -555,6 +557,8 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int | None,
         objective = Objective(config, dataset, on_epoch=on_epoch, call=call, options=fit_options)
     else:
         objective = ModelObjective(config, dataset, hypermodel, on_epoch=on_epoch, call=call, options=fit_options)
+    if freeze:
+        freeze_heap()  # the backend, the model's code and the data are in: trials start now
     done = _Done(study, storage, target, progress, call, best_so_far, max_consecutive_failures)
     if lanes > 1:
         with _Signals() as signals:

@@ -105,7 +105,7 @@ class StudyCommand(Command, parents=(study_parent, settings_parent, storage_pare
             dataset = split_arrays(opened.raw, train_size=config.train_size, validation=config.validation)
         run_worker(opened.study, opened.storage, config, dataset, args.trials, progress=opened.progress,
                    max_consecutive_failures=args.max_failures, gpu=getattr(args, "gpu", None), lanes=opened.lanes,
-                   hypermodel=opened.hypermodel, epoch_budget=args.epoch_budget)
+                   hypermodel=opened.hypermodel, epoch_budget=args.epoch_budget, freeze=True)
 
 
 def _add_worker_flags(parser, *, workers: tuple | None, lanes_help: str = _LANES_HELP) -> None:
