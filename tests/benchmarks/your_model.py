@@ -241,7 +241,8 @@ def plot(res: dict, path: Path) -> None:
     axes[0].set_xlabel("epochs trained (cumulative; dotted line: half the budget)")
     axes[1].set_xlabel("wall seconds since the process started")
     if res.get("kept"):
-        axes[1].set_title("runs measured on different machines and loads: not comparable", fontsize=9)
+        axes[1].set_title("runs measured on different machines: not comparable" if _other_machines(res)
+                          else "some runs kept from an earlier measurement on this machine", fontsize=9)
     for ax in axes:
         ax.set_ylabel("best val_accuracy so far")
         ax.set_ylim(0.85, 1.0)
@@ -254,6 +255,23 @@ def plot(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _other_machines(res: dict) -> bool:
+    """Whether some kept run was measured on another processor than the new runs."""
+    return any(r["machine"].split(",")[0] != res["machine"].split(",")[0] for r in res["runs"] if "machine" in r)
+
+
+def _kept_text(res: dict) -> str:
+    """The kept runs (measured before this measurement), by contender: when and on what."""
+    out = []
+    for name in CONTENDERS:
+        kept = [r for r in res["runs"] if r["contender"] == name and r.get("measured", res["measured"]) < res["measured"]]
+        if kept:
+            when = sorted(r["measured"] for r in kept)
+            span = when[0] if when[0] == when[-1] else f"{when[0]} to {when[-1].split(' ', 1)[1]}"
+            out.append(f"{name} ({span}, {kept[0].get('machine', res['machine']).split(',')[0]})")
+    return ", ".join(out)
+
+
 def render(res: dict) -> str:
     budget = res["trials"] * res["epochs"]
     runs = sorted(res["runs"], key=lambda r: (r["seed"], CONTENDERS.index(r["contender"])))
@@ -261,8 +279,9 @@ def render(res: dict) -> str:
     stamp = (f"Measured by `{res['command']}` on {res['measured']}, {res.get('seconds', 0):.0f} s in all: {res['machine']}; "
              f"{res.get('storage', 'PostgreSQL')}. Load average (1 min) {min(loads):.1f} to {max(loads):.1f} before and after the runs. "
              f"{res['trials']} trials x {res['epochs']} epochs = {budget} epochs each (hpsearch: `--epoch-budget {budget}`), batch size {res['batch_size']}."
-             + (f" Runs kept from an earlier measurement: {', '.join(res['kept'])}; their wall times are not comparable"
-                " with the new runs'." if res.get("kept") else "") + "\n")
+             + (f" Runs kept from an earlier measurement: {_kept_text(res)}"
+                + ("; their wall times are not comparable with the new runs' (another machine)." if _other_machines(res) else ".")
+                if res.get("kept") else "") + "\n")
     out = [stamp,
            "![your model: mean anytime curves](your-model.png)\n",
            "| seed | contender | trials (pruned) | epochs trained | wall s | best val_accuracy | epochs to its best | load before → after |",
