@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 
-__all__ = ["Progress", "budget_reached", "budget_text", "plural"]
+__all__ = ["Progress", "budget_reached", "budget_text", "plural", "trial_detail"]
 
 
 def plural(n: int | None, noun: str) -> str:
@@ -28,6 +28,19 @@ def budget_text(done: int, epochs: int | None, target: int | None, epoch_budget:
     """``3/20 trials``; with an epoch budget ``3 trials, 57/120 epochs``."""
     trials = plural(done, "trial") if target is None else f"{done}/{target} trials"
     return trials if epoch_budget is None else f"{trials}, {epochs or 0}/{epoch_budget} epochs"
+
+
+def trial_detail(state: str, attrs: dict) -> str | None:
+    """What a finished trial's line adds in parentheses, from its user attributes: why it
+    failed or stopped, unless the line says it already. A trial pruned at a rung as it trained
+    gets nothing: "pruned value 0.8400 after 1 epoch" is the whole story, and its stored
+    ``stop_detail`` ("pruned at epoch 0, val_accuracy 0.8400") counts epochs from 0 as Optuna's
+    steps do, which read as a contradiction beside it. A prune on resuming, a diverged loss and
+    every failure keep theirs."""
+    detail = attrs.get("stop_detail") or attrs.get("fail_reason")
+    if state == "pruned" and attrs.get("stop_reason") == "pruned" and "on resuming" not in (detail or ""):
+        return None
+    return detail
 
 
 def _fmt(value, spec: str = ".4f") -> str:

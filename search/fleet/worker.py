@@ -29,7 +29,7 @@ from search.train.backend import configure_backend, freeze_heap
 from search.study.config import StudyConfig
 from search.errors import WorkerFatalError, WorkerInterrupted
 from search.fleet.outcome import SWEPT, Outcome, classify, lanes_failure, record, settle, stopped
-from search.fleet.progress import Progress, budget_reached, budget_text
+from search.fleet.progress import Progress, budget_reached, budget_text, trial_detail
 from search.study.space import PARAM
 from storage import retrying, study_lock, trial_row_locked
 
@@ -291,10 +291,7 @@ class _Done:
         if state == "pruned":
             shown = frozen.value
         progress.set_study(progress.done + (state in ("complete", "pruned")), self.best_so_far())
-        progress.trial_done(
-            trial.number, lr, state, shown, frozen.user_attrs.get("epochs_run"),
-            frozen.user_attrs.get("stop_detail") or frozen.user_attrs.get("fail_reason"),
-        )
+        progress.trial_done(trial.number, lr, state, shown, frozen.user_attrs.get("epochs_run"), trial_detail(state, frozen.user_attrs))
         if state in ("complete", "pruned"):
             _refresh_landscape(self.study, self.storage, force=progress.reached)
         self.stop_if_too_many("trials", frozen.user_attrs.get("fail_reason", "unknown"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from search.fleet.progress import Progress
+from search.fleet.progress import Progress, trial_detail
 
 
 class _Tty(io.StringIO):
@@ -40,6 +40,19 @@ def test_a_trial_failed_before_any_epoch_reads_as_a_sentence():
         "[0/3 trials, best val_accuracy -] trial 1 lr -: failed before any epoch was recorded",
     ]
     assert not any("None" in line or "value -" in line for line in lines)
+
+
+def test_a_trials_line_adds_only_what_it_does_not_say_already():
+    """A prune at a rung is on the line already ("pruned value 0.84 after 1 epoch"); its stored
+    detail counts epochs from 0 and would read "(pruned at epoch 0 ...)" beside it."""
+    plain = {"stop_reason": "pruned", "stop_detail": "pruned at epoch 0, val_accuracy 0.8400", "epochs_run": 1}
+    assert trial_detail("pruned", plain) is None
+    resumed = {"stop_reason": "pruned", "stop_detail": "pruned at epoch 2 on resuming, val_accuracy 0.9", "resumed_from": 2}
+    assert trial_detail("pruned", resumed) == resumed["stop_detail"]
+    diverged = {"stop_reason": "diverged", "stop_detail": "non-finite training loss (nan) at epoch 3"}
+    assert trial_detail("pruned", diverged) == diverged["stop_detail"]
+    assert trial_detail("failed", {"fail_reason": "out of memory"}) == "out of memory"
+    assert trial_detail("complete", {"stop_reason": "completed"}) is None
 
 
 def test_a_dropped_trial_has_no_progress_line_of_its_own():
