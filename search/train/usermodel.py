@@ -103,9 +103,10 @@ def check_source(spec: ModelSpec) -> None:
     (``package.module:NAME``) is checked where it is imported: finding its file imports its
     parent packages, which may import Keras.
 
-    NAME counts as defined if the file binds it anywhere (a ``def``, ``class``, assignment or
-    import, at any depth); a file that could define names the parser cannot see (``from m
-    import *``, a module ``__getattr__``, ``globals()``, ``setattr``, ``exec``) is left to the import.
+    NAME counts as defined if the file names it anywhere (a ``def``, ``class``, assignment,
+    import, attribute or string, at any depth); a file that could define names the parser
+    cannot see (``from m import *``, a module ``__getattr__``, ``globals()``, ``setattr``,
+    ``exec``) is left to the import.
 
     Raises:
         ConfigError: a syntax error (file and line named), or NAME not in the file.
@@ -126,6 +127,10 @@ def check_source(spec: ModelSpec) -> None:
         elif isinstance(node, ast.Name):
             bound.add(node.id)  # stored, or read: a read of globals()-made names is read as bound
             opaque |= node.id in _DYNAMIC
+        elif isinstance(node, ast.Attribute):
+            bound.add(node.attr)  # sys.modules[__name__].build = ...
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
+            bound.add(node.value)  # a name in a string may be bound by a call the parser cannot follow
         elif isinstance(node, ast.alias):
             opaque |= node.name == "*"
             bound.add(node.asname or node.name.split(".")[0])

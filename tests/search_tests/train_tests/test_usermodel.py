@@ -60,6 +60,8 @@ def test_a_name_the_file_never_defines_is_refused_before_keras_is_imported(tmp_p
     "if True:\n    def build(hp):\n        pass\n",           # bound under an if
     "class M:\n    pass\n\nbuild = M()\n",                    # an instance
     "for build in [None]:\n    pass\n",                       # a loop variable
+    "import sys\nsys.modules[__name__].build = lambda hp: None\n",  # an attribute of the module
+    "NAMES = ['build']\n",                                     # a string, bound by who knows what
 ])
 def test_a_name_the_parser_cannot_rule_out_is_left_to_the_import(tmp_path, source):
     assert _check_in_a_fresh_python(tmp_path, {"m.py": source}) == ["ok", "False False"]
