@@ -4,8 +4,8 @@
 # as small as this one); a task reaching its time limit and a task requeued by
 # `scontrol requeue` (what preemption does) each end their running trial as FAIL, their worker
 # with 143, and requeue, and the study still finishes exactly; each retry resumes at the epoch
-# its predecessor was interrupted in, from the checkpoint the stopping worker wrote (issue 24).
-# Sourced by deploy/e2e/run.
+# its predecessor was interrupted in, from the checkpoint the stopping worker wrote (issue 24);
+# an array of a user's hypermodel study ends exactly too (issue 23). Sourced by deploy/e2e/run.
 # shellcheck shell=bash disable=SC2034  # E2E_STEP and the like are read by lib.sh
 
 SBATCH_SCRIPT=$E2E_REPO/deploy/slurm/hpsearch-worker.sbatch
@@ -105,6 +105,22 @@ _slurm_study() {
 
 _array_done() { [[ -z $(squeue -h -j "$1" -o %i 2>/dev/null) ]]; }
 
+# A user's hypermodel as deploy/README.md ("Your own model") runs it on SLURM: the file and its
+# arrays on the shared filesystem (here the one machine's), study-init once with --model, then
+# the array with the study, its budget and its data; the workers take the model from the study.
+_slurm_model() {
+    local out
+    cp "$E2E_REPO/docs/examples/getting_started.py" "$E2E_WORK/getting_started.py" &&
+        "$E2E_VENV/bin/python" "$E2E_REPO/docs/examples/make_mnist_npz.py" "$E2E_WORK/images.npz" 2000 500 &&
+        hpsearch init --study e2e-slurm-model --model "$E2E_WORK/getting_started.py:build_model" --data "$E2E_WORK/images.npz" \
+            --epochs 2 --validation test --seed 5 >/dev/null || return 1
+    out=$(cd "$E2E_WORK/jobs" && sbatch --parsable --gres=none --cpus-per-task=1 --mem=3G --array=0-$((SLURM_ARRAY - 1)) \
+        "$SBATCH_SCRIPT" --study e2e-slurm-model --trials "$MODEL_TRIALS" --data "$E2E_WORK/images.npz") || return 1
+    e2e_wait 600 "array job ${out%%;*} to end" _array_done "${out%%;*}"
+    MODEL_SPEC=$(e2e_sql "SELECT a.value_json::json->>'model' FROM study_user_attributes a JOIN studies s USING (study_id)
+                          WHERE s.study_name = 'e2e-slurm-model' AND a.key = 'hpsearch_config'")
+}
+
 # _running_trial STUDY: a trial of STUDY is RUNNING and has trained an epoch of its own (a
 # resumed one: past the epoch it resumed at), so the interruption that follows has one to save.
 _running_trial() { [[ $(e2e_own_epoch_running "$1") -gt 0 ]]; }
@@ -183,14 +199,19 @@ engine_slurm() {
     e2e_step setup _slurm_setup
     e2e_step database _slurm_db
     e2e_step study _slurm_study
+    MODEL_TRIALS=4
+    e2e_step model _slurm_model
     e2e_step interrupt _slurm_interrupt
-    local finished running irunning ifail reasons retries
+    local finished running irunning ifail reasons retries mfinished mrunning
     read -r finished running _ _ <<<"$(e2e_states e2e-slurm)"
+    read -r mfinished mrunning _ _ <<<"$(e2e_states e2e-slurm-model)"
     read -r _ irunning ifail _ <<<"$(e2e_states e2e-slurm-interrupt)"
     reasons=$(e2e_fail_reasons_json e2e-slurm-interrupt)
     retries=$(e2e_retries e2e-slurm-interrupt)
     E2E_STEP=check
     [[ $finished -eq $EXPECTED && $running -eq 0 ]] || e2e_die "study e2e-slurm: $finished finished (expected $EXPECTED), $running running"
+    [[ $mfinished -eq $MODEL_TRIALS && $mrunning -eq 0 && $MODEL_SPEC == "$E2E_WORK/getting_started.py:build_model" ]] ||
+        e2e_die "study e2e-slurm-model: $mfinished finished (expected $MODEL_TRIALS), $mrunning running, model '$MODEL_SPEC'"
     [[ $irunning -eq 0 ]] || e2e_die "study e2e-slurm-interrupt: $irunning trials left RUNNING"
     [[ $TIMELIMIT_EXIT == 143 && $PREEMPT_EXIT == 143 && $CANCEL_EXIT == 143 ]] ||
         e2e_die "worker exits: time limit $TIMELIMIT_EXIT, requeue $PREEMPT_EXIT, scancel $CANCEL_EXIT (expected 143 each)"
@@ -203,6 +224,6 @@ engine_slurm() {
     e2e_resumes e2e-slurm-interrupt 1 2
     e2e_finish expected="$EXPECTED" finished="$finished" running="$running" interrupted_exit="$PREEMPT_EXIT" \
         timelimit_exit="$TIMELIMIT_EXIT" requeue_exit="$PREEMPT_EXIT" scancel_exit="$CANCEL_EXIT" \
-        array_tasks="$SLURM_ARRAY" interrupt_running="$irunning" \
+        array_tasks="$SLURM_ARRAY" model_trials="$mfinished" interrupt_running="$irunning" \
         interrupt_failed="$ifail" interrupt_reenqueued="$retries" requeues="$REQUEUES" resumed="$E2E_RESUMED" epochs="$E2E_EPOCHS" fail_reasons="$reasons"
 }
