@@ -199,6 +199,16 @@ def summary_json(summary: dict) -> str:
     return json.dumps(summary, indent=2, sort_keys=False)
 
 
+def _best_epoch_text(best: dict) -> str:
+    """ "best at epoch 3 of 3": counted from 1, as Keras's progress and hpsearch's epoch lines
+    count ("epoch 3/3"). The stored ``best_epoch`` (and the JSON summary's) counts from 0, as
+    Optuna's steps do; printed as it is, "best epoch 2, 3 epochs run" read as the second epoch."""
+    at, run = best.get("best_epoch"), best.get("epochs_run")
+    if at is None:
+        return "no epoch recorded" if run is None else f"{plural(run, 'epoch')} run"
+    return f"best at epoch {at + 1}" + ("" if run is None else f" of {run}")
+
+
 def summary_text(summary: dict, dashboard_hint: str) -> str:
     """The human-readable summary printed at the end of ``hpsearch run``."""
     from search.study.space import PARAM
@@ -216,13 +226,13 @@ def summary_text(summary: dict, dashboard_hint: str) -> str:
         tests = ", ".join(f"test {k} {v:.4g}" for k, v in (best.get("test_metrics") or {}).items())
         lines.append(
             f"  best: trial {best['number']}, {objective} {best[objective]:.4g} ({params}; {tests or 'no test metrics'}; "
-            f"best epoch {best['best_epoch']}, {plural(best['epochs_run'], 'epoch')} run)"
+            f"{_best_epoch_text(best)})"
         )
     elif best:
         ta = best["test_accuracy"]
         lines.append(
             f"  best: trial {best['number']}, learning_rate {best[PARAM]:.4g}, val_accuracy {best['val_accuracy']:.4f}, "
-            f"test_accuracy {'-' if ta is None else format(ta, '.4f')} (best epoch {best['best_epoch']}, {plural(best['epochs_run'], 'epoch')} run)"
+            f"test_accuracy {'-' if ta is None else format(ta, '.4f')} ({_best_epoch_text(best)})"
         )
     else:
         lines.append("  best: no trial completed yet")

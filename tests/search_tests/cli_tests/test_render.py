@@ -92,12 +92,22 @@ def test_the_run_summary_counts_one_epoch_in_the_singular():
     assert text.splitlines() == [
         "study s: 1/3 trials finished",
         "  states: complete 1",
-        "  best: trial 0, learning_rate 0.01, val_accuracy 0.9512, test_accuracy - (best epoch 0, 1 epoch run)",
+        "  best: trial 0, learning_rate 0.01, val_accuracy 0.9512, test_accuracy - (best at epoch 1 of 1)",
         "  recipe rate 0.01: complete, val_accuracy 0.9512, 1 epoch",
         "  dashboard: hpsearch dashboard --study s",
     ]
     assert "1 epochs" not in text
-    assert "(best epoch 0, 2 epochs run)" in summary_text(_summary(2), "x")
+    assert "(best at epoch 1 of 2)" in summary_text(_summary(2), "x")  # counted from 1; stored best_epoch 0
+
+
+def test_the_best_epoch_is_counted_from_1_as_the_epoch_lines_count():
+    """"best epoch 2, 3 epochs run" (the stored 0-based index) read as the second of three
+    epochs beside progress lines that say "epoch 3/3"."""
+    row = _summary(3)["best"]
+    for best_epoch, epochs_run, text in ((2, 3, "(best at epoch 3 of 3)"), (0, 3, "(best at epoch 1 of 3)"),
+                                         (None, 3, "(3 epochs run)"), (None, None, "(no epoch recorded)")):
+        summary = {**_summary(3), "best": {**row, "best_epoch": best_epoch, "epochs_run": epochs_run}}
+        assert text in summary_text(summary, "x")
 
 
 def test_the_summary_counts_the_epochs_of_an_epoch_budget():
