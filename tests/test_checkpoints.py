@@ -9,14 +9,12 @@ the stale-trial sweep has failed the trial.
 
 from __future__ import annotations
 
-import os
 import signal
 
 import optuna
 import pytest
-import sqlalchemy
 
-from tests.test_faults import FAST_HEARTBEAT, _env, _running_trial_with_epochs, _stop_all, _study, _wait, _worker
+from tests.test_faults import FAST_HEARTBEAT, _env, _running_trial_with_epochs, _signal_while_running, _stop_all, _study, _wait, _worker
 
 EPOCHS = 10
 TRAIN = ["--epochs", str(EPOCHS), "--train-size", "4000", "--pruner", "none", "--seed", "3"]
@@ -35,25 +33,14 @@ def _trained(trials) -> tuple[int, list]:
     return total, rows
 
 
-def _trial_state(url: str, study_name: str, number: int) -> str | None:
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.connect() as c:
-            return c.exec_driver_sql("SELECT t.state FROM trials t JOIN studies s USING (study_id) "
-                                     "WHERE s.study_name = %(n)s AND t.number = %(k)s", {"n": study_name, "k": number}).scalar()
-    finally:
-        engine.dispose()
-
-
 def _interrupt_then_finish(url, mnist, tmp_path, name: str, sig: int, trials: int, env_extra: dict, victim_args=(), rest_args=(),
                            min_epochs: int = 2):
     """Signal the victim worker while trial ``number`` runs, then let another worker finish.
 
-    The victim is held with SIGSTOP from the moment trial ``number`` shows ``min_epochs``
-    reported epochs until it has been signalled, and the trial is checked to be still running
-    in between: an epoch of 4,000 images takes 0.3 s, and on a loaded machine the trial used to
-    finish between this process's look and its signal, so that the signal hit the next trial
-    (seen once in a full suite: no retry of the trial the test looked at).
+    The victim is signalled while trial ``number`` still runs (:func:`_signal_while_running`):
+    an epoch of 4,000 images takes 0.3 s, and on a loaded machine the trial used to finish
+    between this process's look and its signal, so that the signal hit the next trial (seen
+    once in a full suite: no retry of the trial the test looked at).
     """
     data = ["--data", mnist] if mnist else []
     args = ["--study", name, "--trials", str(trials), *TRAIN, *data]
@@ -62,14 +49,7 @@ def _interrupt_then_finish(url, mnist, tmp_path, name: str, sig: int, trials: in
         victim = _worker([*args, *victim_args], env, log)
         try:
             number, _ = _running_trial_with_epochs(url, name, min_epochs, 240)
-            os.kill(victim.pid, signal.SIGSTOP)
-            try:
-                state = _trial_state(url, name, number)
-                assert state == "RUNNING", f"trial {number} was {state} before it could be signalled"
-                os.killpg(victim.pid, sig) if sig == signal.SIGKILL else victim.send_signal(sig)
-            finally:
-                if victim.poll() is None:
-                    os.kill(victim.pid, signal.SIGCONT)  # a pending SIGTERM is handled as it resumes
+            _signal_while_running(url, name, number, victim, sig)
             victim.wait(timeout=60)
         finally:
             _stop_all([victim])

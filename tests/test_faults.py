@@ -67,6 +67,27 @@ def _rate(t):
     return t.params.get("learning_rate", t.system_attrs.get("fixed_params", {}).get("learning_rate"))
 
 
+def _signal_while_running(url: str, study_name: str, number: int, proc, sig: int) -> None:
+    """Send ``sig`` to worker ``proc`` (its process group for SIGKILL) while its trial ``number``
+    is still RUNNING: the worker is held with SIGSTOP while the trial is checked, so that the
+    trial cannot end between the look and the signal (a 0.2 s epoch on a loaded machine could,
+    and the signal then hit the worker's next trial); a pending SIGTERM is handled on SIGCONT."""
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        engine = sqlalchemy.create_engine(url)
+        try:
+            with engine.connect() as c:
+                state = c.exec_driver_sql("SELECT t.state FROM trials t JOIN studies s USING (study_id) "
+                                          "WHERE s.study_name = %(n)s AND t.number = %(k)s", {"n": study_name, "k": number}).scalar()
+        finally:
+            engine.dispose()
+        assert state == "RUNNING", f"trial {number} was {state} before it could be signalled"
+        os.killpg(proc.pid, sig) if sig == signal.SIGKILL else proc.send_signal(sig)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+
+
 def _running_trial_with_epochs(url: str, study_name: str, min_epochs: int, timeout: float):
     """Wait for a RUNNING trial that has reported ``min_epochs``; return (number, pid)."""
     engine = sqlalchemy.create_engine(url)
@@ -126,7 +147,7 @@ def test_kill_9_mid_trial_is_failed_and_retried_by_another_worker(local_pg_url, 
         number, pid = _running_trial_with_epochs(local_pg_url, "kill9", 2, 180)
         victim = next(p for p in procs if p.pid == pid)
         killed_at = time.time()
-        os.killpg(victim.pid, signal.SIGKILL)
+        _signal_while_running(local_pg_url, "kill9", number, victim, signal.SIGKILL)
         others = [p for p in procs if p is not victim]
         codes = _wait(others, 300)
     finally:
