@@ -35,13 +35,8 @@ def _trained(trials) -> tuple[int, list]:
 
 def _interrupt_then_finish(url, mnist, tmp_path, name: str, sig: int, trials: int, env_extra: dict, victim_args=(), rest_args=(),
                            min_epochs: int = 2):
-    """Signal the victim worker while trial ``number`` runs, then let another worker finish.
-
-    The victim is signalled while trial ``number`` still runs (:func:`_signal_while_running`):
-    an epoch of 4,000 images takes 0.3 s, and on a loaded machine the trial used to finish
-    between this process's look and its signal, so that the signal hit the next trial (seen
-    once in a full suite: no retry of the trial the test looked at).
-    """
+    """Signal the victim worker while its trial ``number`` (seen with ``min_epochs`` reported
+    epochs) still runs (:func:`_signal_while_running`), then let another worker finish."""
     data = ["--data", mnist] if mnist else []
     args = ["--study", name, "--trials", str(trials), *TRAIN, *data]
     env = _env(url, **env_extra)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 import time
 
+from search.train.monitor import ON_RESUMING
+
 __all__ = ["Progress", "budget_reached", "budget_text", "plural", "trial_detail"]
 
 
@@ -38,7 +40,7 @@ def trial_detail(state: str, attrs: dict) -> str | None:
     steps do, which read as a contradiction beside it. A prune on resuming, a diverged loss and
     every failure keep theirs."""
     detail = attrs.get("stop_detail") or attrs.get("fail_reason")
-    if state == "pruned" and attrs.get("stop_reason") == "pruned" and "on resuming" not in (detail or ""):
+    if state == "pruned" and attrs.get("stop_reason") == "pruned" and ON_RESUMING not in (detail or ""):
         return None
     return detail
 

@@ -14,6 +14,10 @@ from typing import Callable
 from search.errors import ObjectiveNotLoggedError, TrialConfigError
 from search.study.pruners import EVERY_EPOCH, PrunerSchedule
 
+#: How the ``stop_detail`` of a trial pruned as it resumed from a checkpoint says so (the
+#: progress line shows that detail; a prune at a rung as the trial trained it leaves out).
+ON_RESUMING = "on resuming"
+
 __all__ = ["HISTORY_KEYS", "MONITOR", "EpochMonitor"]
 
 MONITOR = "val_accuracy"
@@ -107,7 +111,7 @@ class EpochMonitor:
             self.writes.flush()
             if self._call(self.trial.should_prune, what=f"asking the pruner at epoch {epoch}"):
                 self.stop_reason = "pruned"
-                self.detail = f"pruned at epoch {epoch} on resuming" + (f", {key} {value:.4f}" if value is not None else "")
+                self.detail = f"pruned at epoch {epoch} {ON_RESUMING}" + (f", {key} {value:.4f}" if value is not None else "")
                 self.history = {k: v[: epoch + 1] for k, v in self.history.items()}
                 self.epoch_seconds = self.epoch_seconds[: epoch + 1]
                 return

@@ -172,7 +172,7 @@ def measure_all(args) -> dict:
             r.setdefault("measured", stored["measured"])
             r.setdefault("machine", stored["machine"])
         res["runs"] = kept
-        res["kept"] = sorted({f"{r['contender']} ({r['measured']}, {r['machine'].split(',')[0]})" for r in kept})
+        res["kept"] = sorted({r["contender"] for r in kept})  # when and where: _kept_text, from the runs
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="your-model-") as folder, anytime._storage(args.storage) as (url, where):
         data = prepare_data(args.train_size, args.test_size, Path(folder))
