@@ -70,7 +70,7 @@ def _rate(t):
 def _signal_while_running(url: str, study_name: str, number: int, proc, sig: int) -> None:
     """Send ``sig`` to worker ``proc`` (its process group for SIGKILL) while its trial ``number``
     is still RUNNING: the worker is held with SIGSTOP while the trial is checked, so that the
-    trial cannot end between the look and the signal (a 0.2 s epoch on a loaded machine could,
+    trial cannot end between the look and the signal (with epochs of a few tenths of a second it could,
     and the signal then hit the worker's next trial); a pending SIGTERM is handled on SIGCONT."""
     os.kill(proc.pid, signal.SIGSTOP)
     try:
