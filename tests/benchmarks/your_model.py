@@ -28,7 +28,7 @@ The table gives, per seed, the epochs hpsearch's curve needed to reach it (or th
 
 Usage::
 
-    python tests/benchmarks/your_model.py                     # 6 seeds x 3 contenders, about 40 minutes here
+    python tests/benchmarks/your_model.py                     # 6 seeds x 3 contenders, about 36 minutes here
     python tests/benchmarks/your_model.py --seeds 0 --no-write
     python tests/benchmarks/your_model.py --replot            # redraw the PNG and the tables from the JSON
     python tests/benchmarks/your_model.py --contenders hpsearch --keep-others   # rerun hpsearch, keep the stored KerasTuner runs
