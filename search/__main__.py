@@ -5,7 +5,8 @@ Nothing is imported at the top: the first thing either way runs is :func:`main`'
 
 
 def main() -> int:
-    """Block SIGINT, import the command, and run it; :func:`search.cli.main.main` unblocks it.
+    """Block SIGINT and SIGTERM, import the command, and run it; :func:`search.cli.main.main`
+    unblocks them, or has a thread of its own take them (:mod:`search.cli.signals`).
 
     A Ctrl-C from here until the command runs stays pending instead of interrupting an import
     (issue 25: a KeyboardInterrupt inside SQLAlchemy's imports printed tracebacks, some from
@@ -19,7 +20,8 @@ def main() -> int:
     try:
         import signal
 
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        # as search.cli.signals.block does: every thread started from here on inherits the block
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         from search.cli.main import main as run_command
     except KeyboardInterrupt:
         import sys

@@ -13,6 +13,7 @@ import sqlalchemy
 
 from storage.epochs import TARGET_ATTR
 from tests.conftest import REPO, run_cli
+from tests.test_faults import blocked_signals
 
 SMALL = ["--trials", "6", "--epochs", "3", "--train-size", "3000"]
 
@@ -79,6 +80,10 @@ def test_run_on_the_embedded_default(tmp_path, mnist):
         assert len(_load(url).trials) == count
         # progress went to stderr, not stdout
         assert "trials, best val_accuracy" in out.stderr and "trials, best" not in out.stdout
+        # `run` takes SIGINT/SIGTERM in its relay thread, blocked everywhere else, and the
+        # server it started inherited that mask: PostgreSQL sets its own, so it still stops
+        postmaster = int((home / "pgdata" / "postmaster.pid").read_text().split()[0])
+        assert not blocked_signals(postmaster) & {signal.SIGINT, signal.SIGTERM}
     finally:
         stop_embedded(home)
 

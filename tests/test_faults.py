@@ -67,11 +67,46 @@ def _rate(t):
     return t.params.get("learning_rate", t.system_attrs.get("fixed_params", {}).get("learning_rate"))
 
 
+def blocked_signals(pid: int, tid: int | None = None) -> set[int]:
+    """The signals that thread ``tid`` of process ``pid`` (its main thread by default) blocks now."""
+    with open(f"/proc/{pid}/task/{tid or pid}/status") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigBlk:"))
+    return {n for n in range(1, 65) if mask >> (n - 1) & 1}
+
+
+#: ``rt_sigtimedwait``'s number, the system call of ``sigwait``: while a thread waits in it, the
+#: kernel shows the signals it waits for as unblocked (they are taken there, by no handler).
+SIGWAIT_SYSCALL = {"x86_64": 128, "aarch64": 137}.get(os.uname().machine)
+
+
+def _threads_taking(pid: int, signals: set[int]) -> tuple[list[int], list[int]]:
+    """The threads of ``pid`` that do not block every one of ``signals`` (ended ones left out):
+    those a handler would run on, and those waiting for them in ``sigwait``."""
+    handling, waiting = [], []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            if not signals <= blocked_signals(pid, int(tid)):
+                with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                    call = f.read().split()[0]
+                (waiting if call.isdigit() and int(call) == SIGWAIT_SYSCALL else handling).append(int(tid))
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return handling, waiting
+
+
 def _signal_while_running(url: str, study_name: str, number: int, proc, sig: int) -> None:
     """Send ``sig`` to worker ``proc`` (its process group for SIGKILL) while its trial ``number``
     is still RUNNING: the worker is held with SIGSTOP while the trial is checked, so that the
     trial cannot end between the look and the signal (with epochs of a few tenths of a second it could,
-    and the signal then hit the worker's next trial); a pending SIGTERM is handled on SIGCONT."""
+    and the signal then hit the worker's next trial); a pending SIGTERM is handled on SIGCONT.
+
+    Checked first: no thread of the training worker, TensorFlow's included, takes SIGINT or
+    SIGTERM itself; its relay thread waits for them (search/cli/signals.py). A SIGTERM that a
+    thread of TensorFlow's took while the main thread trained could abort the worker in glibc.
+    """
+    assert len(os.listdir(f"/proc/{proc.pid}/task")) > 3  # TensorFlow's threads are there by now
+    handling, waiting = _threads_taking(proc.pid, {signal.SIGINT, signal.SIGTERM})
+    assert handling == [] and len(waiting) == 1, (handling, waiting)
     os.kill(proc.pid, signal.SIGSTOP)
     try:
         engine = sqlalchemy.create_engine(url)

@@ -109,16 +109,20 @@ def main(argv: list[str] | None = None) -> int:
     return _ignore_interrupts(code)
 
 
-def _deliver_interrupts() -> None:
-    """Unblock SIGINT, which :func:`search.__main__.main` blocked while the command was imported.
+def _deliver_interrupts(args) -> None:
+    """End the block of SIGINT and SIGTERM that :func:`search.__main__.main` set while the
+    command was imported: a study command (one that may train TensorFlow here) has a relay
+    thread take them from now on, any other command unblocks them (:mod:`search.cli.signals`).
 
-    A Ctrl-C that came meanwhile is delivered now, as a KeyboardInterrupt raised here, where
-    the caller handles it. Unblocked even if it was blocked by whoever started hpsearch
-    (Python keeps an inherited mask): a command that Ctrl-C cannot stop would be worse, and
-    the children a command starts (``launch``'s workers, PostgreSQL) inherit the mask, so
-    they start with SIGINT unblocked as before.
+    A Ctrl-C that came meanwhile is delivered now, as a KeyboardInterrupt raised here (or
+    at the command's first line, through the relay), where the caller handles it.
     """
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    from search.cli import signals
+
+    if getattr(args.handler, "relay_signals", False):
+        signals.start()
+    else:
+        signals.unblock()
 
 
 def _ignore_interrupts(code: int) -> int:
@@ -170,15 +174,22 @@ def _interrupt_soon() -> None:
     """Send SIGINT to the main thread again in a moment, from a timer thread.
 
     Not at once: raised in the main thread now, it would land in the unraisable hook itself,
-    which prints it the same way. A real signal, not ``_thread.interrupt_main``, so that it
-    also wakes a main thread blocked in a system call (a sleep, a socket read); sent only
-    while a Python handler is installed (once the command has ended SIGINT is ignored).
+    which prints it the same way. A real signal, not ``_thread.interrupt_main`` alone, so that
+    it also wakes a main thread blocked in a system call (a sleep, a socket read): SIGINT
+    itself, or where the relay thread takes SIGINT (:mod:`search.cli.signals`, where the
+    main thread blocks it) the relay's own hand-over. Sent only while a Python handler is
+    installed (once the command has ended SIGINT is ignored).
     """
     import threading
 
+    from search.cli import signals
+
     def send():
         if callable(signal.getsignal(signal.SIGINT)):
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            if signals.relaying():
+                signals.deliver(signal.SIGINT)
+            else:
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     timer = threading.Timer(0.05, send)
     timer.daemon = True
@@ -190,14 +201,15 @@ def _interrupt_soon() -> None:
 
 def _main(argv: list[str], program: bool = False) -> int:
     """Parse ``argv`` and run its command; ``program``: run as the process's own command, so
-    SIGINT, blocked until now (:func:`search.__main__.main`), is unblocked before it runs."""
+    SIGINT and SIGTERM, blocked until now (:func:`search.__main__.main`), are delivered from
+    before it runs (:func:`_deliver_interrupts`)."""
     try:
         args = build_parser().parse_args(argv)
     except KeyboardInterrupt:  # Ctrl-C while the command starts (issue 15): no traceback
         return _interrupted("hpsearch")
     try:
         if program:
-            _deliver_interrupts()
+            _deliver_interrupts(args)
         code = _run(args)
     except KeyboardInterrupt:  # a Ctrl-C that lands between the handlers below
         return _interrupted(f"hpsearch {args.command}")

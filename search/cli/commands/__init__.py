@@ -40,6 +40,9 @@ class Command:
     help: str = ""
     #: Functions of :mod:`search.cli.args` returning the parent parsers of its shared flags.
     parents: tuple = ()
+    #: Whether SIGINT and SIGTERM are taken by a relay thread while it runs
+    #: (:mod:`search.cli.signals`): a command that may run TensorFlow in this process.
+    relay_signals: bool = False
 
     def __init_subclass__(cls, **declared):
         super().__init_subclass__()

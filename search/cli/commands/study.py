@@ -59,6 +59,7 @@ class OpenedStudy:
 class StudyCommand(Command, parents=(study_parent, settings_parent, storage_parent)):
     """The flags of a study command; :meth:`run` opens the study, hands it to :meth:`use`, sums it up."""
 
+    relay_signals = True  # it may build and train models here (search/cli/signals.py)
     trials_help = "finished trials the study must hold in total"
 
     def add_arguments(self, parser) -> None:
