@@ -81,6 +81,28 @@ def test_a_signal_that_came_while_blocked_is_handed_on_when_the_relay_starts():
     assert (out.returncode, out.stdout) == (0, "still here\ninterrupted\n"), out
 
 
+def test_a_forked_child_takes_both_signals_itself_so_terminate_still_stops_it():
+    """A Keras data loader's multiprocessing workers are forked: they must not inherit the block,
+    or ``terminate`` (SIGTERM) would not stop them and the worker would wait on them for ever."""
+    out = _python(
+        "import multiprocessing as mp\n"
+        "signals.start()\n"
+        "def child(q):\n"
+        "    q.put(sorted(signals.RELAYED & signal.pthread_sigmask(signal.SIG_BLOCK, [])))\n"
+        "    time.sleep(60)\n"
+        "ctx = mp.get_context('fork')\n"
+        "q = ctx.Queue()\n"
+        "p = ctx.Process(target=child, args=(q,))\n"
+        "p.start()\n"
+        "print('blocked in the child:', q.get(timeout=30))\n"
+        "p.terminate()\n"
+        "p.join(10)\n"
+        "print('child exit code:', p.exitcode)\n"
+        "print('blocked here:', sorted(signals.RELAYED & signal.pthread_sigmask(signal.SIG_BLOCK, [])) == sorted(signals.RELAYED))\n"
+    )
+    assert out.stdout.splitlines() == ["blocked in the child: []", f"child exit code: {-signal.SIGTERM}", "blocked here: True"], out
+
+
 def test_a_training_model_survives_a_storm_of_stop_term_cont(tmp_path):
     """The reproduction of the abort, shortened: unprotected, a minute of this aborted every child
     it was run on (tests/benchmarks/signal_storm.py, docs/faults.md); protected, none."""

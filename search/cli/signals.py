@@ -19,8 +19,13 @@ them (``sigwait``) and hands each to the main thread as if it had arrived there:
 ``waitpid``), as the signal itself would have. A signal whose handler is ``SIG_DFL`` ends the
 process by that signal, as it would have; ``SIG_IGN`` drops it.
 
-Children inherit the blocked mask: ``launch``'s workers are hpsearch and relay their own, and
-PostgreSQL sets its own mask when it starts (checked by tests/test_cli_run.py). Commands that
+A child made by ``fork`` (``os.fork``, multiprocessing's default start method on Linux, as a
+Keras data loader with ``use_multiprocessing`` uses it) unblocks both at once, so it can be
+stopped as before (``terminate`` sends SIGTERM). A program a study command executes
+inherits the blocked mask: ``launch``'s workers are hpsearch and relay their own, and
+PostgreSQL sets its own mask when it starts (checked by tests/test_cli_run.py); a program of a
+user's model started with ``subprocess`` or multiprocessing's ``spawn`` should unblock them
+itself (``signal.pthread_sigmask(signal.SIG_UNBLOCK, ...)``) if it is to be stopped by them. Commands that
 start no TensorFlow (``db``, ``query``, ``dashboard``) unblock both signals instead
 (:func:`unblock`), as before, and so does every command on a system without real-time signals
 (macOS), where the relay cannot wake the main thread.
@@ -28,6 +33,7 @@ start no TensorFlow (``db``, ``query``, ``dashboard``) unblock both signals inst
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -79,6 +85,14 @@ def start() -> None:
     signal.signal(WAKE, _woken)
     _relay = threading.Thread(target=_relay_loop, name="hpsearch-signals", daemon=True)
     _relay.start()
+    os.register_at_fork(after_in_child=_forked)
+
+
+def _forked() -> None:
+    """In a child made by ``fork``: no relay thread came with it, so it takes both signals itself."""
+    global _relay
+    _relay = None
+    unblock()
 
 
 def _woken(signum, frame) -> None:
