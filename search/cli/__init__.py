@@ -1,3 +1,3 @@
-"""The ``hpsearch`` command: its entry point, arguments, output formats and one module per command group."""
+"""The ``hpsearch`` command: its entry point, arguments, output formats, one module per command group, and how it takes signals."""
 
-__all__ = ["args", "commands", "main", "render"]
+__all__ = ["args", "commands", "main", "render", "signals"]
