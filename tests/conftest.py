@@ -38,18 +38,18 @@ REPO = Path(__file__).resolve().parent.parent
 # reads, so there every test is scheduled alone.) Fixtures already isolate what could clash:
 # databases have random names, homes and ports are per test.
 #
-# One worker more than the cores: on 2 cores (AMD EPYC) two workers took 14:05 and 13:55 for
-# the 865 tests on 2026-12-06 and 14:30 for 870 on 2026-12-07, close to the 15 minutes the
-# suite must keep to; three took 11:48 and 13:03 on 2026-12-06. In the second of those a
-# worker of test_checkpoints.py stopped by SIGTERM aborted in glibc before writing its
-# checkpoint: hpsearch's bug (a SIGTERM taken by a thread of TensorFlow's), fixed in
-# search/cli/signals.py (docs/faults.md), not the load's. The waiting that the extra worker
-# fills is each test's subprocesses importing TensorFlow (about 5 s each).
+# One worker per core, not one more: on 2 cores (AMD EPYC) two workers took 14:05 and 13:55 for
+# the 865 tests on 2026-12-06 (the files' test seconds balanced within 1 s between them) and
+# 14:30 for 870 on 2026-12-07; three took 11:48 and 13:03 on 2026-12-06, but 16:47 for 871 on
+# 2026-12-07, an hour after the two-worker run on the same machine: on two cores a third
+# TensorFlow process slowed the long tests more than it filled their waiting. (In the 13:03 run
+# a worker stopped by SIGTERM aborted in glibc: hpsearch's bug, a SIGTERM taken by a thread of
+# TensorFlow's, fixed in search/cli/signals.py; docs/faults.md.)
 MAX_WORKERS = 4  # each worker holds TensorFlow and connections to the local server
 
 
 def pytest_xdist_auto_num_workers(config):
-    return max(1, min(len(os.sched_getaffinity(0)) + 1, MAX_WORKERS))
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
 
 
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist.npz"
