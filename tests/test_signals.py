@@ -107,8 +107,8 @@ def test_a_training_model_survives_a_storm_of_stop_term_cont(tmp_path):
     """The reproduction of the abort, shortened: unprotected, a minute of this aborted every child
     it was run on (tests/benchmarks/signal_storm.py, docs/faults.md); protected, none."""
     started = time.monotonic()
-    result = storm(12.0, protected=True, log_dir=tmp_path)
+    result = storm(6.0, protected=True, log_dir=tmp_path)
     assert result["rc"] == 0, (result, (tmp_path / result["log"]).read_text()[-3000:] if "log" in result else "")
-    assert result["sent"] > 20 and result["handled"] > 0, result  # the handler ran: the signals reached it
+    assert result["sent"] > 10 and result["handled"] > 0, result  # the handler ran: the signals reached it
     assert result["threads"] > 3 and result["threads_taking_sigterm"] == 0, result
     print(f"\nstorm: {result['sent']} SIGSTOP/SIGTERM/SIGCONT sent in {time.monotonic() - started:.0f} s, {result['handled']} handled, {result['epochs']} epochs, no abort")
