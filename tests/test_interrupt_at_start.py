@@ -20,6 +20,7 @@ import time
 import pytest
 
 from tests.conftest import REPO
+from tests.test_faults import blocked_signals
 
 
 def _as_at_a_terminal() -> None:
@@ -32,13 +33,9 @@ def _as_at_a_terminal() -> None:
 def _sigint_blocked(pid: int) -> bool:
     """Whether ``pid`` blocks SIGINT now (its main thread's ``SigBlk`` in /proc), False once it has exited."""
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("SigBlk:"):
-                    return bool(int(line.split()[1], 16) >> (signal.SIGINT - 1) & 1)
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return False
+        return signal.SIGINT in blocked_signals(pid)
+    except (FileNotFoundError, ProcessLookupError, StopIteration):
+        return False
 
 
 def _wait_for_hpsearch_code(proc: subprocess.Popen, limit: float = 120.0) -> bool:

@@ -119,7 +119,7 @@ def _deliver_interrupts(args) -> None:
     """
     from search.cli import signals
 
-    if getattr(args.handler, "relay_signals", False):
+    if args.handler.relay_signals:
         signals.start()
     else:
         signals.unblock()
@@ -174,11 +174,9 @@ def _interrupt_soon() -> None:
     """Send SIGINT to the main thread again in a moment, from a timer thread.
 
     Not at once: raised in the main thread now, it would land in the unraisable hook itself,
-    which prints it the same way. A real signal, not ``_thread.interrupt_main`` alone, so that
-    it also wakes a main thread blocked in a system call (a sleep, a socket read): SIGINT
-    itself, or where the relay thread takes SIGINT (:mod:`search.cli.signals`, where the
-    main thread blocks it) the relay's own hand-over. Sent only while a Python handler is
-    installed (once the command has ended SIGINT is ignored).
+    which prints it the same way. Sent so that it also wakes a main thread blocked in a system
+    call (a sleep, a socket read): :func:`search.cli.signals.send_to_main`. Sent only while a
+    Python handler is installed (once the command has ended SIGINT is ignored).
     """
     import threading
 
@@ -186,10 +184,7 @@ def _interrupt_soon() -> None:
 
     def send():
         if callable(signal.getsignal(signal.SIGINT)):
-            if signals.relaying():
-                signals.deliver(signal.SIGINT)
-            else:
-                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            signals.send_to_main(signal.SIGINT)
 
     timer = threading.Timer(0.05, send)
     timer.daemon = True

@@ -37,7 +37,7 @@ import os
 import signal
 import threading
 
-__all__ = ["RELAYED", "WAKE", "block", "deliver", "relaying", "start", "unblock"]
+__all__ = ["RELAYED", "WAKE", "block", "deliver", "relaying", "send_to_main", "start", "unblock"]
 
 #: The signals taken by the relay thread.
 RELAYED = frozenset({signal.SIGINT, signal.SIGTERM})
@@ -121,3 +121,13 @@ def deliver(signum: int) -> None:
         signal.pthread_kill(threading.main_thread().ident, WAKE)
     except ProcessLookupError:  # the main thread has ended: the interpreter is exiting
         pass
+
+
+def send_to_main(signum: int) -> None:
+    """Send ``signum`` to the main thread from another thread, so that it also ends a system
+    call the main thread is blocked in: through the relay where it takes the signal (the main
+    thread blocks it there), else as a real signal to the main thread."""
+    if relaying():
+        deliver(signum)
+    else:
+        signal.pthread_kill(threading.main_thread().ident, signum)

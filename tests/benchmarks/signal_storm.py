@@ -35,26 +35,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _threads_taking(signum: int) -> tuple[int, int]:
-    """(threads of this process, how many of them a handler of ``signum`` could run on).
-
-    A thread waiting for it in ``sigwait`` (the relay) shows it unblocked but takes it without
-    a handler: not counted.
-    """
-    from tests.test_faults import SIGWAIT_SYSCALL
-
-    total = taking = 0
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        try:
-            blocked = next(int(line.split()[1], 16) for line in (task / "status").read_text().splitlines() if line.startswith("SigBlk:"))
-            call = (task / "syscall").read_text().split()[0]
-        except (OSError, StopIteration):
-            continue  # the thread ended meanwhile
-        total += 1
-        taking += not (blocked >> (signum - 1)) & 1 and not (call.isdigit() and int(call) == SIGWAIT_SYSCALL)
-    return total, taking
-
-
 def child(seconds: float, protected: bool) -> int:
     sys.path.insert(0, str(REPO))
     from search.cli import signals
@@ -85,8 +65,11 @@ def child(seconds: float, protected: bool) -> int:
         model.evaluate(x, y)
         epochs += 1
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    threads, taking = _threads_taking(signal.SIGTERM)
-    print(json.dumps({"epochs": epochs, "handled": handled[0], "threads": threads, "threads_taking_sigterm": taking}), flush=True)
+    from tests.test_faults import _threads_taking
+
+    handling, _ = _threads_taking(os.getpid(), {signal.SIGTERM})  # the relay, waiting in sigwait, is not counted
+    threads = len(os.listdir(f"/proc/{os.getpid()}/task"))
+    print(json.dumps({"epochs": epochs, "handled": handled[0], "threads": threads, "threads_taking_sigterm": len(handling)}), flush=True)
     return 0
 
 
