@@ -33,6 +33,7 @@ Usage::
     python tests/benchmarks/your_model.py --replot            # redraw the PNG and the tables from the JSON
     python tests/benchmarks/your_model.py --contenders hpsearch --keep-others   # rerun hpsearch, keep the stored KerasTuner runs
     python tests/benchmarks/your_model.py --seeds 3,4,5 --keep-others           # add seeds to the stored ones
+    python tests/benchmarks/your_model.py --trials 24 --seeds 0,1,2             # twice the budget, kept apart (your-model-24x10)
 
 Needs a PostgreSQL (a scratch database on 127.0.0.1:5432, else the embedded server, or
 ``--storage URL``), keras-tuner and matplotlib (``pip install -e ".[bench]"``).
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -61,8 +63,6 @@ from anytime import REPO, best_at, log, measure, write_block
 
 EXAMPLES = REPO / "docs" / "examples"
 MODEL = "docs/examples/getting_started.py:build_model"
-STORED = REPO / "docs" / "data" / "your-model.json"
-PNG = REPO / "docs" / "your-model.png"
 CONTENDERS = ("hpsearch", "kerastuner-random", "kerastuner-hyperband")
 COLORS = {"hpsearch": "tab:red", "kerastuner-random": "tab:gray", "kerastuner-hyperband": "tab:green"}
 #: The defaults: 12 trials x 10 epochs on 6,000 training images, batch 128; the 10,000 test
@@ -77,6 +77,33 @@ SEEDS = "0,1,2,3,4,5"
 
 # ---------------------------------------------------------------------------------------
 # KerasTuner, each tuner as its own process (``--contender``)
+
+
+def outputs(trials: int, epochs: int) -> tuple[Path, Path, str]:
+    """Where a measurement of ``trials`` x ``epochs`` is kept: its JSON, its PNG and its block
+    of docs/benchmarks.md. The default budget keeps the original names; another budget gets
+    its own (``your-model-24x10``), so measuring it leaves the default's figures as they are."""
+    tag = "your-model" if (trials, epochs) == (TRIALS, EPOCHS) else f"your-model-{trials}x{epochs}"
+    return REPO / "docs" / "data" / f"{tag}.json", REPO / "docs" / f"{tag}.png", tag
+
+
+def hyperband_epochs(max_epochs: int, factor: int = 3) -> int:
+    """The epochs one iteration of KerasTuner's ``Hyperband(max_epochs, factor)`` trains, from its
+    oracle's rules (``HyperbandOracle._get_size`` and ``_get_epochs``; a model promoted to the next
+    round trains on from its epochs): 120 for ``max_epochs=10, factor=3`` (brackets of 44, 36 and 40)."""
+    brackets, e = 0, max_epochs
+    while e >= 1:
+        e, brackets = e / factor, brackets + 1
+    end0 = math.ceil(1 + math.log(max_epochs, factor))
+    total = 0
+    for b in range(brackets):
+        before = 0
+        for r in range(b + 1):
+            size = math.ceil(end0 / (b + 1) * factor ** (b - r))
+            epochs = math.ceil(max_epochs / factor ** (b - r))
+            total += size * (epochs - before)
+            before = epochs
+    return total
 
 
 def kerastuner(args) -> int:
@@ -97,7 +124,9 @@ def kerastuner(args) -> int:
     if args.contender == "kerastuner-random":
         tuner = kt.RandomSearch(build_model, max_trials=args.trials, **common)
     else:
-        tuner = kt.Hyperband(build_model, max_epochs=args.epochs, factor=3, hyperband_iterations=1, **common)
+        # As many iterations as the budget needs (one for 12 x 10); the driver stops it at the budget.
+        iterations = max(1, math.ceil(args.budget / hyperband_epochs(args.epochs)))
+        tuner = kt.Hyperband(build_model, max_epochs=args.epochs, factor=3, hyperband_iterations=iterations, **common)
     tuner.search(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_data=(xv, yv), verbose=0,
                  callbacks=[anytime._epoch_logger()])
     anytime._write_events()  # a search that ended under the budget
@@ -166,7 +195,7 @@ def measure_all(args) -> dict:
            "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": args.command,
            "machine": f"{_cpu()}, {os.cpu_count()} cores shared with other work; {_versions()}", "runs": []}
     if args.keep_others:  # the stored runs not run again now stay, with when they were measured
-        stored = json.loads(STORED.read_text())
+        stored = json.loads(outputs(args.trials, args.epochs)[0].read_text())
         differs = [k for k in ("trials", "epochs", "train_size", "test_size", "batch_size") if stored.get(k) != res[k]]
         if differs:
             sys.exit(f"your_model.py: --keep-others: the stored runs had another {', '.join(differs)} "
@@ -188,7 +217,7 @@ def measure_all(args) -> dict:
                 res["runs"].append(dict(run_one(name, url, data, args, seed), measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
                 res["seconds"] = round(time.time() - started)
                 if not args.no_write:
-                    STORED.write_text(json.dumps(res))
+                    outputs(args.trials, args.epochs)[0].write_text(json.dumps(res))
     return res
 
 
@@ -287,7 +316,7 @@ def render(res: dict) -> str:
                 + ("; their wall times are not comparable with the new runs' (another machine)." if _other_machines(res) else ".")
                 if res.get("kept") else "") + "\n")
     out = [stamp,
-           "![your model: mean anytime curves](your-model.png)\n",
+           f"![your model: mean anytime curves]({outputs(res['trials'], res['epochs'])[1].name})\n",
            "| seed | contender | trials (pruned) | epochs trained | wall s | best val_accuracy | epochs to its best | load before → after |",
            "|---|---|---|---|---|---|---|---|"]
     for r in runs:
@@ -361,7 +390,7 @@ def main() -> int:
     p.add_argument("--keep-others", action="store_true",
                    help="keep the stored runs that this one does not repeat (another contender or another seed: rerun hpsearch "
                         "only, or add seeds), each with its date")
-    p.add_argument("--replot", action="store_true", help="redraw the PNG and the tables from docs/data/your-model.json, run nothing")
+    p.add_argument("--replot", action="store_true", help="redraw the PNG and the tables from docs/data/your-model.json (of --trials x --epochs), run nothing")
     # a KerasTuner contender as its own process (used by the driver)
     p.add_argument("--contender", choices=CONTENDERS[1:], help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
@@ -372,8 +401,9 @@ def main() -> int:
     args = p.parse_args()
     if args.contender:
         return kerastuner(args)
+    stored, png, tag = outputs(args.trials, args.epochs)
     if args.replot:
-        res = json.loads(STORED.read_text())
+        res = json.loads(stored.read_text())
     else:
         args.command = "python tests/benchmarks/your_model.py" + "".join(f" {a}" for a in sys.argv[1:] if a != "--no-write")
         args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -382,9 +412,9 @@ def main() -> int:
     text = render(res)
     print(text)
     if not args.no_write:
-        STORED.write_text(json.dumps(res))
-        plot(res, PNG)
-        write_block("your-model", text)
+        stored.write_text(json.dumps(res))
+        plot(res, png)
+        write_block(tag, text)
     return 0
 
 
