@@ -45,6 +45,14 @@ REPO = Path(__file__).resolve().parent.parent
 # TensorFlow process slowed the long tests more than it filled their waiting. (In the 13:03 run
 # a worker stopped by SIGTERM aborted in glibc: hpsearch's bug, a SIGTERM taken by a thread of
 # TensorFlow's, fixed in search/cli/signals.py; docs/faults.md.)
+#
+# The suite is CPU-bound: later on 2026-12-07 a fresh machine of the same label ran the same
+# 871 tests in 18:49 with two workers, idle otherwise, against 14:29 on the earlier one. Its long
+# tests start TensorFlow processes: there a 2-trial, 1-epoch `hpsearch run` on 500 images took
+# 12.5 s of CPU (user), and `import keras` alone 5.8 s (with the test extra installed it also
+# imports jax, through tensorflow.lite, and pandas, through Keras's data adapters: 0.9 s of it). One TensorFlow thread per process (TF_NUM_INTRAOP_THREADS=1 and
+# TF_NUM_INTEROP_THREADS=1) made test_epoch_budget.py and test_swept_trial.py slower, 1:56
+# against 1:38. Shortening the suite means fewer TensorFlow processes, not other settings.
 MAX_WORKERS = 4  # each worker holds TensorFlow and connections to the local server
 
 
