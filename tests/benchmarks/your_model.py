@@ -194,8 +194,9 @@ def measure_all(args) -> dict:
            "test_size": args.test_size, "batch_size": args.batch_size,
            "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": args.command,
            "machine": f"{_cpu()}, {os.cpu_count()} cores shared with other work; {_versions()}", "runs": []}
+    path = outputs(args.trials, args.epochs)[0]
     if args.keep_others:  # the stored runs not run again now stay, with when they were measured
-        stored = json.loads(outputs(args.trials, args.epochs)[0].read_text())
+        stored = json.loads(path.read_text())
         differs = [k for k in ("trials", "epochs", "train_size", "test_size", "batch_size") if stored.get(k) != res[k]]
         if differs:
             sys.exit(f"your_model.py: --keep-others: the stored runs had another {', '.join(differs)} "
@@ -217,7 +218,7 @@ def measure_all(args) -> dict:
                 res["runs"].append(dict(run_one(name, url, data, args, seed), measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
                 res["seconds"] = round(time.time() - started)
                 if not args.no_write:
-                    outputs(args.trials, args.epochs)[0].write_text(json.dumps(res))
+                    path.write_text(json.dumps(res))
     return res
 
 
