@@ -15,6 +15,7 @@ driver error so that ``--debug`` shows it (``storage.url.scrub_traceback`` masks
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -35,6 +36,7 @@ __all__ = [
     "driver_cause",
     "storage_error_of",
     "CONNECT_TIMEOUT_S",
+    "bounded_waits",
 ]
 
 #: Seconds to wait for a database that does not answer before giving up.
@@ -303,6 +305,31 @@ def _interruptible_waits() -> None:
         psycopg2.extensions.set_wait_callback(_wait_interruptibly)
 
 
+_waits = threading.local()
+
+
+@contextmanager
+def bounded_waits(seconds: float) -> Iterator[None]:
+    """In this thread, give up any wait on the server (a connect, a statement, the pool's
+    pre-ping) after ``seconds``, closing that connection, instead of waiting out TCP.
+
+    For the heartbeat (:class:`search.fleet.worker._Heartbeat`): its statements are one-row
+    writes, so one unanswered for seconds went out on a connection that is dead or cut off.
+    Across a silent network cut such a wait lasted until ``TCP_USER_TIMEOUT_S`` (10 s) and
+    the reconnect after it until ``CONNECT_TIMEOUT_S``: the heartbeat came back up to 5 s
+    after the network did. Given up after ``seconds``, the next beat opens a new connection
+    that answers as soon as the network is back. psycopg2 closes a connection whose wait
+    callback raised, and SQLAlchemy then discards it from the pool. Other threads keep the
+    usual bounds: a large write (a checkpoint) may legitimately wait for seconds.
+    """
+    previous = getattr(_waits, "limit", None)
+    _waits.limit = seconds
+    try:
+        yield
+    finally:
+        _waits.limit = previous
+
+
 def _wait_interruptibly(conn) -> None:
     """psycopg2's ``wait_select``, except that a Ctrl-C stays a KeyboardInterrupt.
 
@@ -323,6 +350,9 @@ def _wait_interruptibly(conn) -> None:
         limit = ext.parse_dsn(conn.dsn).get("connect_timeout")
         if limit and float(limit) > 0:
             deadline = time.monotonic() + float(limit)
+    bound = getattr(_waits, "limit", None)  # bounded_waits: this thread gives up sooner
+    if bound is not None:
+        deadline = min(deadline or float("inf"), time.monotonic() + bound)
     interrupted = False
     while True:
         try:
@@ -337,6 +367,8 @@ def _wait_interruptibly(conn) -> None:
             else:
                 raise psycopg2.OperationalError(f"bad state from poll: {state}")
             if not ready and deadline is not None and time.monotonic() >= deadline:
+                # psycopg2 closes the connection when this callback raises (its state is
+                # unknown), so the pool discards it; "timeout expired" is libpq's own wording.
                 raise psycopg2.OperationalError("timeout expired")
         except KeyboardInterrupt:
             conn.cancel()

@@ -31,7 +31,7 @@ from search.errors import WorkerFatalError, WorkerInterrupted
 from search.fleet.outcome import SWEPT, Outcome, classify, lanes_failure, record, settle, stopped
 from search.fleet.progress import Progress, budget_reached, budget_text, trial_detail
 from search.study.space import PARAM
-from storage import retrying, study_lock, trial_row_locked
+from storage import bounded_waits, retrying, study_lock, trial_row_locked
 
 __all__ = ["WorkerResult", "run_worker", "MAX_CONSECUTIVE_FAILURES"]
 
@@ -57,7 +57,19 @@ class _Heartbeat:
     removes them from as they start and end. Each beat also fails the trials of workers that
     died (see :func:`sweep_stale`), so dead workers' slots are freed even when no worker is
     asking for a new trial.
+
+    A beat that fails (the database is unreachable) is tried again :data:`RETRY_S` after it
+    began rather than a whole interval later, with no sweep in between, and each of its waits on the
+    server is given up after :data:`WAIT_S` (:func:`storage.bounded_waits`): the trial's
+    heartbeat comes back within seconds of the network, not after TCP's timeouts, a sweep and
+    an interval. A 15 s link cut with a 25 s grace period (deploy/e2e hosts) failed the trial
+    now and then, the heartbeat silent for more than the 10 s left (docs/faults.md).
     """
+
+    #: Seconds from the start of a failed beat to its next try.
+    RETRY_S = 1.0
+    #: Seconds a beat waits on the server for any one step (connect, pre-ping, statement).
+    WAIT_S = 5.0
 
     def __init__(self, storage, trial_ids: int | set, sweep=None):
         self.storage, self.sweep = storage, sweep
@@ -65,11 +77,13 @@ class _Heartbeat:
         self.interval = storage.get_heartbeat_interval()
         self._stop = threading.Event()
         self._thread = None
+        self._failing_since: float | None = None  # the first failed beat of a run of failures
+        self._last_ok = time.monotonic()  # the last beat recorded
 
     def __enter__(self):
         if self.interval:
-            self._beat()
-            self._thread = threading.Thread(target=self._run, name="hpsearch-heartbeat", daemon=True)
+            ok = self._beat()
+            self._thread = threading.Thread(target=self._run, args=(ok,), name="hpsearch-heartbeat", daemon=True)
             self._thread.start()
         return self
 
@@ -79,24 +93,39 @@ class _Heartbeat:
         if self.interval:
             self._beat_one(trial_id)
 
-    def _beat_one(self, trial_id: int) -> None:
+    def _beat_one(self, trial_id: int) -> bool:
         try:
-            self.storage.record_heartbeat(trial_id)
-        except Exception as e:  # a dropped database must not kill training; pre-ping reconnects
-            log.warning("heartbeat for trial %s failed: %s", trial_id, type(e).__name__)
+            with bounded_waits(self.WAIT_S):
+                self.storage.record_heartbeat(trial_id)
+        except Exception as e:  # a dropped database must not kill training; the next beat reconnects
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+                log.warning("heartbeat for trial %s failed: %s; trying again until it is recorded", trial_id, type(e).__name__)
+            return False
+        return True
 
-    def _beat(self):
-        for trial_id in list(self.trial_ids):
-            self._beat_one(trial_id)
+    def _beat(self) -> bool:
+        ok = all([self._beat_one(trial_id) for trial_id in list(self.trial_ids)])
+        if ok:
+            if self._failing_since is not None:
+                log.warning("heartbeats recorded again, %.1f s after the last one", time.monotonic() - self._last_ok)
+                self._failing_since = None
+            self._last_ok = time.monotonic()
+        return ok
 
-    def _run(self):
-        while not self._stop.wait(self.interval):
-            self._beat()
-            if self.sweep is not None:
+    def _run(self, ok: bool = True):
+        wait = self.interval if ok else 0.0
+        while not self._stop.wait(wait):
+            began = time.monotonic()
+            ok = self._beat()
+            if ok and self.sweep is not None:
                 try:
                     self.sweep()
                 except Exception as e:
                     log.warning("sweeping stale trials failed: %s", type(e).__name__)
+            # A failed beat is tried again RETRY_S after it began: at once if it waited that
+            # long already (a connection given up), so no other thread's connect takes its turn.
+            wait = self.interval if ok else max(0.0, min(self.interval, self.RETRY_S) - (time.monotonic() - began))
 
     def __exit__(self, *exc):
         self._stop.set()

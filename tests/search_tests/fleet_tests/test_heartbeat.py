@@ -1,0 +1,99 @@
+"""A heartbeat the database does not answer is given up and tried again at once, not after a
+whole interval: the trial's heartbeat comes back within seconds of the database.
+
+The unanswered statement is a real one: the heartbeat row is locked from another session, so
+the beat's UPDATE waits on the server as it would across a network cut (deploy/e2e hosts cuts
+the link itself). The interval is 30 s, so a heartbeat that waited for it would be late by far.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import optuna
+import pytest
+import sqlalchemy
+
+from search.fleet.worker import _Heartbeat
+from storage import open_storage, resolve_storage_url
+
+
+@pytest.fixture
+def storage(pg_url, monkeypatch):
+    monkeypatch.setenv("HPSEARCH_HEARTBEAT_S", "30")
+    monkeypatch.setenv("HPSEARCH_GRACE_S", "60")
+    storage = open_storage(resolve_storage_url(pg_url))
+    yield storage
+    storage.engine.dispose()
+
+
+def _beat_at(engine, trial_id: int):
+    with engine.connect() as c:
+        return c.execute(sqlalchemy.text("SELECT heartbeat FROM trial_heartbeats WHERE trial_id = :t"), {"t": trial_id}).scalar()
+
+
+def test_a_beat_the_database_does_not_answer_is_tried_again_at_once(storage, monkeypatch, caplog):
+    import threading
+
+    monkeypatch.setattr(_Heartbeat, "WAIT_S", 0.5)
+    study = optuna.create_study(storage=storage, study_name=f"beat-{time.time_ns()}", direction="maximize")
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    before = _beat_at(storage.engine, trial._trial_id)
+    sweeps = []
+    locker = sqlalchemy.create_engine(storage.engine.url, poolclass=sqlalchemy.pool.NullPool)
+    held = locker.connect()
+    released = []
+
+    def release():  # the database answers again, 3 s on; a timer, so a beat that waits cannot hang the test
+        held.rollback()
+        released.append(time.monotonic())
+
+    timer = threading.Timer(3.0, release)
+    try:
+        held.execute(sqlalchemy.text("SELECT 1 FROM trial_heartbeats WHERE trial_id = :t FOR UPDATE"), {"t": trial._trial_id})
+        caplog.set_level(logging.WARNING, logger="hpsearch.worker")
+        timer.start()
+        entered = time.monotonic()
+        with _Heartbeat(storage, trial._trial_id, sweep=lambda: sweeps.append(time.monotonic())):
+            # The first beat gave up after WAIT_S: the trial starts training, it does not wait.
+            assert time.monotonic() - entered < 2.0
+            while not released:
+                time.sleep(0.05)
+            while _beat_at(storage.engine, trial._trial_id) == before and time.monotonic() - released[0] < 10:
+                time.sleep(0.05)
+            back = time.monotonic() - released[0]
+            assert _beat_at(storage.engine, trial._trial_id) > before
+            while not sweeps and time.monotonic() - released[0] < 10:
+                time.sleep(0.05)
+        # Within one given-up wait and a retry, not the 30 s interval.
+        assert back < 2.5, f"the heartbeat came back {back:.1f} s after the database did"
+        assert sweeps[0] >= released[0]  # no sweep while the database did not answer
+        assert len(sweeps) == 1  # a beat that succeeded sweeps, once, and then waits the interval
+        failures = [r.getMessage() for r in caplog.records if "heartbeat for trial" in r.getMessage()]
+        assert len(failures) == 1, failures  # one line for the outage, not one per try
+        assert any("heartbeats recorded again" in r.getMessage() for r in caplog.records)
+    finally:
+        timer.cancel()
+        timer.join()
+        held.close()
+        locker.dispose()
+    # The given-up connections were discarded, not leaked: the pool has none checked out.
+    assert storage.engine.pool.checkedout() == 0
+
+
+def test_bounded_waits_gives_up_one_thread_and_the_pool_replaces_its_connection(storage):
+    from storage import StorageError, bounded_waits
+    from storage.engine import connection
+
+    started = time.monotonic()
+    stalled = []
+    with pytest.raises(StorageError), bounded_waits(0.5), connection(storage.engine) as c:
+        stalled.append(c.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+        c.exec_driver_sql("SELECT pg_sleep(5)")
+    assert time.monotonic() - started < 3
+    for _ in range(3):  # unbounded again, and never on the connection given up
+        with connection(storage.engine) as c:
+            assert c.exec_driver_sql("SELECT pg_sleep(0.5), pg_backend_pid()").one()[1] != stalled[0]
+    assert storage.engine.pool.checkedout() == 0
