@@ -7,7 +7,7 @@ leave it as :class:`StorageError`. Never imports TensorFlow, Keras or ``search``
 """
 
 from storage.embedded import embedded_status, embedded_url, home_dir, stop_embedded
-from storage.engine import bounded_waits, check_environment, database_errors, heartbeat_settings, open_engine, open_storage, retrying
+from storage.engine import bounded_waits, check_environment, database_errors, error_line, heartbeat_settings, open_engine, open_storage, retrying
 from storage.foreign import foreign_counts, own_counts
 from storage.errors import HpsearchError, StorageConfigError, StorageError, StudyNotFoundError, TrialNotFoundError
 from storage.fleet import running_epochs, running_without_heartbeat, state_counts, step_values, study_lock, trial_row_locked, try_study_lock
@@ -58,6 +58,7 @@ __all__ = [
     "resolve_storage_url",
     "retrying",
     "bounded_waits",
+    "error_line",
     "running_epochs",
     "running_without_heartbeat",
     "scrub",

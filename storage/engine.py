@@ -34,6 +34,7 @@ __all__ = [
     "check_environment",
     "connect_error",
     "driver_cause",
+    "error_line",
     "storage_error_of",
     "CONNECT_TIMEOUT_S",
     "bounded_waits",
@@ -178,6 +179,16 @@ def storage_error_of(exc: BaseException, url: str | None) -> StorageError | None
     if cause is None:
         return None
     return connect_error(ResolvedStorage(url or "the embedded PostgreSQL", "engine"), cause)
+
+
+def error_line(exc: BaseException, limit: int = 200) -> str:
+    """``exc`` in one line for a log: for a database error the driver's own message (psycopg2's
+    "timeout expired", "could not receive data from server ..."), not Optuna's wrapper or
+    SQLAlchemy's statement, parameters and link; else the error's name and text."""
+    cause = driver_cause(exc) or exc
+    cause = getattr(cause, "orig", None) or cause  # SQLAlchemy's DBAPIError holds the driver's error
+    text = " ".join(str(cause).split())[:limit]
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
 
 
 def driver_cause(exc: BaseException) -> BaseException | None:

@@ -31,7 +31,7 @@ from search.errors import WorkerFatalError, WorkerInterrupted
 from search.fleet.outcome import SWEPT, Outcome, classify, lanes_failure, record, settle, stopped
 from search.fleet.progress import Progress, budget_reached, budget_text, trial_detail
 from search.study.space import PARAM
-from storage import bounded_waits, retrying, study_lock, trial_row_locked
+from storage import bounded_waits, error_line, retrying, study_lock, trial_row_locked
 
 __all__ = ["WorkerResult", "run_worker", "MAX_CONSECUTIVE_FAILURES"]
 
@@ -100,7 +100,7 @@ class _Heartbeat:
         except Exception as e:  # a dropped database must not kill training; the next beat reconnects
             if self._failing_since is None:
                 self._failing_since = time.monotonic()
-                log.warning("heartbeat for trial %s failed: %s; trying again until it is recorded", trial_id, type(e).__name__)
+                log.warning("heartbeat for trial %s failed (%s); trying again until it is recorded", trial_id, error_line(e))
             return False
         return True
 
@@ -122,7 +122,7 @@ class _Heartbeat:
                 try:
                     self.sweep()
                 except Exception as e:
-                    log.warning("sweeping stale trials failed: %s", type(e).__name__)
+                    log.warning("sweeping stale trials failed (%s)", error_line(e))
             # A failed beat is tried again RETRY_S after it began: at once if it waited that
             # long already (a connection given up), so no other thread's connect takes its turn.
             wait = self.interval if ok else max(0.0, min(self.interval, self.RETRY_S) - (time.monotonic() - began))

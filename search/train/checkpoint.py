@@ -403,4 +403,6 @@ class Checkpointer:
 
 
 def _line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+    from storage.engine import error_line
+
+    return error_line(error)

@@ -73,6 +73,7 @@ def test_a_beat_the_database_does_not_answer_is_tried_again_at_once(storage, mon
         assert len(sweeps) == 1  # a beat that succeeded sweeps, once, and then waits the interval
         failures = [r.getMessage() for r in caplog.records if "heartbeat for trial" in r.getMessage()]
         assert len(failures) == 1, failures  # one line for the outage, not one per try
+        assert "(OperationalError: timeout expired)" in failures[0]  # the driver's words, not Optuna's wrapper
         assert any("heartbeats recorded again" in r.getMessage() for r in caplog.records)
     finally:
         timer.cancel()
@@ -97,3 +98,24 @@ def test_bounded_waits_gives_up_one_thread_and_the_pool_replaces_its_connection(
         with connection(storage.engine) as c:
             assert c.exec_driver_sql("SELECT pg_sleep(0.5), pg_backend_pid()").one()[1] != stalled[0]
     assert storage.engine.pool.checkedout() == 0
+
+
+def test_a_database_error_is_one_line_of_the_drivers_own_words():
+    """What the heartbeat, the sweep and the checkpoint writes log: psycopg2's message, not
+    Optuna's "internal error" wrapper or SQLAlchemy's statement and link."""
+    from optuna.exceptions import StorageInternalError
+
+    from storage import error_line
+    from tests.conftest import closed_port
+
+    engine = sqlalchemy.create_engine(f"postgresql+psycopg2://u@127.0.0.1:{closed_port()}/db", poolclass=sqlalchemy.pool.NullPool)
+    with pytest.raises(sqlalchemy.exc.OperationalError) as refused:
+        engine.connect()
+    line = error_line(refused.value)
+    assert line.startswith("OperationalError: ") and "refused" in line, line
+    assert "sqlalche.me" not in line and "\n" not in line
+    try:
+        raise StorageInternalError("An exception is raised during the commit.") from refused.value
+    except StorageInternalError as wrapped:
+        assert error_line(wrapped) == line
+    assert error_line(ValueError("bad\n  value")) == "ValueError: bad value"
