@@ -57,11 +57,13 @@ REPO = Path(__file__).resolve().parent.parent
 # against 18:49 on the same machine the same hour. Shortening the suite means fewer TensorFlow
 # processes, not other settings.
 #
-# A third machine of the label (2026-12-07, third session) is slower again: `import keras` 6.8-7.0 s
-# of CPU there (5.8 s before), and the suite, 875 tests with two workers, idle otherwise, took
-# 25:39; its longest: test_modellanes' JAX fixture 154 s, test_interrupt_at_start's end-of-run
-# Ctrl-C sweep 123 s (six TensorFlow runs, two at a time), test_your_model's JAX lanes 117 s.
-# Over the 15 minutes the project allows; not shortened yet (the top 80 tests are 78% of it).
+# A third machine of the label (2026-12-07, third session): `import keras` 6.8-7.0 s of CPU (5.8 s
+# before). The suite with two workers took 25:39 for 875 tests right after four end-to-end runs
+# (its JAX fixture in test_modellanes 154 s: something else was using the CPU, not found), then
+# 18:09 for 876 with the machine idle (that fixture 77 s). The longest in the idle run:
+# test_interrupt_at_start's end-of-run Ctrl-C sweep 104 s (six TensorFlow runs, two at a time),
+# test_your_model's JAX lanes 99 s, test_security's password test 78 s. Over the 15 minutes the
+# project allows; not shortened yet (in the 25:39 run the 80 longest tests were 78% of it).
 MAX_WORKERS = 4  # each worker holds TensorFlow and connections to the local server
 
 
