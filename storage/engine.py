@@ -321,15 +321,15 @@ _waits = threading.local()
 
 @contextmanager
 def bounded_waits(seconds: float) -> Iterator[None]:
-    """In this thread, give up any wait on the server (a connect, a statement, the pool's
-    pre-ping) after ``seconds``, closing that connection, instead of waiting out TCP.
+    """In this thread, give up any wait on a PostgreSQL server (a connect, a statement, the
+    pool's pre-ping) after ``seconds``, closing that connection, instead of waiting out TCP.
 
     For the heartbeat (:class:`search.fleet.worker._Heartbeat`): its statements are one-row
     writes, so one unanswered for seconds went out on a connection that is dead or cut off.
     Across a silent network cut such a wait lasted until ``TCP_USER_TIMEOUT_S`` (10 s) and
-    the reconnect after it until ``CONNECT_TIMEOUT_S``: the heartbeat came back up to 5 s
-    after the network did. Given up after ``seconds``, the next beat opens a new connection
-    that answers as soon as the network is back. psycopg2 closes a connection whose wait
+    the reconnect after it until ``CONNECT_TIMEOUT_S`` (5 s), past the moment the network came
+    back (thread dumps through deploy/e2e hosts' cut, docs/faults.md). Given up after
+    ``seconds``, the next beat opens a new connection that answers once the network is back. psycopg2 closes a connection whose wait
     callback raised, and SQLAlchemy then discards it from the pool. Other threads keep the
     usual bounds: a large write (a checkpoint) may legitimately wait for seconds.
     """
