@@ -186,9 +186,14 @@ def error_line(exc: BaseException, limit: int = 200) -> str:
     "timeout expired", "could not receive data from server ..."), not Optuna's wrapper or
     SQLAlchemy's statement, parameters and link; else the error's name and text."""
     cause = driver_cause(exc) or exc
-    cause = getattr(cause, "orig", None) or cause  # SQLAlchemy's DBAPIError holds the driver's error
-    text = " ".join(str(cause).split())[:limit]
+    cause = getattr(cause, "orig", None) or cause
+    text = _driver_text(cause)[:limit]
     return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
+def _driver_text(exc: BaseException) -> str:
+    """The message of ``exc`` on one line; of the driver's error where SQLAlchemy wraps one."""
+    return " ".join(str(getattr(exc, "orig", None) or exc).split())
 
 
 def driver_cause(exc: BaseException) -> BaseException | None:
@@ -244,8 +249,7 @@ def retrying(fn, *args, what: str, limit_s: float | None = None, log=None, **kwa
             if time.monotonic() + delay > deadline:
                 detail = getattr(e, "detail", None)  # a StorageError's message; SQLAlchemy's errors have a list there
                 if not isinstance(detail, str):
-                    cause = e.__cause__ if e.__cause__ is not None else e
-                    detail = " ".join(str(getattr(cause, "orig", cause)).split())
+                    detail = _driver_text(e.__cause__ if e.__cause__ is not None else e)
                 if slot_limit(detail) is not None:  # it answered: no connection was free for us
                     raise StorageError(
                         f"the database refused every connection for {limit:g} s while {what} ({detail[:160]}): {_no_slot_hint(detail)}; finished trials are kept (HPSEARCH_DB_RETRY_S sets the wait)"

@@ -77,7 +77,7 @@ class _Heartbeat:
         self.interval = storage.get_heartbeat_interval()
         self._stop = threading.Event()
         self._thread = None
-        self._failing_since: float | None = None  # the first failed beat of a run of failures
+        self._failing = False  # beats have failed since the last one recorded
         self._last_ok = time.monotonic()  # the last beat recorded
 
     def __enter__(self):
@@ -98,8 +98,8 @@ class _Heartbeat:
             with bounded_waits(self.WAIT_S):
                 self.storage.record_heartbeat(trial_id)
         except Exception as e:  # a dropped database must not kill training; the next beat reconnects
-            if self._failing_since is None:
-                self._failing_since = time.monotonic()
+            if not self._failing:
+                self._failing = True
                 log.warning("heartbeat for trial %s failed (%s); trying again until it is recorded", trial_id, error_line(e))
             return False
         return True
@@ -107,9 +107,9 @@ class _Heartbeat:
     def _beat(self) -> bool:
         ok = all([self._beat_one(trial_id) for trial_id in list(self.trial_ids)])
         if ok:
-            if self._failing_since is not None:
+            if self._failing:
                 log.warning("heartbeats recorded again, %.1f s after the last one", time.monotonic() - self._last_ok)
-                self._failing_since = None
+                self._failing = False
             self._last_ok = time.monotonic()
         return ok
 
