@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sqlalchemy
 
-from tests.conftest import closed_port, run_cli
+from tests.conftest import REPO, closed_port, run_cli
 
 TABLES = (
     "studies", "study_directions", "study_user_attributes", "study_system_attributes", "trials",
@@ -134,6 +134,8 @@ CASES = [
     ("lr-max-nan", ["run", "--storage", "{url}", "--lr-max", "nan", "{data}"], {}, "--lr-max must be a positive finite number"),
     ("lr-max-inf", ["init", "--storage", "{url}", "--lr-max", "inf", "{data}"], {}, "--lr-max must be a positive finite number"),
     ("lr-text", ["run", "--lr-min", "small"], {}, "'small' is not a number"),
+    ("model-lr-min", ["init", "--storage", "{url}", "--model", str(REPO / "docs/examples/cnn.py") + ":build", "--lr-min", "0.001", "{data}"], {}, "--lr-min bounds the recipe's learning rate"),
+    ("model-lr-max", ["run", "--storage", "{url}", "--model", "mypackage.models:build", "--lr-max", "0.5", "{data}"], {}, "drop --lr-max and set the range there"),
     ("trials-zero", ["init", "--storage", "{url}", "--trials", "0", "{data}"], {}, "--trials must be a whole number of at least 1"),
     ("trials-negative", ["run", "--storage", "{url}", "--trials", "-3", "{data}"], {}, "--trials must be a whole number of at least 1"),
     ("trials-text", ["worker", "--trials", "many"], {}, "'many' is not a whole number"),

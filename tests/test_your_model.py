@@ -109,9 +109,11 @@ def test_explicit_defaults_are_the_first_trial_and_the_objective_can_be_minimise
 @pytest.mark.parametrize("spec", ["cnn.py:build", "tuned_fit.py:BatchSizeModel"])
 def test_each_example_runs(local_pg_url, images, spec):
     name = spec.split(".")[0]
-    out = run_cli("run", "--model", str(EXAMPLES / spec), "--data", images, "--study", name, "--trials", "2", *TINY, "--storage", local_pg_url)
+    # no --study: the study is named after the model (the file's stem and NAME)
+    out = run_cli("run", "--model", str(EXAMPLES / spec), "--data", images, "--trials", "2", *TINY, "--storage", local_pg_url)
     assert out.returncode == 0, out.stderr
-    study = _study(local_pg_url, name)
+    study = _study(local_pg_url, spec.replace(".py:", "."))
+    assert f"--study {spec.replace('.py:', '.')}" in out.stdout  # the dashboard hint names it
     assert len(_finished(study)) == 2
     if name == "tuned_fit":
         assert all(t.params["batch_size"] in (32, 64, 128, 256) for t in _finished(study))
@@ -129,6 +131,10 @@ def test_a_worker_whose_model_code_differs_is_refused(local_pg_url, images, tmp_
     out = run_cli("worker", *args, "--trials", "1")
     assert out.returncode == 2
     assert "differs from the code study 'pinned' was created with" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    # a worker joining without --model takes the study's, so the recipe's --lr-max is refused too
+    out = run_cli("worker", "--data", images, "--study", "pinned", "--storage", local_pg_url, "--lr-max", "0.5", "--trials", "1")
+    assert out.returncode == 2 and "--lr-max bounds the recipe's learning rate" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
     assert len(_study(local_pg_url, "pinned").trials) == 0
 
 

@@ -3,7 +3,7 @@
 Every command's parser is a :class:`Parser` (one-line errors, no abbreviated flags). Flags many
 commands take are declared once here, as parent parsers (argparse's ``parents=``):
 :func:`storage_parent` (``--storage``, ``--debug``), :func:`debug_parent`, :func:`study_parent`
-(``--study``) and :func:`settings_parent` (the flags that define a study). Their help texts
+(``--study``), :func:`model_study_parent` (``--study`` named after ``--model``) and :func:`settings_parent` (the flags that define a study). Their help texts
 read their defaults from :mod:`search.study.config` rather than repeating them.
 
 The typed helpers are argparse ``type=`` callables: each turns the text of one flag into a
@@ -21,7 +21,7 @@ import math
 
 __all__ = [
     "Parser", "whole_number", "count", "number", "bound", "port", "trial_numbers", "trial_states",
-    "storage_parent", "debug_parent", "study_parent", "settings_parent", "DEFAULTS_HELP",
+    "storage_parent", "debug_parent", "study_parent", "model_study_parent", "settings_parent", "DEFAULTS_HELP",
 ]
 
 #: The title of the group of flags a study stores.
@@ -133,6 +133,18 @@ def study_parent() -> Parser:
 
     p = _parent()
     p.add_argument("--study", default=DEFAULT_STUDY, help="study name (default: %(default)s)")
+    return p
+
+
+@functools.cache
+def model_study_parent() -> Parser:
+    """``--study NAME`` of the commands that take ``--model``: left None when not given, and
+    named after the model once it is parsed (:func:`search.study.config.default_study`)."""
+    from search.study.config import DEFAULT_STUDY
+
+    p = _parent()
+    p.add_argument("--study", help=f"study name (default: {DEFAULT_STUDY} for the recipe; for --model FILE.py:NAME or MODULE:NAME, "
+                                  "the file's stem or the module, a dot, and NAME, such as getting_started.build_model)")
     return p
 
 

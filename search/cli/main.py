@@ -25,6 +25,7 @@ __all__ = ["build_parser", "main"]
 _EXAMPLES = """\
 examples:
   hpsearch run --data mnist.npz --trials 6 --epochs 3 --train-size 3000
+  hpsearch run --model getting_started.py:build_model --data images.npz --trials 20 --epochs 10
   hpsearch worker --study mnist-learning-rate --storage postgresql+psycopg2://user@db/hpsearch
   hpsearch dashboard --study mnist-learning-rate
 """
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = Parser(
         prog="hpsearch",
-        description="Hyperparameter search for the Keras MNIST learning-rate recipe, with Optuna studies in PostgreSQL.",
+        description="Hyperparameter search for Keras models, with Optuna studies in PostgreSQL: your own KerasTuner-style "
+                    "build(hp) or HyperModel (--model), or the built-in MNIST learning-rate recipe.",
         epilog=_EXAMPLES,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)

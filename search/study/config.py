@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from search.env import env
 from search.errors import ConfigError
 
-__all__ = ["RECIPE_RATES", "StudyConfig", "DEFAULT_OBJECTIVE", "DEFAULT_STUDY", "DEFAULT_TRIALS", "DIRECTIONS", "USER_BATCH_SIZE", "infer_direction", "landscape_param_of", "merge_with_stored", "pick_landscape_param", "resolve_lanes"]
+__all__ = ["RECIPE_RATES", "StudyConfig", "DEFAULT_OBJECTIVE", "DEFAULT_STUDY", "DEFAULT_TRIALS", "DIRECTIONS", "USER_BATCH_SIZE", "default_study", "infer_direction", "landscape_param_of", "merge_with_stored", "pick_landscape_param", "resolve_lanes"]
 
 #: The recipe's three learning rates, enqueued as every study's first trials.
 RECIPE_RATES: tuple[float, ...] = (0.1, 0.01, 0.0001)
+#: The recipe's study when ``--study`` is not given; a user's model has its own (:func:`default_study`).
 DEFAULT_STUDY = "mnist-learning-rate"
 DEFAULT_TRIALS = 20
 PRUNERS = ("asha", "median", "hyperband", "none")
@@ -38,6 +39,28 @@ MNIST_TRAIN_SIZE = 60_000
 #: The largest --seed: trial numbers and worker indexes are added to it, and the sum must stay
 #: below 2**32, the bound of NumPy's and Keras's seeds.
 MAX_SEED = 2**31 - 1
+
+def default_study(spec) -> str:
+    """The study ``run``, ``launch``, ``worker`` and ``init`` use without ``--study``.
+
+    The recipe's is :data:`DEFAULT_STUDY`. A user's model has one named after it, the file's
+    stem or the module, then NAME (``getting_started.build_model`` for
+    ``docs/examples/getting_started.py:build_model``), so trying a model after the quick start
+    starts a study of its own instead of being refused by the recipe's, and every worker given
+    the same ``--model`` joins the same study.
+
+    Args:
+        spec: the parsed ``--model`` (:class:`search.train.usermodel.ModelSpec`), or None
+            when it was not given (the recipe, or a joining worker's default study).
+    """
+    if spec is None or spec.is_recipe:
+        return DEFAULT_STUDY
+    if spec.kind == "file":
+        from pathlib import PurePath
+
+        return f"{PurePath(spec.target).stem}.{spec.name}"
+    return f"{spec.target}.{spec.name}"
+
 
 def resolve_lanes(flag: int | None) -> int:
     """A worker's lanes (issue 12): ``--lanes``, else ``HPSEARCH_LANES``, else 1.
@@ -208,11 +231,12 @@ def merge_with_stored(stored: StudyConfig, given: dict) -> StudyConfig:
         if value is None:
             continue
         old = getattr(stored, name)
+        same = value == old
         if name == "model":
             # Hosts may keep the file in other places: the builder's name must match here, and
             # the code itself is compared by its digest (search.train.usermodel.check_digest).
-            value, old = value.rpartition(":")[2] or value, old.rpartition(":")[2] or old
-        if value != old:
+            same = (value.rpartition(":")[2] or value) == (old.rpartition(":")[2] or old)
+        if not same:
             flag = STUDY_FLAGS[name]
             raise ConfigError(
                 f"{flag} {value} contradicts this study's stored {flag} {old}: drop the flag to use the study's value, or start a new study with --study NAME"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from search.cli.args import settings_parent, storage_parent, study_parent, whole_number
+from search.cli.args import model_study_parent, settings_parent, storage_parent, whole_number
 from search.cli.commands import Command, quiet_libraries
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class OpenedStudy:
     hypermodel: object = None  # a user's model (search.train.usermodel.HyperModel); None: the recipe
 
 
-class StudyCommand(Command, parents=(study_parent, settings_parent, storage_parent)):
+class StudyCommand(Command, parents=(model_study_parent, settings_parent, storage_parent)):
     """The flags of a study command; :meth:`run` opens the study, hands it to :meth:`use`, sums it up."""
 
     relay_signals = True  # it may build and train models here (search/cli/signals.py)
@@ -158,8 +158,9 @@ class Run(_Launching, name="run", help="create or resume a study and run it to -
     """Create the study (or resume it) and run trials until it holds --trials finished (complete or
     pruned) trials in total. Running it again on a full study adds nothing.
 
-    example:
+    examples:
       hpsearch run --data ../shared/data/mnist.npz --trials 6 --epochs 3 --train-size 3000
+      hpsearch run --model docs/examples/getting_started.py:build_model --data images.npz --trials 20 --epochs 10
     """
 
     def add_arguments(self, parser) -> None:
@@ -197,8 +198,9 @@ class Worker(StudyCommand, name="worker", help="one worker process joining (or c
     """Join the study (creating it if needed) and run trials until it holds --trials finished
     trials across all workers. The unit that deployments run.
 
-    example:
+    examples:
       OPTUNA_STORAGE=postgresql+psycopg2://user:pass@db/hpsearch hpsearch worker --study mnist-learning-rate --trials 100 --gpu 0
+      OPTUNA_STORAGE=postgresql+psycopg2://user:pass@db/hpsearch hpsearch worker --study cnn --model models/cnn.py:build --data /data/images.npz
     """
 
     trials_help = "finished trials the study must hold in total, across all workers"
@@ -214,13 +216,15 @@ class Worker(StudyCommand, name="worker", help="one worker process joining (or c
         _add_worker_flags(parser, workers=None, lanes_help=_LANES_HELP.replace("each worker", "this worker"))
 
 
-class Init(StudyCommand, name="init", help="create the study (schema, stored settings, the recipe's trials) without training"):
+class Init(StudyCommand, name="init", help="create the study (schema, stored settings, its first trials) without training"):
     """Create the storage schema and the study, store its settings and data fingerprint, and
-    enqueue the recipe's rates; train nothing. Deployments run it once before starting workers.
+    enqueue its first trials (the recipe's rates, or the default= values of a model of your
+    own); train nothing. Deployments run it once before starting workers.
     Idempotent: on an existing study it checks the flags against the stored settings.
 
-    example:
+    examples:
       hpsearch init --study mnist-learning-rate --data /data/mnist.npz --epochs 500
+      hpsearch init --study cnn --model models/cnn.py:build --data /data/images.npz --epochs 20
     """
 
     def add_arguments(self, parser) -> None:
@@ -310,10 +314,15 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
     from search.train.usermodel import parse_spec
 
     given = _given(args)
-    _check_flags(args, given)
     spec = parse_spec(given["model"]) if given["model"] is not None else None  # None: the study's, else the recipe
+    if args.study is None:
+        from search.study.config import default_study
+
+        args.study = default_study(spec)
+    _check_flags(args, given)
     if spec is not None:
         given["model"] = spec.text
+    _refuse_recipe_flags(spec, given)
     if given["objective"] is not None and given["direction"] is None:
         from search.study.config import infer_direction
 
@@ -362,6 +371,7 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
         stored = _stored_model(storage.engine, args.study)
         if stored is not None and stored != "recipe":
             spec = parse_spec(stored)
+            _refuse_recipe_flags(spec, given)
             _check_lanes_for(spec, lanes)
             from search.train.data import check_user_split, read_arrays
 
@@ -412,6 +422,20 @@ class _PreparedModel:
     landscape_param: str | None = None
     space: tuple = ()
     member_bytes: int | None = None  # what one lane member of the default model needs
+
+
+def _refuse_recipe_flags(spec, given: dict) -> None:
+    """``--lr-min`` and ``--lr-max`` bound the recipe's learning rate; a user's model samples
+    its own in ``build(hp)``, so with one they would be stored and never read."""
+    from search.errors import ConfigError
+
+    if spec is None or spec.is_recipe:
+        return
+    for name in ("lr_min", "lr_max"):
+        if given[name] is not None:
+            flag = f"--{name.replace('_', '-')}"
+            raise ConfigError(f"{flag} bounds the recipe's learning rate; the model {spec.text} samples its own in build(hp): "
+                              f"drop {flag} and set the range there, such as hp.Float('lr', 1e-4, 1e-2, sampling='log')")
 
 
 def _check_lanes_for(spec, lanes: int) -> None:

@@ -93,7 +93,8 @@ def test_the_study_commands_share_their_flags_and_defaults():
         args = build_parser().parse_args([command])
         # --trials is resolved when the command runs: DEFAULT_TRIALS, or no limit with --epoch-budget
         # (init records a budget only where one is given: hpsearch query follow shows it)
-        assert (args.study, args.trials, args.epoch_budget, args.format, args.data) == (DEFAULT_STUDY, None, None, "text", None)
+        # --study too: named once --model is parsed, DEFAULT_STUDY for the recipe (search.study.config.default_study)
+        assert (args.study, args.trials, args.epoch_budget, args.format, args.data) == (None, None, None, "text", None)
         assert (args.epochs, args.batch_size, args.lr_min, args.pruner) == (None, None, None, None)  # not given: the study's
     for command in ("run", "launch", "worker"):
         assert build_parser().parse_args([command]).max_failures == MAX_CONSECUTIVE_FAILURES
@@ -110,7 +111,7 @@ def test_help_shows_the_defaults_search_config_declares(capsys, monkeypatch):
     for text in (f"(default: {recipe.epochs}, the recipe's)", f"(default: {recipe.batch_size}, the recipe's)",
                  f"(default: {recipe.lr_min!r})", f"(default: {recipe.lr_max!r})", f"(default: {recipe.pruner})",
                  f"(default: {recipe.sampler})", f"(default: {recipe.validation})", f"the last {HOLDOUT_SIZE:,} training images",
-                 f"(default: {DEFAULT_TRIALS}; no limit with --epoch-budget)", f"(default: {DEFAULT_STUDY})"):
+                 f"(default: {DEFAULT_TRIALS}; no limit with --epoch-budget)", f"(default: {DEFAULT_STUDY} for the recipe;"):
         assert text in out, text
 
 

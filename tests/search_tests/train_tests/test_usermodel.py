@@ -65,3 +65,19 @@ def test_a_name_the_file_never_defines_is_refused_before_keras_is_imported(tmp_p
 ])
 def test_a_name_the_parser_cannot_rule_out_is_left_to_the_import(tmp_path, source):
     assert _check_in_a_fresh_python(tmp_path, {"m.py": source}) == ["ok", "False False"]
+
+
+@pytest.mark.parametrize("text, study", [
+    (None, "mnist-learning-rate"),
+    ("recipe", "mnist-learning-rate"),
+    ("docs/examples/getting_started.py:build_model", "getting_started.build_model"),
+    ("/abs/path/models/cnn.py:MyHyperModel", "cnn.MyHyperModel"),
+    ("mypackage.models:build", "mypackage.models.build"),
+])
+def test_a_study_without_study_is_named_after_its_model(text, study):
+    """Without --study, a user's model gets a study of its own, so trying one after the recipe's
+    quick start is not refused as a contradiction of the recipe's study."""
+    from search.study.config import default_study
+    from search.train.usermodel import parse_spec
+
+    assert default_study(None if text is None else parse_spec(text)) == study
