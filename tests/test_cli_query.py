@@ -300,3 +300,25 @@ def test_a_reader_that_went_away_ends_every_query_quietly(url, args):
 def test_a_reader_that_went_away_ends_other_commands_quietly_too(tmp_path):
     out = _to_a_closed_pipe("db", "status", env={"HPSEARCH_HOME": str(tmp_path / "home")})
     assert (out.returncode, out.stderr) == (0, "")
+
+
+def test_without_study_a_storage_of_one_models_study_is_read(tmp_path):
+    """After `hpsearch run --model FILE.py:NAME` (a study named after the model) `hpsearch query`
+    and `hpsearch landscape` without --study read that study, the storage's only one; with a
+    second study there, the refusal lists both."""
+    db = f"sqlite:///{tmp_path}/one.db"
+    storage = open_storage(resolve_storage_url(db), heartbeat=False)
+    try:
+        build_user_study(storage, "getting_started.build_model")
+        engine = storage.engine
+        out = run_cli("query", "best", "--storage", db, "--format", "json", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == _json_rows([best_trial(engine, "getting_started.build_model")])[0]
+        # the factory's trials carry no history, so the page is refused, naming the study it picked
+        out = run_cli("landscape", "--storage", db, "--out", str(tmp_path / "l.html"), cwd=tmp_path)
+        assert "study 'getting_started.build_model' has no complete or pruned trial with a history" in out.stderr, out.stderr
+        optuna.create_study(storage=storage, study_name="other")
+        out = run_cli("query", "trials", "--storage", db, cwd=tmp_path)
+        assert out.returncode == 2 and "'getting_started.build_model', 'other'" in out.stderr, out.stderr
+    finally:
+        storage.engine.dispose()

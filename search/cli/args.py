@@ -128,11 +128,12 @@ def storage_parent() -> Parser:
 
 @functools.cache
 def study_parent() -> Parser:
-    """``--study NAME``, defaulting to the recipe's study."""
+    """``--study NAME`` of the readers: None when not given, settled by
+    :func:`search.study.config.pick_study` once the storage's studies are known."""
     from search.study.config import DEFAULT_STUDY
 
     p = _parent()
-    p.add_argument("--study", default=DEFAULT_STUDY, help="study name (default: %(default)s)")
+    p.add_argument("--study", help=f"study name (default: {DEFAULT_STUDY}, or the storage's only study when it has no study of that name)")
     return p
 
 

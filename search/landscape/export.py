@@ -93,7 +93,7 @@ def _check_out(out) -> None:
         raise ConfigError(f"--out {out} is not writable: choose a writable path")
 
 
-def export_landscape(storage_flag: str | None, study_name: str, out="landscape.html", *, err=None) -> Path:
+def export_landscape(storage_flag: str | None, study_name: str | None, out="landscape.html", *, err=None) -> Path:
     """What ``hpsearch landscape`` does: refresh the figures in the study, write them to a page.
 
     Also writes one PNG per figure next to the page where kaleido is installed.
@@ -101,7 +101,8 @@ def export_landscape(storage_flag: str | None, study_name: str, out="landscape.h
     Args:
         storage_flag: the ``--storage`` flag (None: ``OPTUNA_STORAGE``, else the embedded
             PostgreSQL).
-        study_name: the study to draw.
+        study_name: the study to draw (None: the recipe's, or the storage's only study,
+            :func:`search.study.config.pick_study`).
         out: the HTML file to write.
         err: where progress and notes go (stderr).
 
@@ -118,6 +119,7 @@ def export_landscape(storage_flag: str | None, study_name: str, out="landscape.h
 
     from search.errors import ConfigError
     from search.landscape.refresh import refresh_landscape
+    from search.study.config import pick_study
     from storage import open_storage, resolve_storage_url, study_names
     from storage.errors import StudyNotFoundError
 
@@ -127,6 +129,7 @@ def export_landscape(storage_flag: str | None, study_name: str, out="landscape.h
     storage = open_storage(resolved, heartbeat=False)
     try:
         names = study_names(storage.engine)
+        study_name = pick_study(study_name, names)
         if study_name not in names:
             held = ", ".join(repr(n) for n in names) or "no studies"
             raise StudyNotFoundError(f"study {study_name!r} is not in {resolved.masked} (it holds {held}): give one of them with --study")

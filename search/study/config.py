@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from search.env import env
 from search.errors import ConfigError
 
-__all__ = ["RECIPE_RATES", "StudyConfig", "DEFAULT_OBJECTIVE", "DEFAULT_STUDY", "DEFAULT_TRIALS", "DIRECTIONS", "USER_BATCH_SIZE", "default_study", "infer_direction", "landscape_param_of", "merge_with_stored", "pick_landscape_param", "resolve_lanes"]
+__all__ = ["RECIPE_RATES", "StudyConfig", "DEFAULT_OBJECTIVE", "DEFAULT_STUDY", "DEFAULT_TRIALS", "DIRECTIONS", "USER_BATCH_SIZE", "default_study", "infer_direction", "pick_study", "landscape_param_of", "merge_with_stored", "pick_landscape_param", "resolve_lanes"]
 
 #: The recipe's three learning rates, enqueued as every study's first trials.
 RECIPE_RATES: tuple[float, ...] = (0.1, 0.01, 0.0001)
@@ -60,6 +60,18 @@ def default_study(spec) -> str:
 
         return f"{PurePath(spec.target).stem}.{spec.name}"
     return f"{spec.target}.{spec.name}"
+
+
+def pick_study(given: str | None, names: list[str]) -> str:
+    """The study a reader (``query``, ``landscape``) reads: ``--study``, else
+    :data:`DEFAULT_STUDY`, else the storage's only study (``names``), so ``hpsearch query best``
+    after ``hpsearch run --model FILE.py:NAME`` reads the study that run made. Where neither
+    settles it, :data:`DEFAULT_STUDY`, whose refusal lists the studies there are."""
+    if given is not None:
+        return given
+    if DEFAULT_STUDY in names or len(names) != 1:
+        return DEFAULT_STUDY
+    return names[0]
 
 
 def resolve_lanes(flag: int | None) -> int:

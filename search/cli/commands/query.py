@@ -57,6 +57,7 @@ class _Rows(Command, parents=(study_parent, storage_parent)):
         resolved = resolve_storage_url(args.storage)
         engine = open_engine(resolved)
         try:
+            _settle_study(engine, args)
             found = _Found(*self.rows(engine, args))
         finally:
             engine.dispose()
@@ -64,6 +65,15 @@ class _Rows(Command, parents=(study_parent, storage_parent)):
             print(self.if_empty.format(storage=resolved.masked), file=sys.stderr)
         print(format_rows(found.rows, args.format, found.row_type, single=self.single, params=found.params))
         return 0
+
+
+def _settle_study(engine, args) -> None:
+    """``--study`` not given: the recipe's study, or the storage's only one (``pick_study``)."""
+    if getattr(args, "study", "") is None:
+        from search.study.config import pick_study
+        from storage import queries as q
+
+        args.study = pick_study(None, q.study_names(engine))
 
 
 def _trial_rows(engine, study: str, fetch) -> _Found:
@@ -212,6 +222,7 @@ class _Follow(Command, name="follow", help="print each new epoch of a study as i
 
         engine = open_engine(resolve_storage_url(args.storage))
         try:
+            _settle_study(engine, args)
             return follow(engine, args.study, from_start=args.from_start, fmt=args.format, interval=max(0.05, args.interval))
         finally:
             engine.dispose()

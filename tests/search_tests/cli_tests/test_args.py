@@ -117,10 +117,23 @@ def test_help_shows_the_defaults_search_config_declares(capsys, monkeypatch):
 
 def test_query_actions_take_study_and_format_where_they_read_one_study():
     p = build_parser()
-    assert p.parse_args(["query", "trials"]).study == DEFAULT_STUDY
+    assert p.parse_args(["query", "trials"]).study is None  # settled by pick_study once the studies are known
     assert p.parse_args(["query", "summary", "--format", "csv", "--study", "x"]).format == "csv"
     assert p.parse_args(["query", "follow"]).format == "json"
-    assert p.parse_args(["landscape"]).study == DEFAULT_STUDY and p.parse_args(["dashboard"]).study is None
+    assert p.parse_args(["landscape"]).study is None and p.parse_args(["dashboard"]).study is None
+
+
+@pytest.mark.parametrize("given, names, study", [
+    (None, [], DEFAULT_STUDY),  # its refusal says the storage holds no studies
+    (None, ["getting_started.build_model"], "getting_started.build_model"),
+    (None, ["a", "b"], DEFAULT_STUDY),  # ambiguous: the refusal lists both
+    (None, ["a", DEFAULT_STUDY], DEFAULT_STUDY),
+    ("x", ["getting_started.build_model"], "x"),
+])
+def test_a_reader_without_study_reads_the_recipes_or_the_only_study(given, names, study):
+    from search.study.config import pick_study
+
+    assert pick_study(given, names) == study
 
 
 def test_query_studies_reads_no_single_study(capsys):
