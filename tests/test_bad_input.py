@@ -188,6 +188,15 @@ CASES = [
     ("query-numbers", ["query", "curves", "--study", "kept", "--storage", "{url}", "--numbers", "one,two"], {}, "--numbers"),
     ("query-top-negative", ["query", "top", "--study", "kept", "--storage", "{url}", "-k", "-2"], {}, "-2"),
     ("query-unknown", ["query", "everything", "--storage", "{url}"], {}, "invalid choice: 'everything'"),
+    # --- export: refused before anything trains or is written ---
+    ("export-out-suffix", ["export", "--study", "kept", "--storage", "{url}", "--out", "{tmp}/m.h5", "{data}"], {}, "give a name ending in .keras"),
+    ("export-out-folder", ["export", "--study", "kept", "--storage", "{url}", "--out", "/nonexistent/dir/m.keras", "{data}"], {}, "the folder /nonexistent/dir does not exist"),
+    ("export-no-study", ["export", "--study", "nope", "--storage", "{url}", "--out", "{tmp}/m.keras", "{data}"], {}, "study 'nope' is not in"),
+    ("export-no-trial", ["export", "--study", "kept", "--storage", "{url}", "--trial", "99", "--out", "{tmp}/m.keras", "{data}"], {}, "has no trial 99"),
+    ("export-no-complete-trial", ["export", "--study", "minimise", "--storage", "{url}", "--out", "{tmp}/m.keras", "{data}"], {}, "has no complete trial yet"),
+    ("export-not-hpsearch", ["export", "--study", "plain", "--storage", "{url}", "--out", "{tmp}/m.keras", "{data}"], {}, "was not created by hpsearch"),
+    ("export-other-data", ["export", "--study", "kept", "--storage", "{url}", "--out", "{tmp}/m.keras", "--data", "{files}/other.npz"], {}, "differs from the data study 'kept' was trained on"),
+    ("export-other-model", ["export", "--study", "kept", "--storage", "{url}", "--out", "{tmp}/m.keras", "--model", "mypackage.models:build", "{data}"], {}, "is not study 'kept''s model (recipe)"),
     # --- machines, ports and files ---
     ("gpu-absent", ["worker", "--study", "kept", "--storage", "{url}", "--gpu", "7", "--epochs", "1", "--train-size", "300", "{data}"], {}, "--gpu 7"),
     ("gpu-name", ["worker", "--study", "kept", "--storage", "{url}", "--gpu", "first", "{data}"], {}, "is not a GPU index"),

@@ -252,8 +252,6 @@ class Objective:
             pass  # the original error matters more than a history we could not save
 
     def __call__(self, trial) -> float:
-        from search.train.data import epoch_order
-
         cfg, ds = self.config, self.dataset
         opt = self.options
         run = self.begin(trial)
@@ -271,23 +269,8 @@ class Objective:
                 if epoch < last:  # after the last epoch the trial ends: nothing to resume
                     run.checkpoints.epoch_end(model, epoch, monitor)
 
-            fit = functools.partial(
-                model.fit, batch_size=cfg.batch_size, validation_data=(data.x_val, data.y_val),
-                validation_batch_size=opt.validation_batch, verbose=0, callbacks=[_fit_callback(monitor, snapshot)],
-            )
-            if monitor.stop_reason is not None:
-                pass  # the pruner stopped it at its resumed epoch
-            elif cfg.seed is None:
-                fit(data.x_train, data.y_train, epochs=cfg.epochs, initial_epoch=start, shuffle=True)
-            else:
-                n = len(ds.x_train)
-                for epoch in range(start, cfg.epochs):
-                    # Each epoch's order depends on the study's seed and the epoch only, so a
-                    # lane member and a resumed trial see the batches this trial would have.
-                    order = epoch_order(cfg.seed, epoch, n)
-                    fit(take(data.x_train, order), take(data.y_train, order), epochs=epoch + 1, initial_epoch=epoch, shuffle=False)
-                    if monitor.stop_reason is not None:
-                        break
+            if monitor.stop_reason is None:  # else the pruner stopped it at its resumed epoch
+                self._fit_epochs(model, data, start, [_fit_callback(monitor, snapshot)], stopped=lambda: monitor.stop_reason is not None)
             if start and monitor.stop_reason is not None and monitor.epochs_run <= start:
                 test_accuracy = None  # pruned on resuming: nothing trained, nothing to test
             elif opt.skip_test_eval and ds.validation == "test":
@@ -315,6 +298,37 @@ class Objective:
             if not opt.reuse_model:
                 self._models.discard()
         return self.finish(run, test_accuracy, trained=test_accuracy is not None)
+
+    def _fit_epochs(self, model, data, start: int, callbacks: list, stopped: Callable[[], bool] = lambda: False) -> None:
+        """Fit ``model`` from epoch ``start`` to the study's last, as every recipe trial trains:
+        Keras's shuffle, or with ``--seed`` one call per epoch on :func:`epoch_order`'s batches."""
+        from search.train.data import epoch_order
+
+        cfg, opt = self.config, self.options
+        fit = functools.partial(model.fit, batch_size=cfg.batch_size, validation_data=(data.x_val, data.y_val),
+                                validation_batch_size=opt.validation_batch, verbose=0, callbacks=callbacks)
+        if cfg.seed is None:
+            fit(data.x_train, data.y_train, epochs=cfg.epochs, initial_epoch=start, shuffle=True)
+            return
+        n = len(self.dataset.x_train)
+        for epoch in range(start, cfg.epochs):
+            # Each epoch's order depends on the study's seed and the epoch only, so a lane
+            # member, a resumed trial and a retrained one see the batches this trial would have.
+            order = epoch_order(cfg.seed, epoch, n)
+            fit(take(data.x_train, order), take(data.y_train, order), epochs=epoch + 1, initial_epoch=epoch, shuffle=False)
+            if stopped():
+                break
+
+    def retrain(self, params: dict, number: int, callbacks: list):
+        """Train trial ``number``'s model again from ``params``, as the trial trained it, for the
+        configuration's epochs (``hpsearch export``), and return it. With the study's seed the
+        weights are the trial's own after as many epochs; without, another draw."""
+        import optuna
+
+        model = self._model(optuna.trial.FixedTrial(params, number=number))
+        data = device_data(self.dataset) if self.options.device_data else self.dataset
+        self._fit_epochs(model, data, 0, callbacks)
+        return model
 
     def _model(self, trial):
         """The trial's model, built through the recipe's ``build(hp)``
@@ -382,6 +396,25 @@ class ModelObjective(Objective):
         if not self.hypermodel.own_fit:
             kwargs["batch_size"] = cfg.batch_size  # a fit of the user's own may tune it (KerasTuner's contract)
         return kwargs
+
+    def retrain(self, params: dict, number: int, callbacks: list):
+        """Build and fit trial ``number``'s model again from ``params`` as :meth:`__call__`
+        did, for the configuration's epochs (``hpsearch export``); return it."""
+        import optuna
+
+        from search.study.hyperparameters import HyperParameters
+        from search.train.backend import clear_session
+        from search.train.usermodel import check_model
+
+        cfg, ds = self.config, self.dataset
+        hp = HyperParameters(optuna.trial.FixedTrial(params, number=number))
+        clear_session()
+        if cfg.seed is not None:
+            set_seed(cfg.seed + number)
+        model = self.hypermodel.build(hp)
+        check_model(model, self.hypermodel.spec)
+        self.hypermodel.fit(hp, model, ds.x_train, ds.y_train, **self.fit_kwargs(callbacks))
+        return model
 
     def lanes(self, lanes: int):
         """The lane model of a ``--lanes`` worker (:class:`search.train.modellanes.ModelLanes`)."""

@@ -7,6 +7,7 @@ of this package group the commands by job:
 
 * :mod:`search.cli.commands.study`: ``run``, ``launch``, ``worker``, ``init`` (open a study, train);
 * :mod:`search.cli.commands.query`: ``query WHAT`` (read a study's rows);
+* :mod:`search.cli.commands.export`: ``export`` (a trial's model trained again, saved as ``.keras``);
 * :mod:`search.cli.commands.dashboard`: ``dashboard``, ``landscape`` (a study's figures, served or written);
 * :mod:`search.cli.commands.db`: ``db ACTION`` (the embedded PostgreSQL, the SQL view).
 
@@ -111,9 +112,10 @@ def _registry() -> tuple[type[Command], ...]:
     from search.cli.commands.db import Db
     from search.cli.commands.query import Query
     from search.cli.commands.dashboard import Dashboard, Landscape
+    from search.cli.commands.export import Export
     from search.cli.commands.study import Init, Launch, Run, Worker
 
-    return (Run, Launch, Worker, Init, Query, Dashboard, Landscape, Db)
+    return (Run, Launch, Worker, Init, Query, Export, Dashboard, Landscape, Db)
 
 
 #: Every top-level command, in the order ``hpsearch --help`` lists them.

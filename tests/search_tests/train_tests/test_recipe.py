@@ -58,7 +58,7 @@ def test_the_recipe_runs_as_a_users_model(tmp_path, mnist):
     out = run_cli("run", "--model", "search.train.recipe:recipe", "--data", "search.train.recipe:load_data", "--trials", "3",
                   "--epochs", "1", "--train-size", "1500", "--seed", "1", "--storage", db, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    study = optuna.load_study(study_name="mnist-learning-rate", storage=db)
+    study = optuna.load_study(study_name="search.train.recipe.recipe", storage=db)  # named after its --model
     assert len([t for t in study.trials if t.state.is_finished()]) == 3
     assert all(set(t.params) == {"learning_rate"} for t in study.trials)
     config = study.user_attrs["hpsearch_config"]
