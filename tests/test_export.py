@@ -64,21 +64,10 @@ def test_the_best_trial_of_a_seeded_recipe_study_is_saved_with_its_own_weights(r
     assert [p.name for p in tmp_path.iterdir()] == ["best.keras"]  # no temporary file left beside it
 
 
-def test_a_pruned_trial_is_trained_to_its_best_epoch(recipe_study, tmp_path):
-    url, data = recipe_study
-    pruned = [t for t in _study(url, "seeded").trials if t.state.name == "PRUNED"]
-    if not pruned:
-        pytest.fail("the seeded study pruned no trial: choose another seed for this test")
-    trial = pruned[0]
-    out = run_cli("export", "--study", "seeded", "--trial", str(trial.number), "--storage", url, "--out", str(tmp_path / "p.keras"), *data, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert f"saved trial {trial.number} of study 'seeded'" in out.stdout and "its own weights" in out.stdout, out.stdout
-    assert f"trained again for {trial.user_attrs['best_epoch'] + 1} epoch" in out.stdout
-
-
-def test_a_users_model_is_rebuilt_through_its_build_and_fit(local_pg_url, tmp_path):
-    """The getting-started HyperModel (its fit tunes shuffle), seeded: the saved model is the
-    best trial's, and the study's default name (getting_started.MyHyperModel) is found without --study."""
+def test_a_pruned_trial_of_a_users_model_is_rebuilt_through_its_build_and_fit(tmp_path):
+    """The getting-started HyperModel (its fit tunes shuffle), seeded: --trial N of a pruned
+    trial is trained to its best epoch and ends on the value the trial recorded there; the
+    study's default name (getting_started.MyHyperModel) is found without --study."""
     pytest.importorskip("keras_tuner")
     source = mnist_path()
     if source is None:
@@ -94,13 +83,20 @@ def test_a_users_model_is_rebuilt_through_its_build_and_fit(local_pg_url, tmp_pa
              x_test=(x_test[:100, ..., None] / 255.0).astype("float32"), y_test=eye[y_test[:100]])
     db = f"sqlite:///{tmp_path}/s.db"  # one study there, so export finds it without --study
     spec = str(EXAMPLES / "getting_started.py") + ":MyHyperModel"
-    out = run_cli("run", "--model", spec, "--data", str(images), "--seed", "1", "--trials", "2", "--epochs", "2",
+    out = run_cli("run", "--model", spec, "--data", str(images), "--seed", "1", "--trials", "4", "--epochs", "3",
                   "--validation", "test", "--storage", db)
     assert out.returncode == 0, out.stderr
-    out = run_cli("export", "--storage", db, "--data", str(images), "--out", str(tmp_path / "m.keras"), "--format", "json", cwd=tmp_path)
+    pruned = [t for t in _study(db, "getting_started.MyHyperModel").trials if t.state.name == "PRUNED"]
+    assert pruned, "the seeded study pruned no trial: choose another seed for this test"
+    trial = pruned[0]
+    out = run_cli("export", "--storage", db, "--data", str(images), "--trial", str(trial.number), "--out", str(tmp_path / "m.keras"),
+                  "--format", "json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     done = json.loads(out.stdout)
-    best = _study(db, "getting_started.MyHyperModel").best_trial
-    assert done["study"] == "getting_started.MyHyperModel" and done["params"] == best.params
-    assert done["retrained"] == pytest.approx(best.value, abs=1e-6)
-    assert done["test"]["accuracy"] == pytest.approx(best.value, abs=1e-6)  # validation is the test set here
+    assert done["study"] == "getting_started.MyHyperModel" and done["trial"] == trial.number and done["params"] == trial.params
+    best_epoch = trial.user_attrs["best_epoch"]
+    assert done["epochs"] == best_epoch + 1
+    recorded = trial.user_attrs["history"]["val_accuracy"][best_epoch]
+    assert done["recorded"] == pytest.approx(recorded, abs=1e-7)
+    assert done["retrained"] == pytest.approx(recorded, abs=1e-6)  # the trial's own run, through the user's fit
+    assert done["test"]["accuracy"] == pytest.approx(recorded, abs=1e-6)  # validation is the test set here
