@@ -18,7 +18,7 @@ from storage import study_lock, study_names
 from storage.errors import StudyNotFoundError
 from storage.foreign import OWN_ATTR
 
-__all__ = ["CONFIG_ATTR", "HEARTBEAT_ATTR", "DEFAULTS_ENQUEUED_ATTR", "best_own", "own_param", "is_foreign", "make_sampler", "open_study", "summarize"]
+__all__ = ["CONFIG_ATTR", "HEARTBEAT_ATTR", "DEFAULTS_ENQUEUED_ATTR", "best_own", "check_fingerprint", "own_param", "is_foreign", "make_sampler", "open_study", "summarize"]
 
 CONFIG_ATTR = "hpsearch_config"
 #: The heartbeat interval and grace period every worker of the study uses (issue 15: a worker
@@ -146,10 +146,7 @@ def open_study(storage, name: str, given: dict, fingerprint: str, *, create: boo
         stored_fp = attrs[CONFIG_ATTR].get("data_fingerprint")
         config = merge_with_stored(stored, given)
         config = StudyConfig.from_dict({**config.to_dict(), "data_fingerprint": stored_fp, "model_digest": attrs[CONFIG_ATTR].get("model_digest")})
-        if stored_fp and stored_fp != fingerprint:
-            raise DataError(
-                f"this worker's data (fingerprint {fingerprint}) differs from the data study {name!r} was created with ({stored_fp}): pass --data with the same MNIST files"
-            )
+        check_fingerprint(stored_fp, fingerprint, name)
         if check is not None:
             check(config)
         study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(config, worker_index), pruner=make_pruner(config))
@@ -159,6 +156,18 @@ def open_study(storage, name: str, given: dict, fingerprint: str, *, create: boo
         if config.is_recipe:
             _restore_recipe(study, config)
         return study, config, False
+
+
+def check_fingerprint(stored: str | None, fingerprint: str, name: str) -> None:
+    """Refuse a worker whose data differ from the data study ``name`` was created with.
+
+    Raises:
+        DataError: the fingerprints differ (both named).
+    """
+    if stored and stored != fingerprint:
+        raise DataError(
+            f"this worker's data (fingerprint {fingerprint}) differs from the data study {name!r} was created with ({stored}): pass --data with the same files"
+        )
 
 
 def _enqueue_first(study, config: StudyConfig, target: int | None, first_params: dict | None) -> None:

@@ -358,6 +358,8 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
     from search.study.config import USER_BATCH_SIZE
 
     sizing = {"lanes": lanes if trains else 1, "batch_size": given["batch_size"] or USER_BATCH_SIZE}
+    if spec is not None and not spec.is_recipe and resolved is not None:
+        _refuse_other_code_or_data(resolved, args.study, spec, raw)
     model = _prepare_model(spec, gpu, **sizing) if spec is not None and not spec.is_recipe else None
     if resolved is None:
         resolved = resolve_storage_url(None)
@@ -508,8 +510,9 @@ def _prepare_model(spec, gpu, *, lanes: int = 1, batch_size: int = 32) -> _Prepa
     return _PreparedModel(hypermodel, hp.explicit_defaults(), code_digest, pick_landscape_param(hp.space), tuple(hp.space), each)
 
 
-def _stored_model(target, name: str) -> str | None:
-    """The ``--model`` study ``name`` was created with, or None when there is no such study yet.
+def _stored_config(target, name: str) -> dict | None:
+    """The stored configuration of study ``name`` (its ``hpsearch_config``), or None when there
+    is no such study yet, or no storage to peek into.
 
     ``target``: an engine, or a resolved storage URL (opened read-only for the peek)."""
     from search.study.create import CONFIG_ATTR
@@ -521,13 +524,32 @@ def _stored_model(target, name: str) -> str | None:
     try:
         engine = target if hasattr(target, "dialect") else open_engine(target)
     except StorageError:
-        return None  # nothing to join there (a new SQLite file, say): the recipe's data error stands
+        return None  # nothing to join there (a new SQLite file, say)
     try:
-        config = study_user_attr(engine, name, CONFIG_ATTR) or {}
+        config = study_user_attr(engine, name, CONFIG_ATTR)
     finally:
         if engine is not target:
             engine.dispose()
-    return config.get("model", "recipe") if isinstance(config, dict) else None
+    return config if isinstance(config, dict) else None
+
+
+def _stored_model(target, name: str) -> str | None:
+    """The ``--model`` study ``name`` was created with ("recipe" also when there is no such study yet)."""
+    return (_stored_config(target, name) or {}).get("model", "recipe")
+
+
+def _refuse_other_code_or_data(resolved, name: str, spec, raw) -> None:
+    """A worker of a user's model whose code or data differ from the study's is refused before
+    its backend starts (seconds, more on a GPU machine), not after; joining checks both again
+    under the study's lock (``search.study.create.open_study``)."""
+    from search.study.create import check_fingerprint
+    from search.train.usermodel import check_digest
+
+    stored = _stored_config(resolved, name)
+    if stored is None:
+        return
+    check_digest(spec, stored.get("model_digest"), name)
+    check_fingerprint(stored.get("data_fingerprint"), raw.fingerprint(), name)
 
 
 def _open_study_waiting(storage, args, given, fingerprint, progress, check=None, target=None, **extra):
