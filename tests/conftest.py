@@ -90,6 +90,25 @@ def mnist_path() -> str | None:
     return str(SHARED_MNIST) if SHARED_MNIST.exists() else None
 
 
+def guide_images(path, train: int = 600, test: int = 100) -> str:
+    """The first ``train`` and ``test`` MNIST images as KerasTuner's getting-started guide
+    prepares them (in [0, 1] with a channel axis, one-hot labels), saved as an .npz at ``path``."""
+    import numpy as np
+
+    source = mnist_path()
+    if source is None:
+        import keras
+
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    else:
+        with np.load(source) as f:
+            x_train, y_train, x_test, y_test = f["x_train"], f["y_train"], f["x_test"], f["y_test"]
+    eye = np.eye(10, dtype="float32")
+    np.savez(path, x_train=(x_train[:train, ..., None] / 255.0).astype("float32"), y_train=eye[y_train[:train]],
+             x_test=(x_test[:test, ..., None] / 255.0).astype("float32"), y_test=eye[y_test[:test]])
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def mnist() -> str | None:
     return mnist_path()

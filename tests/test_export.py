@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import optuna
 import pytest
 
-from tests.conftest import REPO, mnist_path, run_cli
+from tests.conftest import REPO, guide_images, run_cli
 from tests.test_bad_input import _snapshot
 
 pytestmark = pytest.mark.slow
@@ -69,18 +68,7 @@ def test_a_pruned_trial_of_a_users_model_is_rebuilt_through_its_build_and_fit(tm
     trial is trained to its best epoch and ends on the value the trial recorded there; the
     study's default name (getting_started.MyHyperModel) is found without --study."""
     pytest.importorskip("keras_tuner")
-    source = mnist_path()
-    if source is None:
-        import keras
-
-        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
-    else:
-        with np.load(source) as f:
-            x_train, y_train, x_test, y_test = f["x_train"], f["y_train"], f["x_test"], f["y_test"]
-    eye = np.eye(10, dtype="float32")
-    images = tmp_path / "images.npz"
-    np.savez(images, x_train=(x_train[:600, ..., None] / 255.0).astype("float32"), y_train=eye[y_train[:600]],
-             x_test=(x_test[:100, ..., None] / 255.0).astype("float32"), y_test=eye[y_test[:100]])
+    images = guide_images(tmp_path / "images.npz")
     db = f"sqlite:///{tmp_path}/s.db"  # one study there, so export finds it without --study
     spec = str(EXAMPLES / "getting_started.py") + ":MyHyperModel"
     out = run_cli("run", "--model", spec, "--data", str(images), "--seed", "1", "--trials", "4", "--epochs", "3",

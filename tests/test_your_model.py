@@ -13,7 +13,7 @@ import optuna
 import pytest
 import sqlalchemy
 
-from tests.conftest import REPO, mnist_path, run_cli
+from tests.conftest import REPO, guide_images, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -24,19 +24,7 @@ TINY = ["--epochs", "2", "--validation", "test"]
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """600 training and 100 test images of MNIST as the guide prepares them, in an .npz."""
-    path = tmp_path_factory.mktemp("data") / "images.npz"
-    source = mnist_path()
-    if source is None:
-        import keras
-
-        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
-    else:
-        with np.load(source) as f:
-            x_train, y_train, x_test, y_test = f["x_train"], f["y_train"], f["x_test"], f["y_test"]
-    eye = np.eye(10, dtype="float32")
-    np.savez(path, x_train=(x_train[:600, ..., None] / 255.0).astype("float32"), y_train=eye[y_train[:600]],
-             x_test=(x_test[:100, ..., None] / 255.0).astype("float32"), y_test=eye[y_test[:100]])
-    return str(path)
+    return guide_images(tmp_path_factory.mktemp("data") / "images.npz")
 
 
 def _study(url, name):

@@ -119,20 +119,15 @@ def export_landscape(storage_flag: str | None, study_name: str | None, out="land
 
     from search.errors import ConfigError
     from search.landscape.refresh import refresh_landscape
-    from search.study.config import pick_study
-    from storage import open_storage, resolve_storage_url, study_names
-    from storage.errors import StudyNotFoundError
+    from search.study.create import find_study
+    from storage import open_storage, resolve_storage_url
 
     err = err or sys.stderr
     _check_out(out)  # before the figures are refreshed in the study (issue 15)
     resolved = resolve_storage_url(storage_flag)
     storage = open_storage(resolved, heartbeat=False)
     try:
-        names = study_names(storage.engine)
-        study_name = pick_study(study_name, names)
-        if study_name not in names:
-            held = ", ".join(repr(n) for n in names) or "no studies"
-            raise StudyNotFoundError(f"study {study_name!r} is not in {resolved.masked} (it holds {held}): give one of them with --study")
+        study_name = find_study(storage.engine, study_name, resolved.masked)
         study = optuna.load_study(study_name=study_name, storage=storage)
         result = refresh_landscape(study, storage)
         if not result.refreshed:

@@ -9,7 +9,7 @@ start at once and the study is created, configured and seeded exactly once.
 from __future__ import annotations
 
 
-from search.study.config import USER_BATCH_SIZE, StudyConfig, merge_with_stored
+from search.study.config import USER_BATCH_SIZE, StudyConfig, merge_with_stored, pick_study
 from search.errors import ConfigError, DataError
 from search.study.pruners import make_pruner
 from search.study.note import link_live_page
@@ -18,7 +18,7 @@ from storage import study_lock, study_names
 from storage.errors import StudyNotFoundError
 from storage.foreign import OWN_ATTR
 
-__all__ = ["CONFIG_ATTR", "HEARTBEAT_ATTR", "DEFAULTS_ENQUEUED_ATTR", "best_own", "check_fingerprint", "own_param", "is_foreign", "make_sampler", "open_study", "summarize"]
+__all__ = ["CONFIG_ATTR", "HEARTBEAT_ATTR", "DEFAULTS_ENQUEUED_ATTR", "best_own", "check_fingerprint", "find_study", "own_param", "is_foreign", "make_sampler", "open_study", "summarize"]
 
 CONFIG_ATTR = "hpsearch_config"
 #: The heartbeat interval and grace period every worker of the study uses (issue 15: a worker
@@ -156,6 +156,21 @@ def open_study(storage, name: str, given: dict, fingerprint: str, *, create: boo
         if config.is_recipe:
             _restore_recipe(study, config)
         return study, config, False
+
+
+def find_study(engine, given: str | None, where: str) -> str:
+    """The study a reader of ``engine``'s storage reads: ``--study`` (``given``), else the
+    recipe's or the only one there (:func:`search.study.config.pick_study`).
+
+    Raises:
+        StudyNotFoundError: no such study in ``where`` (the storage, masked); the line lists those there are.
+    """
+    names = study_names(engine)
+    name = pick_study(given, names)
+    if name not in names:
+        held = ", ".join(repr(n) for n in names) or "no studies"
+        raise StudyNotFoundError(f"study {name!r} is not in {where} (it holds {held}): give one of them with --study")
+    return name
 
 
 def check_fingerprint(stored: str | None, fingerprint: str, name: str) -> None:

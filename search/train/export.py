@@ -158,19 +158,14 @@ def _read_trial(storage_flag, study_name, trial_number):
     """``(study name, StudyConfig, FrozenTrial)`` read from the storage, which is closed after."""
     import optuna
 
-    from search.study.config import StudyConfig, pick_study
-    from search.study.create import CONFIG_ATTR
-    from storage import best_trial, open_storage, resolve_storage_url, study_names
-    from storage.errors import StudyNotFoundError
+    from search.study.config import StudyConfig
+    from search.study.create import CONFIG_ATTR, find_study
+    from storage import best_trial, open_storage, resolve_storage_url
 
     resolved = resolve_storage_url(storage_flag)
     storage = open_storage(resolved, heartbeat=False)
     try:
-        names = study_names(storage.engine)
-        name = pick_study(study_name, names)
-        if name not in names:
-            held = ", ".join(repr(n) for n in names) or "no studies"
-            raise StudyNotFoundError(f"study {name!r} is not in {resolved.masked} (it holds {held}): give one of them with --study")
+        name = find_study(storage.engine, study_name, resolved.masked)
         study_id = storage.get_study_id_from_name(name)
         attrs = storage.get_study_user_attrs(study_id)
         if CONFIG_ATTR not in attrs:
