@@ -101,7 +101,8 @@ def test_each_example_runs(local_pg_url, images, spec):
     out = run_cli("run", "--model", str(EXAMPLES / spec), "--data", images, "--trials", "2", *TINY, "--storage", local_pg_url)
     assert out.returncode == 0, out.stderr
     study = _study(local_pg_url, spec.replace(".py:", "."))
-    assert f"--study {spec.replace('.py:', '.')}" in out.stdout  # the dashboard hint names it
+    assert f"dashboard: hpsearch dashboard --study {spec.replace('.py:', '.')}" in out.stdout  # the hints name it
+    assert f"best model: hpsearch export --study {spec.replace('.py:', '.')} --data {images}" in out.stdout
     assert len(_finished(study)) == 2
     if name == "tuned_fit":
         assert all(t.params["batch_size"] in (32, 64, 128, 256) for t in _finished(study))

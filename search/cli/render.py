@@ -24,7 +24,7 @@ from search.fleet.progress import plural
 
 __all__ = [
     "FORMATS", "FOLLOW_COLUMNS", "PARAM_PREFIX", "format_rows", "epoch_json", "epoch_csv_row",
-    "summary_text", "summary_json", "study_line", "init_text", "dashboard_hint",
+    "summary_text", "summary_json", "study_line", "init_text", "dashboard_hint", "export_hint",
 ]
 
 #: The formats of ``hpsearch query``'s rows.
@@ -209,8 +209,9 @@ def _best_epoch_text(best: dict) -> str:
     return f"best at epoch {at + 1}" + ("" if run is None else f" of {run}")
 
 
-def summary_text(summary: dict, dashboard_hint: str) -> str:
-    """The human-readable summary printed at the end of ``hpsearch run``."""
+def summary_text(summary: dict, dashboard_hint: str, export_hint: str | None = None) -> str:
+    """The human-readable summary printed at the end of ``hpsearch run`` (``export_hint``: the
+    line that saves the best model, for a user's model)."""
     from search.study.space import PARAM
 
     finished, target = summary["finished_trials"], summary["target_trials"]
@@ -243,6 +244,8 @@ def summary_text(summary: dict, dashboard_hint: str) -> str:
     for r in summary["recipe_trials"]:
         val = "-" if r["val_accuracy"] is None else f"{r['val_accuracy']:.4f}"
         lines.append(f"  recipe rate {r[PARAM]:g}: {r['state'].lower()}, val_accuracy {val}, {plural(r['epochs_run'], 'epoch')}")
+    if export_hint and best:
+        lines.append(f"  best model: {export_hint}")
     lines.append(f"  dashboard: {dashboard_hint}")
     return "\n".join(lines)
 
@@ -259,7 +262,26 @@ def dashboard_hint(resolved, study: str) -> str:
     """
     import shlex
 
-    cmd = f"hpsearch dashboard --study {shlex.quote(study)}"
+    return _on_storage(f"hpsearch dashboard --study {shlex.quote(study)}", resolved)
+
+
+def export_hint(resolved, study: str, data: str | None) -> str:
+    """The command that saves the study's best model (``hpsearch export``); never with a password in it.
+
+    Args:
+        resolved: the study's storage (:class:`storage.url.ResolvedURL`).
+        data: the ``--data`` the run was given (None: ``HPSEARCH_DATA`` applies, as it did).
+    """
+    import shlex
+
+    cmd = f"hpsearch export --study {shlex.quote(study)}" + ("" if data is None else f" --data {shlex.quote(data)}")
+    return _on_storage(cmd, resolved) + " --out best.keras"
+
+
+def _on_storage(cmd: str, resolved) -> str:
+    """``cmd`` pointed at ``resolved``'s storage as the user pointed this command at it."""
+    import shlex
+
     if resolved.source == "--storage":
         if "***" in resolved.masked:
             return f"OPTUNA_STORAGE=<your storage URL> {cmd}"

@@ -83,13 +83,14 @@ class StudyCommand(Command, parents=(model_study_parent, settings_parent, storag
             self.use(args, opened)
         finally:
             opened.progress.close()
-        from search.cli.render import dashboard_hint, summary_json, summary_text
+        from search.cli.render import dashboard_hint, export_hint, summary_json, summary_text
         from search.study.create import summarize
 
         summary = summarize(opened.study, opened.storage, opened.config, args.trials, args.epoch_budget)
         summary["storage"] = opened.resolved.masked
         hint = dashboard_hint(opened.resolved, args.study)
-        print(summary_json(summary) if args.format == "json" else summary_text(summary, hint))
+        model = None if opened.config.is_recipe else export_hint(opened.resolved, args.study, args.data)
+        print(summary_json(summary) if args.format == "json" else summary_text(summary, hint, model))
         return 0
 
     def use(self, args, opened: OpenedStudy) -> None:

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 from search.study.config import StudyConfig
 from search.cli.render import (
-    FOLLOW_COLUMNS, dashboard_hint, epoch_csv_row, epoch_json, format_rows, init_text, study_line, summary_json, summary_text,
+    FOLLOW_COLUMNS, dashboard_hint, epoch_csv_row, export_hint, epoch_json, format_rows, init_text, study_line, summary_json, summary_text,
 )
 from storage import ResolvedStorage, SummaryRow, TrialRow
 
@@ -148,3 +148,11 @@ def test_the_dashboard_hint_never_shows_a_password():
     assert dashboard_hint(ResolvedStorage("postgresql://u:secret@h/db", "--storage"), "s") == "OPTUNA_STORAGE=<your storage URL> hpsearch dashboard --study s"
     assert dashboard_hint(ResolvedStorage("postgresql://u@h/db", "--storage"), "my study") == "hpsearch dashboard --study 'my study' --storage postgresql://u@h/db"
     assert dashboard_hint(ResolvedStorage("postgresql://u:secret@h/db", "OPTUNA_STORAGE"), "s") == "hpsearch dashboard --study s"
+
+
+def test_the_export_hint_names_the_data_and_never_shows_a_password():
+    secret = ResolvedStorage("postgresql://u:secret@h/db", "--storage")
+    assert export_hint(secret, "m.build", "my data.npz") == "OPTUNA_STORAGE=<your storage URL> hpsearch export --study m.build --data 'my data.npz' --out best.keras"
+    assert export_hint(ResolvedStorage("postgresql://u@h/db", "--storage"), "m.build", None) == "hpsearch export --study m.build --storage postgresql://u@h/db --out best.keras"
+    assert export_hint(ResolvedStorage("postgresql://u:secret@h/db", "OPTUNA_STORAGE"), "s", "d.npz") == "hpsearch export --study s --data d.npz --out best.keras"
+
