@@ -58,7 +58,8 @@ class Exported:
         if self.recorded is None:
             return line
         if not self.seeded:
-            return line + f" (the trial recorded {_short(self.recorded)}; the study has no --seed, so these weights are a new draw)"
+            return line + (f" (the trial recorded {_short(self.recorded)}; the study has no --seed, so these weights are a new draw: "
+                           "a study run with --seed exports each trial's own)")
         same = self.retrained is not None and math.isclose(self.retrained, self.recorded, rel_tol=1e-4, abs_tol=1e-6)
         return line + (f" (the trial recorded {_short(self.recorded)}: its own weights)" if same else
                        f" (the trial recorded {_short(self.recorded)}; the run again differs slightly: nondeterministic kernels, "
