@@ -350,7 +350,8 @@ class EpochGrid:
         bin_epochs: epochs per bin (bin ``b`` holds epochs ``b*bin_epochs`` to the next).
         trials: every trial of the study, by number.
         epochs_run: per trial (same order), the number of epochs stored.
-        best_val_accuracy: per trial, the largest ``val_accuracy`` stored, or None.
+        best: per trial, the best value of the objective stored (:func:`epoch_grid`'s
+            ``objective``: the largest ``val_accuracy`` by default), or None.
         loss, val_loss: per trial, per bin: the mean of the bin's finite values (NaN where none).
     """
 
@@ -358,18 +359,26 @@ class EpochGrid:
     bin_epochs: int
     trials: list[LiveTrial]
     epochs_run: list[int]
-    best_val_accuracy: list[float | None]
+    best: list[float | None]
     loss: list[list[float]] = field(default_factory=list)
     val_loss: list[list[float]] = field(default_factory=list)
 
 
-def epoch_grid(engine, study_id: int, *, bin_epochs: int, param: str = "learning_rate") -> EpochGrid:
+#: The metrics the epochs table keeps: the columns an objective can be read from.
+METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
+
+
+def epoch_grid(engine, study_id: int, *, bin_epochs: int, param: str = "learning_rate", objective: str = "val_accuracy",
+               maximize: bool = True) -> EpochGrid:
     """Every epoch of the study so far, averaged in bins of ``bin_epochs`` epochs per trial.
 
     One aggregate query, so the answer's size grows with trials × bins, not with epochs
-    (1,000 trials × 500 epochs in bins of 5: 100,000 cells instead of 500,000 rows).
+    (1,000 trials × 500 epochs in bins of 5: 100,000 cells instead of 500,000 rows). Each
+    trial's best ``objective`` (the largest, or the smallest unless ``maximize``) comes with
+    it; an objective the table does not keep (not in :data:`METRICS`) has none.
     """
     bin_epochs = max(1, int(bin_epochs))
+    best_sql = f"{'max' if maximize else 'min'}({objective})" if objective in METRICS else "NULL"
     now = int(time.time())
     with _read_conn(engine) as conn:
         trials, largest, still_open = _trials_since(conn, study_id, Cursor(), param)
@@ -387,12 +396,12 @@ def epoch_grid(engine, study_id: int, *, bin_epochs: int, param: str = "learning
                 # 100,000 groups: PostgreSQL's default 4 MB would spill the aggregate to disk.
                 conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
             cells = conn.execute(sqlalchemy.text(
-                f"SELECT trial_id, epoch / :b, avg(loss), avg(val_loss), max(epoch), max(val_accuracy) FROM {TABLE}"
+                f"SELECT trial_id, epoch / :b, avg(loss), avg(val_loss), max(epoch), {best_sql} FROM {TABLE}"
                 " WHERE study_id = :sid AND id <= :top GROUP BY trial_id, epoch / :b"), {"sid": study_id, "top": top, "b": bin_epochs}).all()
             for tid, b, mean_loss, mean_val, last, acc in cells:
                 i = index[int(tid)]
                 runs[i] = max(runs[i], int(last) + 1)
-                if acc is not None and (best[i] is None or acc > best[i]):
+                if acc is not None and (best[i] is None or (acc > best[i] if maximize else acc < best[i])):
                     best[i] = float(acc)
             for i in range(len(trials)):
                 loss[i] = [math.nan] * -(-runs[i] // bin_epochs)

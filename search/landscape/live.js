@@ -14,6 +14,7 @@
   const CURVE_TRACES = 60, BANDS = 24, CURVE_POINTS = 12000;
   const live = {
     bin: 1, bins: 0, epochs: 0, cursor: null, param: "learning_rate", log: true, trials: new Map(), received: 0, renders: 0,
+    objective: "val_accuracy", maximize: true, objectiveKept: true,
     lastEpochAt: null, error: null, polls: 0,
   };
   window.hpsearchLive = live; // for the browser test and the curious
@@ -67,7 +68,8 @@
     fold(t.loss, t.cl, b, e.loss);
     fold(t.val, t.cv, b, e.val_loss);
     t.n = e.epoch + 1;
-    if (finite(e.val_accuracy) && (t.best === null || e.val_accuracy > t.best)) t.best = e.val_accuracy;
+    const v = e[live.objective]; // the feed carries loss, val_loss, accuracy and val_accuracy
+    if (finite(v) && (t.best === null || (live.maximize ? v > t.best : v < t.best))) t.best = v;
     live.epochs = Math.max(live.epochs, t.n);
     live.received += 1;
   }
@@ -206,7 +208,10 @@
     layout.legend = { font: { size: 9 } };
     return [traces, layout];
   }
+  const METRIC_NAMES = { val_accuracy: "validation accuracy", val_loss: "validation loss", accuracy: "training accuracy", loss: "training loss" };
   function accuracy(ts) {
+    const metric = METRIC_NAMES[live.objective] || live.objective;
+    const pct = /acc/.test(live.objective);
     const groups = [["COMPLETE", "complete", { symbol: "circle", color: "#1f77b4", size: 8 }],
       ["PRUNED", "pruned", { symbol: "x-thin-open", color: "#7f7f7f", size: 8, line: { width: 1.5 } }],
       ["RUNNING", "running", { symbol: "triangle-up", color: "#d62728", size: 10 }],
@@ -215,11 +220,13 @@
       const g = ts.filter((t) => t.state === state && finite(t.best));
       return { type: "scatter", mode: "markers", name: name + " (" + g.length + ")", x: g.map((t) => t.lr), y: g.map((t) => t.best),
                customdata: g.map((t) => t.number), marker: marker,
-               hovertemplate: "trial %{customdata} (" + name + ")<br>" + label() + " %{x:.3g}<br>best val accuracy %{y:.2%}<extra></extra>" };
+               hovertemplate: "trial %{customdata} (" + name + ")<br>" + label() + " %{x:.3g}<br>best " + metric +
+                 (pct ? " %{y:.2%}" : " %{y:.4g}") + "<extra></extra>" };
     });
-    const layout = base("Best validation accuracy against " + label());
+    const layout = base("Best " + metric + " against " + label() +
+      (live.objectiveKept ? "" : " (not kept live: the study's stored figures draw it)"));
     layout.xaxis = live.log ? { title: { text: label() + " (log scale)" }, type: "log" } : { title: { text: label() }, type: "linear" };
-    layout.yaxis = { title: { text: "best validation accuracy" }, tickformat: ".0%" };
+    layout.yaxis = pct ? { title: { text: "best " + metric }, tickformat: ".0%" } : { title: { text: "best " + metric } };
     layout.legend = { orientation: "h", y: -0.2, x: 0 };
     return [traces, layout];
   }
@@ -269,12 +276,15 @@
     const g = await getJSON(api + "/grid", true);
     live.bin = g.bin_epochs;
     live.param = g.param || "learning_rate";
+    live.objective = g.objective || "val_accuracy";
+    live.maximize = g.maximize !== false;
+    live.objectiveKept = g.objective_kept !== false;
     live.cursor = g.cursor;
     const loss = decode(g.loss, g.quant[0], g.quant[1]), val = decode(g.val_loss, g.quant[0], g.quant[1]);
     g.trials.forEach((d, i) => {
       const t = setTrial(d);
       t.n = d.epochs_run;
-      t.best = d.best_val_accuracy;
+      t.best = d.best;
       const nb = Math.ceil(t.n / live.bin);
       for (let b = 0; b < nb; b++) {
         const count = Math.min(live.bin, t.n - b * live.bin);

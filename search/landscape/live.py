@@ -74,21 +74,25 @@ def _quantise(rows: list[list[float]], bins: int) -> str:
     return base64.b64encode(out.tobytes()).decode("ascii")
 
 
-def grid_payload(engine, study_id: int, configured_epochs: int | None, *, param: str = "learning_rate") -> dict:
+def grid_payload(engine, study_id: int, configured_epochs: int | None, *, param: str = "learning_rate",
+                 objective: str = "val_accuracy", maximize: bool = True) -> dict:
     """The first load of a study's page, as the ``/grid`` route sends it.
 
     Args:
         configured_epochs: the study's epochs per trial (its stored configuration), which
             fixes the bins; None (not an hpsearch study) uses the most epochs stored so far.
+        objective, maximize: the study's ``--objective`` and its direction: each trial's best
+            value is drawn in the page's last figure, where the epochs table keeps it
+            (``"objective_kept"``: one of ``storage.epochs.METRICS``).
     """
-    from storage.epochs import epoch_grid
+    from storage.epochs import METRICS, epoch_grid
 
     epochs = configured_epochs
     if not epochs:
         probe = epoch_grid(engine, study_id, bin_epochs=10**9, param=param)  # one bin: just the counts
         epochs = max(probe.epochs_run, default=0) or 1
     size = max(1, -(-int(epochs) // GRID_ROWS))
-    grid = epoch_grid(engine, study_id, bin_epochs=size, param=param)
+    grid = epoch_grid(engine, study_id, bin_epochs=size, param=param, objective=objective, maximize=maximize)
     bins = max([-(-int(epochs) // size)] + [len(r) for r in grid.loss])
     return {
         "cursor": grid.cursor.encode(),
@@ -97,9 +101,12 @@ def grid_payload(engine, study_id: int, configured_epochs: int | None, *, param:
         "epochs": int(epochs),
         "bins": bins,
         "quant": list(QUANT),
+        "objective": objective,
+        "maximize": maximize,
+        "objective_kept": objective in METRICS,
         "trials": [
-            {**_trial_json(t), "epochs_run": n, "best_val_accuracy": _nan_to_none(b)}
-            for t, n, b in zip(grid.trials, grid.epochs_run, grid.best_val_accuracy)
+            {**_trial_json(t), "epochs_run": n, "best": _nan_to_none(b)}
+            for t, n, b in zip(grid.trials, grid.epochs_run, grid.best)
         ],
         "loss": _quantise(grid.loss, bins),
         "val_loss": _quantise(grid.val_loss, bins),
@@ -176,6 +183,7 @@ class LiveApp:
         self._config_epochs = config_epochs or self._stored_epochs
         self._static: dict[str, tuple[bytes, bytes]] = {}
         self._params: dict[int, str] = {}
+        self._objectives: dict[int, tuple[str, bool]] = {}
         self._lock = threading.Lock()
 
     def _param_of(self, study_id: int) -> str:
@@ -191,6 +199,17 @@ class LiveApp:
             stored = self.storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
             self._params[study_id] = landscape_param_of(stored) if isinstance(stored, dict) and stored.get("landscape_param") else self.param
         return self._params[study_id]
+
+    def _objective_of(self, study_id: int) -> tuple[str, bool]:
+        """The study's stored ``--objective`` and whether it is maximised (the recipe's
+        ``val_accuracy``, maximised, for a study without one); read once per study."""
+        if study_id not in self._objectives:
+            from search.study.create import CONFIG_ATTR
+
+            stored = self.storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
+            stored = stored if isinstance(stored, dict) else {}
+            self._objectives[study_id] = (str(stored.get("objective") or "val_accuracy"), stored.get("direction", "maximize") != "minimize")
+        return self._objectives[study_id]
 
     def _stored_epochs(self, study_id: int) -> int | None:
         from search.study.create import CONFIG_ATTR
@@ -228,7 +247,10 @@ class LiveApp:
             if self._study_name(study_id) is None:
                 return self._send(start_response, "404 Not Found", {"error": f"no study with id {study_id}: see /api/studies for the studies"}, environ)
             if m.group(2):
-                return self._send(start_response, "200 OK", grid_payload(self.engine, study_id, self._config_epochs(study_id), param=self._param_of(study_id)), environ)
+                objective, maximize = self._objective_of(study_id)
+                payload = grid_payload(self.engine, study_id, self._config_epochs(study_id), param=self._param_of(study_id),
+                                       objective=objective, maximize=maximize)
+                return self._send(start_response, "200 OK", payload, environ)
             from urllib.parse import parse_qs
 
             after = parse_qs(environ.get("QUERY_STRING", "")).get("after", [None])[0]

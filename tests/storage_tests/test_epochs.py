@@ -160,7 +160,7 @@ def test_the_first_load_bins_every_epoch_per_trial(storage):
     assert grid.epochs_run[i] == 7 and grid.epochs_run[j] == 2
     expected = [sum(1.0 / (e + 1) + 0.1 for e in es) / len(es) for es in ((0, 1, 2), (3, 4, 5), (6,))]
     assert grid.loss[i] == pytest.approx(expected, rel=1e-5)
-    assert grid.best_val_accuracy[i] == pytest.approx(0.56)
+    assert grid.best[i] == pytest.approx(0.56)
     assert epochs_after(storage.engine, study._study_id, grid.cursor).epochs == []  # the cursor is after all of them
 
 

@@ -133,6 +133,32 @@ def test_the_first_load_is_binned_and_the_cursor_continues_from_it(served):
     assert len(base64.b64decode(grid["loss"])) == 2 * EPOCHS * len(grid["trials"])  # uint16 per trial and bin
     after = json.loads(_get(f"{d.base}/live/api/studies/{s.id}?after={grid['cursor']}", d.token)[2])
     assert after["epochs"] == []
+    # a study without an --objective of its own draws the recipe's: the best val_accuracy
+    assert (grid["objective"], grid["maximize"], grid["objective_kept"]) == ("val_accuracy", True, True)
+    last = s.trials[4]
+    best = {t["number"]: t["best"] for t in grid["trials"]}[last.number]
+    loss = 2.3 * 0.8 ** ((EPOCHS - 1) * (1 + 10 * last.params["learning_rate"])) + 0.02
+    assert best == pytest.approx(1 - loss / 2.5, rel=1e-5)
+
+
+def test_the_first_load_carries_each_trials_best_of_the_studys_own_objective(db_url):
+    """A user's model's --objective (issue 23): the live page's last figure draws each trial's
+    best of it, the lowest for one minimised; one the epochs table does not keep has none."""
+    from search.landscape.live import grid_payload
+
+    s = Study(db_url, f"objective-{uuid.uuid4().hex[:6]}", rates=(0.1, 0.001))
+    try:
+        for t in s.trials:
+            s.epoch(t, 3)
+        grid = grid_payload(s.storage.engine, s.id, EPOCHS, objective="val_loss", maximize=False)
+        assert (grid["objective"], grid["maximize"], grid["objective_kept"]) == ("val_loss", False, True)
+        for t, row in zip(s.trials, grid["trials"]):
+            losses = [(2.3 * 0.8 ** (e * (1 + 10 * t.params["learning_rate"])) + 0.02) * 1.2 for e in range(3)]
+            assert row["best"] == pytest.approx(min(losses), rel=1e-5)
+        other = grid_payload(s.storage.engine, s.id, EPOCHS, objective="val_mae", maximize=False)
+        assert other["objective_kept"] is False and [row["best"] for row in other["trials"]] == [None, None]
+    finally:
+        s.close()
 
 
 def test_the_live_routes_only_read_and_never_show_the_storage(served):
@@ -321,3 +347,42 @@ def test_a_real_browser_watches_the_landscape_change_without_a_reload_and_keeps_
     finally:
         browser.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_a_browser_draws_the_lowest_value_of_a_minimised_objective_live(db_url):
+    """A user's model with --objective val_loss: the live page's last figure is each trial's
+    lowest val_loss, from the first load and from the feed as new epochs arrive."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    s = Study(db_url, f"minimised-{uuid.uuid4().hex[:6]}", rates=(0.1, 0.001))
+    s.study.set_user_attr("hpsearch_config", {"epochs": EPOCHS, "objective": "val_loss", "direction": "minimize"})
+    for t in s.trials:
+        s.epoch(t, 2)
+    d = Dashboard("--study", s.study.study_name, "--port", "0", env={"OPTUNA_STORAGE": _with_password(db_url)})
+    browser = profile = None
+    try:
+        d.wait_url()
+        browser, profile = open_browser()
+        browser.get(f"{d.base}/live/studies/{s.id}?token={d.token}")
+        WebDriverWait(browser, 60).until(lambda b: b.execute_script("return window.hpsearchLive && window.hpsearchLive.renders > 0"))
+
+        def lowest(t, n):
+            return min((2.3 * 0.8 ** (e * (1 + 10 * t.params["learning_rate"])) + 0.02) * 1.2 for e in range(n))
+
+        def drawn():
+            return browser.execute_script(
+                "const f = document.getElementById('live-accuracy');"
+                "return [f.layout.title.text, f.data.flatMap(tr => tr.customdata.map((n, i) => [n, tr.y[i]]))];")
+
+        title, points = drawn()
+        assert title.startswith("Best validation loss against")
+        assert dict(points) == pytest.approx({t.number: lowest(t, 2) for t in s.trials}, rel=1e-6)  # sent as numbers, not quantised
+        s.epoch(s.trials[0], 3)  # its loss falls: the feed brings a lower best
+        WebDriverWait(browser, 15).until(lambda b: dict(drawn()[1])[s.trials[0].number] < lowest(s.trials[0], 2) - 1e-9)
+        assert dict(drawn()[1])[s.trials[0].number] == pytest.approx(lowest(s.trials[0], 5), rel=1e-6)
+    finally:
+        if browser is not None:
+            browser.quit()
+            shutil.rmtree(profile, ignore_errors=True)
+        d.stop()
+        s.close()
