@@ -68,6 +68,9 @@ REPO = Path(__file__).resolve().parent.parent
 # busy 98% of the wall time); by file: test_your_model 311 s, test_faults 222 s, test_cli_run
 # 158 s, test_bad_input 150 s, test_checkpoints 140 s, test_lanes 124 s. 15 minutes needs about
 # 425 s less, most likely from the CLI processes of test_your_model and test_bad_input.
+# A fourth machine of the label (2026-12-07, fourth session), about 1.6 times faster: `import
+# keras` 4.3 s of CPU; the same 876 tests in 11:25 (1,344 s of test time), then 900 (hpsearch
+# export's tests and more bad inputs) in 13:16 and 12:56, and 904 in 12:42.
 MAX_WORKERS = 4  # each worker holds TensorFlow and connections to the local server
 
 
