@@ -120,6 +120,12 @@ def test_a_worker_whose_model_code_differs_is_refused(local_pg_url, images, tmp_
     out = run_cli("worker", *args, "--trials", "1")
     assert out.returncode == 2
     assert "differs from the code study 'pinned' was created with" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    # with the study's code back, other data is refused as early, before the model is imported
+    model.write_text((EXAMPLES / "tuned_fit.py").read_text())
+    other = guide_images(tmp_path / "other.npz", train=500)
+    out = run_cli("worker", "--model", f"{model}:BatchSizeModel", "--data", other, "--study", "pinned", "--storage", local_pg_url, "--trials", "1")
+    assert out.returncode == 2 and "differs from the data study 'pinned' was created with" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
     # a worker joining without --model takes the study's, so the recipe's --lr-max is refused too
     out = run_cli("worker", "--data", images, "--study", "pinned", "--storage", local_pg_url, "--lr-max", "0.5", "--trials", "1")
     assert out.returncode == 2 and "--lr-max bounds the recipe's learning rate" in out.stderr, out.stderr

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from search.env import env
 from search.errors import ConfigError
 
-__all__ = ["RECIPE_RATES", "StudyConfig", "DEFAULT_OBJECTIVE", "DEFAULT_STUDY", "DEFAULT_TRIALS", "DIRECTIONS", "USER_BATCH_SIZE", "default_study", "infer_direction", "pick_study", "landscape_param_of", "merge_with_stored", "pick_landscape_param", "resolve_lanes"]
+__all__ = ["RECIPE_RATES", "StudyConfig", "DEFAULT_OBJECTIVE", "DEFAULT_STUDY", "DEFAULT_TRIALS", "DIRECTIONS", "USER_BATCH_SIZE", "default_study", "infer_direction", "landscape_param_of", "merge_with_stored", "pick_landscape_param", "pick_study", "resolve_lanes"]
 
 #: The recipe's three learning rates, enqueued as every study's first trials.
 RECIPE_RATES: tuple[float, ...] = (0.1, 0.01, 0.0001)

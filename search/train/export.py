@@ -230,9 +230,10 @@ def _check_model_and_data(config, study: str, model_flag: str | None, data_path:
 
         raw = read_arrays(data_path)
         check_user_split(raw, config.train_size, config.validation)
-    if config.data_fingerprint and raw.fingerprint() != config.data_fingerprint:
+    fingerprint = raw.fingerprint()  # a hash of every array: once
+    if config.data_fingerprint and fingerprint != config.data_fingerprint:
         raise DataError(
-            f"this data (fingerprint {raw.fingerprint()}) differs from the data study {study!r} was trained on ({config.data_fingerprint}): pass that data with --data"
+            f"this data (fingerprint {fingerprint}) differs from the data study {study!r} was trained on ({config.data_fingerprint}): pass that data with --data"
         )
     return spec, raw, data_path
 

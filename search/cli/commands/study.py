@@ -534,7 +534,7 @@ def _stored_config(target, name: str) -> dict | None:
     return config if isinstance(config, dict) else None
 
 
-def _stored_model(target, name: str) -> str | None:
+def _stored_model(target, name: str) -> str:
     """The ``--model`` study ``name`` was created with ("recipe" also when there is no such study yet)."""
     return (_stored_config(target, name) or {}).get("model", "recipe")
 
