@@ -192,6 +192,10 @@ class EpochRow:
     accuracy: float | None
     val_accuracy: float | None
     epoch_seconds: float | None
+    #: the study's objective as the trial reported it at this epoch (Optuna's intermediate
+    #: value), read only when asked (``epochs_after(..., values=True)``): an objective the
+    #: table keeps no column of (``val_mae``, say) reaches the live page and ``query follow`` here.
+    value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -235,11 +239,21 @@ _TRIALS_SQL = (
     " WHERE t.study_id = :sid"
 )
 _EPOCHS_SQL = (
-    "SELECT e.id, t.number, e.epoch, p.param_value, e.loss, e.val_loss, e.accuracy, e.val_accuracy, e.epoch_seconds"
+    "SELECT e.id, t.number, e.epoch, p.param_value, e.loss, e.val_loss, e.accuracy, e.val_accuracy, e.epoch_seconds{value}"
     f" FROM {TABLE} e JOIN trials t ON t.trial_id = e.trial_id"
-    " LEFT JOIN trial_params p ON p.trial_id = e.trial_id AND p.param_name = :param"
+    " LEFT JOIN trial_params p ON p.trial_id = e.trial_id AND p.param_name = :param{join}"
     " WHERE e.study_id = :sid"
 )
+#: The objective each epoch reported (the trial's intermediate value at the epoch's step), for
+#: a study whose objective has no column here. A worker reports the epoch before it queues its
+#: row, through one writer thread, so a row that is read has its value committed.
+_VALUE_JOIN = (", iv.intermediate_value",
+               " LEFT JOIN trial_intermediate_values iv ON iv.trial_id = e.trial_id AND iv.step = e.epoch")
+
+
+def _epochs_sql(values: bool) -> str:
+    value, join = _VALUE_JOIN if values else ("", "")
+    return _EPOCHS_SQL.format(value=value, join=join)
 
 
 def _state(value) -> str:
@@ -253,7 +267,8 @@ def _trial(row) -> LiveTrial:
 
 def _epoch(row) -> EpochRow:
     f = [None if v is None else float(v) for v in row[4:9]]
-    return EpochRow(int(row[1]), int(row[2]), None if row[3] is None else float(row[3]), *f)
+    value = _number(row[9]) if len(row) > 9 else None  # a reported objective, stored as the metrics are
+    return EpochRow(int(row[1]), int(row[2]), None if row[3] is None else float(row[3]), *f, value)
 
 
 def _trials_since(conn, study_id: int, cursor: Cursor, param: str) -> tuple[list[LiveTrial], int, tuple]:
@@ -291,12 +306,12 @@ def _new_gaps(conn, after: int, upto: int, now: int) -> list[tuple[int, int]]:
     return [(i, now) for i in range(lo + 1, upto + 1) if i not in present]
 
 
-def _gap_epochs(conn, study_id: int, gaps: Sequence[tuple[int, int]], param: str, now: int) -> tuple[list, list]:
+def _gap_epochs(conn, study_id: int, gaps: Sequence[tuple[int, int]], param: str, now: int, values: bool) -> tuple[list, list]:
     """The study's rows among the gap ids that are there now, and the gaps still open."""
     if not gaps:
         return [], []
     ids = [i for i, _ in gaps]
-    statement = sqlalchemy.text(_EPOCHS_SQL + " AND e.id IN :ids").bindparams(sqlalchemy.bindparam("ids", expanding=True))
+    statement = sqlalchemy.text(_epochs_sql(values) + " AND e.id IN :ids").bindparams(sqlalchemy.bindparam("ids", expanding=True))
     found = conn.execute(statement, {"sid": study_id, "param": param, "ids": ids}).all()
     present = {int(i) for (i,) in conn.execute(
         sqlalchemy.text(f"SELECT id FROM {TABLE} WHERE id IN :ids").bindparams(sqlalchemy.bindparam("ids", expanding=True)), {"ids": ids})}
@@ -305,7 +320,7 @@ def _gap_epochs(conn, study_id: int, gaps: Sequence[tuple[int, int]], param: str
 
 
 def epochs_after(engine, study_id: int, cursor: Cursor | None = None, *, param: str = "learning_rate",
-                 limit: int = PAGE, epochs: bool = True) -> EpochBatch:
+                 limit: int = PAGE, epochs: bool = True, values: bool = False) -> EpochBatch:
     """The study's epochs written after ``cursor`` (all of them without one), and its trials
     that are new or changed state since then.
 
@@ -316,6 +331,7 @@ def epochs_after(engine, study_id: int, cursor: Cursor | None = None, *, param: 
         param: the parameter reported as ``learning_rate``.
         limit: at most this many epochs (then ``more`` is True: ask again at once).
         epochs: False skips the epochs (a cursor at "now", for following from here on).
+        values: True reads each epoch's reported objective too (:attr:`EpochRow.value`).
 
     Returns:
         An :class:`EpochBatch`; its ``cursor`` is where the next call starts.
@@ -329,9 +345,9 @@ def epochs_after(engine, study_id: int, cursor: Cursor | None = None, *, param: 
         top = conn.execute(sqlalchemy.text(f"SELECT max(id) FROM {TABLE}")).scalar() or 0
         if not epochs:
             return EpochBatch(Cursor(max(top, cursor.epoch_id), (), largest, still_open), [], trials)
-        found, gaps = _gap_epochs(conn, study_id, cursor.gaps, param, now)
+        found, gaps = _gap_epochs(conn, study_id, cursor.gaps, param, now, values)
         rows = conn.execute(
-            sqlalchemy.text(_EPOCHS_SQL + " AND e.id > :after AND e.id <= :top ORDER BY e.id LIMIT :limit"),
+            sqlalchemy.text(_epochs_sql(values) + " AND e.id > :after AND e.id <= :top ORDER BY e.id LIMIT :limit"),
             {"sid": study_id, "param": param, "after": cursor.epoch_id, "top": top, "limit": limit},
         ).all()
         more = len(rows) == limit
@@ -375,10 +391,12 @@ def epoch_grid(engine, study_id: int, *, bin_epochs: int, param: str = "learning
     One aggregate query, so the answer's size grows with trials × bins, not with epochs
     (1,000 trials × 500 epochs in bins of 5: 100,000 cells instead of 500,000 rows). Each
     trial's best ``objective`` (the largest, or the smallest unless ``maximize``) comes with
-    it; an objective the table does not keep (not in :data:`METRICS`) has none.
+    it: from its column, or for an objective the table keeps none of (not in :data:`METRICS`)
+    from the values the trial reported (Optuna's intermediate values).
     """
     bin_epochs = max(1, int(bin_epochs))
-    best_sql = f"{'max' if maximize else 'min'}({objective})" if objective in METRICS else "NULL"
+    pick = "max" if maximize else "min"
+    best_sql = f"{pick}({objective})" if objective in METRICS else "NULL"
     now = int(time.time())
     with _read_conn(engine) as conn:
         trials, largest, still_open = _trials_since(conn, study_id, Cursor(), param)
@@ -398,7 +416,10 @@ def epoch_grid(engine, study_id: int, *, bin_epochs: int, param: str = "learning
             cells = conn.execute(sqlalchemy.text(
                 f"SELECT trial_id, epoch / :b, avg(loss), avg(val_loss), max(epoch), {best_sql} FROM {TABLE}"
                 " WHERE study_id = :sid AND id <= :top GROUP BY trial_id, epoch / :b"), {"sid": study_id, "top": top, "b": bin_epochs}).all()
-            for tid, b, mean_loss, mean_val, last, acc in cells:
+            reported = [] if objective in METRICS else conn.execute(sqlalchemy.text(
+                f"SELECT iv.trial_id, NULL, NULL, NULL, -1, {pick}(iv.intermediate_value) FROM trial_intermediate_values iv"
+                " JOIN trials t ON t.trial_id = iv.trial_id WHERE t.study_id = :sid GROUP BY iv.trial_id"), {"sid": study_id}).all()
+            for tid, b, mean_loss, mean_val, last, acc in [*cells, *reported]:
                 i = index[int(tid)]
                 runs[i] = max(runs[i], int(last) + 1)
                 if acc is not None and (best[i] is None or (acc > best[i] if maximize else acc < best[i])):

@@ -23,7 +23,7 @@ from datetime import datetime
 from search.fleet.progress import plural
 
 __all__ = [
-    "FORMATS", "FOLLOW_COLUMNS", "PARAM_PREFIX", "format_rows", "epoch_json", "epoch_csv_row",
+    "FORMATS", "FOLLOW_COLUMNS", "PARAM_PREFIX", "format_rows", "follow_columns", "epoch_json", "epoch_csv_row",
     "summary_text", "summary_json", "study_line", "init_text", "dashboard_hint", "export_hint",
 ]
 
@@ -156,16 +156,34 @@ def _spread(columns: list[str], rows, params: list[str] | None):
     return spread, flat
 
 
-def epoch_json(epoch) -> str:
-    """One followed epoch as a JSON object on one line (non-finite numbers refused, as JSON does)."""
+def follow_columns(param: str | None = None, objective: str | None = None, *, recipe: bool = True) -> tuple[tuple[str, str], ...]:
+    """The columns ``hpsearch query follow`` prints for a study, as ``(name, EpochRow field)``.
+
+    The recipe's (``recipe``) are :data:`FOLLOW_COLUMNS`. A user's model's (issue 23) have the parameter its
+    landscape is drawn over where the recipe has ``learning_rate`` (``param``, named
+    ``param_<name>`` as ``hpsearch query trials`` names it; None: it has none, no column), and
+    add its objective, as each epoch reported it, where the epochs table keeps no column of it
+    (``objective``: ``val_mae``, say; None for none).
+    """
+    if recipe:
+        return tuple((c, c) for c in FOLLOW_COLUMNS)
+    columns = [(PARAM_PREFIX + param if c == "learning_rate" else c, c) for c in FOLLOW_COLUMNS if c != "learning_rate" or param]
+    if objective:
+        columns.insert(-1, (objective, "value"))  # before epoch_seconds, with the other metrics
+    return tuple(columns)
+
+
+def epoch_json(epoch, columns=None) -> str:
+    """One followed epoch as a JSON object on one line (non-finite numbers refused, as JSON does);
+    ``columns`` as :func:`follow_columns` gives them (default: the recipe's)."""
     import json
 
-    return json.dumps({c: getattr(epoch, c) for c in FOLLOW_COLUMNS}, allow_nan=False)
+    return json.dumps({name: getattr(epoch, f) for name, f in columns or follow_columns()}, allow_nan=False)
 
 
-def epoch_csv_row(epoch) -> list:
-    """One followed epoch as CSV cells, in :data:`FOLLOW_COLUMNS` order."""
-    return [_csv_cell(getattr(epoch, c)) for c in FOLLOW_COLUMNS]
+def epoch_csv_row(epoch, columns=None) -> list:
+    """One followed epoch as CSV cells, in the order of ``columns`` (default: :data:`FOLLOW_COLUMNS`)."""
+    return [_csv_cell(getattr(epoch, f)) for _, f in columns or follow_columns()]
 
 
 # --- study summaries -----------------------------------------------------------------------------

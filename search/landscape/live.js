@@ -68,7 +68,8 @@
     fold(t.loss, t.cl, b, e.loss);
     fold(t.val, t.cv, b, e.val_loss);
     t.n = e.epoch + 1;
-    const v = e[live.objective]; // the feed carries loss, val_loss, accuracy and val_accuracy
+    // The feed carries loss, val_loss, accuracy and val_accuracy; any other objective as "value".
+    const v = live.objectiveKept ? e[live.objective] : e.value;
     if (finite(v) && (t.best === null || (live.maximize ? v > t.best : v < t.best))) t.best = v;
     live.epochs = Math.max(live.epochs, t.n);
     live.received += 1;
@@ -223,8 +224,7 @@
                hovertemplate: "trial %{customdata} (" + name + ")<br>" + label() + " %{x:.3g}<br>best " + metric +
                  (pct ? " %{y:.2%}" : " %{y:.4g}") + "<extra></extra>" };
     });
-    const layout = base("Best " + metric + " against " + label() +
-      (live.objectiveKept ? "" : " (not kept live: the study's stored figures draw it)"));
+    const layout = base("Best " + metric + " against " + label());
     layout.xaxis = live.log ? { title: { text: label() + " (log scale)" }, type: "log" } : { title: { text: label() }, type: "linear" };
     layout.yaxis = pct ? { title: { text: "best " + metric }, tickformat: ".0%" } : { title: { text: "best " + metric } };
     layout.legend = { orientation: "h", y: -0.2, x: 0 };

@@ -82,8 +82,9 @@ def grid_payload(engine, study_id: int, configured_epochs: int | None, *, param:
         configured_epochs: the study's epochs per trial (its stored configuration), which
             fixes the bins; None (not an hpsearch study) uses the most epochs stored so far.
         objective, maximize: the study's ``--objective`` and its direction: each trial's best
-            value is drawn in the page's last figure, where the epochs table keeps it
-            (``"objective_kept"``: one of ``storage.epochs.METRICS``).
+            value is drawn in the page's last figure. ``"objective_kept"`` says where the feed
+            carries it: in the epochs' own column (one of ``storage.epochs.METRICS``), else
+            (``val_mae``, say) as each epoch's ``value`` (:func:`feed_payload`).
     """
     from storage.epochs import METRICS, epoch_grid
 
@@ -113,8 +114,11 @@ def grid_payload(engine, study_id: int, configured_epochs: int | None, *, param:
     }
 
 
-def feed_payload(engine, study_id: int, after: str | None, *, param: str = "learning_rate") -> dict:
+def feed_payload(engine, study_id: int, after: str | None, *, param: str = "learning_rate", values: bool = False) -> dict:
     """One answer of the feed (``after``: the cursor text, or None for everything).
+
+    ``values``: each epoch carries ``value``, the objective it reported, too (for a study whose
+    objective has no column of its own: ``grid_payload``'s ``objective_kept`` False).
 
     Raises:
         ValueError: ``after`` is no cursor of this feed.
@@ -122,10 +126,11 @@ def feed_payload(engine, study_id: int, after: str | None, *, param: str = "lear
     from storage.epochs import Cursor, epochs_after
 
     cursor = Cursor.decode(after) if after else None
-    batch = epochs_after(engine, study_id, cursor, param=param)
+    batch = epochs_after(engine, study_id, cursor, param=param, values=values)
     epochs = [
         {"trial": e.trial, "epoch": e.epoch, "learning_rate": e.learning_rate, "loss": e.loss, "val_loss": e.val_loss,
-         "accuracy": e.accuracy, "val_accuracy": e.val_accuracy, "epoch_seconds": e.epoch_seconds}
+         "accuracy": e.accuracy, "val_accuracy": e.val_accuracy, "epoch_seconds": e.epoch_seconds,
+         **({"value": e.value} if values else {})}
         for e in batch.epochs
     ]
     return {"cursor": batch.cursor.encode(), "more": batch.more, "epochs": epochs, "trials": [_trial_json(t) for t in batch.trials]}
@@ -253,9 +258,12 @@ class LiveApp:
                 return self._send(start_response, "200 OK", payload, environ)
             from urllib.parse import parse_qs
 
+            from storage.epochs import METRICS
+
             after = parse_qs(environ.get("QUERY_STRING", "")).get("after", [None])[0]
+            values = self._objective_of(study_id)[0] not in METRICS
             try:
-                payload = feed_payload(self.engine, study_id, after, param=self._param_of(study_id))
+                payload = feed_payload(self.engine, study_id, after, param=self._param_of(study_id), values=values)
             except ValueError as e:
                 return self._send(start_response, "400 Bad Request", {"error": f"{e}: pass the cursor of the previous answer, or no after= for everything"}, environ)
             return self._send(start_response, "200 OK", payload, environ)

@@ -206,6 +206,11 @@ class _Follow(Command, name="follow", help="print each new epoch of a study as i
     CSV), the same epochs the live page draws, until the study holds the trials its workers were
     started for and none runs, or Ctrl-C (exit 130). Polls the database once a second; only reads.
 
+    Each epoch: trial, epoch, learning_rate, loss, val_loss, accuracy, val_accuracy and
+    epoch_seconds. A user's model's study has its landscape parameter (param_<name>) where the
+    recipe has learning_rate, and its --objective as a column of its own where that is none of
+    the four metrics.
+
     examples:
       hpsearch query follow --study mnist-learning-rate
       hpsearch query follow --study mnist-learning-rate --from-start --format csv > epochs.csv
@@ -243,11 +248,12 @@ def follow(engine, study: str, *, from_start: bool = False, fmt: str = "json", i
     import csv
     import time
 
-    from search.cli.render import FOLLOW_COLUMNS, epoch_csv_row, epoch_json
+    from search.cli.render import epoch_csv_row, epoch_json
     from storage.epochs import budget, epochs_after, study_id_of
 
     out, err = out or sys.stdout, err or sys.stderr
     study_id = study_id_of(engine, study)
+    param, objective, columns = _follow_columns(engine, study)
     # Where "from now on" starts is read before the line that says it is following, so an epoch
     # written once that line is out is always printed (it was lost when the write fell between).
     cursor = None if from_start else epochs_after(engine, study_id, epochs=False).cursor
@@ -261,25 +267,46 @@ def follow(engine, study: str, *, from_start: bool = False, fmt: str = "json", i
     def emit(epochs) -> None:
         for e in epochs:
             if writer is not None:
-                writer.writerow(epoch_csv_row(e))
+                writer.writerow(epoch_csv_row(e, columns))
             else:
-                print(epoch_json(e), file=out)
+                print(epoch_json(e, columns), file=out)
         out.flush()
 
+    def read(cursor):
+        return epochs_after(engine, study_id, cursor, param=param or "learning_rate", values=objective is not None)
+
     if writer is not None:
-        writer.writerow(FOLLOW_COLUMNS)
+        writer.writerow([name for name, _ in columns])
         out.flush()
     while True:
-        batch = epochs_after(engine, study_id, cursor)
+        batch = read(cursor)
         emit(batch.epochs)
         cursor = batch.cursor
         if batch.more:
             continue
         if budget(engine, study_id).done:
-            emit(epochs_after(engine, study_id, cursor).epochs)  # any epoch whose commit came late
+            emit(read(cursor).epochs)  # any epoch whose commit came late
             print(f"study {study!r} finished its budget", file=err, flush=True)
             return 0
         time.sleep(interval)
+
+
+def _follow_columns(engine, study: str) -> tuple[str | None, str | None, tuple]:
+    """The parameter ``follow`` reads each epoch's value of, the objective it reads from the
+    trials' reports (None: the epochs table has its column), and the columns it prints
+    (:func:`search.cli.render.follow_columns`): the recipe's, or a user's model's own."""
+    from search.cli.render import follow_columns
+    from search.study.create import CONFIG_ATTR
+    from storage.epochs import METRICS
+    from storage.histories import study_user_attr
+
+    config = study_user_attr(engine, study, CONFIG_ATTR)
+    if not isinstance(config, dict) or config.get("model", "recipe") == "recipe":
+        return "learning_rate", None, follow_columns()
+    param = config.get("landscape_param") or None
+    objective = config.get("objective") or "val_accuracy"
+    objective = None if objective in METRICS else objective
+    return param, objective, follow_columns(param, objective, recipe=False)
 
 
 class Query(Group, name="query", help="read studies from scripts: studies, trials, best, top, curves, summary, follow"):

@@ -44,7 +44,7 @@ def db_url(local_pg_url):
 class Study:
     """A study as hpsearch workers leave it, epochs written through the real writer."""
 
-    def __init__(self, url: str, name: str, rates=(0.1, 0.01, 0.001, 0.0003, 0.03)):
+    def __init__(self, url: str, name: str, rates=(0.1, 0.01, 0.001, 0.0003, 0.03), report: str | None = None):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.storage = open_storage(resolve_storage_url(url), heartbeat=False)
         self.study = optuna.create_study(study_name=name, storage=self.storage, direction="maximize")
@@ -58,12 +58,20 @@ class Study:
             t.suggest_float("learning_rate", 1e-5, 1.0, log=True)
             self.trials.append(t)
         self.epochs = {t.number: 0 for t in self.trials}
+        self.report = report  # an objective the epochs table has no column of, reported as the monitor does
+
+    @staticmethod
+    def reported(trial, e: int) -> float:
+        """The value a study made with ``report=`` reports at epoch ``e`` (a val_mae, say)."""
+        return 0.4 * 0.8 ** (e * (1 + 10 * trial.params["learning_rate"])) + 0.01
 
     def epoch(self, trial, n: int = 1) -> None:
         for _ in range(n):
             e = self.epochs[trial.number]
             lr = trial.params["learning_rate"]
             loss = 2.3 * 0.8 ** (e * (1 + 10 * lr)) + 0.02
+            if self.report:  # the trial's report, queued before its row (search.train.monitor)
+                self.writes.submit(trial.report, self.reported(trial, e), step=e, what=f"reporting epoch {e}")
             self.writes.epoch(trial, e, {"loss": loss, "val_loss": loss * 1.2, "accuracy": 1 - loss / 3, "val_accuracy": 1 - loss / 2.5},
                               seconds=0.1)
             self.epochs[trial.number] = e + 1
@@ -143,10 +151,11 @@ def test_the_first_load_is_binned_and_the_cursor_continues_from_it(served):
 
 def test_the_first_load_carries_each_trials_best_of_the_studys_own_objective(db_url):
     """A user's model's --objective (issue 23): the live page's last figure draws each trial's
-    best of it, the lowest for one minimised; one the epochs table does not keep has none."""
-    from search.landscape.live import grid_payload
+    best of it, the lowest for one minimised: from the epochs' column where the table keeps
+    one, else from what the trials reported (val_mae here), and the feed then carries it."""
+    from search.landscape.live import feed_payload, grid_payload
 
-    s = Study(db_url, f"objective-{uuid.uuid4().hex[:6]}", rates=(0.1, 0.001))
+    s = Study(db_url, f"objective-{uuid.uuid4().hex[:6]}", rates=(0.1, 0.001), report="val_mae")
     try:
         for t in s.trials:
             s.epoch(t, 3)
@@ -156,7 +165,15 @@ def test_the_first_load_carries_each_trials_best_of_the_studys_own_objective(db_
             losses = [(2.3 * 0.8 ** (e * (1 + 10 * t.params["learning_rate"])) + 0.02) * 1.2 for e in range(3)]
             assert row["best"] == pytest.approx(min(losses), rel=1e-5)
         other = grid_payload(s.storage.engine, s.id, EPOCHS, objective="val_mae", maximize=False)
-        assert other["objective_kept"] is False and [row["best"] for row in other["trials"]] == [None, None]
+        assert other["objective_kept"] is False
+        assert [row["best"] for row in other["trials"]] == pytest.approx([Study.reported(t, 2) for t in s.trials], rel=1e-9)
+        most = grid_payload(s.storage.engine, s.id, EPOCHS, objective="val_mae", maximize=True)
+        assert [row["best"] for row in most["trials"]] == pytest.approx([Study.reported(t, 0) for t in s.trials], rel=1e-9)
+
+        s.epoch(s.trials[0])
+        new = feed_payload(s.storage.engine, s.id, other["cursor"], values=True)["epochs"]
+        assert [(e["trial"], e["epoch"], e["value"]) for e in new] == [(s.trials[0].number, 3, pytest.approx(Study.reported(s.trials[0], 3)))]
+        assert "value" not in feed_payload(s.storage.engine, s.id, other["cursor"])["epochs"][0]  # the recipe's feed is as it was
     finally:
         s.close()
 
@@ -271,6 +288,45 @@ def test_query_follow_streams_new_epochs_until_the_budget_is_finished(db_url):
         s.close()
 
 
+def test_query_follow_prints_a_users_models_parameter_and_objective(db_url):
+    """A user's model's study (issue 23): its landscape parameter where the recipe has
+    learning_rate, and its --objective as each epoch reported it where the table keeps no
+    column of it (val_mae), in CSV and JSON alike."""
+    import csv
+    import io
+
+    from search.cli.commands.query import follow
+    from storage import open_engine
+
+    s = Study(db_url, f"follow-model-{uuid.uuid4().hex[:6]}", rates=(0.01, 0.001), report="val_mae")
+    s.study.set_user_attr("hpsearch_config", {"epochs": EPOCHS, "model": "regress.py:build_model", "landscape_param": "learning_rate",
+                                              "objective": "val_mae", "direction": "minimize"})
+    engine = open_engine(db_url)
+    try:
+        for t in s.trials:
+            s.epoch(t, 2)
+            s.study.tell(t, Study.reported(t, 1))
+        s.storage.set_study_system_attr(s.id, TARGET_ATTR, 2)
+        out = io.StringIO()
+        assert follow(engine, s.study.study_name, from_start=True, fmt="csv", out=out, err=io.StringIO()) == 0
+        rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+        assert out.getvalue().splitlines()[0] == "trial,epoch,param_learning_rate,loss,val_loss,accuracy,val_accuracy,val_mae,epoch_seconds"
+        assert [(int(r["trial"]), int(r["epoch"])) for r in rows] == [(t.number, e) for t in s.trials for e in range(2)]
+        for r in rows:
+            t = s.trials[[x.number for x in s.trials].index(int(r["trial"]))]
+            assert float(r["param_learning_rate"]) == pytest.approx(t.params["learning_rate"])
+            assert float(r["val_mae"]) == pytest.approx(Study.reported(t, int(r["epoch"])))
+        out = io.StringIO()
+        assert follow(engine, s.study.study_name, from_start=True, out=out, err=io.StringIO()) == 0
+        first = json.loads(out.getvalue().splitlines()[0])
+        assert list(first) == ["trial", "epoch", "param_learning_rate", "loss", "val_loss", "accuracy", "val_accuracy", "val_mae",
+                               "epoch_seconds"]
+        assert first["val_mae"] == pytest.approx(Study.reported(s.trials[0], 0))
+    finally:
+        engine.dispose()
+        s.close()
+
+
 def test_query_follow_stops_on_ctrl_c_with_130_and_no_traceback(db_url):
     s = Study(db_url, f"follow-int-{uuid.uuid4().hex[:6]}", rates=(0.01,))
     proc = _follow(db_url, s.study.study_name)
@@ -350,12 +406,13 @@ def test_a_real_browser_watches_the_landscape_change_without_a_reload_and_keeps_
 
 
 def test_a_browser_draws_the_lowest_value_of_a_minimised_objective_live(db_url):
-    """A user's model with --objective val_loss: the live page's last figure is each trial's
-    lowest val_loss, from the first load and from the feed as new epochs arrive."""
+    """A user's model with --objective val_mae, which the epochs table keeps no column of: the
+    live page's last figure is each trial's lowest reported val_mae, from the first load and
+    from the feed as new epochs arrive."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    s = Study(db_url, f"minimised-{uuid.uuid4().hex[:6]}", rates=(0.1, 0.001))
-    s.study.set_user_attr("hpsearch_config", {"epochs": EPOCHS, "objective": "val_loss", "direction": "minimize"})
+    s = Study(db_url, f"minimised-{uuid.uuid4().hex[:6]}", rates=(0.1, 0.001), report="val_mae")
+    s.study.set_user_attr("hpsearch_config", {"epochs": EPOCHS, "objective": "val_mae", "direction": "minimize"})
     for t in s.trials:
         s.epoch(t, 2)
     d = Dashboard("--study", s.study.study_name, "--port", "0", env={"OPTUNA_STORAGE": _with_password(db_url)})
@@ -367,7 +424,7 @@ def test_a_browser_draws_the_lowest_value_of_a_minimised_objective_live(db_url):
         WebDriverWait(browser, 60).until(lambda b: b.execute_script("return window.hpsearchLive && window.hpsearchLive.renders > 0"))
 
         def lowest(t, n):
-            return min((2.3 * 0.8 ** (e * (1 + 10 * t.params["learning_rate"])) + 0.02) * 1.2 for e in range(n))
+            return min(Study.reported(t, e) for e in range(n))
 
         def drawn():
             return browser.execute_script(
@@ -375,7 +432,7 @@ def test_a_browser_draws_the_lowest_value_of_a_minimised_objective_live(db_url):
                 "return [f.layout.title.text, f.data.flatMap(tr => tr.customdata.map((n, i) => [n, tr.y[i]]))];")
 
         title, points = drawn()
-        assert title.startswith("Best validation loss against")
+        assert title.startswith("Best val_mae against")
         assert dict(points) == pytest.approx({t.number: lowest(t, 2) for t in s.trials}, rel=1e-6)  # sent as numbers, not quantised
         s.epoch(s.trials[0], 3)  # its loss falls: the feed brings a lower best
         WebDriverWait(browser, 15).until(lambda b: dict(drawn()[1])[s.trials[0].number] < lowest(s.trials[0], 2) - 1e-9)
