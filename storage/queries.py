@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import sqlalchemy
 from sqlalchemy import String, case, cast, func, select
@@ -43,6 +44,7 @@ from storage.tables import STATES
 __all__ = [
     "SUMMARY_KEYS",
     "TRIAL_SORT_KEYS",
+    "PARAM_SORT",
     "best_trial",
     "curves",
     "landscape",
@@ -392,6 +394,8 @@ def trials(
     lr_min: float | None = None,
     lr_max: float | None = None,
     min_value: float | None = None,
+    max_value: float | None = None,
+    params: dict[str, Any] | None = None,
     sort: str = "number",
     descending: bool = False,
     limit: int | None = None,
@@ -402,7 +406,7 @@ def trials(
     (and a study of another Optuna objective with parameters of its own) are
     :class:`ParamsTrialRow`, with every parameter (:func:`param_names` says which a study has).
     There the learning-rate filters and sort apply to a parameter named ``learning_rate``, if
-    the study has one.
+    the study has one; ``params`` and a ``param_<name>`` sort reach any parameter.
 
     Args:
         engine: from :func:`open_engine` (or an ``RDBStorage``).
@@ -411,7 +415,14 @@ def trials(
         lr_min: keep trials whose learning rate is at least this.
         lr_max: keep trials whose learning rate is at most this.
         min_value: keep trials whose value is at least this (trials without a value go).
-        sort: one of :data:`TRIAL_SORT_KEYS`; rows without the sort value come last.
+        max_value: keep trials whose value is at most this (a minimised objective's filter).
+        params: keep trials whose parameter ``name`` matches, for each ``name: wanted``:
+            ``(low, high)`` keeps ``low <= value <= high`` (either None: no bound), anything
+            else keeps values equal to it (a text matches a number, a bool or a choice
+            that reads the same: ``"relu"``, ``"true"``, ``"128"``). The recipe's one
+            parameter is ``learning_rate``. Trials without the parameter go.
+        sort: one of :data:`TRIAL_SORT_KEYS`, or ``param_<name>`` for any parameter; rows
+            without the sort value come last.
         descending: sort from the largest value down.
         limit: at most this many rows.
 
@@ -420,19 +431,24 @@ def trials(
 
     Raises:
         StudyNotFoundError: no study of that name (the message lists the studies there are).
-        HpsearchError: an unknown state or sort key, or a negative limit.
+        HpsearchError: an unknown state, sort key or parameter, or a negative limit.
 
     Example:
         >>> trials(engine, "mnist-learning-rate", states=["pruned"], lr_min=0.05, sort="value", descending=True)
     """
     wanted = t.check_states(states)
-    if sort not in TRIAL_SORT_KEYS:
-        raise HpsearchError(f"cannot sort trials by {sort!r}: use one of {', '.join(TRIAL_SORT_KEYS)}")
+    by_param = sort.startswith(PARAM_SORT) and len(sort) > len(PARAM_SORT)
+    if sort not in TRIAL_SORT_KEYS and not by_param:
+        raise HpsearchError(f"cannot sort trials by {sort!r}: use one of {', '.join(TRIAL_SORT_KEYS)}, or {PARAM_SORT}<name> for a parameter")
     if limit is not None and limit < 0:
         raise HpsearchError(f"the limit must be 0 or more, got {limit}")
+    params = dict(params or {})
     with connection(engine) as conn:
         sid = t.study_id(conn, study)
         with_params = _shows_params(conn, sid)
+        asked = [*params, *([sort[len(PARAM_SORT):]] if by_param else [])]
+        if asked:
+            _check_param_names(conn, sid, study, with_params, asked)
         q, value = _trial_select(sid, with_params)
         if wanted is not None:
             q = q.where(t.state_col().in_(wanted))
@@ -442,7 +458,9 @@ def trials(
             q = q.where(_lr_value() <= lr_max)
         if min_value is not None:
             q = q.where(value >= min_value)
-        in_sql = {
+        if max_value is not None:
+            q = q.where(value <= max_value)
+        in_sql = None if params else {
             "number": t.trials.c.number,
             "learning_rate": _lr_value(),
             "value": value,
@@ -455,18 +473,86 @@ def trials(
             if limit is not None:
                 q = q.limit(limit)
         rows = _rows(conn, sid, q, with_params)
+    if params:  # on the values the objective saw: a choice, a queued trial's fixed_params
+        rows = [r for r in rows if all(_param_matches(_param_of(r, name), want) for name, want in params.items())]
     if in_sql is None:
-        rows = _sort_rows(rows, sort, descending)
+        if by_param or sort == t.PARAM:  # mixed choices order numbers first, then texts
+            name = sort[len(PARAM_SORT):] if by_param else sort
+            rows = _sort_rows(rows, lambda r: _sortable(_param_of(r, name)), descending)
+        else:
+            rows = _sort_rows(rows, sort, descending)
         if limit is not None:
             rows = rows[:limit]
     return rows
 
 
-def _sort_rows(rows: list, key: str, descending: bool) -> list:
-    present = sorted((r for r in rows if getattr(r, key) is not None), key=lambda r: (getattr(r, key), r.number))
+#: ``trials``' sort key for a parameter: ``param_<name>``, as its column is named.
+PARAM_SORT = "param_"
+
+
+def _check_param_names(conn, study_id: int, study: str, with_params: bool, names: list[str]) -> None:
+    """Raise HpsearchError for a parameter ``study`` has none of, naming those it has."""
+    if with_params:
+        from storage.queued import queued_params
+
+        have = list(conn.execute(
+            select(t.params.c.param_name).distinct()
+            .select_from(t.params.join(t.trials, t.trials.c.trial_id == t.params.c.trial_id))
+            .where(t.trials.c.study_id == study_id)
+        ).scalars())
+        waiting = select(t.trials.c.trial_id).where(t.trials.c.study_id == study_id, t.state_col() == "WAITING")
+        for queued in queued_params(conn, conn.execute(waiting).scalars()).values():
+            have.extend(n for n in queued if n not in have)
+    else:
+        have = [t.PARAM]
+    for name in names:
+        if name not in have:
+            shown = ", ".join(sorted(have)) or "none yet"
+            raise HpsearchError(f"study {study!r} has no parameter {name!r} (its parameters: {shown}): check the name")
+
+
+def _param_of(row, name: str):
+    """A row's value of parameter ``name`` (the recipe's rows carry ``learning_rate`` only)."""
+    return row.params.get(name) if isinstance(row, ParamsTrialRow) else getattr(row, name, None)
+
+
+def _param_matches(actual, wanted) -> bool:
+    """Whether a parameter's value passes a ``params`` filter of :func:`trials`."""
+    if actual is None:
+        return False
+    if isinstance(wanted, tuple):
+        low, high = wanted
+        if isinstance(actual, bool) or not isinstance(actual, (int, float)):
+            return False
+        return (low is None or actual >= low) and (high is None or actual <= high)
+    if isinstance(wanted, str) and not isinstance(actual, str):
+        text = wanted.strip()
+        if isinstance(actual, bool):
+            return text.lower() == str(actual).lower()
+        try:
+            return float(text) == float(actual)
+        except (TypeError, ValueError):
+            return text == str(actual)
+    return actual == wanted
+
+
+def _sort_rows(rows: list, key, descending: bool) -> list:
+    """``rows`` sorted by ``key`` (an attribute name, or a function of a row), missing values last."""
+    get = key if callable(key) else (lambda r: getattr(r, key))
+    present = sorted((r for r in rows if get(r) is not None), key=lambda r: (get(r), r.number))
     if descending:
-        present.sort(key=lambda r: getattr(r, key), reverse=True)  # stable: ties keep number order
-    return present + sorted((r for r in rows if getattr(r, key) is None), key=lambda r: r.number)
+        present.sort(key=get, reverse=True)  # stable: ties keep number order
+    return present + sorted((r for r in rows if get(r) is None), key=lambda r: r.number)
+
+
+def _sortable(value):
+    """A parameter's value as a sort key (None stays None: missing), so that a choice of
+    numbers and texts orders numbers first, then texts, without a TypeError."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value, "")
+    return (1, 0, str(value))
 
 
 def _rows(conn, study_id: int, q, with_params: bool) -> list[TrialRow] | list[ParamsTrialRow]:

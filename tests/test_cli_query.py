@@ -201,6 +201,14 @@ def test_a_user_models_trials_show_every_parameter_in_each_format(url, engine):
     out = query(url, "trials", "--study", USER, "--state", "complete", "--min-value", "1e9", "--format", "csv")
     assert out.returncode == 0 and out.stdout.splitlines() == [",".join(header)], out.stderr
 
+    # filters and a sort on its own parameters, and a bound for its minimised objective
+    out = query(url, "trials", "--study", USER, "--param", "activation=relu", "--param", "units_0=64:", "--max-value", "2",
+                "--sort", "param_lr", "--desc", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    expected = trials(engine, USER, params={"activation": "relu", "units_0": (64, None)}, max_value=2, sort="param_lr", descending=True)
+    assert json.loads(out.stdout) == _json_rows(expected) and expected
+    assert all(r.params["activation"] == "relu" and r.params["units_0"] >= 64 and r.value <= 2 for r in expected)
+
 
 def test_best_prints_one_object(url, engine):
     out = query(url, "best", "--study", MAIN, "--format", "json")

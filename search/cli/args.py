@@ -20,7 +20,7 @@ import functools
 import math
 
 __all__ = [
-    "Parser", "whole_number", "count", "number", "bound", "port", "trial_numbers", "trial_states",
+    "Parser", "whole_number", "count", "number", "bound", "port", "trial_numbers", "param_filter", "trial_sort", "trial_states",
     "storage_parent", "debug_parent", "study_parent", "model_study_parent", "settings_parent", "DEFAULTS_HELP",
 ]
 
@@ -85,6 +85,33 @@ def bound(text: str) -> float:
     if math.isnan(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number")
     return value
+
+
+def param_filter(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` (equal to it) or ``NAME=LOW:HIGH`` (in the range; either side may be left
+    empty): a filter of ``hpsearch query trials`` on one parameter, as ``(name, wanted)``."""
+    name, sep, wanted = text.partition("=")
+    if not sep or not name.strip() or not wanted.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE or NAME=LOW:HIGH: give a parameter, '=' and a value or a range")
+    low, colon, high = wanted.partition(":")
+    if colon:
+        try:
+            bounds = tuple(None if not side.strip() else bound(side) for side in (low, high))
+        except argparse.ArgumentTypeError:
+            return name.strip(), wanted  # a choice with a colon in it ("a:b")
+        if bounds == (None, None):
+            raise argparse.ArgumentTypeError(f"{text!r} has no bound: give LOW:, :HIGH or LOW:HIGH")
+        return name.strip(), bounds
+    return name.strip(), wanted.strip()
+
+
+def trial_sort(text: str) -> str:
+    """A sort key of ``hpsearch query trials``: one of its columns, or ``param_<name>``."""
+    from storage.queries import PARAM_SORT, TRIAL_SORT_KEYS
+
+    if text in TRIAL_SORT_KEYS or (text.startswith(PARAM_SORT) and len(text) > len(PARAM_SORT)):
+        return text
+    raise argparse.ArgumentTypeError(f"cannot sort by {text!r}: use one of {', '.join(TRIAL_SORT_KEYS)}, or param_<name> for a parameter")
 
 
 def trial_states(text: str) -> list[str]:

@@ -194,3 +194,41 @@ def test_a_sqlite_storage_gives_the_same_rows(tmp_path):
     finally:
         engine.dispose()
         storage.engine.dispose()
+
+
+def test_trials_filter_and_sort_on_any_parameter_as_optuna_sees_it(db):
+    """`--param` and `--sort param_<name>` (issue 23): filters on the values the objective saw
+    (a choice, a bool, an int range, a queued trial's defaults), checked against Optuna's trials."""
+    _, engine, storage = db
+    study = _optuna(storage, USER)
+    every = [_expected(t) for t in study.trials]
+
+    relu = trials(engine, USER, params={"activation": "relu"})
+    assert relu == [r for r in every if r.params.get("activation") == "relu"] and relu
+    assert trials(engine, USER, params={"dropout": "true"}) == [r for r in every if r.params.get("dropout") is True]
+    wide = trials(engine, USER, params={"units_0": (48, None), "batch_size": "32"})
+    assert wide == [r for r in every if r.params.get("units_0", 0) >= 48 and r.params.get("batch_size") == 32]
+    assert trials(engine, USER, params={"activation": "tanh"}, states=["waiting"]) == [r for r in every if r.state == "WAITING"]
+
+    by_units = trials(engine, USER, sort="param_units_0", descending=True, limit=3)
+    having = sorted((r for r in every if r.params.get("units_0") is not None), key=lambda r: -r.params["units_0"])
+    assert [r.params["units_0"] for r in by_units] == [r.params["units_0"] for r in having[:3]]
+    ascending = trials(engine, USER, sort="param_activation")
+    assert [r.params.get("activation") for r in ascending] == sorted(r.params["activation"] for r in every if "activation" in r.params) + [
+        None] * sum("activation" not in r.params for r in every)  # missing last
+
+    low = min(r.value for r in every if r.value is not None)
+    assert [r.number for r in trials(engine, USER, max_value=low)] == [r.number for r in every if r.value == low]
+
+    with pytest.raises(Exception, match=r"has no parameter 'unit_0' \(its parameters: activation, batch_size, .*check the name"):
+        trials(engine, USER, params={"unit_0": (1, None)})
+    with pytest.raises(Exception, match=r"has no parameter 'learnrate'"):
+        trials(engine, USER, sort="param_learnrate")
+
+
+def test_the_recipes_one_parameter_filters_as_its_learning_rate(db):
+    _, engine, _ = db
+    rows = trials(engine, MAIN, params={"learning_rate": (1e-3, 1e-2)}, sort="param_learning_rate")
+    assert rows == trials(engine, MAIN, lr_min=1e-3, lr_max=1e-2, sort="learning_rate") and rows
+    with pytest.raises(Exception, match=r"has no parameter 'units' \(its parameters: learning_rate\)"):
+        trials(engine, MAIN, params={"units": "3"})

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import NamedTuple
 
-from search.cli.args import bound, count, storage_parent, study_parent, trial_numbers, trial_states
+from search.cli.args import bound, count, param_filter, storage_parent, study_parent, trial_numbers, trial_sort, trial_states
 from search.cli.commands import Command, Group
 from search.cli.render import FORMATS
 from storage.errors import HpsearchError
@@ -105,10 +105,12 @@ class _Studies(_Rows, name="studies", help="every study: direction, trials by st
 
 class _Trials(_Rows, name="trials", help="the trials of a study, one row each, filtered, sorted and limited"):
     """A user's model's trials show every parameter: a params object in JSON, a param_<name>
-    column each in a table and in CSV; the recipe's show its learning_rate.
+    column each in a table and in CSV; the recipe's show its learning_rate. --param filters on
+    any parameter and --sort param_<name> sorts by one.
 
-    example:
+    examples:
       hpsearch query trials --state complete,pruned --lr-min 1e-3 --sort value --desc --limit 10
+      hpsearch query trials --param activation=relu --param units_0=256: --sort param_lr
     """
 
     def add_arguments(self, parser) -> None:
@@ -119,8 +121,14 @@ class _Trials(_Rows, name="trials", help="the trials of a study, one row each, f
                             help="keep these states (comma-separated or repeated): running, waiting, complete, pruned, fail")
         parser.add_argument("--lr-min", type=bound, help="keep learning rates of at least this (a user's model: its parameter learning_rate)")
         parser.add_argument("--lr-max", type=bound, help="keep learning rates of at most this (a user's model: its parameter learning_rate)")
-        parser.add_argument("--min-value", type=bound, help="keep values (best val_accuracy) of at least this")
-        parser.add_argument("--sort", choices=TRIAL_SORT_KEYS, default="number", help="sort by this column (default: %(default)s); missing values last")
+        parser.add_argument("--param", dest="params", type=param_filter, action="append", metavar="NAME=VALUE|NAME=LOW:HIGH",
+                            help="keep trials whose parameter NAME equals VALUE (a number, a choice, true/false), or lies in "
+                                 "LOW:HIGH (either side may be left out); repeat for several")
+        parser.add_argument("--min-value", type=bound, help="keep trials whose objective value is at least this")
+        parser.add_argument("--max-value", type=bound, help="keep trials whose objective value is at most this (a minimised objective)")
+        parser.add_argument("--sort", type=trial_sort, default="number", metavar="KEY",
+                            help=f"sort by this column (default: %(default)s): {', '.join(TRIAL_SORT_KEYS)}, or param_<name> "
+                                 "for a parameter; missing values last")
         parser.add_argument("--desc", action="store_true", help="sort from the largest down")
         parser.add_argument("--limit", type=count, help="at most this many rows")
 
@@ -128,8 +136,15 @@ class _Trials(_Rows, name="trials", help="the trials of a study, one row each, f
         from storage import queries as q
 
         states = None if args.states is None else [s for group in args.states for s in group]
+        params = dict(args.params or [])
+        if len(params) < len(args.params or []):
+            from storage.errors import HpsearchError
+
+            twice = next(n for i, (n, _) in enumerate(args.params) if any(n == m for m, _ in args.params[:i]))
+            raise HpsearchError(f"--param {twice} is given twice: give it once, with a range LOW:HIGH for both bounds")
         return _trial_rows(engine, args.study, lambda: q.trials(engine, args.study, states=states, lr_min=args.lr_min, lr_max=args.lr_max,
-                                                                min_value=args.min_value, sort=args.sort, descending=args.desc, limit=args.limit))
+                                                                min_value=args.min_value, max_value=args.max_value, params=params,
+                                                                sort=args.sort, descending=args.desc, limit=args.limit))
 
 
 class _Best(_Rows, name="best", help="the best complete trial for the study's direction (the one optuna's study.best_trial names)"):
