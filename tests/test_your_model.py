@@ -115,7 +115,13 @@ def test_a_worker_whose_model_code_differs_is_refused(local_pg_url, images, tmp_
     model = tmp_path / "m.py"
     model.write_text((EXAMPLES / "tuned_fit.py").read_text())
     args = ["--model", f"{model}:BatchSizeModel", "--data", images, "--study", "pinned", "--storage", local_pg_url]
-    assert run_cli("init", *args).returncode == 0
+    init = run_cli("init", *args)
+    assert init.returncode == 0, init.stderr
+    # init shows the space as KerasTuner's search_space_summary() would, build(hp)'s only
+    assert init.stdout.splitlines()[1:4] == ["search space: 2 hyperparameters from build(hp) with its defaults:",
+                                             "  units: Int [64, 512] step 64 linear, default 64 (implicit)",
+                                             "  learning_rate: Float [0.0001, 0.01] log, default 0.0001 (implicit)"], init.stdout
+    assert "or in fit(hp, ...), joins when a trial first defines it" in init.stdout.splitlines()[4]
     model.write_text(model.read_text().replace("step=64", "step=32"))
     out = run_cli("worker", *args, "--trials", "1")
     assert out.returncode == 2

@@ -199,7 +199,9 @@ def study_line(created: bool, study: str, masked_storage: str, config) -> str:
 
 
 def init_text(info: dict, fmt: str) -> str:
-    """What ``hpsearch init`` prints: ``info`` as JSON, or one line."""
+    """What ``hpsearch init`` prints: ``info`` as JSON, or one line; a user's model's search
+    space (``info["space"]``: a line per hyperparameter) follows it, as KerasTuner's
+    ``search_space_summary()`` shows one."""
     import json
 
     if fmt == "json":
@@ -207,7 +209,14 @@ def init_text(info: dict, fmt: str) -> str:
     parts = ([] if info.get("target_trials") is None else [f"{info['target_trials']} trials"]) + (
         [] if info.get("epoch_budget") is None else [f"{info['epoch_budget']} epochs"])
     budget = f", budget {' and '.join(parts)}" if parts else ""
-    return f"study {info['study']!r} {'created' if info['created'] else 'exists'} on {info['storage']}{budget}"
+    line = f"study {info['study']!r} {'created' if info['created'] else 'exists'} on {info['storage']}{budget}"
+    if "space" not in info:
+        return line
+    space = info["space"]
+    head = f"search space: {plural(len(space), 'hyperparameter')} from build(hp) with its defaults:"
+    note = ("(one defined only for other values, such as a second layer's units, or in fit(hp, ...), joins when a trial"
+            " first defines it; an (implicit) default is sampled, an explicit one is the first trial's)")
+    return "\n".join([line, head, *(f"  {entry}" for entry in space), note])
 
 
 def summary_json(summary: dict) -> str:

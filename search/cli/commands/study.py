@@ -54,6 +54,7 @@ class OpenedStudy:
     slots: list[Slot] | None  # where its workers run; None: in this process
     raw: object = None  # the data as read (search.train.data.RawMnist or RawArrays)
     hypermodel: object = None  # a user's model (search.train.usermodel.HyperModel); None: the recipe
+    space: tuple = ()  # a user's model's hyperparameters as its build(hp) defined them, one line each
 
 
 class StudyCommand(Command, parents=(model_study_parent, settings_parent, storage_parent)):
@@ -249,6 +250,8 @@ class Init(StudyCommand, name="init", help="create the study (schema, stored set
             record_target(opened.storage, opened.study._study_id, target, args.epoch_budget)
         info = {"study": args.study, "created": opened.created, "storage": opened.resolved.masked, "config": opened.config.to_dict(),
                 "target_trials": target, "epoch_budget": args.epoch_budget}
+        if opened.hypermodel is not None:
+            info["space"] = list(opened.space)
         print(init_text(info, args.format))
         return 0
 
@@ -414,7 +417,8 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
         from search.cli.render import study_line
 
         progress.message(study_line(created, args.study, resolved.masked, config))
-    return OpenedStudy(study, storage, config, created, resolved, data_path, progress, lanes, slots, raw, model.hypermodel if model else None)
+    return OpenedStudy(study, storage, config, created, resolved, data_path, progress, lanes, slots, raw, model.hypermodel if model else None,
+                       model.described if model else ())
 
 
 @dataclass
@@ -425,6 +429,7 @@ class _PreparedModel:
     landscape_param: str | None = None
     space: tuple = ()
     member_bytes: int | None = None  # what one lane member of the default model needs
+    described: tuple = ()  # each hyperparameter in one line (HyperParameters.describe)
 
 
 def _refuse_recipe_flags(spec, given: dict) -> None:
@@ -508,7 +513,8 @@ def _prepare_model(spec, gpu, *, lanes: int = 1, batch_size: int = 32) -> _Prepa
     clear_session()
     from search.study.config import pick_landscape_param
 
-    return _PreparedModel(hypermodel, hp.explicit_defaults(), code_digest, pick_landscape_param(hp.space), tuple(hp.space), each)
+    return _PreparedModel(hypermodel, hp.explicit_defaults(), code_digest, pick_landscape_param(hp.space), tuple(hp.space), each,
+                          tuple(h.describe() for h in hp.space.values()))
 
 
 def _stored_config(target, name: str) -> dict | None:

@@ -142,6 +142,13 @@ def test_init_prints_one_line_or_the_json_it_was_given():
     assert init_text({**info, "target_trials": 8}, "text") == "study 's' exists on db, budget 8 trials"
     assert init_text({**info, "target_trials": 8, "epoch_budget": 90}, "text") == "study 's' exists on db, budget 8 trials and 90 epochs"
     assert init_text({**info, "epoch_budget": 90}, "text") == "study 's' exists on db, budget 90 epochs"
+    # a user's model: its space follows, a line per hyperparameter; in JSON as a list
+    model = {**info, "space": ["units: Int [64, 512] step 64 linear, default 64 (implicit)", "dropout: Boolean [False, True], default True"]}
+    lines = init_text(model, "text").splitlines()
+    assert lines[:4] == ["study 's' exists on db", "search space: 2 hyperparameters from build(hp) with its defaults:",
+                         "  units: Int [64, 512] step 64 linear, default 64 (implicit)", "  dropout: Boolean [False, True], default True"]
+    assert len(lines) == 5 and lines[4].startswith("(one defined only for other values")
+    assert json.loads(init_text(model, "json"))["space"] == model["space"]
 
 
 def test_the_dashboard_hint_never_shows_a_password():
