@@ -71,6 +71,13 @@ REPO = Path(__file__).resolve().parent.parent
 # A fourth machine of the label (2026-12-07, fourth session), about 1.6 times faster: `import
 # keras` 4.3 s of CPU; the same 876 tests in 11:25 (1,344 s of test time), then 900 (hpsearch
 # export's tests and more bad inputs) in 13:16 and 12:56, and 904 in 12:42.
+# A fifth (2026-12-07, fifth session), slower again (`import keras` 5.0 s of CPU, 5.5-6.4 s wall):
+# 913 tests in 17:49 idle, 1,069 s with 2,100 s of test time. Two cuts brought 914 to 15:55
+# (1,859 s of test time): the schema check no longer imports Optuna and alembic (0.4 s of every
+# process that opens a storage: storage/schema.py) and the end-of-run Ctrl-C sweep runs four
+# TensorFlow processes instead of six (test_interrupt_at_start). By file then: test_your_model
+# 231 s, test_faults 191 s, test_checkpoints 129 s, test_cli_run 127 s, test_bad_input 123 s
+# (129 processes of about 1 s), test_lanes 116 s, test_modellanes 87 s, test_objective 86 s.
 MAX_WORKERS = 4  # each worker holds TensorFlow and connections to the local server
 
 
