@@ -634,7 +634,8 @@ def curves(engine, study: str, numbers: Sequence[int]) -> list[CurvePoint]:
     values, their histories).
 
     Returns:
-        Points sorted by the order of ``numbers``, then epoch. An epoch whose value was not
+        Points sorted by the order of ``numbers``, then epoch, each with the study's objective
+        as reported (``value``; see :class:`CurvePoint`). An epoch whose value was not
         finite has ``None`` there (a non-finite intermediate value reads as ``nan``/``inf``
         as Optuna stored it).
 
@@ -645,6 +646,7 @@ def curves(engine, study: str, numbers: Sequence[int]) -> list[CurvePoint]:
     numbers = list(dict.fromkeys(int(n) for n in numbers))
     with connection(engine) as conn:
         sid = t.study_id(conn, study)
+        reported_accuracy = _objective(conn, sid) == "val_accuracy"
     found = {r.number: r for r in trial_records(engine, sid, param=t.PARAM, attrs=("history",), states=None, numbers=numbers, steps=True)}
     missing = [n for n in numbers if n not in found]
     if missing:
@@ -655,10 +657,25 @@ def curves(engine, study: str, numbers: Sequence[int]) -> list[CurvePoint]:
         hist = _history(r.attrs)
         length = max((len(v) for v in hist.values() if isinstance(v, list)), default=0)
         for e in sorted(set(r.steps) | set(range(length))):
+            value = r.steps.get(e)
+            accuracy = value if reported_accuracy else _at(hist.get("val_accuracy"), e)
             points.append(
-                CurvePoint(n, r.param, e, r.steps.get(e), _at(hist.get("loss"), e), _at(hist.get("val_loss"), e), _at(hist.get("accuracy"), e))
+                CurvePoint(n, r.param, e, accuracy, _at(hist.get("loss"), e), _at(hist.get("val_loss"), e), _at(hist.get("accuracy"), e), value)
             )
     return points
+
+
+def _objective(conn, study_id: int) -> str:
+    """The study's ``--objective`` (its stored ``hpsearch_config``), else the recipe's ``val_accuracy``."""
+    raw = conn.execute(
+        select(t.study_user_attrs.c.value_json).where(t.study_user_attrs.c.study_id == study_id, t.study_user_attrs.c.key == t.CONFIG_ATTR)
+    ).scalar()
+    try:
+        config = json.loads(raw) if raw is not None else None
+    except ValueError:
+        config = None
+    objective = config.get("objective") if isinstance(config, dict) else None
+    return objective if isinstance(objective, str) and objective else "val_accuracy"
 
 
 def landscape(engine, study: str, *, metric: str = "loss", states: Iterable[str] = ("COMPLETE", "PRUNED")) -> LandscapeGrid:

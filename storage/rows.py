@@ -92,8 +92,11 @@ class ParamsTrialRow:
 class CurvePoint:
     """One epoch of one trial's learning curve.
 
-    ``val_accuracy`` is the intermediate value the trial reported to Optuna at this step;
-    ``loss``, ``val_loss`` and ``accuracy`` come from the trial's ``history`` attribute.
+    ``value`` is the study's objective as the trial reported it to Optuna at this step (its
+    intermediate value). ``val_accuracy`` is that value too in a study of ``val_accuracy``
+    (the recipe's; a running trial has no history yet), else, like ``loss``, ``val_loss`` and
+    ``accuracy``, it comes from the trial's ``history`` attribute (None where the model logs
+    none: a regression).
     """
 
     number: int
@@ -103,6 +106,7 @@ class CurvePoint:
     loss: float | None
     val_loss: float | None
     accuracy: float | None
+    value: float | None = None
 
 
 @dataclass(frozen=True)

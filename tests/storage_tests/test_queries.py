@@ -204,6 +204,7 @@ def test_curves_match_intermediate_values_and_history(db):
         for p in mine:
             assert p.learning_rate == t.params["learning_rate"]
             assert _same(p.val_accuracy, t.intermediate_values.get(p.epoch))
+            assert _same(p.value, t.intermediate_values.get(p.epoch))  # the recipe's objective is val_accuracy
             assert p.loss == h["loss"][p.epoch] and p.val_loss == h["val_loss"][p.epoch] and p.accuracy == h["accuracy"][p.epoch]
     assert math.isnan([p for p in points if p.number == 24][-1].val_accuracy)
     with pytest.raises(TrialNotFoundError, match="no trial number 999"):

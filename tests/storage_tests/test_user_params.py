@@ -19,6 +19,7 @@ from storage import (
     TrialRow,
     best_trial,
     create_views,
+    curves,
     open_engine,
     open_storage,
     param_names,
@@ -232,3 +233,15 @@ def test_the_recipes_one_parameter_filters_as_its_learning_rate(db):
     assert rows == trials(engine, MAIN, lr_min=1e-3, lr_max=1e-2, sort="learning_rate") and rows
     with pytest.raises(Exception, match=r"has no parameter 'units' \(its parameters: learning_rate\)"):
         trials(engine, MAIN, params={"units": "3"})
+
+
+def test_curves_carry_a_users_objective_as_value_not_as_val_accuracy(db):
+    """A study minimising val_loss (issue 23): each point's value is the loss the trial reported,
+    and val_accuracy is the history's (none here), not the reported loss under another name."""
+    _, engine, storage = db
+    reported = [t for t in _optuna(storage, USER).trials if t.intermediate_values][:3]
+    points = curves(engine, USER, [t.number for t in reported])
+    for t in reported:
+        mine = [p for p in points if p.number == t.number]
+        assert {p.epoch: p.value for p in mine} == t.intermediate_values
+        assert all(p.val_accuracy is None for p in mine)

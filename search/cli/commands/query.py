@@ -180,7 +180,7 @@ class _Top(_Rows, name="top", help="the k best complete trials, best first"):
         return _trial_rows(engine, args.study, lambda: q.top_trials(engine, args.study, args.k))
 
 
-class _Curves(_Rows, name="curves", help="learning curves (per epoch: val_accuracy, loss, val_loss, accuracy) of chosen trials"):
+class _Curves(_Rows, name="curves", help="learning curves (per epoch: val_accuracy, loss, val_loss, accuracy, and the objective's reported value) of chosen trials"):
     """example:
       hpsearch query curves --numbers 3,7,12 --format csv
     """
