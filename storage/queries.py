@@ -269,14 +269,8 @@ def _shows_params(conn, study_id: int) -> bool:
     hpsearch did not create shows every parameter as soon as one trial has a parameter other
     than ``learning_rate``.
     """
-    raw = conn.execute(
-        select(t.study_user_attrs.c.value_json).where(t.study_user_attrs.c.study_id == study_id, t.study_user_attrs.c.key == t.CONFIG_ATTR)
-    ).scalar()
-    if raw is not None:
-        try:
-            config = json.loads(raw)
-        except ValueError:
-            config = None
+    config = _stored_config(conn, study_id)
+    if config is not None:
         model = config.get("model", "recipe") if isinstance(config, dict) else "recipe"
         return model != "recipe"
     other = (
@@ -665,15 +659,23 @@ def curves(engine, study: str, numbers: Sequence[int]) -> list[CurvePoint]:
     return points
 
 
-def _objective(conn, study_id: int) -> str:
-    """The study's ``--objective`` (its stored ``hpsearch_config``), else the recipe's ``val_accuracy``."""
+def _stored_config(conn, study_id: int):
+    """The study's ``hpsearch_config`` as stored: None where hpsearch did not create the study,
+    ``False`` where it is not JSON (a study whose configuration was damaged)."""
     raw = conn.execute(
         select(t.study_user_attrs.c.value_json).where(t.study_user_attrs.c.study_id == study_id, t.study_user_attrs.c.key == t.CONFIG_ATTR)
     ).scalar()
+    if raw is None:
+        return None
     try:
-        config = json.loads(raw) if raw is not None else None
+        return json.loads(raw)
     except ValueError:
-        config = None
+        return False
+
+
+def _objective(conn, study_id: int) -> str:
+    """The study's ``--objective`` (its stored ``hpsearch_config``), else the recipe's ``val_accuracy``."""
+    config = _stored_config(conn, study_id)
     objective = config.get("objective") if isinstance(config, dict) else None
     return objective if isinstance(objective, str) and objective else "val_accuracy"
 
