@@ -78,6 +78,8 @@ REPO = Path(__file__).resolve().parent.parent
 # TensorFlow processes instead of six (test_interrupt_at_start). By file then: test_your_model
 # 231 s, test_faults 191 s, test_checkpoints 129 s, test_cli_run 127 s, test_bad_input 123 s
 # (129 processes of about 1 s), test_lanes 116 s, test_modellanes 87 s, test_objective 86 s.
+# The final run of that session, idle: 915 in 14:43 (883 s), the Ctrl-C sweep 31 s of it: under
+# 15 minutes, but by less than a minute; the next cut has to be fewer TensorFlow processes.
 MAX_WORKERS = 4  # each worker holds TensorFlow and connections to the local server
 
 
