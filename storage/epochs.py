@@ -416,14 +416,15 @@ def epoch_grid(engine, study_id: int, *, bin_epochs: int, param: str = "learning
             cells = conn.execute(sqlalchemy.text(
                 f"SELECT trial_id, epoch / :b, avg(loss), avg(val_loss), max(epoch), {best_sql} FROM {TABLE}"
                 " WHERE study_id = :sid AND id <= :top GROUP BY trial_id, epoch / :b"), {"sid": study_id, "top": top, "b": bin_epochs}).all()
-            reported = [] if objective in METRICS else conn.execute(sqlalchemy.text(
-                f"SELECT iv.trial_id, NULL, NULL, NULL, -1, {pick}(iv.intermediate_value) FROM trial_intermediate_values iv"
-                " JOIN trials t ON t.trial_id = iv.trial_id WHERE t.study_id = :sid GROUP BY iv.trial_id"), {"sid": study_id}).all()
-            for tid, b, mean_loss, mean_val, last, acc in [*cells, *reported]:
+            for tid, b, mean_loss, mean_val, last, value in cells:
                 i = index[int(tid)]
                 runs[i] = max(runs[i], int(last) + 1)
-                if acc is not None and (best[i] is None or (acc > best[i] if maximize else acc < best[i])):
-                    best[i] = float(acc)
+                best[i] = _better(best[i], value, maximize)
+            if objective not in METRICS:  # from the trials' reports instead, one value per trial
+                for tid, value in conn.execute(sqlalchemy.text(
+                        f"SELECT iv.trial_id, {pick}(iv.intermediate_value) FROM trial_intermediate_values iv"
+                        " JOIN trials t ON t.trial_id = iv.trial_id WHERE t.study_id = :sid GROUP BY iv.trial_id"), {"sid": study_id}):
+                    best[index[int(tid)]] = _better(best[index[int(tid)]], value, maximize)
             for i in range(len(trials)):
                 loss[i] = [math.nan] * -(-runs[i] // bin_epochs)
                 val_loss[i] = list(loss[i])
@@ -432,6 +433,13 @@ def epoch_grid(engine, study_id: int, *, bin_epochs: int, param: str = "learning
                 loss[i][b] = math.nan if mean_loss is None else float(mean_loss)
                 val_loss[i][b] = math.nan if mean_val is None else float(mean_val)
     return EpochGrid(Cursor(top, tuple(gaps), largest, still_open), bin_epochs, trials, runs, best, loss, val_loss)
+
+
+def _better(best: float | None, value, maximize: bool) -> float | None:
+    """The better of a best so far and a new value (None: none yet, or no value)."""
+    if value is None or (best is not None and (value <= best if maximize else value >= best)):
+        return best
+    return float(value)
 
 
 @dataclass(frozen=True)

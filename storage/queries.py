@@ -45,6 +45,7 @@ __all__ = [
     "SUMMARY_KEYS",
     "TRIAL_SORT_KEYS",
     "PARAM_SORT",
+    "is_sort_key",
     "best_trial",
     "curves",
     "landscape",
@@ -358,25 +359,30 @@ def param_names(engine, study: str) -> list[str] | None:
     Raises:
         StudyNotFoundError: no study of that name.
     """
-    from storage.queued import queued_params
-
     with connection(engine) as conn:
         sid = t.study_id(conn, study)
         if not _shows_params(conn, sid):
             return None
-        first = func.min(t.params.c.param_id)
-        names = list(
-            conn.execute(
-                select(t.params.c.param_name)
-                .select_from(t.params.join(t.trials, t.trials.c.trial_id == t.params.c.trial_id))
-                .where(t.trials.c.study_id == sid)
-                .group_by(t.params.c.param_name)
-                .order_by(first, t.params.c.param_name)
-            ).scalars()
-        )
-        waiting = select(t.trials.c.trial_id).where(t.trials.c.study_id == sid, t.state_col() == "WAITING")
-        for params in queued_params(conn, conn.execute(waiting).scalars()).values():
-            names.extend(n for n in params if n not in names)
+        return _study_param_names(conn, sid)
+
+
+def _study_param_names(conn, study_id: int) -> list[str]:
+    """The study's parameter names in the order first suggested, a queued trial's included."""
+    from storage.queued import queued_params
+
+    first = func.min(t.params.c.param_id)
+    names = list(
+        conn.execute(
+            select(t.params.c.param_name)
+            .select_from(t.params.join(t.trials, t.trials.c.trial_id == t.params.c.trial_id))
+            .where(t.trials.c.study_id == study_id)
+            .group_by(t.params.c.param_name)
+            .order_by(first, t.params.c.param_name)
+        ).scalars()
+    )
+    waiting = select(t.trials.c.trial_id).where(t.trials.c.study_id == study_id, t.state_col() == "WAITING")
+    for params in queued_params(conn, conn.execute(waiting).scalars()).values():
+        names.extend(n for n in params if n not in names)
     return names
 
 
@@ -431,8 +437,8 @@ def trials(
         >>> trials(engine, "mnist-learning-rate", states=["pruned"], lr_min=0.05, sort="value", descending=True)
     """
     wanted = t.check_states(states)
-    by_param = sort.startswith(PARAM_SORT) and len(sort) > len(PARAM_SORT)
-    if sort not in TRIAL_SORT_KEYS and not by_param:
+    by_param = sort not in TRIAL_SORT_KEYS and is_sort_key(sort)
+    if not is_sort_key(sort):
         raise HpsearchError(f"cannot sort trials by {sort!r}: use one of {', '.join(TRIAL_SORT_KEYS)}, or {PARAM_SORT}<name> for a parameter")
     if limit is not None and limit < 0:
         raise HpsearchError(f"the limit must be 0 or more, got {limit}")
@@ -484,21 +490,14 @@ def trials(
 PARAM_SORT = "param_"
 
 
+def is_sort_key(key: str) -> bool:
+    """Whether :func:`trials` can sort by ``key``: one of :data:`TRIAL_SORT_KEYS`, or ``param_<name>``."""
+    return key in TRIAL_SORT_KEYS or (key.startswith(PARAM_SORT) and len(key) > len(PARAM_SORT))
+
+
 def _check_param_names(conn, study_id: int, study: str, with_params: bool, names: list[str]) -> None:
     """Raise HpsearchError for a parameter ``study`` has none of, naming those it has."""
-    if with_params:
-        from storage.queued import queued_params
-
-        have = list(conn.execute(
-            select(t.params.c.param_name).distinct()
-            .select_from(t.params.join(t.trials, t.trials.c.trial_id == t.params.c.trial_id))
-            .where(t.trials.c.study_id == study_id)
-        ).scalars())
-        waiting = select(t.trials.c.trial_id).where(t.trials.c.study_id == study_id, t.state_col() == "WAITING")
-        for queued in queued_params(conn, conn.execute(waiting).scalars()).values():
-            have.extend(n for n in queued if n not in have)
-    else:
-        have = [t.PARAM]
+    have = _study_param_names(conn, study_id) if with_params else [t.PARAM]
     for name in names:
         if name not in have:
             shown = ", ".join(sorted(have)) or "none yet"

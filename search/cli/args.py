@@ -107,9 +107,9 @@ def param_filter(text: str) -> tuple[str, object]:
 
 def trial_sort(text: str) -> str:
     """A sort key of ``hpsearch query trials``: one of its columns, or ``param_<name>``."""
-    from storage.queries import PARAM_SORT, TRIAL_SORT_KEYS
+    from storage.queries import TRIAL_SORT_KEYS, is_sort_key
 
-    if text in TRIAL_SORT_KEYS or (text.startswith(PARAM_SORT) and len(text) > len(PARAM_SORT)):
+    if is_sort_key(text):
         return text
     raise argparse.ArgumentTypeError(f"cannot sort by {text!r}: use one of {', '.join(TRIAL_SORT_KEYS)}, or param_<name> for a parameter")
 

@@ -209,11 +209,10 @@ class LiveApp:
         """The study's stored ``--objective`` and whether it is maximised (the recipe's
         ``val_accuracy``, maximised, for a study without one); read once per study."""
         if study_id not in self._objectives:
+            from search.study.config import objective_of
             from search.study.create import CONFIG_ATTR
 
-            stored = self.storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
-            stored = stored if isinstance(stored, dict) else {}
-            self._objectives[study_id] = (str(stored.get("objective") or "val_accuracy"), stored.get("direction", "maximize") != "minimize")
+            self._objectives[study_id] = objective_of(self.storage.get_study_user_attrs(study_id).get(CONFIG_ATTR))
         return self._objectives[study_id]
 
     def _stored_epochs(self, study_id: int) -> int | None:

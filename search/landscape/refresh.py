@@ -62,11 +62,9 @@ def _save(study, figures: dict) -> int:
 def landscape_axis(stored) -> Axis:
     """The :class:`search.landscape.figures.Axis` of a study from its stored configuration
     (the ``hpsearch_config`` attribute): its ``landscape_param``, objective and direction."""
-    from search.study.config import DEFAULT_OBJECTIVE, landscape_param_of
+    from search.study.config import landscape_param_of, objective_of
 
-    stored = stored if isinstance(stored, dict) else {}
-    objective = stored.get("objective") if isinstance(stored.get("objective"), str) else DEFAULT_OBJECTIVE
-    return Axis(landscape_param_of(stored), objective, stored.get("direction", "maximize") != "minimize")
+    return Axis(landscape_param_of(stored), *objective_of(stored))
 
 
 def refresh_landscape(study, storage) -> RefreshResult:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from search.env import env
 from search.errors import ConfigError
 
-__all__ = ["RECIPE_RATES", "StudyConfig", "DEFAULT_OBJECTIVE", "DEFAULT_STUDY", "DEFAULT_TRIALS", "DIRECTIONS", "USER_BATCH_SIZE", "default_study", "infer_direction", "landscape_param_of", "merge_with_stored", "pick_landscape_param", "pick_study", "resolve_lanes"]
+__all__ = ["RECIPE_RATES", "StudyConfig", "DEFAULT_OBJECTIVE", "DEFAULT_STUDY", "DEFAULT_TRIALS", "DIRECTIONS", "USER_BATCH_SIZE", "default_study", "infer_direction", "landscape_param_of", "merge_with_stored", "objective_of", "pick_landscape_param", "pick_study", "resolve_lanes"]
 
 #: The recipe's three learning rates, enqueued as every study's first trials.
 RECIPE_RATES: tuple[float, ...] = (0.1, 0.01, 0.0001)
@@ -200,6 +200,14 @@ def landscape_param_of(stored) -> str:
     ``hpsearch_config`` attribute): ``landscape_param``, else the recipe's learning rate."""
     value = stored.get("landscape_param") if isinstance(stored, dict) else None
     return value if isinstance(value, str) and value else "learning_rate"
+
+
+def objective_of(stored) -> tuple[str, bool]:
+    """A study's objective and whether it is maximised, from its stored configuration (the
+    ``hpsearch_config`` attribute): the recipe's ``val_accuracy``, maximised, where it names none."""
+    stored = stored if isinstance(stored, dict) else {}
+    objective = stored.get("objective") if isinstance(stored.get("objective"), str) else DEFAULT_OBJECTIVE
+    return objective, stored.get("direction", "maximize") != "minimize"
 
 
 def pick_landscape_param(space) -> str | None:

@@ -311,6 +311,7 @@ def _follow_columns(engine, study: str) -> tuple[str | None, str | None, tuple]:
     trials' reports (None: the epochs table has its column), and the columns it prints
     (:func:`search.cli.render.follow_columns`): the recipe's, or a user's model's own."""
     from search.cli.render import follow_columns
+    from search.study.config import objective_of
     from search.study.create import CONFIG_ATTR
     from storage.epochs import METRICS
     from storage.histories import study_user_attr
@@ -318,8 +319,8 @@ def _follow_columns(engine, study: str) -> tuple[str | None, str | None, tuple]:
     config = study_user_attr(engine, study, CONFIG_ATTR)
     if not isinstance(config, dict) or config.get("model", "recipe") == "recipe":
         return "learning_rate", None, follow_columns()
-    param = config.get("landscape_param") or None
-    objective = config.get("objective") or "val_accuracy"
+    param = config.get("landscape_param") or None  # a space with no number has none
+    objective = objective_of(config)[0]
     objective = None if objective in METRICS else objective
     return param, objective, follow_columns(param, objective, recipe=False)
 
