@@ -80,6 +80,8 @@ REPO = Path(__file__).resolve().parent.parent
 # (129 processes of about 1 s), test_lanes 116 s, test_modellanes 87 s, test_objective 86 s.
 # The final run of that session, idle: 915 in 14:43 (883 s), the Ctrl-C sweep 31 s of it: under
 # 15 minutes, but by less than a minute; the next cut has to be fewer TensorFlow processes.
+# Then 915 in 18:03 on the same machine, idle, code all but the same: runs here spread by
+# over three minutes.
 MAX_WORKERS = 4  # each worker holds TensorFlow and connections to the local server
 
 
