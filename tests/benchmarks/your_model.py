@@ -32,6 +32,7 @@ Usage::
     python tests/benchmarks/your_model.py --seeds 0 --no-write
     python tests/benchmarks/your_model.py --replot            # redraw the PNG and the tables from the JSON
     python tests/benchmarks/your_model.py --contenders hpsearch --keep-others   # rerun hpsearch, keep the stored KerasTuner runs
+    python tests/benchmarks/your_model.py --contenders hpsearch --keep-others --sampler random --no-write   # screen another sampler (or --pruner)
     python tests/benchmarks/your_model.py --seeds 3,4,5 --keep-others           # add seeds to the stored ones
     python tests/benchmarks/your_model.py --trials 24 --seeds 0,1,2             # twice the budget, kept apart (your-model-24x10)
 
@@ -159,6 +160,8 @@ def run_one(name: str, url: str, data: Path, args, seed: int) -> dict:
                "--study", study, "--format", "json", "--epoch-budget", str(args.trials * args.epochs)] + common
         if args.pruner:
             cmd += ["--pruner", args.pruner]
+        if args.sampler:
+            cmd += ["--sampler", args.sampler]
         return measure(name, cmd, seed, url=url, study=study)
     common += ["--trials", str(args.trials)]
     logfile = Path(tempfile.gettempdir()) / f"your-model-{uuid.uuid4().hex[:8]}.json"
@@ -388,6 +391,7 @@ def main() -> int:
     p.add_argument("--storage", help="PostgreSQL URL (default: a scratch database on 127.0.0.1:5432, else the embedded server)")
     p.add_argument("--no-write", action="store_true", help="print, do not write docs/")
     p.add_argument("--pruner", help="hpsearch's --pruner, to screen another (default: hpsearch's default)")
+    p.add_argument("--sampler", help="hpsearch's --sampler, to screen another (default: hpsearch's default)")
     p.add_argument("--keep-others", action="store_true",
                    help="keep the stored runs that this one does not repeat (another contender or another seed: rerun hpsearch "
                         "only, or add seeds), each with its date")

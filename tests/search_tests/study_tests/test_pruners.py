@@ -342,3 +342,44 @@ def test_a_rung_can_keep_a_share_of_its_own():
     # half at the first rung: n=4 keeps 0.9 and 0.85; n=6 keeps 0.9, 0.85, 0.8
     assert decisions(AshaPruner(10, keep=(0.5, 1 / 3)), firsts) == [False, True, True, False, True, True]
     assert AshaPruner(10, keep=(0.5, 1 / 3)).keep == (0.5, 1 / 3) and AshaPruner(10).keep == (1 / 3,)
+
+
+def test_the_promotion_replay_stops_what_the_asha_pruner_stops():
+    """tests/benchmarks/promotion_replay.py screens rung rules on recorded curves; its "stop"
+    rule must be hpsearch's pruner, trial for trial, or its figures say nothing of hpsearch."""
+    import importlib.util
+    import random
+    from pathlib import Path
+
+    from search.study.pruners import AshaPruner
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "promotion_replay.py"
+    spec = importlib.util.spec_from_file_location("promotion_replay", path)
+    replay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replay)
+    rng = random.Random(3)
+    # curves with ties (values on a 0.01 grid), so the rule's >= at the cut is checked too
+    curves = [[round(min(0.99, 0.5 + 0.04 * e + rng.uniform(-0.1, 0.1)), 2) for e in range(replay.EPOCHS)] for _ in range(40)]
+    order = []
+    for _ in range(4):  # as the replay draws them: passes of the pool
+        order += rng.sample(range(40), 40)
+    trace = replay.stop_rule(curves, order)
+
+    study = _study(AshaPruner(replay.EPOCHS))
+    trained = []
+    for config in order:
+        if len(trained) >= replay.BUDGET:
+            break
+        t = study.ask()
+        for e in range(replay.EPOCHS):
+            t.report(curves[config][e], e)
+            trained.append(curves[config][e])
+            if t.should_prune():
+                study.tell(t, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            study.tell(t, max(curves[config]))
+    best = [max(trained[: i + 1]) for i in range(len(trained))]
+    assert trace == best
+    states = {t.state for t in study.trials}
+    assert optuna.trial.TrialState.PRUNED in states and optuna.trial.TrialState.COMPLETE in states
