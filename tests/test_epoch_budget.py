@@ -86,6 +86,9 @@ def test_one_worker_starts_no_trial_once_the_budget_is_spent(local_pg_url, model
     assert summary["epochs_trained"] == sum(epochs) == _epoch_rows(local_pg_url, "eb")
     assert summary["finished_trials"] == len(trials) >= 3  # pruned trials leave room for more than 8 / 3
     assert "/8 epochs, best val_accuracy" in out.stderr  # the progress line counts the budget
+    # each trial's line counts its own epochs already: the last one shows the study's total
+    last = [line for line in out.stderr.splitlines() if f"trial {trials[-1].number}" in line and "after" in line][-1]
+    assert last.startswith(f"[{len(trials)} trials, {sum(epochs)}/8 epochs, "), last
 
     # The budget is spent: a rerun trains nothing, and a follower sees the study finished.
     again = _run(local_pg_url, "eb", model_and_data, "--epoch-budget", "8")

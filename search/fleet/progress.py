@@ -54,7 +54,9 @@ class Progress:
                  epoch_budget: int | None = None):
         #: finished trials the run goes to (None: no limit), and the epochs it may train (None: no limit)
         self.target, self.epoch_budget = target, epoch_budget
-        #: the study's epochs trained, as last counted (only with an epoch budget)
+        #: the study's epochs trained (only with an epoch budget): as the database counted them at
+        #: the last claim, plus the epochs this worker trained since, so a line never shows a
+        #: finished trial's epochs missing (other workers' show at the next claim)
         self.epochs: int | None = None
         self.stream = stream or sys.stderr
         self.enabled = enabled
@@ -106,6 +108,9 @@ class Progress:
         self._write(text, transient=transient and self.tty)
 
     def epoch(self, number: int, lr: float | None, epoch: int, epochs: int, logs: dict) -> None:
+        """An epoch this worker trained: counted, and shown at most every ``interval`` (a log)."""
+        if self.epoch_budget is not None:
+            self.epochs = (self.epochs or 0) + 1
         now = time.monotonic()
         min_gap = 0.2 if self.tty else self.interval
         if now - self._last < min_gap and epoch + 1 < epochs:

@@ -117,6 +117,14 @@ def test_an_epoch_budget_is_counted_in_every_line():
     assert p.head() == "[1 trial, 57/120 epochs, best val_accuracy 0.9300]" and not p.reached
     p.set_study(2, (0.94, None))  # a trial's end: the epochs stay as last counted
     assert p.head().startswith("[2 trials, 57/120 epochs") and not p.reached
+    # each epoch this worker trains counts at once, so its finished trial's line holds them
+    for e in range(3):
+        p.epoch(7, None, e, 3, {"loss": 0.5, "val_accuracy": 0.9})
+    p.set_study(3, (0.94, None))
+    p.trial_done(7, None, "complete", 0.9, 3)
+    assert p.stream.getvalue().splitlines()[-1].startswith("[3 trials, 60/120 epochs")
+    p.set_study(3, (0.94, None), 64)  # the next claim's count, other workers' epochs included
+    assert p.head().startswith("[3 trials, 64/120 epochs")
     p.set_study(9, (0.95, None), 121)
     assert p.reached
     capped = Progress(9, stream=io.StringIO(), epoch_budget=500)
