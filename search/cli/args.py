@@ -41,8 +41,25 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
 
+    #: the parsers the current parse_args went through, the command's own last
+    _parsing: list = []
+
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        Parser._parsing.append(self)  # argparse hands a subcommand's arguments to its parser here
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an unknown argument is the subcommand's error (``hpsearch query
+        top: error: unrecognized arguments: -n 2 (see hpsearch query top --help)``), where
+        argparse names the top-level parser and its help, which does not list the flag."""
+        Parser._parsing = []
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            Parser._parsing[-1].error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
 
 # --- typed argument helpers -------------------------------------------------------------------
