@@ -19,6 +19,7 @@ so it can import its neighbours. Every way of getting this wrong is one line
 from __future__ import annotations
 
 import ast
+import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -142,11 +143,27 @@ def check_source(spec: ModelSpec) -> None:
             bound.add(node.name)
     if spec.name in bound or opaque or "__getattr__" in bound:
         return
-    defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-               and not n.name.startswith("_")]
-    defined += [a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names
-                if not (a.asname or a.name).startswith("_")]
-    raise ConfigError(f"--model {spec.text!r}: {spec.target} has no {spec.name!r} (its callables: {', '.join(sorted(defined)) or 'none'})")
+    defined = sorted(set(_module_level_callables(tree.body)))
+    close = difflib.get_close_matches(spec.name, defined, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"--model {spec.text!r}: {spec.target} has no {spec.name!r} ({hint}its callables: {', '.join(defined) or 'none'})")
+
+
+def _module_level_callables(body):
+    """The public functions and classes a module defines or imports by name at its top level,
+    those under a module-level ``if``/``try``/``with`` included (KerasTuner's guide defines its
+    ``HyperModel`` subclass under ``if keras_tuner is not None:``)."""
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if not node.name.startswith("_"):
+                yield node.name
+        elif isinstance(node, ast.ImportFrom):
+            yield from (a.asname or a.name for a in node.names if not (a.asname or a.name).startswith("_"))
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            for block in ("body", "orelse", "finalbody"):
+                yield from _module_level_callables(getattr(node, block, []))
+            for handler in getattr(node, "handlers", []):
+                yield from _module_level_callables(handler.body)
 
 
 #: Calls through which a file can define a name no parser sees.

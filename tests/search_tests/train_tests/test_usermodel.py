@@ -52,6 +52,15 @@ def test_a_name_the_file_never_defines_is_refused_before_keras_is_imported(tmp_p
     assert lines == [f"--model '{path}:build': {path} has no 'build' (its callables: Tuned, cwd, other)", "False False"]
 
 
+def test_a_misspelt_name_is_answered_with_the_closest_one_defined_under_an_if_included(tmp_path):
+    """The guide's file defines its HyperModel under ``if keras_tuner is not None:``: it is
+    among the names listed, and a misspelling gets the closest name."""
+    guide = tmp_path / "guide.py"
+    lines = _check_in_a_fresh_python(tmp_path, {"guide.py": (REPO / "docs" / "examples" / "getting_started.py").read_text()}, "MyHyperModle")
+    assert lines == [f"--model '{guide}:MyHyperModle': {guide} has no 'MyHyperModle' (did you mean 'MyHyperModel'? "
+                     "its callables: MyHyperModel, build_model, layers)", "False False"]
+
+
 @pytest.mark.parametrize("source", [
     "from keras import *\n",                                  # a star import may define it
     "globals()['build'] = lambda hp: None\n",                 # so may globals()
