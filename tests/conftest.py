@@ -82,6 +82,10 @@ REPO = Path(__file__).resolve().parent.parent
 # 15 minutes, but by less than a minute; the next cut has to be fewer TensorFlow processes.
 # Then 915 in 18:03 on the same machine, idle, code all but the same: runs here spread by
 # over three minutes.
+# A sixth (2026-12-07, sixth session; `import keras` 4.75 s wall): 915 in 14:45 idle in a venv
+# with the test and bench extras (1,719 s of test time), and 14:37 in one with the test extra
+# only, as .ci/run installs it (1,721 s): the bench extra's matplotlib, which Keras imports in
+# every TensorFlow process (0.41 s here), costs the suite seconds, not minutes.
 MAX_WORKERS = 4  # each worker holds TensorFlow and connections to the local server
 
 
