@@ -1,8 +1,8 @@
 """A regression searched on its validation loss (minimised: ``--objective val_loss``), with its
 data from a loader function, as ``keras.datasets.*.load_data()`` returns it.
 
-    PYTHONPATH=docs/examples hpsearch run --model docs/examples/regression.py:build \\
-        --data regression:load_data --objective val_loss --trials 10 --epochs 20
+    hpsearch run --model docs/examples/regression.py:build \\
+        --data docs/examples/regression.py:load_data --objective val_loss --trials 10 --epochs 20
 """
 
 import keras

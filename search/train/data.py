@@ -372,8 +372,10 @@ def device_data(ds: Dataset) -> DeviceData:
 # --- a user's data (``--data`` with ``--model FILE:NAME``) -------------------------------------
 
 _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
-_USER_FIX = "pass --data with an .npz of x_train, y_train, x_test, y_test, or package.module:function returning (x_train, y_train), (x_test, y_test)"
+_USER_FIX = ("pass --data with an .npz of x_train, y_train, x_test, y_test, or package.module:function (or path/to/file.py:function) "
+             "returning (x_train, y_train), (x_test, y_test)")
 _LOADER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+_LOADER_FILE = re.compile(r"^(?P<file>.+\.py):[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -415,8 +417,9 @@ def _arrays(values, source: str) -> RawArrays:
 
 
 def is_loader(text: str) -> bool:
-    """Whether ``--data`` names a loader function (``package.module:function``) rather than a file."""
-    return bool(_LOADER.match(text)) and not Path(text).exists()
+    """Whether ``--data`` names a loader function (``package.module:function`` or
+    ``path/to/file.py:function``, the forms of ``--model``) rather than a file."""
+    return bool(_LOADER.match(text) or _LOADER_FILE.match(text)) and not Path(text).exists()
 
 
 def read_arrays(path: str | os.PathLike | None) -> RawArrays:
@@ -454,13 +457,34 @@ def read_arrays(path: str | os.PathLike | None) -> RawArrays:
 
 
 def _call_loader(text: str) -> RawArrays:
+    """Import the loader as ``--model`` imports a builder (a file with its folder on the path; a
+    module from the installed packages, PYTHONPATH or the current directory) and call it."""
     import importlib
+    import importlib.util
 
-    module_name, _, name = text.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:
-        raise DataError(f"--data {text}: importing {module_name} failed ({type(e).__name__}: {' '.join(str(e).split())[:150]}): install it or put it on PYTHONPATH") from None
+    from search.train.backend import configure_backend
+    from search.train.usermodel import current_directory_on_path, import_file
+
+    module_name, _, name = text.rpartition(":")
+    if _LOADER_FILE.match(text) or "/" in module_name or "\\" in module_name:
+        path = Path(module_name).expanduser()
+        if not path.is_file():
+            raise DataError(f"--data {text}: {module_name} does not exist: check the path (relative to {Path.cwd()})")
+        configure_backend()  # quietly: a loader that imports Keras would print TensorFlow's start-up lines
+        module = import_file(path.resolve(), f"--data {text}", DataError)
+    else:
+        current_directory_on_path()
+        try:
+            found = importlib.util.find_spec(module_name)
+        except (ImportError, ValueError):  # its package is missing
+            found = None
+        if found is None:
+            raise DataError(f"--data {text}: no module {module_name!r} can be imported here: install it, put it on PYTHONPATH or run from its folder")
+        configure_backend()
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as e:
+            raise DataError(f"--data {text}: importing {module_name} failed ({type(e).__name__}: {' '.join(str(e).split())[:150]})") from None
     fn = getattr(module, name, None)
     if not callable(fn):
         raise DataError(f"--data {text}: {module_name} has no function {name!r}")

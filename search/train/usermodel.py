@@ -23,6 +23,7 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from search.errors import ConfigError
 
-__all__ = ["RECIPE", "HyperModel", "ModelSpec", "check_digest", "check_model", "load_hypermodel", "parse_spec"]
+__all__ = ["RECIPE", "HyperModel", "ModelSpec", "check_digest", "check_model", "current_directory_on_path", "import_file", "load_hypermodel", "parse_spec"]
 
 RECIPE = "recipe"
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -79,6 +80,7 @@ def _source_path(spec: ModelSpec) -> Path:
         if not path.is_file():
             raise ConfigError(f"--model {spec.text!r}: {spec.target} does not exist: check the path (relative to {Path.cwd()})")
         return path.resolve()
+    current_directory_on_path()
     try:
         found = importlib.util.find_spec(spec.target)
     except (ImportError, ValueError) as e:
@@ -143,10 +145,15 @@ def check_source(spec: ModelSpec) -> None:
             bound.add(node.name)
     if spec.name in bound or opaque or "__getattr__" in bound:
         return
-    defined = sorted(set(_module_level_callables(tree.body)))
-    close = difflib.get_close_matches(spec.name, defined, n=1)
+    raise _no_such_name(spec, _module_level_callables(tree.body))
+
+
+def _no_such_name(spec: ModelSpec, names) -> ConfigError:
+    """The error for a NAME the module lacks: what it has, and the closest to NAME."""
+    names = sorted(set(names))
+    close = difflib.get_close_matches(spec.name, names, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ConfigError(f"--model {spec.text!r}: {spec.target} has no {spec.name!r} ({hint}its callables: {', '.join(defined) or 'none'})")
+    return ConfigError(f"--model {spec.text!r}: {spec.target} has no {spec.name!r} ({hint}its callables: {', '.join(names) or 'none'})")
 
 
 def _module_level_callables(body):
@@ -196,25 +203,44 @@ def _import(spec: ModelSpec):
             raise ConfigError(f"--model {spec.text!r}: syntax error in {e.filename}, line {e.lineno}: {e.msg}") from None
         except Exception as e:
             raise ConfigError(f"--model {spec.text!r}: importing {spec.target} failed: {type(e).__name__}: {_one_line(e)}") from None
+    return import_file(path, f"--model {spec.text!r}", ConfigError)
+
+
+def import_file(path: Path, flag: str, error: type[Exception]):
+    """Run the Python file ``path`` as a module of a private name (once per process), with its
+    folder first on ``sys.path`` so it imports its neighbours as it does when it runs itself.
+
+    Raises:
+        error: ``"{flag}: syntax error in FILE, line N: ..."`` or ``"{flag}: running FILE failed: ..."``.
+    """
     module_name = f"hpsearch_user_model_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
     if module_name in sys.modules:
         return sys.modules[module_name]
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(loader_spec)
     folder = str(path.parent)
-    added = folder not in sys.path
-    if added:
-        sys.path.insert(0, folder)  # the file's neighbours import as they do when it runs itself
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     sys.modules[module_name] = module
     try:
         loader_spec.loader.exec_module(module)
     except SyntaxError as e:
         sys.modules.pop(module_name, None)
-        raise ConfigError(f"--model {spec.text!r}: syntax error in {e.filename}, line {e.lineno}: {e.msg}") from None
+        raise error(f"{flag}: syntax error in {e.filename}, line {e.lineno}: {e.msg}") from None
     except Exception as e:
         sys.modules.pop(module_name, None)
-        raise ConfigError(f"--model {spec.text!r}: running {path.name} failed: {type(e).__name__}: {_one_line(e)}") from None
+        raise error(f"{flag}: running {path.name} failed: {type(e).__name__}: {_one_line(e)}") from None
     return module
+
+
+def current_directory_on_path() -> None:
+    """Make modules of the current directory importable, as ``python -m`` does and a console
+    script's ``sys.path`` does not: ``hpsearch run --model mypackage.models:build`` in the
+    project's folder finds ``mypackage`` (so do uvicorn's and celery's ``module:name``). Added
+    last, so a folder there never shadows an installed package."""
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.append(here)
 
 
 class HyperModel:
@@ -259,8 +285,7 @@ def load_hypermodel(spec: ModelSpec) -> HyperModel:
     """
     module = _import(spec)
     if not hasattr(module, spec.name):
-        names = sorted(n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n)))
-        raise ConfigError(f"--model {spec.text!r}: {spec.target} has no {spec.name!r} (its callables: {', '.join(names) or 'none'})")
+        raise _no_such_name(spec, (n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n))))
     obj = getattr(module, spec.name)
     if isinstance(obj, type):
         if not callable(getattr(obj, "build", None)):

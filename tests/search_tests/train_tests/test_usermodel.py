@@ -61,6 +61,35 @@ def test_a_misspelt_name_is_answered_with_the_closest_one_defined_under_an_if_in
                      "its callables: MyHyperModel, build_model, layers)", "False False"]
 
 
+def test_module_specs_and_loader_files_are_found_from_the_current_directory(tmp_path):
+    """The installed ``hpsearch`` script, unlike ``python -m``, has no current directory on
+    sys.path (``python -P`` starts as it does): ``--model mymodels:build`` and ``--data
+    loaders:load`` run in the project's folder find its modules all the same, and ``--data``
+    takes a loader file as ``--model`` takes a builder file."""
+    loader = "import numpy as np\ndef load():\n    x = np.zeros((6, 2))\n    y = np.arange(len(x))\n    return (x, y), (x[:2], y[:2])\n"
+    (tmp_path / "mymodels.py").write_text(GOOD)
+    (tmp_path / "loaders.py").write_text(loader)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "more.py").write_text("import keras\n" + loader.replace("(6, 2)", "(9, 3)"))
+    code = (
+        "import os, sys\n"
+        "assert os.getcwd() not in sys.path and '' not in sys.path, sys.path\n"
+        "from search.train.usermodel import check_source, digest, parse_spec\n"
+        "spec = parse_spec('mymodels:build')\n"
+        "check_source(spec)\n"
+        "print(len(digest(spec)))\n"
+        "from search.train.data import read_arrays\n"
+        "print(read_arrays('data/more.py:load').x_train.shape, read_arrays('loaders:load').x_train.shape)\n"
+        "print('keras' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-P", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    # the backend was started (quietly) before the loaders ran: TensorFlow's start-up lines,
+    # printed by a loader that imports Keras, are held back as for a model's file
+    assert out.stdout.splitlines() == ["16", "(9, 3) (6, 2)", "True"]
+    assert "cuda" not in out.stderr.lower() and "absl" not in out.stderr, out.stderr
+
+
 @pytest.mark.parametrize("source", [
     "from keras import *\n",                                  # a star import may define it
     "globals()['build'] = lambda hp: None\n",                 # so may globals()
