@@ -41,6 +41,12 @@ e2e_stop() {
 e2e_cleanup() {
     local rc=$? i
     trap - EXIT INT TERM
+    # A failed run first shows what its engine's daemons still know (an engine may define
+    # e2e_diagnose: SLURM's view of its jobs), before the cleanup below stops them.
+    if [[ $rc -ne 0 ]] && declare -F e2e_diagnose >/dev/null; then
+        printf -- '--- %s: what the engine knew at the failure ---\n' "$E2E_ENGINE" >&2
+        e2e_diagnose >&2 2>&1 || true
+    fi
     for ((i = ${#E2E_CLEANUP[@]} - 1; i >= 0; i--)); do
         eval "${E2E_CLEANUP[i]}" >/dev/null 2>&1 || e2e_log "cleanup failed: ${E2E_CLEANUP[i]}"
     done
@@ -49,11 +55,12 @@ e2e_cleanup() {
         # failure in CI can be diagnosed from its output alone.
         if [[ $rc -ne 0 ]]; then
             local log
-            for log in "$E2E_WORK"/*.log; do
+            # the work directory's logs and those one level down (slurm/slurmctld.log, jobs/*.out)
+            while IFS= read -r log; do
                 [[ -s $log ]] || continue
-                printf -- '--- last lines of %s ---\n' "${log##*/}" >&2
+                printf -- '--- last lines of %s ---\n' "${log#"$E2E_WORK"/}" >&2
                 tail -n 15 "$log" >&2
-            done
+            done < <(find "$E2E_WORK" -maxdepth 2 -type f \( -name '*.log' -o -name '*.out' \) | sort)
         fi
         # Whatever a daemon left mounted in the work directory (dockerd's netns), innermost first.
         awk -v w="$E2E_WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | xargs -r -n1 umount -l

@@ -125,6 +125,11 @@ _slurm_model() {
 # resumed one: past the epoch it resumed at), so the interruption that follows has one to save.
 _running_trial() { [[ $(e2e_own_epoch_running "$1") -gt 0 ]]; }
 
+# On a failure (lib.sh's e2e_cleanup, before slurmctld stops): each job's state as SLURM saw it.
+e2e_diagnose() {
+    scontrol show job 2>&1 | grep -E "JobId=|JobState=|RunTime=|Restarts=|StartTime=|EndTime=" || true
+}
+
 _restarts_at_least() { [[ $(_job_field "$1" Restarts) -ge $2 && $(_job_field "$1" JobState) =~ ^(PENDING|RUNNING)$ ]]; }
 
 # _time_limit_soon JOB: set JOB's time limit to the first whole minute at least 90 s from now,
