@@ -40,6 +40,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -61,11 +62,12 @@ def collect_part(first: int, count: int, data: str, out: str) -> None:
     """Train configurations ``first`` .. ``first + count - 1`` of the pool (the sampler is
     replayed from the start, so each process draws the same sequence)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.path[:0] = [str(REPO), str(REPO / "docs" / "examples")]
+    sys.path[:0] = [str(REPO), str(REPO / "docs" / "examples"), str(HERE)]
     import keras
     import numpy as np
     import optuna
     from getting_started import build_model
+    from your_model import BATCH_SIZE as batch_size
 
     from search.study.hyperparameters import HyperParameters
 
@@ -81,26 +83,31 @@ def collect_part(first: int, count: int, data: str, out: str) -> None:
         model = build_model(hp)
         if i < first:
             continue
-        history = model.fit(x_train, y_train, epochs=EPOCHS, batch_size=128, validation_data=(x_test, y_test), verbose=0)
+        history = model.fit(x_train, y_train, epochs=EPOCHS, batch_size=batch_size, validation_data=(x_test, y_test), verbose=0)
         rows.append({"i": i, "params": dict(trial.params), "val_accuracy": [float(v) for v in history.history["val_accuracy"]]})
         print(f"configuration {i}: best {max(rows[-1]['val_accuracy']):.4f}", flush=True)
     Path(out).write_text(json.dumps(rows))
 
 
 def collect(size: int) -> None:
-    """Train ``size`` configurations in two processes and store them in :data:`POOL`."""
-    import make_mnist_npz  # docs/examples, on the path through your_model's driver
+    """Train ``size`` configurations in two processes and store them in :data:`POOL`, on the
+    benchmark's own data (``your_model.prepare_data``: MNIST from HPSEARCH_DATA or the shared
+    file, never a download on a machine that is offline)."""
+    sys.path.insert(0, str(HERE))
+    from your_model import BATCH_SIZE, TEST_SIZE, TRAIN_SIZE, prepare_data
 
     tmp = Path(tempfile.mkdtemp(prefix="hpsearch-pool-"))
-    data = tmp / "mnist-6000-10000.npz"
-    make_mnist_npz.main(str(data), 6000, 10000)
-    half = size // 2
-    procs = [subprocess.Popen([sys.executable, __file__, "--part", f"{first},{count}", "--data", str(data), "--out", str(tmp / f"{first}.json")])
-             for first, count in ((0, half), (half, size - half))]
-    if any(p.wait() for p in procs):
-        raise SystemExit("a collecting process failed")
-    rows = json.loads((tmp / "0.json").read_text()) + json.loads((tmp / f"{half}.json").read_text())
-    POOL.write_text(json.dumps({"sampler_seed": SAMPLER_SEED, "epochs": EPOCHS, "batch_size": 128, "train": 6000, "validate": 10000,
+    try:
+        data = prepare_data(TRAIN_SIZE, TEST_SIZE, tmp)
+        half = size // 2
+        procs = [subprocess.Popen([sys.executable, __file__, "--part", f"{first},{count}", "--data", str(data), "--out", str(tmp / f"{first}.json")])
+                 for first, count in ((0, half), (half, size - half))]
+        if any(p.wait() for p in procs):
+            raise SystemExit("a collecting process failed")
+        rows = json.loads((tmp / "0.json").read_text()) + json.loads((tmp / f"{half}.json").read_text())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the data's 50 MB
+    POOL.write_text(json.dumps({"sampler_seed": SAMPLER_SEED, "epochs": EPOCHS, "batch_size": BATCH_SIZE, "train": TRAIN_SIZE, "validate": TEST_SIZE,
                                 "configurations": rows}, indent=0))
     print(f"{len(rows)} configurations in {POOL.relative_to(REPO)}")
 
@@ -233,7 +240,6 @@ def main() -> int:
         first, count = (int(x) for x in args.part.split(","))
         collect_part(first, count, args.data, args.out)
     elif args.collect:
-        sys.path.insert(0, str(REPO / "docs" / "examples"))
         collect(args.collect)
     else:
         replay(args.orders)
