@@ -375,7 +375,6 @@ _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 _USER_FIX = ("pass --data with an .npz of x_train, y_train, x_test, y_test, or package.module:function (or path/to/file.py:function) "
              "returning (x_train, y_train), (x_test, y_test)")
 _LOADER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
-_LOADER_FILE = re.compile(r"^(?P<file>.+\.py):[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -419,7 +418,11 @@ def _arrays(values, source: str) -> RawArrays:
 def is_loader(text: str) -> bool:
     """Whether ``--data`` names a loader function (``package.module:function`` or
     ``path/to/file.py:function``, the forms of ``--model``) rather than a file."""
-    return bool(_LOADER.match(text) or _LOADER_FILE.match(text)) and not Path(text).exists()
+    from search.train.usermodel import names_a_file
+
+    target, sep, name = text.rpartition(":")
+    file_loader = bool(sep) and names_a_file(target) and name.isidentifier()
+    return (file_loader or bool(_LOADER.match(text))) and not Path(text).exists()
 
 
 def read_arrays(path: str | os.PathLike | None) -> RawArrays:
@@ -463,10 +466,10 @@ def _call_loader(text: str) -> RawArrays:
     import importlib.util
 
     from search.train.backend import configure_backend
-    from search.train.usermodel import current_directory_on_path, import_file
+    from search.train.usermodel import current_directory_on_path, import_file, names_a_file
 
     module_name, _, name = text.rpartition(":")
-    if _LOADER_FILE.match(text) or "/" in module_name or "\\" in module_name:
+    if names_a_file(module_name):
         path = Path(module_name).expanduser()
         if not path.is_file():
             raise DataError(f"--data {text}: {module_name} does not exist: check the path (relative to {Path.cwd()})")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from search.errors import ConfigError
 
-__all__ = ["RECIPE", "HyperModel", "ModelSpec", "check_digest", "check_model", "current_directory_on_path", "import_file", "load_hypermodel", "parse_spec"]
+__all__ = ["RECIPE", "HyperModel", "ModelSpec", "check_digest", "check_model", "current_directory_on_path", "import_file", "load_hypermodel", "names_a_file", "parse_spec"]
 
 RECIPE = "recipe"
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -67,11 +67,17 @@ def parse_spec(text: str | None) -> ModelSpec:
         raise ConfigError(f"--model {text!r} names no builder: {_FORMS}")
     if not _NAME.match(name):
         raise ConfigError(f"--model {text!r}: {name!r} is not a Python name: {_FORMS}")
-    if target.endswith(".py") or "/" in target or "\\" in target:
+    if names_a_file(target):
         return ModelSpec(text, "file", target, name)
     if not _MODULE.match(target):
         raise ConfigError(f"--model {text!r}: {target!r} is neither a .py file nor a module name: {_FORMS}")
     return ModelSpec(text, "module", target, name)
+
+
+def names_a_file(target: str) -> bool:
+    """Whether a spec's part before the colon is a Python file's path (``models/cnn.py``) rather
+    than a module's dotted name: the rule of ``--model`` and of ``--data``'s loaders."""
+    return target.endswith(".py") or "/" in target or "\\" in target
 
 
 def _source_path(spec: ModelSpec) -> Path:
