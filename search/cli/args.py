@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import sys
 
 __all__ = [
     "Parser", "whole_number", "count", "number", "bound", "port", "trial_numbers", "param_filter", "trial_sort", "trial_states",
@@ -56,10 +57,25 @@ class Parser(argparse.ArgumentParser):
         top: error: unrecognized arguments: -n 2 (see hpsearch query top --help)``), where
         argparse names the top-level parser and its help, which does not list the flag."""
         Parser._parsing = []
+        leading = self._unknown_leading_flags(sys.argv[1:] if args is None else list(args))
+        if leading:  # argparse would say only that COMMAND is missing, or blame the command after them
+            self.error(f"unrecognized arguments: {' '.join(leading)}")
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             Parser._parsing[-1].error(f"unrecognized arguments: {' '.join(extras)}")
         return parsed
+
+    def _unknown_leading_flags(self, argv: list[str]) -> list[str]:
+        """The flags before a subcommand's name that this parser does not take (``hpsearch --verbose run``)."""
+        if self._subparsers is None:
+            return []
+        leading = []
+        for arg in argv:
+            if arg == "--" or not arg.startswith("-"):
+                break
+            if arg.split("=", 1)[0] not in self._option_string_actions:
+                leading.append(arg)
+        return leading
 
 
 # --- typed argument helpers -------------------------------------------------------------------

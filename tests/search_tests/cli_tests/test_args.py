@@ -141,3 +141,9 @@ def test_a_reader_without_study_reads_the_recipes_or_the_only_study(given, names
 
 def test_query_studies_reads_no_single_study(capsys):
     assert "unrecognized arguments: --study" in _error(["query", "studies", "--study", "x"], capsys)
+
+
+@pytest.mark.parametrize("argv", [["--frobnicate"], ["--frobnicate", "run"], ["--x=1", "query", "top"]])
+def test_a_flag_before_any_command_is_the_top_level_parsers_unknown_flag(argv, capsys):
+    # argparse said only "the following arguments are required: COMMAND", or blamed the command after it
+    assert _error(argv, capsys) == f"hpsearch: error: unrecognized arguments: {argv[0]} (see hpsearch --help)"
