@@ -111,6 +111,23 @@ def test_each_example_runs(local_pg_url, images, spec):
         assert first.params == {"filters_0": 16, "kernel": 3, "filters_1": 16, "dropout": 0.2, "learning_rate": 1e-3}
 
 
+def test_a_model_with_dict_inputs_and_outputs_runs_from_its_loader(local_pg_url):
+    """docs/examples/multi_input.py: two named inputs and two outputs, the loader's data dicts of
+    arrays, searched on one output's metric; the hold-out and --train-size cut every array."""
+    spec = str(EXAMPLES / "multi_input.py")
+    out = run_cli("run", "--model", f"{spec}:build", "--data", f"{spec}:load_data", "--objective", "val_kind_accuracy",
+                  "--study", "multi", "--trials", "2", "--epochs", "2", "--train-size", "600", "--storage", local_pg_url)
+    assert out.returncode == 0, out.stderr
+    study = _study(local_pg_url, "multi")
+    assert len(_finished(study)) == 2 and _config(study)["objective"] == "val_kind_accuracy"
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    first = min(study.trials, key=lambda t: t.number)
+    assert first.params == {"layers": 2, "units_0": 64, "units_1": 64, "learning_rate": 3e-3, "level_weight": 0.5}
+    history = first.user_attrs["history"]
+    assert {"val_kind_accuracy", "val_level_loss", "val_loss"} <= set(history) and len(history["val_kind_accuracy"]) == first.user_attrs["epochs_run"]
+    assert "test kind_accuracy" in out.stdout
+
+
 def test_a_worker_whose_model_code_differs_is_refused(local_pg_url, images, tmp_path):
     model = tmp_path / "m.py"
     model.write_text((EXAMPLES / "tuned_fit.py").read_text())

@@ -26,7 +26,7 @@ from search.env import env
 from search.study.config import HOLDOUT_SIZE
 from search.errors import DataError
 
-__all__ = ["Dataset", "DeviceData", "RawArrays", "RawMnist", "check_user_split", "holdout_size", "is_loader", "read_arrays", "split_arrays", "check_split", "device_data", "epoch_order", "load_dataset", "read_mnist", "read_mnist_cached", "preprocess"]
+__all__ = ["Dataset", "DeviceData", "RawArrays", "RawMnist", "check_user_split", "holdout_size", "is_loader", "read_arrays", "rows", "split_arrays", "take_rows", "check_split", "device_data", "epoch_order", "load_dataset", "read_mnist", "read_mnist_cached", "preprocess"]
 
 NUM_CLASSES = 10
 _IDX_FILES = {
@@ -59,7 +59,8 @@ class RawMnist:
 
 @dataclass(frozen=True)
 class Dataset:
-    """The arrays a trial trains on, preprocessed as the recipe does."""
+    """The arrays a trial trains on: the recipe's preprocessed, a user's as given (an array, or a
+    dict, list or tuple of them: :class:`RawArrays`)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -379,39 +380,101 @@ _LOADER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-
 
 @dataclass(frozen=True)
 class RawArrays:
-    """A user's arrays as given: any shape and dtype, the same number of rows in x and y."""
+    """A user's data as given: any shape and dtype, the same number of rows in x and y.
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+    Each of the four is an array, or, for a model with several inputs or outputs, a dict, list
+    or tuple of arrays (as ``model.fit`` takes them), all with the same number of rows.
+    """
+
+    x_train: object
+    y_train: object
+    x_test: object
+    y_test: object
     source: str
 
     def fingerprint(self) -> str:
-        """A short SHA-256 of the four arrays' shapes, dtypes and bytes."""
+        """A short SHA-256 of the four arrays' shapes, dtypes and bytes (and where each sits in its structure)."""
+        import optree
+
         h = hashlib.sha256()
-        for a in (self.x_train, self.y_train, self.x_test, self.y_test):
-            h.update(f"{a.shape}{a.dtype.str}".encode())
-            h.update(np.ascontiguousarray(a).tobytes())
+        for part in (self.x_train, self.y_train, self.x_test, self.y_test):
+            paths, leaves, _ = optree.tree_flatten_with_path(part)
+            for path, a in zip(paths, leaves):
+                if path:  # an array of a structure; a plain array hashes as it always has
+                    h.update(_where(path).encode())
+                h.update(f"{a.shape}{a.dtype.str}".encode())
+                h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()[:16]
 
 
-def _arrays(values, source: str) -> RawArrays:
-    arrays = []
-    for name, a in zip(_ARRAYS, values):
-        try:
-            a = np.asarray(a)
-        except Exception as e:
-            raise DataError(f"{source}: {name} is not an array ({type(e).__name__}): {_USER_FIX}") from None
-        if a.dtype == object:
-            raise DataError(f"{source}: {name} holds Python objects (dtype object): save numeric or string arrays")
-        if a.ndim == 0 or len(a) == 0:
+def rows(part) -> int:
+    """The number of rows of an array, or of every array of a structure of them."""
+    import optree
+
+    return len(optree.tree_leaves(part)[0])
+
+
+def take_rows(part, index):
+    """``part[index]``: the rows ``index`` (a slice or an array of row numbers) of an array or of each array of a structure."""
+    import optree
+
+    return optree.tree_map(lambda a: a[index], part)
+
+
+def _where(path: tuple) -> str:
+    return "".join(f"[{key!r}]" for key in path)
+
+
+def _structured(value) -> bool:
+    """Whether ``value`` is a structure of arrays (several inputs or outputs) rather than one
+    array: a dict, or a list or tuple of arrays or of structures (a list of numbers, or of lists
+    of numbers, is one array, as NumPy reads it)."""
+    if isinstance(value, dict):
+        return True
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    return all(len(getattr(v, "shape", ()) or ()) > 0 or _structured(v) for v in value)
+
+
+def _array(value, name: str, source: str):
+    """``value`` as NumPy arrays: one array, or the same structure of them, each checked."""
+    if _structured(value):
+        if not len(value):
             raise DataError(f"{source}: {name} is empty: {_USER_FIX}")
-        arrays.append(a)
+        if isinstance(value, dict):
+            return {k: _array(v, f"{name}[{k!r}]", source) for k, v in value.items()}
+        return type(value)(_array(v, f"{name}[{i}]", source) for i, v in enumerate(value))
+    try:
+        a = np.asarray(value)
+    except Exception as e:
+        raise DataError(f"{source}: {name} is not an array ({type(e).__name__}): {_USER_FIX}") from None
+    if a.dtype == object:
+        raise DataError(f"{source}: {name} holds Python objects (dtype object): save numeric or string arrays")
+    if a.ndim == 0 or len(a) == 0:
+        raise DataError(f"{source}: {name} is empty: {_USER_FIX}")
+    return a
+
+
+def _rows_of(part, name: str, source: str) -> int:
+    """The rows of ``part``; every array of a structure must have as many."""
+    import optree
+
+    paths, leaves, _ = optree.tree_flatten_with_path(part)
+    counts = [(_where(path), len(a)) for path, a in zip(paths, leaves)]
+    (first, n), *rest = counts
+    for other, m in rest:
+        if m != n:
+            raise DataError(f"{source}: {name}{first} has {n} rows but {name}{other} has {m}: every array of {name} needs the same rows")
+    return n
+
+
+def _arrays(values, source: str) -> RawArrays:
+    arrays = [_array(a, name, source) for name, a in zip(_ARRAYS, values)]
     for part in ("train", "test"):
-        x, y = arrays[_ARRAYS.index(f"x_{part}")], arrays[_ARRAYS.index(f"y_{part}")]
-        if len(x) != len(y):
-            raise DataError(f"{source}: x_{part} has {len(x)} rows but y_{part} has {len(y)}: the arrays must pair up")
+        i, j = _ARRAYS.index(f"x_{part}"), _ARRAYS.index(f"y_{part}")
+        nx, ny = _rows_of(arrays[i], f"x_{part}", source), _rows_of(arrays[j], f"y_{part}", source)
+        if nx != ny:
+            raise DataError(f"{source}: x_{part} has {nx} rows but y_{part} has {ny}: the arrays must pair up")
     return RawArrays(*arrays, source=source)
 
 
@@ -514,7 +577,7 @@ def check_user_split(raw: RawArrays, train_size: int | None, validation: str | N
     Raises:
         DataError: too few rows for the hold-out or for ``train_size``.
     """
-    n = len(raw.x_train)
+    n = rows(raw.x_train)
     if validation == "holdout" and n < 2:
         raise DataError(f"{raw.source} has {n} training row, too few to hold any out for validation: use --validation test")
     available = n - holdout_size(n) if validation == "holdout" else n
@@ -527,10 +590,12 @@ def split_arrays(raw: RawArrays, *, train_size: int | None, validation: str) -> 
     """A user's arrays split as the recipe's are, and nothing else done to them."""
     check_user_split(raw, train_size, validation)
     if validation == "holdout":
-        cut = len(raw.x_train) - holdout_size(len(raw.x_train))
-        x_fit, y_fit, x_val, y_val = raw.x_train[:cut], raw.y_train[:cut], raw.x_train[cut:], raw.y_train[cut:]
+        n = rows(raw.x_train)
+        fit, val = slice(None, n - holdout_size(n)), slice(n - holdout_size(n), None)
+        x_fit, y_fit, x_val, y_val = (take_rows(raw.x_train, fit), take_rows(raw.y_train, fit),
+                                      take_rows(raw.x_train, val), take_rows(raw.y_train, val))
     else:
         x_fit, y_fit, x_val, y_val = raw.x_train, raw.y_train, raw.x_test, raw.y_test
     if train_size is not None:
-        x_fit, y_fit = x_fit[:train_size], y_fit[:train_size]
+        x_fit, y_fit = take_rows(x_fit, slice(None, train_size)), take_rows(y_fit, slice(None, train_size))
     return Dataset(x_fit, y_fit, x_val, y_val, raw.x_test, raw.y_test, raw.fingerprint(), raw.source, validation)

@@ -34,6 +34,7 @@ import logging
 import numpy as np
 
 from search.errors import ConfigError
+from search.train.data import rows, take_rows
 
 __all__ = ["LAYOUTS", "Member", "ModelLanes", "default_layout", "fit_settings", "member_bytes", "structure_key"]
 
@@ -266,7 +267,8 @@ class _Group:
         self.template, self.layout = template, layout
 
         def train_one(state, x, y, idx):
-            return template.train_step(state, (jax.numpy.take(x, idx, axis=0), jax.numpy.take(y, idx, axis=0)))
+            batch = jax.tree.map(lambda a: jax.numpy.take(a, idx, axis=0), (x, y))  # x, y: arrays or structures of them
+            return template.train_step(state, batch)
 
         def test_one(state, x, y):
             return template.test_step(state, (x, y))
@@ -318,8 +320,9 @@ class _Group:
         states = [(m.state[0], m.state[1], list(m.fresh_metrics)) for m in members]
         packed = self._pack(states)
         logs = None
-        for start in range(0, int(x.shape[0]), batch):
-            logs, packed = self._test(packed, x[start:start + batch], y[start:start + batch])
+        for start in range(0, rows(x), batch):
+            xb, yb = take_rows((x, y), slice(start, start + batch))
+            logs, packed = self._test(packed, xb, yb)
         return self._read(logs, len(members))
 
     def _read(self, logs, k: int) -> list[dict]:
@@ -349,6 +352,7 @@ class ModelLanes:
 
         if keras.backend.backend() != "jax":
             raise ConfigError(f"lanes of a user's model run on JAX only, not {keras.backend.backend()}: set KERAS_BACKEND=jax, or use --lanes 1")
+        import jax
         import jax.numpy as jnp
 
         self.objective = objective
@@ -356,9 +360,8 @@ class ModelLanes:
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout {self.layout!r}: use one of {LAYOUTS}")
         ds = objective.dataset
-        self.n = len(ds.x_train)
-        self.x, self.y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
-        self.x_val, self.y_val = jnp.asarray(ds.x_val), jnp.asarray(ds.y_val)
+        self.n = rows(ds.x_train)
+        self.x, self.y, self.x_val, self.y_val = jax.tree.map(jnp.asarray, (ds.x_train, ds.y_train, ds.x_val, ds.y_val))
         self.members: dict[int, Member] = {}
         self._groups: dict[str, _Group] = {}
         self._said: set[str] = set()
@@ -390,7 +393,7 @@ class ModelLanes:
                 self._say(f"trials whose fit cannot share a lane train solo: {hypermodel.spec.text}'s fit: {reason}")
                 return None
             settings = {"batch_size": found["batch_size"] or 32, "shuffle": found["shuffle"]}  # Keras's default batch size
-        return build_member(model, (ds.x_train[:1], ds.y_train[:1]), len(ds.x_train), settings["batch_size"], settings["shuffle"], cfg.seed is not None)
+        return build_member(model, take_rows((ds.x_train, ds.y_train), slice(0, 1)), self.n, settings["batch_size"], settings["shuffle"], cfg.seed is not None)
 
     def _say(self, line: str) -> None:
         if line not in self._said:
@@ -457,9 +460,10 @@ class ModelLanes:
         ds = self.objective.dataset
         if ds.validation == "test":
             return {k: {name[4:]: v for name, v in last[k].items() if name.startswith("val_")} for k in lanes}
+        import jax
         import jax.numpy as jnp
 
-        x, y = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
+        x, y = jax.tree.map(jnp.asarray, (ds.x_test, ds.y_test))
         out = {}
         for group, group_lanes in self._by_group(lanes):
             for lane, metrics in zip(group_lanes, group.evaluate([self.members[k] for k in group_lanes], x, y, TEST_BATCH)):

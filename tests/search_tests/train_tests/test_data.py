@@ -206,3 +206,79 @@ def test_a_valid_npz_is_read_whatever_its_name(tmp_path):
     renamed = tmp_path / "mnist-idx.bin"
     misnamed.rename(renamed)
     assert read_mnist(renamed).x_train.shape == (12_000, 28, 28)
+
+
+# --- a user's data: arrays, or dicts, lists and tuples of them (several inputs or outputs) ------
+
+
+def _loader_file(tmp_path, body: str, name: str = "loader") -> str:
+    path = tmp_path / f"{name}.py"
+    path.write_text("import numpy as np\n\ndef load():\n" + "".join(f"    {line}\n" for line in body.splitlines()))
+    return f"{path}:load"
+
+
+def test_a_plain_arrays_fingerprint_is_what_studies_already_stored(tmp_path):
+    """Studies created before structures were taken store this fingerprint; a worker of theirs must still match it."""
+    import hashlib
+
+    from search.train.data import read_arrays
+
+    rng = np.random.default_rng(0)
+    arrays = dict(x_train=rng.random((30, 4), dtype="float32"), y_train=np.arange(30), x_test=rng.random((6, 4), dtype="float32"), y_test=np.arange(6))
+    np.savez(tmp_path / "d.npz", **arrays)
+    h = hashlib.sha256()
+    for a in arrays.values():
+        h.update(f"{a.shape}{a.dtype.str}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    assert read_arrays(tmp_path / "d.npz").fingerprint() == h.hexdigest()[:16]
+
+
+def test_dicts_and_lists_of_arrays_are_split_and_sliced_array_by_array(tmp_path):
+    from search.train.data import read_arrays, rows, split_arrays
+
+    spec = _loader_file(tmp_path, (
+        "x = {'image': np.arange(60 * 3).reshape(60, 3), 'meta': np.arange(60)}\n"
+        "y = [np.arange(60) % 2, np.arange(60 * 2).reshape(60, 2)]\n"
+        "return (x, y), ({'image': np.zeros((5, 3)), 'meta': np.zeros(5)}, [np.zeros(5), np.zeros((5, 2))])"
+    ))
+    raw = read_arrays(spec)
+    assert set(raw.x_train) == {"image", "meta"} and isinstance(raw.y_train, list) and rows(raw.x_train) == 60
+    held = split_arrays(raw, train_size=20, validation="holdout")  # the last sixth held out, then the first 20 rows
+    assert held.x_train["image"].shape == (20, 3) and held.x_train["meta"].tolist() == list(range(20))
+    assert held.x_val["meta"].tolist() == list(range(50, 60)) and held.y_val[1].shape == (10, 2)
+    assert [a.shape for a in held.y_train] == [(20,), (20, 2)]
+    on_test = split_arrays(raw, train_size=None, validation="test")
+    assert on_test.x_val["image"].shape == (5, 3) and on_test.y_train[1].shape == (60, 2)
+    # the fingerprint sees every array and where it sits
+    renamed = read_arrays(_loader_file(tmp_path, (
+        "x = {'pixels': np.arange(60 * 3).reshape(60, 3), 'meta': np.arange(60)}\n"
+        "y = [np.arange(60) % 2, np.arange(60 * 2).reshape(60, 2)]\n"
+        "return (x, y), ({'pixels': np.zeros((5, 3)), 'meta': np.zeros(5)}, [np.zeros(5), np.zeros((5, 2))])"
+    ), name="renamed"))
+    assert renamed.fingerprint() != raw.fingerprint() and read_arrays(spec).fingerprint() == raw.fingerprint()
+
+
+def test_a_list_of_numbers_is_one_array_not_a_structure(tmp_path):
+    from search.train.data import read_arrays
+
+    raw = read_arrays(_loader_file(tmp_path, "return ([[1, 2]] * 12, list(range(12))), ([[3, 4]] * 3, [0, 1, 2])"))
+    assert raw.x_train.shape == (12, 2) and raw.y_train.shape == (12,)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("return ({'a': np.zeros((9, 2)), 'b': np.zeros((8, 2))}, np.zeros(9)), (np.zeros((2, 2)), np.zeros(2))",
+     "x_train['a'] has 9 rows but x_train['b'] has 8: every array of x_train needs the same rows"),
+    ("return ({'a': np.zeros((9, 2))}, [np.zeros(9), np.zeros(7)]), (np.zeros((2, 2)), np.zeros(2))",
+     "y_train[0] has 9 rows but y_train[1] has 7"),
+    ("return ({'a': np.zeros((9, 2))}, np.zeros(8)), (np.zeros((2, 2)), np.zeros(2))",
+     "x_train has 9 rows but y_train has 8: the arrays must pair up"),
+    ("return ({}, np.zeros(8)), (np.zeros((2, 2)), np.zeros(2))", "x_train is empty"),
+    ("return ({'a': np.zeros((9, 2)), 'b': np.zeros(0)}, np.zeros(9)), (np.zeros((2, 2)), np.zeros(2))", "x_train['b'] is empty"),
+    ("return ({'a': np.array([None] * 9)}, np.zeros(9)), (np.zeros((2, 2)), np.zeros(2))", "x_train['a'] holds Python objects"),
+])
+def test_a_structure_that_does_not_pair_up_is_one_line_naming_the_array(tmp_path, body, message):
+    from search.train.data import read_arrays
+
+    with pytest.raises(DataError) as e:
+        read_arrays(_loader_file(tmp_path, body))
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)

@@ -50,6 +50,22 @@ SCRIPT = textwrap.dedent('''
         m.compile(optimizer=keras.optimizers.Adam(hp.Float("lr", 1e-4, 1e-1, sampling="log")), loss="categorical_crossentropy", metrics=["accuracy"])
         return m
 
+    def multi(hp):
+        """Two named inputs and two outputs: x and y are dicts of arrays."""
+        a, b = keras.Input((12,), name="a"), keras.Input((8,), name="b")
+        h = layers.Dense(hp.Choice("units", [16, 32]), activation="relu")(layers.Concatenate()([a, b]))
+        m = keras.Model({"a": a, "b": b}, {"kind": layers.Dense(3, activation="softmax", name="kind")(h), "level": layers.Dense(1, name="level")(h)})
+        m.compile(optimizer=keras.optimizers.Adam(hp.Float("lr", 1e-4, 1e-1, sampling="log")),
+                  loss={"kind": "categorical_crossentropy", "level": "mse"}, metrics={"kind": ["accuracy"]})
+        return m
+
+    def multi_data():
+        flat = data((20,))
+        x = lambda v: {"a": v[:, :12], "b": v[:, 12:]}
+        y = lambda v: {"kind": v, "level": v[:, :1]}
+        return SimpleNamespace(x_train=x(flat.x_train), y_train=y(flat.y_train), x_val=x(flat.x_val), y_val=y(flat.y_val),
+                               x_test=x(flat.x_test), y_test=y(flat.y_test), validation="holdout")
+
     PARAMS = [dict(units=16, lr=0.01), dict(units=16, lr=0.001), dict(units=32, lr=0.003)]
 
     def solo(build, ds, cfg, number):
@@ -115,6 +131,11 @@ SCRIPT = textwrap.dedent('''
         out[name]["resumed"] = resumed(build, ds, cfg, "unrolled", saved, programs["unrolled"])
         out[name]["poisoned_vmap"] = lanes(build, ds, cfg, "vmap", poison=1, programs=programs["vmap"])[0]
 
+    ds = multi_data()
+    out["multi"] = {"solo": [solo(multi, ds, cfg, k) for k in range(len(PARAMS))]}
+    for layout in ("unrolled", "vmap"):
+        out["multi"][layout] = lanes(multi, ds, cfg, layout)[0]
+
     class TunedFit:
         def __init__(self, how): self.how = how
         def build(self, hp): return mlp(hp)
@@ -156,6 +177,15 @@ def test_members_compute_their_solo_fit_in_both_layouts(ran, model):
         # the unrolled loop is the solo program K times: bit for bit, dropout and BatchNorm included
         assert unrolled == solo
         assert _max_diff(vmapped, solo) <= 0.002 and _max_diff(vmapped, solo, "loss") <= 1e-3
+
+
+def test_members_of_a_model_with_dict_inputs_and_outputs_compute_their_solo_fit(ran):
+    """x and y as dicts of arrays (two named inputs, two outputs), as a loader may give them."""
+    for k, solo in enumerate(ran["multi"]["solo"]):
+        unrolled, vmapped = ran["multi"]["unrolled"][str(k)], ran["multi"]["vmap"][str(k)]
+        assert {"kind_accuracy", "level_loss", "val_kind_accuracy", "val_level_loss"} <= set(solo) and len(unrolled["val_loss"]) == 2
+        assert unrolled == solo
+        assert _max_diff(vmapped, solo, "val_kind_accuracy") <= 0.002 and _max_diff(vmapped, solo, "loss") <= 1e-3
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
