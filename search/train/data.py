@@ -558,11 +558,34 @@ def _call_loader(text: str) -> RawArrays:
         result = fn()
     except Exception as e:
         raise DataError(f"--data {text}: {name}() failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
+    for value in (result, *(result if isinstance(result, (tuple, list)) else ())):
+        kind = _dataset_kind(value)
+        if kind:
+            raise DataError(f"--data {text}: {name}() returned {kind}, not arrays: hpsearch splits, slices and fingerprints NumPy arrays, "
+                            "so return (x_train, y_train), (x_test, y_test) as arrays (a tf.data.Dataset of (x, y) batches: "
+                            "np.concatenate over its ds.as_numpy_iterator() batches)")
     try:
         (x_train, y_train), (x_test, y_test) = result
     except (TypeError, ValueError):
         raise DataError(f"--data {text}: {name}() must return (x_train, y_train), (x_test, y_test) as keras.datasets loaders do, got {type(result).__name__}") from None
     return _arrays((x_train, y_train, x_test, y_test), text)
+
+
+def _dataset_kind(value) -> str | None:
+    """What streaming dataset ``value`` is (a ``tf.data.Dataset``, a Keras ``PyDataset``, a
+    generator, a PyTorch ``DataLoader``), or None: a loader must return arrays."""
+    import inspect
+
+    if hasattr(value, "element_spec"):
+        return "a tf.data.Dataset"
+    if inspect.isgenerator(value):
+        return "a generator"
+    bases = {cls.__name__ for cls in type(value).__mro__}
+    if "PyDataset" in bases:
+        return "a keras.utils.PyDataset"
+    if "DataLoader" in bases:
+        return "a DataLoader"
+    return None
 
 
 def holdout_size(n: int) -> int:

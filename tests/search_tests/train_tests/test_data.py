@@ -282,3 +282,16 @@ def test_a_structure_that_does_not_pair_up_is_one_line_naming_the_array(tmp_path
     with pytest.raises(DataError) as e:
         read_arrays(_loader_file(tmp_path, body))
     assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("body, kind", [
+    ("import tensorflow as tf\nds = tf.data.Dataset.from_tensor_slices((np.zeros((8, 2)), np.zeros(8))).batch(4)\nreturn ds, ds", "a tf.data.Dataset"),
+    ("return ((np.zeros(2), np.zeros(1)) for _ in range(3)), (np.zeros((2, 2)), np.zeros(2))", "a generator"),
+], ids=["tf.data", "generator"])
+def test_a_loader_returning_a_streaming_dataset_is_told_to_return_arrays(tmp_path, body, kind):
+    """A Keras user's loader often ends in a tf.data pipeline; unpacking it would iterate its batches."""
+    from search.train.data import read_arrays
+
+    with pytest.raises(DataError) as e:
+        read_arrays(_loader_file(tmp_path, body))
+    assert f"load() returned {kind}, not arrays" in str(e.value) and "as_numpy_iterator" in str(e.value)
