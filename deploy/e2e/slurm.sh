@@ -157,7 +157,11 @@ _slurm_interrupt() {
     e2e_wait 120 "job $INT_JOB to run a trial" _running_trial e2e-slurm-interrupt
     _time_limit_soon "$INT_JOB" || return 1
     # 1. The time limit: SIGUSR1 to the script, which stops the worker and requeues the task.
-    e2e_wait 150 "job $INT_JOB to be requeued at its time limit" _restarts_at_least "$INT_JOB" 1
+    # The limit is 90 to 149 s away; the warning comes before it, then the worker's stop and
+    # the requeue. Waiting 150 s (once timed out, 2026-12-07, cause not seen) left no room after
+    # a limit 149 s away; a job still not requeued after the limit and SLURM's KillWait (30 s)
+    # never will be, so 210 s waits for every requeue that can come.
+    e2e_wait 210 "job $INT_JOB to be requeued at its time limit" _restarts_at_least "$INT_JOB" 1
     TIMELIMIT_EXIT=$(_exit_in_log "$INT_JOB" 1)
     # The requeued task gets time enough for the rest.
     scontrol update JobId="$INT_JOB" TimeLimit=30 || return 1
