@@ -79,6 +79,16 @@ _hosts_study() {
 
 _running_at_least() { [[ $(e2e_own_epoch_running "$STUDY") -ge $1 ]]; }
 
+# On a failure (lib.sh's e2e_cleanup): every worker's lines about heartbeats, sweeps and dropped
+# trials, whole (the logs' last lines may not reach back to the cut), and each trial's state
+# and last heartbeat as the database holds them. A run here once had the cut's trial failed
+# by a sweep, its heartbeat never recorded again after the cut, with only the last lines to go on.
+e2e_diagnose() {
+    grep -H -n -E "heartbeat|sweep|dropped|retry|storage" "$E2E_WORK"/worker*.log 2>/dev/null | cut -c1-300 || true
+    e2e_sql "SELECT t.number, t.state, t.datetime_start, h.heartbeat FROM trials t JOIN studies s USING (study_id)
+             LEFT JOIN trial_heartbeats h USING (trial_id) WHERE s.study_name = '$STUDY' ORDER BY t.number" 2>&1 || true
+}
+
 # _host_trial N [COLUMNS [JOIN]]: COLUMNS (default the trial_id) of the trial host N's processes
 # are running, if any; JOIN adds a table to the query (aliases: t trials, a the pid attribute).
 _host_trial() {
