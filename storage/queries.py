@@ -38,14 +38,10 @@ from storage import tables as t
 from storage.engine import connection
 from storage.errors import HpsearchError, TrialNotFoundError
 from storage.histories import trial_records
-from storage.rows import CurvePoint, LandscapeGrid, ParamsTrialRow, StudyRow, SummaryRow, TrialRow
+from storage.rows import PARAM_SORT, SUMMARY_KEYS, TRIAL_SORT_KEYS, CurvePoint, LandscapeGrid, ParamsTrialRow, StudyRow, SummaryRow, TrialRow, is_sort_key
 from storage.tables import STATES
 
 __all__ = [
-    "SUMMARY_KEYS",
-    "TRIAL_SORT_KEYS",
-    "PARAM_SORT",
-    "is_sort_key",
     "best_trial",
     "curves",
     "landscape",
@@ -57,8 +53,6 @@ __all__ = [
     "trials",
 ]
 
-#: What a summary can group trials by: their state, or a runtime attribute workers record.
-SUMMARY_KEYS = ("state", "host", "gpu", "device")
 
 
 # --- studies ----------------------------------------------------------------------------
@@ -153,19 +147,6 @@ def list_studies(engine) -> list[StudyRow]:
 # --- trials -----------------------------------------------------------------------------
 
 
-#: Columns ``trials`` can sort by. The first five sort in the database (so ``limit`` is
-#: applied there too); the others are attributes decoded from JSON, sorted after reading.
-TRIAL_SORT_KEYS = (
-    "number",
-    "learning_rate",
-    "value",
-    "datetime_start",
-    "datetime_complete",
-    "duration_s",
-    "test_accuracy",
-    "best_epoch",
-    "epochs_run",
-)
 
 
 
@@ -486,13 +467,6 @@ def trials(
     return rows
 
 
-#: ``trials``' sort key for a parameter: ``param_<name>``, as its column is named.
-PARAM_SORT = "param_"
-
-
-def is_sort_key(key: str) -> bool:
-    """Whether :func:`trials` can sort by ``key``: one of :data:`TRIAL_SORT_KEYS`, or ``param_<name>``."""
-    return key in TRIAL_SORT_KEYS or (key.startswith(PARAM_SORT) and len(key) > len(PARAM_SORT))
 
 
 def _check_param_names(conn, study_id: int, study: str, with_params: bool, names: list[str]) -> None:

@@ -9,7 +9,32 @@ from typing import Any
 
 from storage.errors import HpsearchError
 
-__all__ = ["StudyRow", "TrialRow", "ParamsTrialRow", "CurvePoint", "SummaryRow", "LandscapeGrid", "to_frame"]
+__all__ = ["StudyRow", "TrialRow", "ParamsTrialRow", "CurvePoint", "SummaryRow", "LandscapeGrid", "to_frame", "TRIAL_SORT_KEYS", "PARAM_SORT", "SUMMARY_KEYS", "is_sort_key"]
+
+#: What a summary can group trials by: their state, or a runtime attribute workers record.
+SUMMARY_KEYS = ("state", "host", "gpu", "device")
+
+#: Columns ``trials`` can sort by. The first five sort in the database (so ``limit`` is
+#: applied there too); the others are attributes decoded from JSON, sorted after reading.
+TRIAL_SORT_KEYS = (
+    "number",
+    "learning_rate",
+    "value",
+    "datetime_start",
+    "datetime_complete",
+    "duration_s",
+    "test_accuracy",
+    "best_epoch",
+    "epochs_run",
+)
+
+#: ``trials``' sort key for a parameter: ``param_<name>``, as its column is named.
+PARAM_SORT = "param_"
+
+
+def is_sort_key(key: str) -> bool:
+    """Whether :func:`storage.queries.trials` can sort by ``key``: one of :data:`TRIAL_SORT_KEYS`, or ``param_<name>``."""
+    return key in TRIAL_SORT_KEYS or (key.startswith(PARAM_SORT) and len(key) > len(PARAM_SORT))
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,7 @@ def param_filter(text: str) -> tuple[str, object]:
 
 def trial_sort(text: str) -> str:
     """A sort key of ``hpsearch query trials``: one of its columns, or ``param_<name>``."""
-    from storage.queries import TRIAL_SORT_KEYS, is_sort_key
+    from storage.rows import TRIAL_SORT_KEYS, is_sort_key
 
     if is_sort_key(text):
         return text

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from search.errors import EXIT_CRASHED, ConfigError, WorkerFatalError, WorkerInterrupted
+from search.fleet.limits import MAX_RESTARTS
 from search.fleet.progress import Progress
 from search.study.space import PARAM
 from storage import own_counts, retrying, running_epochs
@@ -32,7 +33,6 @@ from storage.epochs import epochs_trained
 
 __all__ = ["Slot", "detect_gpus", "plan_slots", "launch_workers", "restartable"]
 
-MAX_RESTARTS = 3
 
 
 def restartable(code: int) -> bool:

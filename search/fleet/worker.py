@@ -28,17 +28,16 @@ from dataclasses import dataclass
 from search.train.backend import configure_backend, freeze_heap
 from search.study.config import StudyConfig
 from search.errors import WorkerFatalError, WorkerInterrupted
+from search.fleet.limits import MAX_CONSECUTIVE_FAILURES
 from search.fleet.outcome import SWEPT, Outcome, classify, lanes_failure, record, settle, stopped
 from search.fleet.progress import Progress, budget_reached, budget_text, trial_detail
 from search.study.space import PARAM
 from storage import bounded_waits, error_line, retrying, study_lock, trial_row_locked
 
-__all__ = ["WorkerResult", "run_worker", "MAX_CONSECUTIVE_FAILURES"]
+__all__ = ["WorkerResult", "run_worker"]
 
 log = logging.getLogger("hpsearch.worker")
 
-#: A worker stops after this many failed trials (or lane epochs) in a row.
-MAX_CONSECUTIVE_FAILURES = 3
 POLL_SECONDS = 2.0
 
 

@@ -114,7 +114,7 @@ class _Trials(_Rows, name="trials", help="the trials of a study, one row each, f
     """
 
     def add_arguments(self, parser) -> None:
-        from storage.queries import TRIAL_SORT_KEYS
+        from storage.rows import TRIAL_SORT_KEYS
 
         super().add_arguments(parser)
         parser.add_argument("--state", dest="states", type=trial_states, action="append", metavar="STATES",
@@ -204,7 +204,7 @@ class _Summary(_Rows, name="summary", help="trials grouped by state, or by host,
     """
 
     def add_arguments(self, parser) -> None:
-        from storage.queries import SUMMARY_KEYS
+        from storage.rows import SUMMARY_KEYS
 
         super().add_arguments(parser)
         parser.add_argument("--by", choices=SUMMARY_KEYS, default="state", help="group by (default: %(default)s)")

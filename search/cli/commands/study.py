@@ -113,7 +113,7 @@ class StudyCommand(Command, parents=(model_study_parent, settings_parent, storag
 
 def _add_worker_flags(parser, *, workers: tuple | None, lanes_help: str = _LANES_HELP) -> None:
     """``--workers`` (``workers``: its default and help), ``--max-failures`` and ``--lanes``."""
-    from search.fleet.worker import MAX_CONSECUTIVE_FAILURES
+    from search.fleet.limits import MAX_CONSECUTIVE_FAILURES
 
     if workers is not None:
         default, text = workers
@@ -129,7 +129,8 @@ class _Launching(StudyCommand):
     def use(self, args, opened: OpenedStudy) -> None:
         if opened.slots is None:
             return super().use(args, opened)
-        from search.fleet.launch import MAX_RESTARTS, launch_workers
+        from search.fleet.launch import launch_workers
+        from search.fleet.limits import MAX_RESTARTS
         from search.study.create import own_param
         from storage import home_dir
 
@@ -187,7 +188,7 @@ class Launch(_Launching, name="launch", help="start and supervise workers on thi
     """
 
     def add_arguments(self, parser) -> None:
-        from search.fleet.launch import MAX_RESTARTS
+        from search.fleet.limits import MAX_RESTARTS
 
         super().add_arguments(parser)
         parser.add_argument("--gpus", metavar="IDS", help="comma-separated GPU indices to use (default: every GPU nvidia-smi lists)")

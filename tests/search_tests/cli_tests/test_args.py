@@ -89,8 +89,7 @@ def test_every_command_takes_the_shared_flags_and_says_how_to_use_it(argv, stora
 
 
 def test_the_study_commands_share_their_flags_and_defaults():
-    from search.fleet.launch import MAX_RESTARTS
-    from search.fleet.worker import MAX_CONSECUTIVE_FAILURES
+    from search.fleet.limits import MAX_CONSECUTIVE_FAILURES, MAX_RESTARTS
 
     for command in ("run", "launch", "worker", "init"):
         args = build_parser().parse_args([command])
