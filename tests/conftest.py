@@ -87,6 +87,11 @@ REPO = Path(__file__).resolve().parent.parent
 # only, as .ci/run installs it (1,721 s): the bench extra's matplotlib, which Keras imports in
 # every TensorFlow process (0.41 s here), costs the suite seconds, not minutes. That session's
 # final code: 920 in 14:41 (test extra only).
+# A seventh (2026-12-07, seventh session): 920 in 14:32 (bench extras); with this session's
+# tests, 936 in 15:37 (bench) and 15:38 (test extra only, 1,835 s of test time), idle. Then the
+# parser stopped importing SQLAlchemy (a CLI process refused for a flag: 0.45 s to 0.15 s):
+# 937 in 13:48 (1,606 s), test extra only. Not all of that drop is the cut: the end-of-run
+# Ctrl-C sweep alone took 95, 19, 92 and 38 s in four runs, as the other worker's tests vary.
 MAX_WORKERS = 4  # each worker holds TensorFlow and connections to the local server
 
 
