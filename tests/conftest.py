@@ -91,7 +91,7 @@ REPO = Path(__file__).resolve().parent.parent
 # tests, 936 in 15:37 (bench) and 15:38 (test extra only, 1,835 s of test time), idle. Then the
 # parser stopped importing SQLAlchemy (a CLI process refused for a flag: 0.45 s to 0.15 s):
 # 937 in 13:48 (1,606 s), test extra only. Not all of that drop is the cut: the end-of-run
-# Ctrl-C sweep alone took 95, 19, 92 and 38 s in four runs, as the other worker's tests vary.
+# Ctrl-C sweep alone took 95, 19, 92, 91 and 33 s in five runs, as the other worker's tests vary.
 MAX_WORKERS = 4  # each worker holds TensorFlow and connections to the local server
 
 
