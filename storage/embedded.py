@@ -532,7 +532,18 @@ def stop_embedded(home: str | os.PathLike | None = None, timeout: float = 30.0) 
         if info is None:
             return False
         _stop_server(pgdata, info, timeout)
+        _remove_private_socket_dir(pgdata)
         return True
+
+
+def _remove_private_socket_dir(pgdata: Path) -> None:
+    """Remove the stopped server's private socket directory (:func:`_socket_dir`), if it has one
+    and it is empty: PostgreSQL removes its socket and lock file as it stops, and each home with
+    a long path would otherwise leave an empty directory in the temp directory for good."""
+    try:
+        _private_socket_dir(pgdata).rmdir()
+    except OSError:  # none (the socket was in pgdata), or not empty: left as it is
+        pass
 
 
 def _stop_server(pgdata: Path, info, timeout: float) -> None:

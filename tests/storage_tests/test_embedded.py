@@ -125,6 +125,9 @@ def test_only_the_homes_owner_reaches_the_socket(tmp_path, length):
         assert (socket_dir == str(home / "pgdata")) == (length == "short")
         assert _connects(url) == "hpsearch"  # the owner (root here) connects
         assert _as_nobody_connect(sock) == "PermissionError"
+        assert stop_embedded(home)
+        # a private socket directory goes with its server (they piled up in /tmp, one per home)
+        assert os.path.isdir(socket_dir) == (length == "short")
     finally:
         stop_embedded(home)
 
