@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import optree
 
 from search.env import env
 from search.study.config import HOLDOUT_SIZE
@@ -394,8 +395,6 @@ class RawArrays:
 
     def fingerprint(self) -> str:
         """A short SHA-256 of the four arrays' shapes, dtypes and bytes (and where each sits in its structure)."""
-        import optree
-
         h = hashlib.sha256()
         for part in (self.x_train, self.y_train, self.x_test, self.y_test):
             paths, leaves, _ = optree.tree_flatten_with_path(part)
@@ -409,15 +408,11 @@ class RawArrays:
 
 def rows(part) -> int:
     """The number of rows of an array, or of every array of a structure of them."""
-    import optree
-
     return len(optree.tree_leaves(part)[0])
 
 
 def take_rows(part, index):
     """``part[index]``: the rows ``index`` (a slice or an array of row numbers) of an array or of each array of a structure."""
-    import optree
-
     return optree.tree_map(lambda a: a[index], part)
 
 
@@ -457,8 +452,6 @@ def _array(value, name: str, source: str):
 
 def _rows_of(part, name: str, source: str) -> int:
     """The rows of ``part``; every array of a structure must have as many."""
-    import optree
-
     paths, leaves, _ = optree.tree_flatten_with_path(part)
     counts = [(_where(path), len(a)) for path, a in zip(paths, leaves)]
     (first, n), *rest = counts
