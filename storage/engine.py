@@ -38,6 +38,7 @@ __all__ = [
     "storage_error_of",
     "CONNECT_TIMEOUT_S",
     "bounded_waits",
+    "background_slot",
 ]
 
 #: Seconds to wait for a database that does not answer before giving up.
@@ -276,7 +277,8 @@ def engine_options(resolved: ResolvedStorage, *, read_only: bool = False) -> dic
 
     On PostgreSQL: at most 2 connections per engine (the main thread's, and the heartbeat
     thread's while a trial trains, or the advisory lock's while a trial is claimed); a third
-    caller waits for one instead of opening more (optuna#1347). Connections are checked before
+    caller waits for one instead of opening more (optuna#1347). The background writers share
+    one of them (:func:`background_slot`). Connections are checked before
     use and recycled every 30 minutes. ``read_only`` makes every transaction read-only.
     """
     if resolved.is_postgresql:
@@ -343,6 +345,29 @@ def bounded_waits(seconds: float) -> Iterator[None]:
         yield
     finally:
         _waits.limit = previous
+
+
+#: One connection of a worker's two (:func:`engine_options`) for its background writers together.
+_background = threading.BoundedSemaphore(1)
+
+
+@contextmanager
+def background_slot() -> Iterator[None]:
+    """Hold the process's one slot for background writes while the block uses the database.
+
+    A worker writes from two threads of its own besides the heartbeat: the deferred writes
+    (each epoch's value and row, :mod:`search.train.deferred`) and the periodic checkpoints
+    (:mod:`search.train.checkpoint`). Across a network cut each held one of the pool's 2
+    connections in a wait of up to ``TCP_USER_TIMEOUT_S``, then in a reconnect, again and
+    again, and the heartbeat waited for the pool behind them for the whole cut: no wait of its
+    own ever started, so :func:`bounded_waits` could not help (``py-spy dump`` every 0.5 s
+    through deploy/e2e hosts' 15 s cut: the heartbeat thread in ``QueuePool._do_get`` from 2 s
+    into the cut until the link was back, docs/faults.md). Sharing one slot, the background
+    writers hold at most one connection between them, and the other stays free for the
+    heartbeat and the main thread. Hold it for one attempt, not across a retry's sleeps.
+    """
+    with _background:
+        yield
 
 
 def _wait_interruptibly(conn) -> None:

@@ -327,6 +327,7 @@ class Checkpointer:
         self._future = self._pool.submit(self._write, self.latest)
 
     def _write(self, pending: "_Pending") -> None:
+        from storage import background_slot
         from storage.checkpoints import delete_checkpoints, save_checkpoint
 
         with self._lock:
@@ -341,7 +342,8 @@ class Checkpointer:
                 # One try, not the worker's retries while the database is away: their waits
                 # would outlast a preemption's grace, and a periodic write that fails is tried
                 # again at the next interval.
-                save_checkpoint(self.engine, trial.study._study_id, trial._trial_id, snapshot.epoch, data)
+                with background_slot():  # the deferred writes' slot: a connection stays free for the heartbeat
+                    save_checkpoint(self.engine, trial.study._study_id, trial._trial_id, snapshot.epoch, data)
             except Exception as e:
                 log.warning("trial %s: %s failed: %s", trial.number, what.split(" of trial")[0], _line(e))
                 return
@@ -350,7 +352,8 @@ class Checkpointer:
             self.writes.append((snapshot.epoch, len(data), round(time.perf_counter() - began, 4)))
             if first and self.resumed_from is not None and self.earlier:
                 try:  # this trial's own checkpoint is newer: the earlier attempts' are not needed
-                    delete_checkpoints(self.engine, self.earlier)
+                    with background_slot():
+                        delete_checkpoints(self.engine, self.earlier)
                 except Exception:
                     pass
 

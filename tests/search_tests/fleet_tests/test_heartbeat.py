@@ -119,3 +119,73 @@ def test_a_database_error_is_one_line_of_the_drivers_own_words():
     except StorageInternalError as wrapped:
         assert error_line(wrapped) == line
     assert error_line(ValueError("bad\n  value")) == "ValueError: bad value"
+
+
+def test_background_writes_leave_a_connection_for_the_heartbeat(storage):
+    """The deferred writes and a checkpoint write that both wait on the server hold one of the
+    worker's two connections between them, so the heartbeat is recorded meanwhile.
+
+    The two writes wait as they did across deploy/e2e hosts' 15 s network cut, where each
+    held a connection and the heartbeat waited for the pool behind them until the link came
+    back (docs/faults.md): here their tables are locked from another session for 4 s.
+    """
+    import threading
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from search.train.checkpoint import Checkpointer
+    from search.train.deferred import DeferredWrites
+    from storage.checkpoints import latest_checkpoint
+    from storage.schema import CHECKPOINTS
+
+    study = optuna.create_study(storage=storage, study_name=f"slot-{time.time_ns()}", direction="maximize")
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    before = _beat_at(storage.engine, trial._trial_id)
+    locker = sqlalchemy.create_engine(storage.engine.url, poolclass=sqlalchemy.pool.NullPool)
+    held = locker.connect()
+    released = []
+
+    def release():  # a timer, so a heartbeat that waits for the pool cannot hang the test
+        held.rollback()
+        released.append(time.monotonic())
+
+    def waiting_on_locks() -> int:
+        with locker.connect() as c:
+            return c.execute(sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).scalar()
+
+    writes = DeferredWrites()
+    checkpoints = Checkpointer(trial, "m", interval=0)
+    timer = threading.Timer(4.0, release)
+    try:
+        held.execute(sqlalchemy.text(f"LOCK TABLE trial_intermediate_values, {CHECKPOINTS} IN ACCESS EXCLUSIVE MODE"))
+        timer.start()
+        writes.submit(trial.report, 0.5, 0, what="reporting epoch 0")
+        checkpoints.epoch_end(None, 0, SimpleNamespace(history={}, epoch_seconds=[]), state=lambda: ([np.zeros(3, np.float32)], []))
+        deadline = time.monotonic() + 2
+        while waiting_on_locks() < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # both writers have asked for a connection by now
+        # One of the two waits on the lock; the other waits for the slot, not on the server.
+        assert waiting_on_locks() == 1
+        entered = time.monotonic()
+        with _Heartbeat(storage, trial._trial_id):  # its first beat is recorded as it enters
+            beat = _beat_at(storage.engine, trial._trial_id)
+            assert not released, f"the heartbeat waited {time.monotonic() - entered:.1f} s, until the writes' tables were unlocked"
+        assert beat > before
+        writes.close()
+        checkpoints.close()
+    finally:
+        timer.cancel()
+        timer.join()
+        if not released:
+            release()
+        held.close()
+        writes.close(raise_errors=False)
+        checkpoints.close()
+    # Both writes went through once the tables were free.
+    assert storage.get_trial(trial._trial_id).intermediate_values == {0: 0.5}
+    assert latest_checkpoint(storage.engine, [trial._trial_id]).epoch == 0
+    locker.dispose()
+    assert storage.engine.pool.checkedout() == 0
