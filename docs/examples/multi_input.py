@@ -8,6 +8,10 @@ The loader returns ``(x_train, y_train), (x_test, y_test)`` where each x is a di
 model's input names and each y a dict keyed by its output names; hpsearch splits the hold-out,
 slices ``--train-size`` and fingerprints the study's data array by array, and hands the dicts to
 ``fit`` as they are. Lists or tuples of arrays work the same way.
+
+The same data as an ``.npz`` (``python docs/examples/multi_input.py multi.npz`` writes it, then
+``--data multi.npz``): each dict's arrays saved as ``x_train/signal``, ``x_train/meta``,
+``y_train/kind`` ..., which hpsearch reads back as the dicts (``y_train/0``, ``y_train/1`` as a list).
 """
 
 import keras
@@ -48,3 +52,16 @@ def build(hp):
         metrics={"kind": ["accuracy"]},
     )
     return model
+
+
+def save_npz(path: str) -> None:
+    """Write :func:`load_data`'s dicts to ``path`` as one ``.npz``, one array per key: ``x_train/signal`` and so on."""
+    (x_train, y_train), (x_test, y_test) = load_data()
+    parts = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    np.savez(path, **{f"{part}/{key}": array for part, arrays in parts.items() for key, array in arrays.items()})
+
+
+if __name__ == "__main__":
+    import sys
+
+    save_npz(sys.argv[1] if len(sys.argv) > 1 else "multi.npz")

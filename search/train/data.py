@@ -504,15 +504,33 @@ def read_arrays(path: str | os.PathLike | None) -> RawArrays:
         raise DataError(f"--data {text!r} is not an .npz file: {_USER_FIX}")
     try:
         with np.load(p, allow_pickle=False) as f:
-            missing = [k for k in _ARRAYS if k not in f.files]
+            values = [_npz_part(f, name, p) for name in _ARRAYS]
+            missing = [name for name, value in zip(_ARRAYS, values) if value is None]
             if missing:
                 raise DataError(f"{p}: the npz file lacks {', '.join(missing)} (it has {', '.join(f.files) or 'nothing'}): {_USER_FIX}")
-            values = [f[k] for k in _ARRAYS]
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise DataError(f"{p} is not a readable npz file ({type(e).__name__}: {' '.join(str(e).split())[:120]}): it may be truncated; {_USER_FIX}") from None
     return _arrays(values, str(p))
+
+
+def _npz_part(f, name: str, path: Path):
+    """One of the four in an ``.npz``: the array ``name``, or, for a model with several inputs or
+    outputs, the arrays ``name/KEY`` as a dict keyed by KEY (as ``model.fit`` takes them keyed by
+    input or output name), a list where the keys are 0 to n-1; None where there is neither."""
+    members = {k[len(name) + 1:]: k for k in f.files if k.startswith(f"{name}/")}
+    if name in f.files and members:
+        raise DataError(f"{path}: the npz file has both {name} and {', '.join(members.values())}: keep either the one array {name} or arrays {name}/NAME, one per input or output")
+    if name in f.files:
+        return f[name]
+    if not members:
+        return None
+    if "" in members:
+        raise DataError(f"{path}: the npz file's array {name}/ has no name after the slash: name it {name}/NAME after the model's input or output")
+    if set(members) == {str(i) for i in range(len(members))}:
+        return [f[members[str(i)]] for i in range(len(members))]
+    return {key: f[k] for key, k in members.items()}
 
 
 def _call_loader(text: str) -> RawArrays:

@@ -295,3 +295,68 @@ def test_a_loader_returning_a_streaming_dataset_is_told_to_return_arrays(tmp_pat
     with pytest.raises(DataError) as e:
         read_arrays(_loader_file(tmp_path, body))
     assert f"load() returned {kind}, not arrays" in str(e.value) and "as_numpy_iterator" in str(e.value)
+
+
+def test_an_npz_holds_several_inputs_and_outputs_as_named_arrays(tmp_path):
+    """``x_train/NAME`` arrays make a dict keyed by NAME, ``y_train/0``, ``y_train/1`` a list:
+    the same data, and the same fingerprint, as a loader returning the dict and the list."""
+    from search.train.data import read_arrays
+
+    rng = np.random.default_rng(0)
+    x = {"image": rng.random((30, 4), dtype="float32"), "meta": np.arange(30)}
+    y = [np.arange(30) % 2, rng.random((30, 2))]
+    xt, yt = {"image": np.zeros((6, 4), "float32"), "meta": np.zeros(6, "int64")}, [np.zeros(6, "int64"), np.zeros((6, 2))]
+    np.savez(tmp_path / "d.npz", **{f"x_train/{k}": v for k, v in x.items()}, **{f"y_train/{i}": v for i, v in enumerate(y)},
+             **{f"x_test/{k}": v for k, v in xt.items()}, **{f"y_test/{i}": v for i, v in enumerate(yt)})
+    raw = read_arrays(tmp_path / "d.npz")
+    assert list(raw.x_train) == ["image", "meta"] and np.array_equal(raw.x_train["image"], x["image"])
+    assert isinstance(raw.y_train, list) and [a.shape for a in raw.y_train] == [(30,), (30, 2)]
+    loader = _loader_file(tmp_path, (
+        f"f = np.load({str(tmp_path / 'd.npz')!r})\n"
+        "x = {'image': f['x_train/image'], 'meta': f['x_train/meta']}\n"
+        "y = [f['y_train/0'], f['y_train/1']]\n"
+        "xt = {'image': f['x_test/image'], 'meta': f['x_test/meta']}\n"
+        "return (x, y), (xt, [f['y_test/0'], f['y_test/1']])"
+    ))
+    assert read_arrays(loader).fingerprint() == raw.fingerprint()
+    # eleven outputs: y_train/10 sorts after y_train/1 as text, the list keeps their numbers' order
+    many = {f"y_train/{i}": np.full(30, i) for i in range(11)}
+    np.savez(tmp_path / "m.npz", x_train=x["image"], x_test=xt["image"], y_test=np.zeros(6), **many)
+    assert [int(a[0]) for a in read_arrays(tmp_path / "m.npz").y_train] == list(range(11))
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x_train": np.zeros((9, 2)), "x_train/a": np.zeros((9, 2)), "y_train": np.zeros(9), "x_test": np.zeros((2, 2)), "y_test": np.zeros(2)},
+     "has both x_train and x_train/a: keep either the one array x_train or arrays x_train/NAME"),
+    ({"x_train/": np.zeros((9, 2)), "y_train": np.zeros(9), "x_test": np.zeros((2, 2)), "y_test": np.zeros(2)},
+     "x_train/ has no name after the slash"),
+    ({"x_train/a": np.zeros((9, 2)), "x_train/b": np.zeros((8, 2)), "y_train": np.zeros(9), "x_test": np.zeros((2, 2)), "y_test": np.zeros(2)},
+     "x_train['a'] has 9 rows but x_train['b'] has 8"),
+    ({"x_train/a": np.zeros((9, 2)), "x_test": np.zeros((2, 2)), "y_test": np.zeros(2)},
+     "lacks y_train (it has x_train/a, x_test, y_test)"),
+])
+def test_an_npz_of_named_arrays_that_do_not_fit_is_one_line(tmp_path, arrays, message):
+    from search.train.data import read_arrays
+
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(DataError) as e:
+        read_arrays(tmp_path / "d.npz")
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_the_multi_input_examples_npz_is_its_loaders_data(tmp_path):
+    """docs/examples/multi_input.py writes its loader's dicts as one .npz; read back, they are the
+    same study data (fingerprint) as the loader's."""
+    import importlib.util
+
+    from search.train.data import read_arrays
+    from tests.conftest import REPO
+
+    example = REPO / "docs" / "examples" / "multi_input.py"
+    spec = importlib.util.spec_from_file_location("multi_input_example", example)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.save_npz(str(tmp_path / "multi.npz"))
+    raw = read_arrays(tmp_path / "multi.npz")
+    assert set(raw.x_train) == {"signal", "meta"} and set(raw.y_test) == {"kind", "level"}
+    assert raw.fingerprint() == read_arrays(f"{example}:load_data").fingerprint()
