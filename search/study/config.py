@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 
 from search.env import env
@@ -222,17 +223,34 @@ def pick_landscape_param(space) -> str | None:
     return numeric[0] if numeric else None
 
 
+#: Words of an epoch-log key that say its direction, anywhere in it, and whole words (between
+#: underscores: ``val_mae``, a second output's ``val_level_mae``) for the short names Keras logs
+#: a metric under when it is compiled by its alias (``metrics=["mae"]``).
+_MINIMISED = ("loss", "crossentropy", "error", "hinge", "divergence", "false_positives", "false_negatives", "log_cosh", "logcosh", "poisson", "huber")
+_MINIMISED_WORDS = {"ce", "mae", "mse", "mape", "msle", "rmse", "kld"}
+_MAXIMISED = ("acc", "auc", "precision", "recall", "f1", "fbeta", "iou", "io_u", "r2", "correlation", "true_positives", "true_negatives", "sensitivity", "specificity")
+
+
 def infer_direction(objective: str) -> str:
-    """The direction of ``objective`` as KerasTuner infers it: losses and errors are
-    minimised, accuracies and areas maximised.
+    """The direction of ``objective`` as KerasTuner infers it: losses and errors (``mae``,
+    ``mse`` ...) are minimised, accuracies, areas and counts of hits maximised.
+
+    It agrees with KerasTuner's ``infer_metric_direction`` wherever that answers (a test
+    checks every metric of ``keras.metrics``), except where KerasTuner answers wrongly: it
+    minimises every Keras metric it does not list as maximised, so ``f1_score``, ``r2_score``,
+    the IoUs (``mean_io_u``) and the correlations, where higher is better, and ``mean``,
+    ``sum`` and ``cosine_similarity`` (higher is better as a metric, lower as Keras's loss of
+    that name), which say nothing: asked here. It also reads the keys of a model with several
+    outputs (``val_kind_accuracy``, ``val_level_mae``), which KerasTuner cannot tell.
 
     Raises:
         ConfigError: the name says neither (pass ``--direction``).
     """
     name = objective.lower().removeprefix("val_")
-    if any(word in name for word in ("loss", "crossentropy", "error", "hinge", "divergence")):
+    words = set(re.split(r"[^a-z0-9]+", name))
+    if any(word in name for word in _MINIMISED) or words & _MINIMISED_WORDS:
         return "minimize"
-    if any(word in name for word in ("acc", "auc", "precision", "recall", "f1", "iou", "r2")):
+    if any(word in name for word in _MAXIMISED):
         return "maximize"
     raise ConfigError(f"--objective {objective}: its direction cannot be told from its name: pass --direction maximize or --direction minimize")
 

@@ -66,3 +66,61 @@ def test_config_round_trips_through_a_dict():
 def test_env_registry_documents_every_variable():
     assert {"OPTUNA_STORAGE", "HPSEARCH_HOME", "HPSEARCH_DATA", "KERAS_BACKEND"} <= set(ENV_VARS)
     assert all(len(doc) > 10 for doc in ENV_VARS.values())
+
+
+#: Where KerasTuner's infer_metric_direction is wrong (it minimises whatever keras.metrics has and
+#: its list of maximised metrics lacks), hpsearch answers otherwise: maximise, or ask (None).
+KERASTUNER_WRONG = {"f1_score": "maximize", "r2_score": "maximize", "binary_io_u": "maximize", "concordance_correlation": "maximize",
+                    "pearson_correlation": "maximize", "cosine_similarity": None, "mean": None, "sum": None, "metric": None}
+
+
+def _ours(name: str):
+    from search.errors import ConfigError
+    from search.study.config import infer_direction
+
+    try:
+        return infer_direction(name)
+    except ConfigError:
+        return None
+
+
+def test_the_direction_of_every_keras_metric_is_kerastuners():
+    """Each metric of keras.metrics, by the name Keras logs it under (and with val_), gets
+    KerasTuner's direction, except where KerasTuner is wrong (KERASTUNER_WRONG)."""
+    import inspect
+
+    import keras
+    from keras_tuner.src.engine.metrics_tracking import infer_metric_direction
+
+    names = set()
+    for attr in dir(keras.metrics):
+        cls = getattr(keras.metrics, attr)
+        if inspect.isclass(cls) and issubclass(cls, keras.metrics.Metric):
+            try:
+                names.add(cls().name)
+            except TypeError:  # needs arguments (SensitivityAtSpecificity, MeanIoU ...)
+                pass
+        elif inspect.isfunction(cls) and attr not in ("deserialize", "get", "serialize"):
+            names.add(attr)  # keras.metrics.log_cosh and the like, compiled by function
+    assert {"accuracy", "mean_absolute_error", "auc", "f1_score", "false_positives", "huber"} <= names  # the enumeration works
+    checked = 0
+    for name in sorted(names):
+        theirs = {"min": "minimize", "max": "maximize"}.get(infer_metric_direction(name))
+        expected = KERASTUNER_WRONG.get(name, theirs)
+        if name not in KERASTUNER_WRONG and theirs is None:
+            continue
+        assert (name, _ours(name), _ours(f"val_{name}")) == (name, expected, expected)
+        checked += 1
+    assert checked >= 35
+
+
+@pytest.mark.parametrize("name, direction", [
+    ("val_mae", "minimize"), ("val_mse", "minimize"), ("rmse", "minimize"), ("val_ce", "minimize"), ("kld", "minimize"),
+    ("val_level_mae", "minimize"), ("val_level_loss", "minimize"), ("val_kind_accuracy", "maximize"), ("val_acc", "maximize"),
+    ("val_mean_io_u", "maximize"), ("precision_at_recall", "maximize"), ("sensitivity_at_specificity", "maximize"),
+    ("val_score", None), ("val_cosine_similarity", None), ("val_maes", None),
+])
+def test_metric_aliases_and_a_second_outputs_keys_are_told_apart(name, direction):
+    """Keras logs a metric compiled by its alias under the alias (metrics=["mae"]: val_mae) and a
+    second output's under its name (val_level_mae); a name that says nothing asks for --direction."""
+    assert _ours(name) == direction
