@@ -38,6 +38,7 @@ from storage import tables as t
 from storage.engine import connection
 from storage.errors import HpsearchError, TrialNotFoundError
 from storage.histories import trial_records
+from storage.mirrored import mirrored_params, unmirror
 from storage.rows import PARAM_SORT, SUMMARY_KEYS, TRIAL_SORT_KEYS, CurvePoint, LandscapeGrid, ParamsTrialRow, StudyRow, SummaryRow, TrialRow, is_sort_key
 from storage.tables import STATES
 
@@ -119,6 +120,10 @@ def list_studies(engine) -> list[StudyRow]:
             for r in conn.execute(select(ranked.c.study_id, ranked.c.trial_id, ranked.c.number, ranked.c.value, ranked.c.lr).where(ranked.c.rank == 1))
         }
         best_params = _params_by_id(conn, [int(r.trial_id) for r in best.values()])
+        mirrored = mirrored_params(conn, best)
+        for sid, b in best.items():
+            if sid in mirrored:
+                unmirror(best_params.get(int(b.trial_id), {}), mirrored[sid])
     rows = []
     for sid, name, n, *rest in counts:
         by_state = dict(zip(STATES, (int(x) for x in rest[: len(STATES)])))
@@ -134,7 +139,7 @@ def list_studies(engine) -> list[StudyRow]:
                 **{s.lower(): by_state[s] for s in STATES},
                 best_number=None if b is None else int(b.number),
                 best_value=None if b is None else float(b.value),
-                best_learning_rate=None if b is None or b.lr is None else float(b.lr),
+                best_learning_rate=None if b is None or b.lr is None else float(unmirror({t.PARAM: b.lr}, mirrored.get(int(sid), {}))[t.PARAM]),
                 best_params=None if b is None else best_params.get(int(b.trial_id), {}),
                 first_activity=t.utc(first),
                 last_activity=t.utc(last),
@@ -279,6 +284,10 @@ def _read_params(conn, study_id: int, rows) -> dict[int, dict]:
     found = _params_by_id(conn, ids, study_id)
     waiting = [int(r[2]) for r in rows if r[1] == "WAITING" and int(r[2]) not in found]
     found.update(queued_params(conn, waiting))
+    mirrored = mirrored_params(conn, [study_id]).get(study_id)
+    if mirrored:  # reverse_log parameters: the values the model used, not Optuna's mirror
+        for params in found.values():
+            unmirror(params, mirrored)
     return found
 
 
@@ -433,15 +442,19 @@ def trials(
         q, value = _trial_select(sid, with_params)
         if wanted is not None:
             q = q.where(t.state_col().in_(wanted))
-        if lr_min is not None:
+        # A user's parameter named learning_rate sampled reverse_log is stored mirrored: its
+        # filters and sort run on the model's values, in Python, as any parameter's do.
+        lr_in_python = with_params and t.PARAM in mirrored_params(conn, [sid]).get(sid, {})
+        if lr_min is not None and not lr_in_python:
             q = q.where(_lr_value() >= lr_min)
-        if lr_max is not None:
+        if lr_max is not None and not lr_in_python:
             q = q.where(_lr_value() <= lr_max)
         if min_value is not None:
             q = q.where(value >= min_value)
         if max_value is not None:
             q = q.where(value <= max_value)
-        in_sql = None if params else {
+        in_python = params or (lr_in_python and (sort == t.PARAM or lr_min is not None or lr_max is not None))
+        in_sql = None if in_python else {
             "number": t.trials.c.number,
             "learning_rate": _lr_value(),
             "value": value,
@@ -456,6 +469,8 @@ def trials(
         rows = _rows(conn, sid, q, with_params)
     if params:  # on the values the objective saw: a choice, a queued trial's fixed_params
         rows = [r for r in rows if all(_param_matches(_param_of(r, name), want) for name, want in params.items())]
+    if lr_in_python and (lr_min is not None or lr_max is not None):
+        rows = [r for r in rows if _param_matches(_param_of(r, t.PARAM), (lr_min, lr_max))]
     if in_sql is None:
         if by_param or sort == t.PARAM:  # mixed choices order numbers first, then texts
             name = sort[len(PARAM_SORT):] if by_param else sort

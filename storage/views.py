@@ -31,6 +31,14 @@ _PARAM_VALUE_SQL = (
 )
 
 
+def _unmirrored_jsonb(alias: str) -> str:
+    """A mirrored parameter's model value as jsonb (an int for an int), else NULL (storage.mirrored)."""
+    from storage.mirrored import unmirror_sql
+
+    back = unmirror_sql(alias, "tp.param_value")
+    return f"CASE WHEN strpos(tp.distribution_json, '\"IntDistribution\"') > 0 THEN to_jsonb(round({back})::bigint) ELSE to_jsonb({back}) END"
+
+
 def _view_sql() -> str:
     def num(key: str, sqltype: str, pattern: str) -> str:
         return f"CASE WHEN a.{key} ~ '{pattern}' THEN a.{key}::{sqltype} END AS {key}"
@@ -38,6 +46,7 @@ def _view_sql() -> str:
     def text(key: str) -> str:
         return f"CASE WHEN left(a.{key}, 1) = '\"' THEN a.{key}::json #>> '{{}}' END AS {key}"
 
+    from storage.mirrored import mirror_join_sql, unmirror_sql
     from storage.queued import QUEUED_LR_SQL, QUEUED_PARAMS_SQL
 
     pivot = ",\n           ".join(f"max(CASE WHEN key = '{k}' THEN value_json END) AS {k}" for k in ROW_ATTRS)
@@ -49,7 +58,7 @@ SELECT s.study_name AS study,
        t.trial_id,
        t.number,
        t.state::text AS state,
-       coalesce(p.param_value, {QUEUED_LR_SQL}) AS learning_rate,
+       coalesce({unmirror_sql("mp", "p.param_value")}, p.param_value, {QUEUED_LR_SQL}) AS learning_rate,
        CASE v.value_type::text WHEN 'INF_POS' THEN 'Infinity'::float8
                                WHEN 'INF_NEG' THEN '-Infinity'::float8
                                ELSE v.value END AS value,
@@ -67,14 +76,16 @@ FROM trials t
 JOIN studies s ON s.study_id = t.study_id
 LEFT JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0
 LEFT JOIN trial_params p ON p.trial_id = t.trial_id AND p.param_name = '{PARAM}'
+{mirror_join_sql("mp", "t.study_id", "p.param_name")}
 LEFT JOIN LATERAL (
     SELECT {pivot}
     FROM trial_user_attributes
     WHERE trial_id = t.trial_id AND key IN ({keys})
 ) a ON true
 LEFT JOIN LATERAL (
-    SELECT jsonb_object_agg(tp.param_name, {_PARAM_VALUE_SQL}) AS params
+    SELECT jsonb_object_agg(tp.param_name, coalesce({_unmirrored_jsonb("mm")}, {_PARAM_VALUE_SQL})) AS params
     FROM trial_params tp
+    {mirror_join_sql("mm", "t.study_id", "tp.param_name")}
     WHERE tp.trial_id = t.trial_id
 ) pa ON true
 """

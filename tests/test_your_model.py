@@ -290,3 +290,86 @@ def test_lanes_of_a_hypermodel_on_jax_are_exact_and_equal_solo(local_pg_url, ima
         assert lane.params == solo.params and lane.user_attrs["lanes"] == 3
         for a, b in zip(lane.user_attrs["history"]["val_accuracy"], solo.user_attrs["history"]["val_accuracy"], strict=True):
             assert abs(a - b) <= 0.002
+
+
+MIRRORED_MODEL = '''
+import json, os
+import keras
+import numpy as np
+
+
+def load():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4)).astype("float32")
+    y = (x @ np.array([[1.0], [-2.0], [0.5], [3.0]], "float32")).astype("float32")
+    return (x[:240], y[:240]), (x[240:], y[240:])
+
+
+def build(hp):
+    units = hp.Int("units", 4, 64, sampling="reverse_log")
+    beta = hp.Float("beta", 0.5, 0.999, sampling="reverse_log")
+    with open(os.environ["USED"], "a") as f:  # what the model was built with
+        f.write(json.dumps({"units": units, "beta": beta}) + "\\n")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2, beta_1=beta), loss="mse", metrics=["mae"])
+    return model
+'''
+
+
+def test_reverse_log_parameters_read_back_as_the_values_the_model_used(local_pg_url, tmp_path):
+    """Optuna stores a reverse_log parameter mirrored (min + max - value); the run's summary, the
+    queries, the hpsearch_trials view and export show the value the model was built with."""
+    model = tmp_path / "mirrored.py"
+    model.write_text(MIRRORED_MODEL)
+    used = tmp_path / "used.jsonl"
+    env = {"USED": str(used)}
+    out = run_cli("run", "--model", f"{model}:build", "--data", f"{model}:load", "--objective", "val_mae", "--study", "mirrored",
+                  "--trials", "3", "--epochs", "2", "--pruner", "none", "--storage", local_pg_url, "--format", "json", env=env)
+    assert out.returncode == 0, out.stderr
+    built = [json.loads(line) for line in used.read_text().splitlines()[1:]]  # the first: init's build with the defaults
+    study = _study(local_pg_url, "mirrored")
+    stored = [t.params for t in sorted(_finished(study), key=lambda t: t.number)]
+    assert len(built) == len(stored) == 3
+    assert all(s["beta"] == pytest.approx(0.5 + 0.999 - b["beta"]) and s["units"] == 4 + 64 - b["units"] for s, b in zip(stored, built))
+    summary = json.loads(out.stdout)
+    assert summary["best"]["params"] == built[summary["best"]["number"]]
+    rows = json.loads(run_cli("query", "trials", "--study", "mirrored", "--storage", local_pg_url, "--format", "json").stdout)
+    assert [r["params"] for r in rows] == built
+    # filters and sorts run on the values the model used
+    high = json.loads(run_cli("query", "trials", "--study", "mirrored", "--storage", local_pg_url, "--format", "json",
+                              "--param", f"beta={min(b['beta'] for b in built)}:1", "--sort", "param_beta").stdout)
+    assert [r["params"]["beta"] for r in high] == sorted(b["beta"] for b in built)
+    engine = sqlalchemy.create_engine(local_pg_url)
+    try:
+        from storage import create_views
+
+        create_views(engine)
+        with engine.connect() as c:
+            view = c.execute(sqlalchemy.text("SELECT params FROM hpsearch_trials WHERE study = 'mirrored' ORDER BY number")).scalars().all()
+    finally:
+        engine.dispose()
+    assert [{k: p[k] for k in ("units", "beta")} for p in view] == built
+    assert all(isinstance(p["units"], int) for p in view)
+    exported = run_cli("export", "--study", "mirrored", "--data", f"{model}:load", "--storage", local_pg_url,
+                       "--out", str(tmp_path / "best.keras"), "--format", "json", env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)["params"] == built[summary["best"]["number"]]
+
+
+@pytest.mark.parametrize("param, message", [
+    ("beta", "--landscape-param beta: it is sampled reverse_log, which Optuna stores mirrored"),
+    ("nosuch", "--landscape-param nosuch: the space has no such parameter (it has units, beta)"),
+])
+def test_a_landscape_param_the_axis_cannot_use_is_refused_before_anything_is_written(local_pg_url, tmp_path, param, message):
+    model = tmp_path / "mirrored.py"
+    model.write_text(MIRRORED_MODEL)
+    out = run_cli("init", "--model", f"{model}:build", "--data", f"{model}:load", "--objective", "val_mae", "--study", "axis",
+                  "--landscape-param", param, "--storage", local_pg_url, env={"USED": str(tmp_path / "used.jsonl")})
+    assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    engine = sqlalchemy.create_engine(local_pg_url)
+    try:
+        with engine.connect() as c:
+            assert not c.execute(sqlalchemy.text("SELECT count(*) FROM studies WHERE study_name = 'axis'")).scalar()
+    finally:
+        engine.dispose()

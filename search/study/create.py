@@ -240,12 +240,14 @@ def _restore_recipe(study, config: StudyConfig) -> None:
             study.enqueue_trial({PARAM: rate}, user_attrs={"source": "recipe", "retry_reason": "its queued trial was taken by an objective hpsearch did not make"})
 
 
-def _row(t, config: StudyConfig | None = None) -> dict:
+def _row(t, config: StudyConfig | None = None, mirrored: dict | None = None) -> dict:
     if config is not None and not config.is_recipe:
+        from storage.mirrored import unmirror
+
         return {
             "number": t.number,
             "state": t.state.name,
-            "params": dict(t.params),
+            "params": unmirror(dict(t.params), mirrored or {}),  # reverse_log: the model's values
             config.objective: t.value,
             "test_metrics": t.user_attrs.get("test_metrics"),
             "best_epoch": t.user_attrs.get("best_epoch"),
@@ -268,6 +270,7 @@ def summarize(study, storage, config: StudyConfig, target: int | None, epoch_bud
     from search.study.config import RECIPE_RATES
     from storage import foreign_counts, own_counts
     from storage.epochs import epochs_trained
+    from storage.mirrored import study_mirrored
 
     param = own_param(config)
     counts = own_counts(storage.engine, study._study_id, param)
@@ -288,7 +291,7 @@ def summarize(study, storage, config: StudyConfig, target: int | None, epoch_bud
         "states": counts,
         # Trials a plain Optuna objective added to the study: not hpsearch's, never counted.
         "foreign_trials": foreign,
-        "best": None if best is None else _row(best, config),
+        "best": None if best is None else _row(best, config, None if config.is_recipe else study_mirrored(storage, study._study_id)),
         "recipe_trials": recipe,
         "recipe_rates": list(RECIPE_RATES),
         "config": {k: v for k, v in config.to_dict().items()},

@@ -107,7 +107,7 @@ from typing import Any
 
 from search.errors import ConfigError
 
-__all__ = ["SAMPLINGS", "Condition", "HyperParameters", "Hyperparameter"]
+__all__ = ["SAMPLINGS", "Condition", "HyperParameters", "Hyperparameter", "mirrored_bounds", "record_mirrored"]
 
 #: KerasTuner's samplings of ``Int`` and ``Float`` (given in any case, as KerasTuner accepts).
 SAMPLINGS = ("linear", "log", "reverse_log")
@@ -498,11 +498,37 @@ class HyperParameters:
         return self._values[hp.name]
 
     def _suggest(self, hp: Hyperparameter) -> Any:
+        if hp.mirrored:
+            study = getattr(self._trial, "study", None)  # a FixedTrial (export) has none
+            if study is not None:
+                record_mirrored(study._storage, study._study_id, {hp.name: (hp.min_value, hp.max_value)})
         try:
             return hp.suggest(self._trial)
         except ValueError as e:
             # Optuna refuses a distribution that contradicts the study's earlier trials
             raise ConfigError(f"hyperparameter {hp.name!r} ({hp.kind}) does not fit this study's earlier trials ({e}): keep its definition as it was, or start a new study") from e
+
+
+_RECORDED: set = set()  # (storage, study id, name) recorded by this process
+
+
+def mirrored_bounds(space: Mapping[str, Hyperparameter]) -> dict[str, tuple]:
+    """The ``(min_value, max_value)`` of each parameter of ``space`` that Optuna stores mirrored."""
+    return {name: (hp.min_value, hp.max_value) for name, hp in space.items() if hp.mirrored}
+
+
+def record_mirrored(storage, study_id: int, bounds: Mapping[str, tuple]) -> None:
+    """Record in the study that these parameters are stored mirrored, so that hpsearch's
+    queries, summaries and view show the values the model used (:mod:`storage.mirrored`).
+    Once per process and parameter; every worker writes the same value."""
+    from storage.mirrored import MIRRORED_PREFIX
+
+    for name, (low, high) in bounds.items():
+        key = (id(storage), study_id, name)
+        if key in _RECORDED:
+            continue
+        storage.set_study_system_attr(study_id, MIRRORED_PREFIX + name, [low, high])
+        _RECORDED.add(key)
 
 
 # --- building and checking a definition -------------------------------------------------------

@@ -110,7 +110,7 @@ def export_model(storage_flag: str | None, study_name: str | None, out: str, *, 
     """
     err = err or sys.stderr
     path = check_out(out)
-    name, config, frozen = _read_trial(storage_flag, study_name, trial_number)
+    name, config, frozen, mirrored = _read_trial(storage_flag, study_name, trial_number)
     recorded = _recorded(frozen, config.objective)
     epochs = _epochs(frozen, config)
     spec, raw, data_path = _check_model_and_data(config, name, model_flag, data_path)
@@ -150,13 +150,17 @@ def export_model(storage_flag: str | None, study_name: str | None, out: str, *, 
     test = model.evaluate(ds.x_test, ds.y_test, batch_size=cfg.batch_size, verbose=0, return_dict=True)
     _save(model, path)
     retrained = last.get(cfg.objective)
-    return Exported(name, frozen.number, dict(frozen.params), epochs, str(path), cfg.objective, recorded,
+    from storage.mirrored import unmirror
+
+    # retrain() takes the stored parameters (hp turns a mirror back); the line shows the model's
+    return Exported(name, frozen.number, unmirror(dict(frozen.params), mirrored), epochs, str(path), cfg.objective, recorded,
                     None if retrained is None else float(retrained), cfg.seed is not None, round(seconds, 1),
                     {k: float(v) for k, v in test.items() if isinstance(v, (int, float))})
 
 
 def _read_trial(storage_flag, study_name, trial_number):
-    """``(study name, StudyConfig, FrozenTrial)`` read from the storage, which is closed after."""
+    """``(study name, StudyConfig, FrozenTrial, mirrored parameters)`` read from the storage,
+    which is closed after."""
     import optuna
 
     from search.study.config import StudyConfig
@@ -181,13 +185,16 @@ def _read_trial(storage_flag, study_name, trial_number):
             frozen = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, trial_number))
         except KeyError:
             raise ConfigError(f"study {name!r} has no trial {trial_number}: hpsearch query trials --study {name} lists its trials") from None
+        from storage.mirrored import study_mirrored
+
+        mirrored = study_mirrored(storage, study_id)
     finally:
         storage.engine.dispose()
     if frozen.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
         raise ConfigError(f"trial {trial_number} of study {name!r} is {frozen.state.name.lower()}: export a complete or pruned trial")
     if "history" not in frozen.user_attrs:
         raise ConfigError(f"trial {trial_number} of study {name!r} was not trained by hpsearch (it has no history): export one of hpsearch's trials")
-    return name, config, frozen
+    return name, config, frozen, mirrored
 
 
 def _recorded(frozen, objective: str) -> float | None:

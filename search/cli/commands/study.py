@@ -9,7 +9,7 @@ with more.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from search.cli.args import model_study_parent, settings_parent, storage_parent, whole_number
@@ -395,6 +395,9 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
         given["landscape_param"] = model.landscape_param  # what a new study stores; a joiner's agrees
     if user and given["landscape_param"] is not None and given["landscape_param"] not in model.space:
         raise ConfigError(f"--landscape-param {given['landscape_param']}: the space has no such parameter (it has {', '.join(model.space) or 'none'})")
+    if user and given["landscape_param"] in model.mirrored:
+        raise ConfigError(f"--landscape-param {given['landscape_param']}: it is sampled reverse_log, which Optuna stores mirrored, so the landscape's axis would read backwards: "
+                          "name another parameter, or sample it linear or log")
     progress = Progress(args.trials, enabled=not getattr(args, "quiet", False), epoch_budget=getattr(args, "epoch_budget", None))
 
     def check(c):
@@ -412,6 +415,10 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
         target=args.trials,  # init too: `init --trials 1` queues one recipe rate, a larger run the rest
         model_digest=model.digest if model else None, first_params=model.first_params if model else None,
     )
+    if model is not None and model.mirrored:
+        from search.study.hyperparameters import record_mirrored
+
+        record_mirrored(storage, study._study_id, model.mirrored)  # before any trial: its queued defaults read right too
     progress.metric = config.objective
     progress.names_rate = config.is_recipe
     if trains:
@@ -431,6 +438,7 @@ class _PreparedModel:
     space: tuple = ()
     member_bytes: int | None = None  # what one lane member of the default model needs
     described: tuple = ()  # each hyperparameter in one line (HyperParameters.describe)
+    mirrored: dict = field(default_factory=dict)  # reverse_log parameters: name -> (min, max)
 
 
 def _refuse_recipe_flags(spec, given: dict) -> None:
@@ -513,9 +521,10 @@ def _prepare_model(spec, gpu, *, lanes: int = 1, batch_size: int = 32) -> _Prepa
     del model
     clear_session()
     from search.study.config import pick_landscape_param
+    from search.study.hyperparameters import mirrored_bounds
 
     return _PreparedModel(hypermodel, hp.explicit_defaults(), code_digest, pick_landscape_param(hp.space), tuple(hp.space), each,
-                          tuple(h.describe() for h in hp.space.values()))
+                          tuple(h.describe() for h in hp.space.values()), mirrored_bounds(hp.space))
 
 
 def _stored_config(target, name: str) -> dict | None:
