@@ -80,7 +80,14 @@ def queued_params(conn, trial_ids: Iterable[int]) -> dict[int, dict]:
 #: A queued trial's whole ``fixed_params`` as jsonb for the view, or NULL. Python's json writes
 #: a non-finite float as a bare NaN or Infinity, which PostgreSQL's JSON types reject, so such
 #: an object is left out (NULL) rather than failing every query of the view.
+#: A parameter the study stores mirrored (storage.mirrored) is enqueued mirrored too: its value
+#: is turned back, an integer kept an integer.
 QUEUED_PARAMS_SQL = (
-    "(SELECT a.value_json::jsonb FROM trial_system_attributes a"
-    " WHERE a.trial_id = t.trial_id AND a.key = 'fixed_params' AND a.value_json !~ '(NaN|Infinity)')"
+    "(SELECT coalesce(jsonb_object_agg(e.key, coalesce(CASE WHEN jsonb_typeof(e.value) = 'number' AND q.lo IS NOT NULL THEN"
+    " CASE WHEN e.value::text ~ '^-?[0-9]+$' THEN to_jsonb(round(least(greatest(q.hi + q.lo - e.value::text::float8, q.lo), q.hi))::bigint)"
+    " ELSE to_jsonb(least(greatest(q.hi + q.lo - e.value::text::float8, q.lo), q.hi)) END END, e.value)), '{}'::jsonb)"
+    " FROM trial_system_attributes a CROSS JOIN LATERAL jsonb_each(a.value_json::jsonb) e"
+    " LEFT JOIN LATERAL (SELECT (m.value_json::jsonb ->> 0)::float8 AS lo, (m.value_json::jsonb ->> 1)::float8 AS hi"
+    " FROM study_system_attributes m WHERE m.study_id = t.study_id AND m.key = 'hpsearch_mirrored:' || e.key AND m.value_json ~ '^\\[') q ON true"
+    " WHERE a.trial_id = t.trial_id AND a.key = 'fixed_params' AND a.value_json !~ '(NaN|Infinity)' AND left(a.value_json, 1) = '{')"
 )

@@ -306,14 +306,27 @@ def load():
 
 
 def build(hp):
-    units = hp.Int("units", 4, 64, sampling="reverse_log")
-    beta = hp.Float("beta", 0.5, 0.999, sampling="reverse_log")
+    units = hp.Int("units", 4, 64, sampling="reverse_log", default=60)
+    beta = hp.Float("beta", 0.5, 0.999, sampling="reverse_log", default=0.99)
     with open(os.environ["USED"], "a") as f:  # what the model was built with
         f.write(json.dumps({"units": units, "beta": beta}) + "\\n")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units, activation="relu"), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(1e-2, beta_1=beta), loss="mse", metrics=["mae"])
     return model
 '''
+
+
+def _view_params(url) -> list[dict]:
+    """The ``params`` of study "mirrored"'s trials in the hpsearch_trials view, by number."""
+    from storage import create_views
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        create_views(engine)
+        with engine.connect() as c:
+            return c.execute(sqlalchemy.text("SELECT params FROM hpsearch_trials WHERE study = 'mirrored' ORDER BY number")).scalars().all()
+    finally:
+        engine.dispose()
 
 
 def test_reverse_log_parameters_read_back_as_the_values_the_model_used(local_pg_url, tmp_path):
@@ -323,10 +336,17 @@ def test_reverse_log_parameters_read_back_as_the_values_the_model_used(local_pg_
     model.write_text(MIRRORED_MODEL)
     used = tmp_path / "used.jsonl"
     env = {"USED": str(used)}
+    init = run_cli("init", "--model", f"{model}:build", "--data", f"{model}:load", "--objective", "val_mae", "--study", "mirrored",
+                   "--epochs", "2", "--pruner", "none", "--storage", local_pg_url, env=env)
+    assert init.returncode == 0, init.stderr
+    queued = json.loads(run_cli("query", "trials", "--study", "mirrored", "--storage", local_pg_url, "--format", "json").stdout)
+    assert [(r["state"], r["params"]) for r in queued] == [("WAITING", {"units": 60, "beta": 0.99})]  # the defaults, enqueued mirrored
+    assert _view_params(local_pg_url) == [{"units": 60, "beta": 0.99}]
     out = run_cli("run", "--model", f"{model}:build", "--data", f"{model}:load", "--objective", "val_mae", "--study", "mirrored",
                   "--trials", "3", "--epochs", "2", "--pruner", "none", "--storage", local_pg_url, "--format", "json", env=env)
     assert out.returncode == 0, out.stderr
-    built = [json.loads(line) for line in used.read_text().splitlines()[1:]]  # the first: init's build with the defaults
+    built = [json.loads(line) for line in used.read_text().splitlines()[-3:]]  # before them: init's and run's builds with the defaults
+    assert built[0] == {"units": 60, "beta": 0.99}
     study = _study(local_pg_url, "mirrored")
     stored = [t.params for t in sorted(_finished(study), key=lambda t: t.number)]
     assert len(built) == len(stored) == 3
@@ -339,17 +359,8 @@ def test_reverse_log_parameters_read_back_as_the_values_the_model_used(local_pg_
     high = json.loads(run_cli("query", "trials", "--study", "mirrored", "--storage", local_pg_url, "--format", "json",
                               "--param", f"beta={min(b['beta'] for b in built)}:1", "--sort", "param_beta").stdout)
     assert [r["params"]["beta"] for r in high] == sorted(b["beta"] for b in built)
-    engine = sqlalchemy.create_engine(local_pg_url)
-    try:
-        from storage import create_views
-
-        create_views(engine)
-        with engine.connect() as c:
-            view = c.execute(sqlalchemy.text("SELECT params FROM hpsearch_trials WHERE study = 'mirrored' ORDER BY number")).scalars().all()
-    finally:
-        engine.dispose()
-    assert [{k: p[k] for k in ("units", "beta")} for p in view] == built
-    assert all(isinstance(p["units"], int) for p in view)
+    view = _view_params(local_pg_url)
+    assert view == built and all(isinstance(p["units"], int) for p in view)
     exported = run_cli("export", "--study", "mirrored", "--data", f"{model}:load", "--storage", local_pg_url,
                        "--out", str(tmp_path / "best.keras"), "--format", "json", env=env)
     assert exported.returncode == 0, exported.stderr
