@@ -32,6 +32,7 @@ reads what happened from the code alone:
 
 from __future__ import annotations
 
+import re
 import signal
 
 from storage.errors import HpsearchError
@@ -118,9 +119,13 @@ class ObjectiveNotLoggedError(ConfigError):
     report it, so the worker stops and the trial is not retried."""
 
 
+#: A terminal's colour or weight code, as Keras 3 writes them into its errors' text (``\x1b[1m``).
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def one_line(text, limit: int) -> str:
-    """``text`` on one line (runs of whitespace made one space), cut at ``limit`` characters."""
-    return " ".join(str(text).split())[:limit]
+    """``text`` on one line (runs of whitespace made one space, terminal codes dropped), cut at ``limit`` characters."""
+    return " ".join(_ANSI.sub("", str(text)).split())[:limit]
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

@@ -56,6 +56,8 @@ def test_the_getting_started_build_model_runs_unchanged(local_pg_url, images):
         assert {f"units_{i}" for i in range(t.params["num_layers"])} <= set(t.params)
         assert len(t.user_attrs["history"]["val_accuracy"]) == t.user_attrs["epochs_run"] >= 1
         assert t.intermediate_values  # reported every epoch, so the pruner and the landscape see it
+        # the progress names the space's learning rate beside each trial, as the recipe's lines do
+        assert f"trial {t.number} lr {t.params['lr']:.3g}: " in out.stderr, out.stderr
     config = _config(study)
     assert config["model"].endswith("getting_started.py:build_model") and len(config["model_digest"]) == 16
     assert config["objective"] == "val_accuracy" and config["direction"] == "maximize" and config["batch_size"] == 32

@@ -221,7 +221,7 @@ def _run(args) -> int:
     debug = getattr(args, "debug", False)
     if debug:
         os.environ["HPSEARCH_DEBUG"] = "1"
-    from search.errors import exit_code
+    from search.errors import exit_code, one_line
     from storage.errors import HpsearchError
     from storage.url import scrub, scrub_traceback
 
@@ -254,7 +254,7 @@ def _run(args) -> int:
             return exit_code(translated)
         if debug:
             print(scrub_traceback(e, secret), file=sys.stderr, end="")
-        detail = scrub(" ".join(str(e).split())[:300], secret)
+        detail = scrub(one_line(e, 300), secret)
         print(f"{what}: internal error: {type(e).__name__}: {detail} (rerun with --debug for the traceback, and report it)", file=sys.stderr)
         return exit_code(e)
 

@@ -132,12 +132,13 @@ def _tail(path: Path | None, lines: int = 1) -> str:
 def launch_workers(study, storage, storage_url: str, target: int | None, slots: list[Slot], *, data: str | None,
                    log_dir: Path, progress: Progress, epochs: int, poll: float = 2.0,
                    max_restarts: int = MAX_RESTARTS, worker_args: list[str] | None = None,
-                   param: str | None = PARAM, maximize: bool = True, epoch_budget: int | None = None) -> None:
+                   param: str | None = PARAM, maximize: bool = True, epoch_budget: int | None = None, shown: str | None = PARAM) -> None:
     """Run the workers of ``slots`` on ``study`` until it holds ``target`` finished trials, or
     until its trials have trained ``epoch_budget`` epochs (either may be None: no limit).
 
     ``param`` and ``maximize`` tell hpsearch's trials and the best one
-    (:func:`search.study.create.own_param`; None for a user's model).
+    (:func:`search.study.create.own_param`; None for a user's model); ``shown`` is the parameter
+    the progress shows beside the best (:func:`search.study.config.shown_param`).
 
     Raises:
         WorkerInterrupted: Ctrl-C/SIGTERM; workers were told to stop and have exited.
@@ -214,7 +215,7 @@ def launch_workers(study, storage, storage_url: str, target: int | None, slots: 
             counts = retrying(own_counts, storage.engine, study._study_id, param, what="reading progress")
             done = counts["COMPLETE"] + counts["PRUNED"]
             bt = best_own(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), param, maximize)
-            best = None if bt is None else (bt.value, bt.params.get(PARAM))
+            best = None if bt is None else (bt.value, bt.params.get(shown) if shown else None)
             progress.set_study(done, best, None if epoch_budget is None else retrying(
                 epochs_trained, storage.engine, study._study_id, what="reading progress"))
             running = running_epochs(storage.engine, study._study_id)

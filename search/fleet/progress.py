@@ -45,6 +45,11 @@ def trial_detail(state: str, attrs: dict) -> str | None:
     return detail
 
 
+def _param_text(value) -> str:
+    """The shown parameter's value: an int whole (``units 512``), a float in 3 significant digits."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else f"{value:.3g}"
+
+
 def _fmt(value, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -71,6 +76,8 @@ class Progress:
         #: whether a trial's line names its learning rate (the recipe's studies; a user's model's
         #: trials have their own parameters, which ``hpsearch query`` shows)
         self.names_rate = True
+        #: how the lines name the parameter shown beside a trial (shown_param): the recipe's "lr"
+        self.param_label = "lr"
 
     def _write(self, text: str, *, transient: bool) -> None:
         if not self.enabled:
@@ -84,7 +91,7 @@ class Progress:
 
     def head(self) -> str:
         """The study-wide part of a progress line: trials done and the best so far."""
-        best = "-" if self.best is None else f"{self.best[0]:.4f}" + ("" if self.best[1] is None else f" (lr {self.best[1]:.3g})")
+        best = "-" if self.best is None else f"{self.best[0]:.4f}" + ("" if self.best[1] is None else f" ({self.param_label} {_param_text(self.best[1])})")
         return f"[{budget_text(self.done, self.epochs, self.target, self.epoch_budget)}, best {self.metric} {best}]"
 
     @property
@@ -117,7 +124,7 @@ class Progress:
             return
         self._last = now
         text = (
-            f"{self.head()} trial {number}{'' if lr is None else f' lr {lr:.3g}'}: epoch {epoch + 1}/{epochs} "
+            f"{self.head()} trial {number}{'' if lr is None else f' {self.param_label} {_param_text(lr)}'}: epoch {epoch + 1}/{epochs} "
             f"loss {_fmt(logs.get('loss'))} {self.metric} {_fmt(logs.get(self.metric))}"
         )
         self._write(text, transient=self.tty)
@@ -134,7 +141,7 @@ class Progress:
         """
         if state == "lost":
             return
-        lr_text = "-" if lr is None else f"{lr:.3g}"
+        lr_text = "-" if lr is None else _param_text(lr)
         why = f" ({detail})" if detail else ""
         if state == "failed":
             when = f"after {plural(epochs_run, 'epoch')}" if epochs_run else "before any epoch was recorded"
@@ -142,7 +149,7 @@ class Progress:
         else:
             when = "" if epochs_run is None else f" after {plural(epochs_run, 'epoch')}"
             text = f"{state} value {_fmt(value)}{when}{why}"
-        rate = f" lr {lr_text}" if self.names_rate or lr is not None else ""
+        rate = f" {self.param_label} {lr_text}" if self.names_rate or lr is not None else ""
         self._write(f"{self.head()} trial {number}{rate}: {text}", transient=False)
 
     def close(self) -> None:

@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from search.train.backend import configure_backend, freeze_heap
-from search.study.config import StudyConfig
-from search.errors import WorkerFatalError, WorkerInterrupted
+from search.study.config import StudyConfig, shown_param
+from search.errors import WorkerFatalError, WorkerInterrupted, one_line
 from search.fleet.limits import MAX_CONSECUTIVE_FAILURES
 from search.fleet.outcome import SWEPT, Outcome, classify, lanes_failure, record, settle, stopped
 from search.fleet.progress import Progress, budget_reached, budget_text, trial_detail
@@ -195,7 +195,7 @@ def _best(study, config: StudyConfig):
     from search.study.create import best_own, own_param
 
     t = best_own(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), own_param(config), config.direction == "maximize")
-    return None if t is None else (t.value, t.params.get(PARAM))
+    return None if t is None else (t.value, t.params.get(shown_param(config)))
 
 
 def sweep_stale(study, storage) -> int:
@@ -475,7 +475,7 @@ def _run_lanes(study, storage, config: StudyConfig, dataset, target: int | None,
                     model = None
                     clear_session()  # the failed model's state may be broken: build a new one
                     done.consecutive_failures += 1
-                    done.stop_if_too_many("lane epochs", f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
+                    done.stop_if_too_many("lane epochs", f"{type(e).__name__}: {one_line(e, 200)}")
                     continue
                 leaving = []
                 for lane, run in sorted(active.items()):
@@ -548,11 +548,15 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int | None,
     if target is None and epoch_budget is None:
         raise ValueError("run_worker needs a target, an epoch budget or both")
     progress = progress or Progress(target, enabled=False, epoch_budget=epoch_budget)
-    current = {"lr": None}
+    current = {"lr": None, "trial": None}
+    param_shown = shown_param(config)  # beside each trial in the progress lines
 
     rates: dict[int, float] = {}  # trial number -> rate, for the progress of lane trials
 
     def on_epoch(number, epoch, logs):
+        trial = current["trial"]
+        if current["lr"] is None and param_shown and trial is not None and trial.number == number:
+            current["lr"] = trial.params.get(param_shown)  # a user's model draws it in build(hp), after the trial began
         progress.epoch(number, rates.get(number, current["lr"]), epoch, config.epochs, logs)
 
     def call(fn, *args, what: str, **kwargs):
@@ -607,11 +611,11 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int | None,
                 continue
             waited = False
             trials_run += 1
-            current["lr"] = None
+            current["lr"], current["trial"] = None, trial
 
             def train(trial=trial):
                 with _Heartbeat(storage, trial._trial_id, sweep=sweep), signals.interruptible():
-                    current["lr"] = trial.params.get(PARAM) if PARAM in trial.params else None
+                    current["lr"] = trial.params.get(param_shown) if param_shown else None
                     if current["lr"] is None and config.is_recipe:
                         # enqueued params become visible on the first suggest; sample now for progress
                         from search.study.space import suggest

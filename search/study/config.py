@@ -203,6 +203,12 @@ def landscape_param_of(stored) -> str:
     return value if isinstance(value, str) and value else "learning_rate"
 
 
+def shown_param(config: "StudyConfig") -> str | None:
+    """The parameter progress lines show beside a trial: the recipe's learning rate, else the
+    parameter the study's landscape is drawn over (a user's ``lr``, say), if it has one."""
+    return "learning_rate" if config.is_recipe else config.landscape_param
+
+
 def objective_of(stored) -> tuple[str, bool]:
     """A study's objective and whether it is maximised, from its stored configuration (the
     ``hpsearch_config`` attribute): the recipe's ``val_accuracy``, maximised, where it names none."""

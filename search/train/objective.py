@@ -32,7 +32,7 @@ from search.study.config import StudyConfig
 from search.train.data import Dataset, device_data
 from search.train.deferred import DeferredWrites
 from storage.errors import StorageError
-from search.errors import trial_error
+from search.errors import one_line, trial_error
 from search.study.pruners import pruner_schedule
 from search.train.checkpoint import Checkpointer, checkpoint_interval
 from search.train.monitor import EpochMonitor
@@ -447,7 +447,7 @@ class ModelObjective(Objective):
                 model = self.hypermodel.build(hp)
                 check_model(model, self.hypermodel.spec)
             except Exception as e:
-                raise TrialConfigError(f"trial {trial.number}: build(hp) failed for {hp.values}: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
+                raise TrialConfigError(f"trial {trial.number}: build(hp) failed for {hp.values}: {type(e).__name__}: {one_line(e, 300)}") from e
 
             # A retry goes on from its earlier attempt's checkpoint: Keras's own state (the
             # weights and the optimizer's variables), restored into the model just built.

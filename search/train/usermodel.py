@@ -197,7 +197,9 @@ def check_digest(spec: ModelSpec, stored: str | None, study: str) -> None:
 
 
 def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:300] or type(e).__name__
+    from search.errors import one_line
+
+    return one_line(e, 300) or type(e).__name__
 
 
 def _import(spec: ModelSpec):

@@ -40,3 +40,12 @@ def test_each_error_type_has_its_exit_code():
     assert exit_code(TrialEnvironmentError("x")) == EXIT_CRASHED == 1
     assert exit_code(RuntimeError("a bug")) == EXIT_CRASHED
     assert exit_code(KeyboardInterrupt()) == 130
+
+
+def test_one_line_drops_the_terminal_codes_keras_writes_into_its_errors():
+    """Keras 3 bolds names in its errors' text ("\\x1b[1mLayer "flatten" expects ...\\x1b[0m"):
+    a trial's fail reason and the worker's last line showed the codes as "[1m" in logs."""
+    from search.errors import one_line
+
+    text = 'Exception encountered when calling Sequential.call().\n\n\x1b[1mLayer "flatten" expects 1 input(s)\x1b[0m\n\nArguments'
+    assert one_line(text, 300) == 'Exception encountered when calling Sequential.call(). Layer "flatten" expects 1 input(s) Arguments'

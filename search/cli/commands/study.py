@@ -131,6 +131,7 @@ class _Launching(StudyCommand):
             return super().use(args, opened)
         from search.fleet.launch import launch_workers
         from search.fleet.limits import MAX_RESTARTS
+        from search.study.config import shown_param
         from search.study.create import own_param
         from storage import home_dir
 
@@ -140,6 +141,7 @@ class _Launching(StudyCommand):
             max_restarts=getattr(args, "max_restarts", MAX_RESTARTS),
             worker_args=["--max-failures", str(args.max_failures), "--lanes", str(opened.lanes)],
             param=own_param(opened.config), maximize=opened.config.direction == "maximize", epoch_budget=args.epoch_budget,
+            shown=shown_param(opened.config),
         )
 
     def slots(self, args) -> list[Slot]:
@@ -421,6 +423,9 @@ def open_the_study(args, *, plan=None, trains: bool = True) -> OpenedStudy:
         record_mirrored(storage, study._study_id, model.mirrored)  # before any trial: its queued defaults read right too
     progress.metric = config.objective
     progress.names_rate = config.is_recipe
+    from search.study.config import shown_param
+
+    progress.param_label = "lr" if config.is_recipe else shown_param(config) or "lr"
     if trains:
         from search.cli.render import study_line
 
@@ -503,7 +508,7 @@ def _prepare_model(spec, gpu, *, lanes: int = 1, batch_size: int = 32) -> _Prepa
     configure_backend(require_gpu=None if gpu is None else str(gpu))  # quietly, before the user's file imports Keras
     hypermodel = load_hypermodel(spec)
     hp = HyperParameters()  # recording: every hyperparameter answers its default
-    from search.errors import ConfigError
+    from search.errors import ConfigError, one_line
     from storage.errors import HpsearchError
 
     try:
@@ -511,7 +516,7 @@ def _prepare_model(spec, gpu, *, lanes: int = 1, batch_size: int = 32) -> _Prepa
     except HpsearchError:
         raise
     except Exception as e:
-        raise ConfigError(f"--model {spec.text}: build(hp) with the default values raised {type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
+        raise ConfigError(f"--model {spec.text}: build(hp) with the default values raised {type(e).__name__}: {one_line(e, 300)}") from None
     check_model(model, spec)
     each = None
     if lanes > 1:

@@ -130,3 +130,22 @@ def test_an_epoch_budget_is_counted_in_every_line():
     capped = Progress(9, stream=io.StringIO(), epoch_budget=500)
     capped.set_study(9, None, 40)
     assert capped.head() == "[9/9 trials, 40/500 epochs, best val_accuracy -]" and capped.reached
+
+
+def test_a_users_model_shows_its_landscape_parameter_by_its_name():
+    """A user's study shows the parameter its landscape is drawn over (shown_param) under its own
+    name, an int whole; a trial that has not drawn it yet shows none."""
+    from search.study.config import StudyConfig, shown_param
+
+    assert shown_param(StudyConfig()) == "learning_rate"
+    assert shown_param(StudyConfig(model="m.py:build", landscape_param="units_0")) == "units_0"
+    out = io.StringIO()
+    p = Progress(4, stream=out)
+    p.metric, p.names_rate, p.param_label = "val_mae", False, "units_0"
+    p.set_study(1, (0.31, 1024))
+    p.trial_done(2, 512, "complete", 0.31, 3)
+    p.trial_done(3, None, "failed", None, 0)
+    assert out.getvalue().splitlines() == [
+        "[1/4 trials, best val_mae 0.3100 (units_0 1024)] trial 2 units_0 512: complete value 0.3100 after 3 epochs",
+        "[1/4 trials, best val_mae 0.3100 (units_0 1024)] trial 3: failed before any epoch was recorded",
+    ]
