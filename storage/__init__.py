@@ -13,7 +13,7 @@ leave it as :class:`StorageError`. Never imports TensorFlow, Keras or ``search``
 TYPE_CHECKING = False  # what `typing.TYPE_CHECKING` is at run time; type checkers read True
 if TYPE_CHECKING:
     from storage.embedded import embedded_status, embedded_url, home_dir, stop_embedded
-    from storage.engine import background_slot, bounded_waits, check_environment, database_errors, error_line, heartbeat_settings, open_engine, open_storage, retrying
+    from storage.engine import background_slot, bounded_waits, in_background_slot, check_environment, database_errors, error_line, heartbeat_settings, open_engine, open_storage, retrying
     from storage.foreign import foreign_counts, own_counts
     from storage.errors import HpsearchError, StorageConfigError, StorageError, StudyNotFoundError, TrialNotFoundError
     from storage.fleet import running_epochs, running_without_heartbeat, state_counts, step_values, study_lock, trial_row_locked, try_study_lock
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "embedded_status": "storage.embedded", "embedded_url": "storage.embedded", "home_dir": "storage.embedded", "stop_embedded": "storage.embedded",
-    "background_slot": "storage.engine", "bounded_waits": "storage.engine", "check_environment": "storage.engine", "database_errors": "storage.engine", "error_line": "storage.engine", "heartbeat_settings": "storage.engine", "open_engine": "storage.engine", "open_storage": "storage.engine", "retrying": "storage.engine",
+    "background_slot": "storage.engine", "bounded_waits": "storage.engine", "in_background_slot": "storage.engine", "check_environment": "storage.engine", "database_errors": "storage.engine", "error_line": "storage.engine", "heartbeat_settings": "storage.engine", "open_engine": "storage.engine", "open_storage": "storage.engine", "retrying": "storage.engine",
     "foreign_counts": "storage.foreign", "own_counts": "storage.foreign",
     "HpsearchError": "storage.errors", "StorageConfigError": "storage.errors", "StorageError": "storage.errors", "StudyNotFoundError": "storage.errors", "TrialNotFoundError": "storage.errors",
     "running_epochs": "storage.fleet", "running_without_heartbeat": "storage.fleet", "state_counts": "storage.fleet", "step_values": "storage.fleet", "study_lock": "storage.fleet", "trial_row_locked": "storage.fleet", "try_study_lock": "storage.fleet",
@@ -81,6 +81,7 @@ __all__ = [
     "error_line",
     "foreign_counts",
     "heartbeat_settings",
+    "in_background_slot",
     "home_dir",
     "landscape",
     "list_studies",

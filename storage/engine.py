@@ -39,6 +39,7 @@ __all__ = [
     "CONNECT_TIMEOUT_S",
     "bounded_waits",
     "background_slot",
+    "in_background_slot",
 ]
 
 #: Seconds to wait for a database that does not answer before giving up.
@@ -364,10 +365,27 @@ def background_slot() -> Iterator[None]:
     through deploy/e2e hosts' 15 s cut: the heartbeat thread in ``QueuePool._do_get`` from 2 s
     into the cut until the link was back, docs/faults.md). Sharing one slot, the background
     writers hold at most one connection between them, and the other stays free for the
-    heartbeat and the main thread. Hold it for one attempt, not across a retry's sleeps.
+    heartbeat. The main thread takes it too for its calls while a trial trains (the pruner's
+    question, the checkpoint reads), so a cut that catches one of them with a writer leaves the
+    heartbeat its connection as well. Hold it for one attempt, not across a retry's sleeps
+    (:func:`in_background_slot`), and never while waiting for another thread that takes it (a
+    flush of the deferred writes): that would deadlock.
     """
     with _background:
         yield
+
+
+def in_background_slot(fn):
+    """``fn``, each call of it holding :func:`background_slot`; a retry wrapper around it
+    (:func:`retrying`) releases the slot while it sleeps."""
+    import functools
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        with _background:
+            return fn(*args, **kwargs)
+
+    return call
 
 
 def _wait_interruptibly(conn) -> None:

@@ -42,6 +42,7 @@ import numpy as np
 
 from search.env import env
 from search.errors import ConfigError
+from storage.engine import in_background_slot
 
 __all__ = ["CHECKPOINT_S", "Checkpointer", "Snapshot", "capture", "checkpoint_interval", "decode", "encode", "restore", "state_variables"]
 
@@ -238,7 +239,7 @@ class Checkpointer:
         if self.earlier is None:
             from storage.retry import earlier_attempts
 
-            self.earlier = self.call(earlier_attempts, self.trial.study, self.trial, what="reading the trial's earlier attempts")
+            self.earlier = self.call(in_background_slot(earlier_attempts), self.trial.study, self.trial, what="reading the trial's earlier attempts")
         return self.earlier
 
     def resume(self, model, monitor, params: dict, epochs: int, *, restore_into: Callable | None = None) -> int:
@@ -257,7 +258,7 @@ class Checkpointer:
 
         number = self.trial.number
         try:
-            stored = self.call(latest_checkpoint, self.engine, self.earlier, what="reading the checkpoint of an earlier attempt")
+            stored = self.call(in_background_slot(latest_checkpoint), self.engine, self.earlier, what="reading the checkpoint of an earlier attempt")
         except Exception as e:
             log.warning("trial %s: could not read its earlier attempts' checkpoint (%s): training from epoch 0", number, _line(e))
             return 0
@@ -388,7 +389,7 @@ class Checkpointer:
             ids = [*self._earlier(), *([self.trial._trial_id] if self.saved_epoch >= 0 else [])]
             if not ids:
                 return
-            self.call(delete_checkpoints, self.engine, ids, what=f"removing the checkpoints of trial {self.trial.number}")
+            self.call(in_background_slot(delete_checkpoints), self.engine, ids, what=f"removing the checkpoints of trial {self.trial.number}")
         except Exception as e:
             log.warning("trial %s: could not remove its checkpoints: %s", self.trial.number, _line(e))
 

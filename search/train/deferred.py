@@ -31,17 +31,6 @@ def _direct(fn, *args, what: str, **kwargs):
     return fn(*args, **kwargs)
 
 
-def _in_background_slot(fn):
-    """``fn`` holding the background writers' one connection slot (:func:`storage.background_slot`)
-    for each call: the ``call`` wrapper's retries release it while they sleep."""
-    from storage import background_slot
-
-    def call(*args, **kwargs):
-        with background_slot():
-            return fn(*args, **kwargs)
-
-    return call
-
 
 class DeferredWrites:
     """Run storage writes in submission order on a background thread.
@@ -141,7 +130,9 @@ class DeferredWrites:
         if self._failed.is_set():
             return _SKIPPED
         try:
-            return self._call(_in_background_slot(fn), *args, what=what, **kwargs)
+            from storage import in_background_slot
+
+            return self._call(in_background_slot(fn), *args, what=what, **kwargs)
         except BaseException:
             self._failed.set()
             raise

@@ -13,6 +13,7 @@ from typing import Callable
 
 from search.errors import ObjectiveNotLoggedError, TrialConfigError
 from search.study.pruners import EVERY_EPOCH, PrunerSchedule
+from storage.engine import in_background_slot
 
 #: How the ``stop_detail`` of a trial pruned as it resumed from a checkpoint says so (the
 #: progress line shows that detail; a prune at a rung as the trial trained it leaves out).
@@ -109,7 +110,7 @@ class EpochMonitor:
             if not (asked(epoch) and (at_rung or (s.steps is None and epoch == n - 1))):
                 continue
             self.writes.flush()
-            if self._call(self.trial.should_prune, what=f"asking the pruner at epoch {epoch}"):
+            if self._call(in_background_slot(self.trial.should_prune), what=f"asking the pruner at epoch {epoch}"):
                 self.stop_reason = "pruned"
                 self.detail = f"pruned at epoch {epoch} {ON_RESUMING}" + (f", {key} {value:.4f}" if value is not None else "")
                 self.history = {k: v[: epoch + 1] for k, v in self.history.items()}
@@ -152,7 +153,7 @@ class EpochMonitor:
             return False
         asked = time.perf_counter()
         self.writes.flush()  # the pruner reads this epoch's report back from the database
-        prune = self._call(self.trial.should_prune, what=f"asking the pruner at epoch {epoch}")
+        prune = self._call(in_background_slot(self.trial.should_prune), what=f"asking the pruner at epoch {epoch}")
         self.pruner_seconds += time.perf_counter() - asked
         self.pruner_calls += 1
         if prune:

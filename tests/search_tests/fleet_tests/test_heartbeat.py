@@ -189,3 +189,65 @@ def test_background_writes_leave_a_connection_for_the_heartbeat(storage):
     assert latest_checkpoint(storage.engine, [trial._trial_id]).epoch == 0
     locker.dispose()
     assert storage.engine.pool.checkedout() == 0
+
+
+def test_the_pruners_question_leaves_the_heartbeat_its_connection_too(storage):
+    """The main thread asks the pruner inside the same slot: while a background write holds one
+    connection in a wait on the server, the pruner's question waits for the slot, not on a
+    second connection, and the heartbeat is recorded meanwhile."""
+    import threading
+
+    from search.train.monitor import EpochMonitor
+    from storage import background_slot
+
+    study = optuna.create_study(storage=storage, study_name=f"ask-{time.time_ns()}", direction="maximize",
+                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1))
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    before = _beat_at(storage.engine, trial._trial_id)
+    locker = sqlalchemy.create_engine(storage.engine.url, poolclass=sqlalchemy.pool.NullPool)
+    held = locker.connect()
+    released = []
+
+    def release():
+        held.rollback()
+        released.append(time.monotonic())
+
+    def waiting_on_locks() -> int:
+        with locker.connect() as c:
+            return c.execute(sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).scalar()
+
+    def stuck_write():  # a deferred or checkpoint write caught by a cut: the slot and a connection held
+        with background_slot(), storage.engine.connect() as c:
+            c.execute(sqlalchemy.text("SELECT count(*) FROM trial_system_attributes"))
+
+    monitor = EpochMonitor(trial)
+    asked = threading.Thread(target=lambda: monitor.end_epoch(0, {"loss": 1.0, "val_accuracy": 0.5}))
+    writer = threading.Thread(target=stuck_write)
+    timer = threading.Timer(4.0, release)
+    try:
+        held.execute(sqlalchemy.text("LOCK TABLE trial_system_attributes IN ACCESS EXCLUSIVE MODE"))  # what the pruner reads
+        timer.start()
+        writer.start()
+        deadline = time.monotonic() + 2
+        while waiting_on_locks() < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        asked.start()
+        time.sleep(0.5)  # the question has reported its epoch and asks the pruner by now
+        assert waiting_on_locks() == 1  # the write; the question waits for the slot
+        entered = time.monotonic()
+        with _Heartbeat(storage, trial._trial_id):
+            beat = _beat_at(storage.engine, trial._trial_id)
+            assert not released, f"the heartbeat waited {time.monotonic() - entered:.1f} s, until the pruner's table was unlocked"
+        assert beat > before
+    finally:
+        timer.cancel()
+        timer.join()
+        if not released:
+            release()
+        writer.join(timeout=30)
+        asked.join(timeout=30)
+        held.close()
+        locker.dispose()
+    assert monitor.pruner_calls == 1 and trial.storage.get_trial(trial._trial_id).intermediate_values == {0: 0.5}
+    assert storage.engine.pool.checkedout() == 0
