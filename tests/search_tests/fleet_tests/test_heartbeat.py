@@ -121,6 +121,47 @@ def test_a_database_error_is_one_line_of_the_drivers_own_words():
     assert error_line(ValueError("bad\n  value")) == "ValueError: bad value"
 
 
+class _Locked:
+    """``tables`` locked from another session (ACCESS EXCLUSIVE), released by a timer after
+    ``seconds``, so that a wait in the test cannot hang it; ``released`` says when."""
+
+    def __init__(self, storage, tables: str, seconds: float = 4.0):
+        import threading
+
+        self.tables = tables
+        self.engine = sqlalchemy.create_engine(storage.engine.url, poolclass=sqlalchemy.pool.NullPool)
+        self.held = self.engine.connect()
+        self.released: list[float] = []
+        self.timer = threading.Timer(seconds, self.release)
+
+    def release(self):
+        if not self.released:
+            self.held.rollback()
+            self.released.append(time.monotonic())
+
+    def waiting(self) -> int:
+        """Sessions of the database waiting on a lock now."""
+        with self.engine.connect() as c:
+            return c.execute(sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).scalar()
+
+    def wait_for(self, n: int, limit: float = 2.0) -> None:
+        deadline = time.monotonic() + limit
+        while self.waiting() < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.held.execute(sqlalchemy.text(f"LOCK TABLE {self.tables} IN ACCESS EXCLUSIVE MODE"))
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.timer.cancel()
+        self.timer.join()
+        self.release()
+        self.held.close()
+        self.engine.dispose()
+
+
 def test_background_writes_leave_a_connection_for_the_heartbeat(storage):
     """The deferred writes and a checkpoint write that both wait on the server hold one of the
     worker's two connections between them, so the heartbeat is recorded meanwhile.
@@ -129,7 +170,6 @@ def test_background_writes_leave_a_connection_for_the_heartbeat(storage):
     held a connection and the heartbeat waited for the pool behind them until the link came
     back (docs/faults.md): here their tables are locked from another session for 4 s.
     """
-    import threading
     from types import SimpleNamespace
 
     import numpy as np
@@ -143,51 +183,29 @@ def test_background_writes_leave_a_connection_for_the_heartbeat(storage):
     trial = study.ask()
     storage.record_heartbeat(trial._trial_id)
     before = _beat_at(storage.engine, trial._trial_id)
-    locker = sqlalchemy.create_engine(storage.engine.url, poolclass=sqlalchemy.pool.NullPool)
-    held = locker.connect()
-    released = []
-
-    def release():  # a timer, so a heartbeat that waits for the pool cannot hang the test
-        held.rollback()
-        released.append(time.monotonic())
-
-    def waiting_on_locks() -> int:
-        with locker.connect() as c:
-            return c.execute(sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).scalar()
-
     writes = DeferredWrites()
     checkpoints = Checkpointer(trial, "m", interval=0)
-    timer = threading.Timer(4.0, release)
     try:
-        held.execute(sqlalchemy.text(f"LOCK TABLE trial_intermediate_values, {CHECKPOINTS} IN ACCESS EXCLUSIVE MODE"))
-        timer.start()
-        writes.submit(trial.report, 0.5, 0, what="reporting epoch 0")
-        checkpoints.epoch_end(None, 0, SimpleNamespace(history={}, epoch_seconds=[]), state=lambda: ([np.zeros(3, np.float32)], []))
-        deadline = time.monotonic() + 2
-        while waiting_on_locks() < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)  # both writers have asked for a connection by now
-        # One of the two waits on the lock; the other waits for the slot, not on the server.
-        assert waiting_on_locks() == 1
-        entered = time.monotonic()
-        with _Heartbeat(storage, trial._trial_id):  # its first beat is recorded as it enters
-            beat = _beat_at(storage.engine, trial._trial_id)
-            assert not released, f"the heartbeat waited {time.monotonic() - entered:.1f} s, until the writes' tables were unlocked"
-        assert beat > before
-        writes.close()
-        checkpoints.close()
+        with _Locked(storage, f"trial_intermediate_values, {CHECKPOINTS}") as lock:
+            writes.submit(trial.report, 0.5, 0, what="reporting epoch 0")
+            checkpoints.epoch_end(None, 0, SimpleNamespace(history={}, epoch_seconds=[]), state=lambda: ([np.zeros(3, np.float32)], []))
+            lock.wait_for(1)
+            time.sleep(0.3)  # both writers have asked for a connection by now
+            # One of the two waits on the lock; the other waits for the slot, not on the server.
+            assert lock.waiting() == 1
+            entered = time.monotonic()
+            with _Heartbeat(storage, trial._trial_id):  # its first beat is recorded as it enters
+                beat = _beat_at(storage.engine, trial._trial_id)
+                assert not lock.released, f"the heartbeat waited {time.monotonic() - entered:.1f} s, until the writes' tables were unlocked"
+            assert beat > before
+            writes.close()
+            checkpoints.close()
     finally:
-        timer.cancel()
-        timer.join()
-        if not released:
-            release()
-        held.close()
         writes.close(raise_errors=False)
         checkpoints.close()
     # Both writes went through once the tables were free.
     assert storage.get_trial(trial._trial_id).intermediate_values == {0: 0.5}
     assert latest_checkpoint(storage.engine, [trial._trial_id]).epoch == 0
-    locker.dispose()
     assert storage.engine.pool.checkedout() == 0
 
 
@@ -205,17 +223,6 @@ def test_the_pruners_question_leaves_the_heartbeat_its_connection_too(storage):
     trial = study.ask()
     storage.record_heartbeat(trial._trial_id)
     before = _beat_at(storage.engine, trial._trial_id)
-    locker = sqlalchemy.create_engine(storage.engine.url, poolclass=sqlalchemy.pool.NullPool)
-    held = locker.connect()
-    released = []
-
-    def release():
-        held.rollback()
-        released.append(time.monotonic())
-
-    def waiting_on_locks() -> int:
-        with locker.connect() as c:
-            return c.execute(sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).scalar()
 
     def stuck_write():  # a deferred or checkpoint write caught by a cut: the slot and a connection held
         with background_slot(), storage.engine.connect() as c:
@@ -224,30 +231,21 @@ def test_the_pruners_question_leaves_the_heartbeat_its_connection_too(storage):
     monitor = EpochMonitor(trial)
     asked = threading.Thread(target=lambda: monitor.end_epoch(0, {"loss": 1.0, "val_accuracy": 0.5}))
     writer = threading.Thread(target=stuck_write)
-    timer = threading.Timer(4.0, release)
     try:
-        held.execute(sqlalchemy.text("LOCK TABLE trial_system_attributes IN ACCESS EXCLUSIVE MODE"))  # what the pruner reads
-        timer.start()
-        writer.start()
-        deadline = time.monotonic() + 2
-        while waiting_on_locks() < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        asked.start()
-        time.sleep(0.5)  # the question has reported its epoch and asks the pruner by now
-        assert waiting_on_locks() == 1  # the write; the question waits for the slot
-        entered = time.monotonic()
-        with _Heartbeat(storage, trial._trial_id):
-            beat = _beat_at(storage.engine, trial._trial_id)
-            assert not released, f"the heartbeat waited {time.monotonic() - entered:.1f} s, until the pruner's table was unlocked"
-        assert beat > before
+        with _Locked(storage, "trial_system_attributes") as lock:  # what the pruner reads
+            writer.start()
+            lock.wait_for(1)
+            asked.start()
+            time.sleep(0.5)  # the question has reported its epoch and asks the pruner by now
+            assert lock.waiting() == 1  # the write; the question waits for the slot
+            entered = time.monotonic()
+            with _Heartbeat(storage, trial._trial_id):
+                beat = _beat_at(storage.engine, trial._trial_id)
+                assert not lock.released, f"the heartbeat waited {time.monotonic() - entered:.1f} s, until the pruner's table was unlocked"
+            assert beat > before
     finally:
-        timer.cancel()
-        timer.join()
-        if not released:
-            release()
-        writer.join(timeout=30)
-        asked.join(timeout=30)
-        held.close()
-        locker.dispose()
-    assert monitor.pruner_calls == 1 and trial.storage.get_trial(trial._trial_id).intermediate_values == {0: 0.5}
+        for thread in (writer, asked):
+            if thread.is_alive() or thread.ident is not None:
+                thread.join(timeout=30)
+    assert monitor.pruner_calls == 1 and storage.get_trial(trial._trial_id).intermediate_values == {0: 0.5}
     assert storage.engine.pool.checkedout() == 0
