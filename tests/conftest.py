@@ -93,8 +93,9 @@ REPO = Path(__file__).resolve().parent.parent
 # 937 in 13:48 (1,606 s), test extra only. Not all of that drop is the cut: the end-of-run
 # Ctrl-C sweep alone took 95, 19, 92, 91 and 33 s in five runs, as the other worker's tests vary.
 # An eighth (2026-12-07, eighth session; the sweep's runs 6.5-10.9 s each, alone): 939 in 12:57
-# (bench extras) at the start, 964 in 12:42 (bench) with this session's tests, and the final code,
-# 966 in 12:06 in a venv with the test extra only, as .ci/run installs it; all idle.
+# (bench extras) at the start, 964 in 12:42 (bench) with this session's tests, then 966 in 12:06
+# and, the last code, 968 in 12:33, both in a venv with the test extra only, as .ci/run installs
+# it; all idle.
 MAX_WORKERS = 4  # each worker holds TensorFlow and connections to the local server
 
 
