@@ -46,10 +46,10 @@ def model_and_data(tmp_path_factory):
     return f"{folder / 'small.py'}:build", str(data)
 
 
-def _run(url, study, model_and_data, *args):
+def _run(url, study, model_and_data, *args, home=None):
     model, data = model_and_data
     return run_cli("run", "--model", model, "--data", data, "--study", study, "--validation", "test", "--epochs", "3",
-                   "--storage", url, "--format", "json", *args)
+                   "--storage", url, "--format", "json", *args, env=None if home is None else {"HPSEARCH_HOME": str(home)})
 
 
 def _trials(url, study):
@@ -112,8 +112,9 @@ def test_trials_still_cap_a_run_with_an_epoch_budget(local_pg_url, model_and_dat
     assert len(_trials(local_pg_url, "eb-capped")) == 2 and summary["epochs_trained"] <= 6
 
 
-def test_two_workers_share_one_epoch_budget(local_pg_url, model_and_data):
-    out = _run(local_pg_url, "eb-two", model_and_data, "--epoch-budget", "10", "--workers", "2")
+def test_two_workers_share_one_epoch_budget(local_pg_url, model_and_data, tmp_path):
+    # the workers' logs go to the home's logs/, not to the repository's .hpsearch
+    out = _run(local_pg_url, "eb-two", model_and_data, "--epoch-budget", "10", "--workers", "2", home=tmp_path / "home")
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     trials = _trials(local_pg_url, "eb-two")

@@ -65,10 +65,11 @@ def test_the_getting_started_build_model_runs_unchanged(local_pg_url, images):
     assert best["params"] and best["val_accuracy"] == max(t.value for t in finished if t.state.name == "COMPLETE")
 
 
-def test_a_hypermodel_whose_fit_tunes_shuffle_runs_with_two_workers_exactly(local_pg_url, images):
+def test_a_hypermodel_whose_fit_tunes_shuffle_runs_with_two_workers_exactly(local_pg_url, images, tmp_path):
     pytest.importorskip("keras_tuner")  # the test extra installs it; the guide's class subclasses it
     out = run_cli("run", "--model", str(EXAMPLES / "getting_started.py") + ":MyHyperModel", "--data", images, "--study", "kt2",
-                  "--trials", "4", "--workers", "2", *TINY, "--storage", local_pg_url, timeout=600)
+                  "--trials", "4", "--workers", "2", *TINY, "--storage", local_pg_url, timeout=600,
+                  env={"HPSEARCH_HOME": str(tmp_path / "home")})  # its workers' logs, not in the repository's .hpsearch
     assert out.returncode == 0, out.stderr
     study = _study(local_pg_url, "kt2")
     finished = _finished(study)
