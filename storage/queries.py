@@ -273,9 +273,10 @@ def _shows_params(conn, study_id: int) -> bool:
 _BY_ID = 1000
 
 
-def _read_params(conn, study_id: int, rows) -> dict[int, dict]:
+def _read_params(conn, study_id: int, rows, mirrored: dict | None = None) -> dict[int, dict]:
     """The parameters of the trials of ``rows`` (from a ``with_params`` select), by trial id,
-    decoded to the values the objective saw; a queued trial's from its ``fixed_params``."""
+    decoded to the values the objective saw; a queued trial's from its ``fixed_params``.
+    ``mirrored``: the study's :func:`~storage.mirrored.mirrored_params`, if already read."""
     from storage.queued import queued_params
 
     ids = [int(r[2]) for r in rows]
@@ -284,7 +285,8 @@ def _read_params(conn, study_id: int, rows) -> dict[int, dict]:
     found = _params_by_id(conn, ids, study_id)
     waiting = [int(r[2]) for r in rows if r[1] == "WAITING" and int(r[2]) not in found]
     found.update(queued_params(conn, waiting))
-    mirrored = mirrored_params(conn, [study_id]).get(study_id)
+    if mirrored is None:
+        mirrored = mirrored_params(conn, [study_id]).get(study_id)
     if mirrored:  # reverse_log parameters: the values the model used, not Optuna's mirror
         for params in found.values():
             unmirror(params, mirrored)
@@ -444,7 +446,8 @@ def trials(
             q = q.where(t.state_col().in_(wanted))
         # A user's parameter named learning_rate sampled reverse_log is stored mirrored: its
         # filters and sort run on the model's values, in Python, as any parameter's do.
-        lr_in_python = with_params and t.PARAM in mirrored_params(conn, [sid]).get(sid, {})
+        mirrored = mirrored_params(conn, [sid]).get(sid, {}) if with_params else {}
+        lr_in_python = t.PARAM in mirrored
         if lr_min is not None and not lr_in_python:
             q = q.where(_lr_value() >= lr_min)
         if lr_max is not None and not lr_in_python:
@@ -466,7 +469,7 @@ def trials(
             q = q.order_by(key.nulls_last(), t.trials.c.number)
             if limit is not None:
                 q = q.limit(limit)
-        rows = _rows(conn, sid, q, with_params)
+        rows = _rows(conn, sid, q, with_params, mirrored)
     if params:  # on the values the objective saw: a choice, a queued trial's fixed_params
         rows = [r for r in rows if all(_param_matches(_param_of(r, name), want) for name, want in params.items())]
     if lr_in_python and (lr_min is not None or lr_max is not None):
@@ -537,11 +540,11 @@ def _sortable(value):
     return (1, 0, str(value))
 
 
-def _rows(conn, study_id: int, q, with_params: bool) -> list[TrialRow] | list[ParamsTrialRow]:
+def _rows(conn, study_id: int, q, with_params: bool, mirrored: dict | None = None) -> list[TrialRow] | list[ParamsTrialRow]:
     if not with_params:
         return [_to_trial_row(r) for r in conn.execute(q)]
     result = conn.execute(q).all()
-    params = _read_params(conn, study_id, result)
+    params = _read_params(conn, study_id, result, mirrored)
     return [_to_params_row(r, params) for r in result]
 
 

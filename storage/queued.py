@@ -15,6 +15,8 @@ from sqlalchemy import Float, Integer, String, Text, column, select, table
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
+from storage.mirrored import mirror_join_sql, unmirror_sql
+
 __all__ = ["queued_learning_rate", "queued_params", "QUEUED_LR_SQL", "QUEUED_PARAMS_SQL"]
 
 _sattrs = table("trial_system_attributes", column("trial_id", Integer), column("key", String), column("value_json", Text))
@@ -83,11 +85,9 @@ def queued_params(conn, trial_ids: Iterable[int]) -> dict[int, dict]:
 #: A parameter the study stores mirrored (storage.mirrored) is enqueued mirrored too: its value
 #: is turned back, an integer kept an integer.
 QUEUED_PARAMS_SQL = (
-    "(SELECT coalesce(jsonb_object_agg(e.key, coalesce(CASE WHEN jsonb_typeof(e.value) = 'number' AND q.lo IS NOT NULL THEN"
-    " CASE WHEN e.value::text ~ '^-?[0-9]+$' THEN to_jsonb(round(least(greatest(q.hi + q.lo - e.value::text::float8, q.lo), q.hi))::bigint)"
-    " ELSE to_jsonb(least(greatest(q.hi + q.lo - e.value::text::float8, q.lo), q.hi)) END END, e.value)), '{}'::jsonb)"
-    " FROM trial_system_attributes a CROSS JOIN LATERAL jsonb_each(a.value_json::jsonb) e"
-    " LEFT JOIN LATERAL (SELECT (m.value_json::jsonb ->> 0)::float8 AS lo, (m.value_json::jsonb ->> 1)::float8 AS hi"
-    " FROM study_system_attributes m WHERE m.study_id = t.study_id AND m.key = 'hpsearch_mirrored:' || e.key AND m.value_json ~ '^\\[') q ON true"
+    "(SELECT coalesce(jsonb_object_agg(e.key, coalesce(CASE WHEN jsonb_typeof(e.value) = 'number' THEN"
+    f" CASE WHEN e.value::text ~ '^-?[0-9]+$' THEN to_jsonb(round({unmirror_sql('q', 'e.value::text::float8')})::bigint)"
+    f" ELSE to_jsonb({unmirror_sql('q', 'e.value::text::float8')}) END END, e.value)), '{{}}'::jsonb)"
+    f" FROM trial_system_attributes a CROSS JOIN LATERAL jsonb_each(a.value_json::jsonb) e {mirror_join_sql('q', 't.study_id', 'e.key')}"
     " WHERE a.trial_id = t.trial_id AND a.key = 'fixed_params' AND a.value_json !~ '(NaN|Infinity)' AND left(a.value_json, 1) = '{')"
 )

@@ -20,6 +20,8 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
+from storage.engine import in_background_slot
+
 __all__ = ["DeferredWrites"]
 
 
@@ -29,7 +31,6 @@ _log = logging.getLogger("hpsearch")
 
 def _direct(fn, *args, what: str, **kwargs):
     return fn(*args, **kwargs)
-
 
 
 class DeferredWrites:
@@ -130,8 +131,6 @@ class DeferredWrites:
         if self._failed.is_set():
             return _SKIPPED
         try:
-            from storage import in_background_slot
-
             return self._call(in_background_slot(fn), *args, what=what, **kwargs)
         except BaseException:
             self._failed.set()
