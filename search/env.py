@@ -20,6 +20,7 @@ ENV_VARS: dict[str, str] = {
     **STORAGE_ENV_VARS,
     "HPSEARCH_DATA": "MNIST file or IDX directory used when --data is not given",
     "KERAS_BACKEND": "Keras backend: tensorflow (default), jax or torch",
+    "KERAS_HOME": "Keras's own directory (default ~/.keras): where KERAS_BACKEND is unset, the backend of its keras.json is the one used, as Keras does",
     "CUDA_VISIBLE_DEVICES": "GPUs a worker may use; set by `--gpu`",
     "HPSEARCH_DEBUG": "set by `--debug` (any non-empty value): tracebacks are shown, and the backend's start-up noise on stderr is not held back",
     "HPSEARCH_CHECKPOINT_S": "seconds of training between checkpoints of a running trial, written to the study's database (default 60; 0: after every epoch); a stopped worker writes one at once (docs/faults.md)",

@@ -244,11 +244,19 @@ def test_lanes_with_a_users_model_off_jax_are_refused_in_one_line_naming_jax(ima
     assert "KERAS_BACKEND=jax" in out.stderr
 
 
-def test_lanes_that_a_users_model_cannot_fit_in_memory_are_refused_from_its_own_sizes(images, tmp_path):
-    """The memory check of --lanes K for a user's model counts its own variables, optimizer
-    and layer outputs (issue 26): a member of this model needs about 0.9 GB, so 64 of them do
-    not fit in this machine's memory; the line names the largest K that does."""
-    pytest.importorskip("jax")
+def test_lanes_with_a_users_model_follow_the_backend_of_keras_json(images, tmp_path):
+    """Keras's documentation switches backends in ~/.keras/keras.json: with JAX there and no
+    KERAS_BACKEND, Keras starts JAX, so lanes are not refused for the backend (here the next
+    check answers: 4096 members of a 0.9 GB model do not fit in memory)."""
+    (tmp_path / "keras.json").write_text('{"backend": "jax"}')
+    out = run_cli("run", "--model", f"{_wide_model(tmp_path)}:build", "--data", images, "--lanes", "4096", "--storage", f"sqlite:///{tmp_path / 's.db'}",
+                  env={"KERAS_BACKEND": "", "KERAS_HOME": str(tmp_path)})
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr[-2000:]
+    assert "--lanes 4096 needs about" in out.stderr
+
+
+def _wide_model(tmp_path):
+    """A model of about 0.9 GB a lane member (40,000 units over 784 inputs)."""
     model = tmp_path / "wide.py"
     model.write_text(textwrap.dedent("""
         import keras
@@ -259,6 +267,15 @@ def test_lanes_that_a_users_model_cannot_fit_in_memory_are_refused_from_its_own_
             m.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
             return m
     """))
+    return model
+
+
+def test_lanes_that_a_users_model_cannot_fit_in_memory_are_refused_from_its_own_sizes(images, tmp_path):
+    """The memory check of --lanes K for a user's model counts its own variables, optimizer
+    and layer outputs (issue 26): a member of this model needs about 0.9 GB, so 64 of them do
+    not fit in this machine's memory; the line names the largest K that does."""
+    pytest.importorskip("jax")
+    model = _wide_model(tmp_path)
     db = tmp_path / "s.db"
     out = run_cli("run", "--model", f"{model}:build", "--data", images, "--lanes", "4096", "--storage", f"sqlite:///{db}",
                   env={"KERAS_BACKEND": "jax"})

@@ -35,6 +35,7 @@ __all__ = [
     "on_gpu",
     "runtime_info",
     "set_seed",
+    "setting",
     "take",
     "to_tensors",
     "use_gpu",
@@ -60,21 +61,67 @@ def library_defaults(environ=None):
     return environ
 
 
+def setting() -> str:
+    """The backend Keras will start, read as Keras reads it but without importing Keras (which
+    would slow every command): ``KERAS_BACKEND``, else the ``"backend"`` of ``keras.json`` in
+    ``KERAS_HOME`` (default ``~/.keras``), where Keras's documentation tells users to switch it,
+    else ``"tensorflow"``.
+
+    Raises:
+        ConfigError: that ``keras.json`` exists but cannot be read as Keras's configuration.
+    """
+    import json
+
+    if env("KERAS_BACKEND"):
+        return env("KERAS_BACKEND")
+    path = _keras_json()
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except FileNotFoundError:
+        return "tensorflow"
+    except ValueError:  # Keras ignores a file that is not JSON
+        return "tensorflow"
+    except OSError as e:
+        raise ConfigError(f"{path} cannot be read ({e.strerror or type(e).__name__}), and Keras reads it as it starts: fix its permissions, or set KERAS_HOME elsewhere") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path} is not Keras's configuration (a JSON object), and Keras reads it as it starts: fix or remove it")
+    return str(config.get("backend", "tensorflow"))
+
+
+def _named_by(backend: str) -> str:
+    """Where :func:`setting` found ``backend``, for messages."""
+    if env("KERAS_BACKEND"):
+        return f"KERAS_BACKEND={backend}"
+    return f"the backend of {_keras_json()}, {backend},"
+
+
+def _keras_json() -> str:
+    """Keras's configuration file, where Keras looks for it (``keras.src.backend.config``:
+    ``KERAS_HOME``, else ``~/.keras``, or ``/tmp/.keras`` where the home is not writable)."""
+    home = env("KERAS_HOME")
+    if home is None:
+        base = os.path.expanduser("~")
+        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
+    return os.path.expanduser(os.path.join(home, "keras.json"))
+
+
 def check_backend() -> str:
-    """Check ``KERAS_BACKEND`` names a backend that is installed, without importing it.
+    """Check the backend Keras will start (:func:`setting`) is one hpsearch trains with and is
+    installed, without importing it.
 
     Raises:
         ConfigError: the backend is unknown or its package is missing (with the extra to install).
     """
     import importlib.util
 
-    backend = env("KERAS_BACKEND") or "tensorflow"
+    backend = setting()
     if backend not in BACKENDS:
-        raise ConfigError(f"KERAS_BACKEND={backend!r} is not a backend hpsearch trains with: use one of {', '.join(BACKENDS)}, or unset it")
+        raise ConfigError(f"{_named_by(repr(backend))} is not a backend hpsearch trains with: use one of {', '.join(BACKENDS)}, or set KERAS_BACKEND to one")
     module = BACKENDS[backend]
     if importlib.util.find_spec(module) is None:
         extra = "" if backend == "tensorflow" else f"[{backend}]"
-        raise ConfigError(f"KERAS_BACKEND={backend} but {module} is not installed: pip install 'hpsearch{extra}', or unset KERAS_BACKEND to use TensorFlow")
+        raise ConfigError(f"{_named_by(backend)} but {module} is not installed: pip install 'hpsearch{extra}', or set KERAS_BACKEND=tensorflow")
     return backend
 
 
@@ -86,6 +133,29 @@ def use_gpu(gpu: str) -> None:
 def visible_gpus() -> str | None:
     """``CUDA_VISIBLE_DEVICES`` as set (by ``--gpu`` or the user), or None."""
     return env("CUDA_VISIBLE_DEVICES")
+
+
+@contextmanager
+def _tensorflow_without_jax():
+    """Keep TensorFlow's start from importing JAX, which it does not train with.
+
+    Where JAX is installed (the ``jax`` extra, or the test extra for the lanes), importing
+    Keras on TensorFlow imports it too: TF Lite's ``util`` tries ``from jax import jit`` for
+    its JAX converter, and Keras's Orbax callback tries it to patch old JAX versions. Both
+    fall back when the import fails; hpsearch uses neither. Blocked for the start only, it
+    saves each TensorFlow worker 0.7 s and 100 MiB (``farm-bench``, docs/benchmarks.md); a
+    user's model may still import JAX afterwards. On JAX or PyTorch, or once JAX or TensorFlow
+    is imported already, nothing changes.
+    """
+    if setting() != "tensorflow" or "jax" in sys.modules or "tensorflow" in sys.modules:
+        yield
+        return
+    sys.modules["jax"] = None  # the import system's "not importable" marker
+    try:
+        yield
+    finally:
+        if "jax" in sys.modules and sys.modules["jax"] is None:
+            del sys.modules["jax"]
 
 
 @contextmanager
@@ -129,7 +199,7 @@ def configure_backend(require_gpu: str | None = None) -> None:
     """
     library_defaults()
     missing = False
-    with _native_stderr_captured():
+    with _native_stderr_captured(), _tensorflow_without_jax():
         import keras
 
         if keras.backend.backend() == "tensorflow":

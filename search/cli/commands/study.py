@@ -463,10 +463,9 @@ def _refuse_recipe_flags(spec, given: dict) -> None:
 def _check_lanes_for(spec, lanes: int) -> None:
     from search.errors import ConfigError
 
-    from search.env import env
+    from search.train.backend import setting
 
-    # read from the environment, not Keras: importing Keras here would slow every command
-    backend = env("KERAS_BACKEND") or "tensorflow"
+    backend = setting()
     if spec is not None and not spec.is_recipe and lanes > 1 and backend != "jax":
         raise ConfigError(f"--lanes {lanes}: lanes of a user's model (--model {spec.text}) run on JAX only, not {backend}: set KERAS_BACKEND=jax (pip install 'hpsearch[jax]'), or use --lanes 1")
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from search.train.backend import LIBRARY_DEFAULTS, check_backend, library_defaults
+from search.train.backend import LIBRARY_DEFAULTS, check_backend, library_defaults, setting
 from search.errors import ConfigError
 from tests.conftest import REPO
 
@@ -84,9 +84,50 @@ def test_library_defaults_fill_in_what_the_user_did_not_set():
     assert env == {**LIBRARY_DEFAULTS, "TF_CPP_MIN_LOG_LEVEL": "0"}
 
 
-def test_keras_backend_must_be_one_hpsearch_trains_with(monkeypatch):
+def test_keras_backend_must_be_one_hpsearch_trains_with(monkeypatch, tmp_path):
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no keras.json there
     assert check_backend() == "tensorflow"
     monkeypatch.setenv("KERAS_BACKEND", "theano")
     with pytest.raises(ConfigError, match="KERAS_BACKEND='theano' is not a backend hpsearch trains with"):
         check_backend()
+
+
+def test_the_backend_is_read_as_keras_reads_it(monkeypatch, tmp_path):
+    # Keras's documentation switches backends in keras.json; KERAS_BACKEND beats it
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    config = tmp_path / "keras.json"
+    assert setting() == "tensorflow"  # no file: Keras's default
+    config.write_text('{"floatx": "float32", "backend": "jax"}')
+    assert setting() == "jax"
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert setting() == "torch"
+    monkeypatch.delenv("KERAS_BACKEND")
+    config.write_text('{"backend": "theano"}')
+    with pytest.raises(ConfigError, match=r"the backend of .*keras.json, 'theano', is not a backend hpsearch trains with"):
+        check_backend()
+    config.write_text("{not json")  # Keras ignores it and starts TensorFlow
+    assert setting() == "tensorflow"
+    config.write_text('["jax"]')  # Keras fails on it as it starts
+    with pytest.raises(ConfigError, match="is not Keras's configuration"):
+        setting()
+
+
+def _started(env: dict, code: str) -> str:
+    """What ``code`` prints after configure_backend() in a fresh process with ``env``."""
+    import os
+
+    program = f"import sys\nfrom search.train.backend import configure_backend\nconfigure_backend()\n{code}"
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO, env={**os.environ, **env}, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
+def test_tensorflow_starts_without_jax_which_stays_importable(tmp_path):
+    code = "import keras\nprint(keras.backend.backend(), 'jax' in sys.modules)\nimport jax\nprint(jax.numpy.add(1, 2))"
+    assert _started({"KERAS_BACKEND": "tensorflow"}, code).splitlines() == ["tensorflow False", "3"]
+    # keras.json's jax: the guard steps aside and Keras starts JAX
+    (tmp_path / "keras.json").write_text('{"backend": "jax"}')
+    env = {"KERAS_BACKEND": "", "KERAS_HOME": str(tmp_path)}
+    assert _started(env, "import keras\nprint(keras.backend.backend(), 'jax' in sys.modules)") == "jax True"
