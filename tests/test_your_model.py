@@ -213,6 +213,38 @@ def build(hp):
     assert all(t.params["units"] == 8 for t in _finished(study))
 
 
+def test_a_fit_that_drops_hpsearchs_callbacks_or_fits_twice_records_every_epoch_once(local_pg_url, images, tmp_path):
+    """KerasTuner reads the History a fit returns, so a fit that passes callbacks of its own
+    instead of **kwargs works there: hpsearch records its epochs from that History (before: 0
+    epochs, "pruned"), with one warning. A fit that calls model.fit twice (a warm-up, then the
+    rest) restarts Keras's epoch numbers: its epochs go on from those seen (before: epoch 0
+    reported twice, Optuna's "already reported" warning, 2 epochs counted of 3)."""
+    path = _bad(tmp_path, GOOD_IMPORTS + """
+class Fits:
+    def build(self, hp):
+        model = keras.Sequential([keras.Input((28, 28, 1)), layers.Flatten(), layers.Dense(hp.Int("units", 8, 16, step=8), activation="relu"),
+                                  layers.Dense(10, activation="softmax")])
+        model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    def fit(self, hp, model, *args, **kwargs):
+        if hp.trial.number % 2 == 0:  # callbacks of its own instead of hpsearch's
+            return model.fit(*args, **{**kwargs, "callbacks": [keras.callbacks.TerminateOnNaN()]})
+        model.fit(*args, **{**kwargs, "epochs": 1})  # a warm-up epoch, then the study's epochs
+        return model.fit(*args, **kwargs)
+""")
+    out = run_cli("run", "--model", f"{path}:Fits", "--data", images, "--study", "fits", "--trials", "2", *TINY,
+                  "--pruner", "none", "--seed", "1", "--storage", local_pg_url)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and "already reported" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr.count("did not pass hpsearch's callbacks on to model.fit") == 1, out.stderr[-3000:]
+    own, twice = sorted(_study(local_pg_url, "fits").trials, key=lambda t: t.number)
+    assert own.state.name == twice.state.name == "COMPLETE"
+    assert sorted(own.intermediate_values) == [0, 1] and own.value == max(own.intermediate_values.values())
+    assert own.user_attrs["epochs_run"] == 2 and "accuracy" in own.user_attrs["test_metrics"]
+    assert sorted(twice.intermediate_values) == [0, 1, 2] and twice.user_attrs["epochs_run"] == 3
+
+
 def test_data_the_model_rejects_fails_the_trial_as_a_configuration_error(local_pg_url, tmp_path):
     data = tmp_path / "flat.npz"
     rng = np.random.default_rng(0)

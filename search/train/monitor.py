@@ -82,7 +82,7 @@ class EpochMonitor:
     def epochs_run(self) -> int:
         return len(self.history["loss"])
 
-    def resume(self, history: dict, epoch_seconds: list) -> None:
+    def resume(self, history: dict, epoch_seconds: list, *, ask: bool = True) -> None:
         """Carry an earlier attempt's epochs (a retry resumed from its checkpoint, issue 24).
 
         Each epoch of ``history`` is reported again under this trial (its intermediate value and
@@ -91,12 +91,17 @@ class EpochMonitor:
         it is now: at each rung among the carried epochs (successive halving's schedule), or
         else once at the last of them. A trial it stops is pruned there (:attr:`stop_reason`
         ``"pruned"``, the history cut after that epoch), not trained past its rung.
+
+        ``ask=False`` records epochs that trained whole without the monitor (a user's ``fit``
+        that did not pass hpsearch's callbacks on): reported, never pruned after the fact.
         """
+        if ask is False and history and self.objective not in history:
+            self.objective_missing(history)
         n = len(history.get("loss", ()))
         self.history = {k: list(history.get(k, [None] * n))[:n] for k in dict.fromkeys((*HISTORY_KEYS, *history))}
         self.epoch_seconds = [float(x) for x in list(epoch_seconds)[:n]]
         s, key = self.schedule, self.objective
-        asked = lambda epoch: s.enabled and epoch >= s.first_step and (s.last_step is None or epoch < s.last_step)  # noqa: E731
+        asked = lambda epoch: ask and s.enabled and epoch >= s.first_step and (s.last_step is None or epoch < s.last_step)  # noqa: E731
         for epoch in range(n):
             value = _finite(self.history.get(key, [None] * n)[epoch])
             if value is not None:
@@ -117,17 +122,22 @@ class EpochMonitor:
                 self.epoch_seconds = self.epoch_seconds[: epoch + 1]
                 return
 
+    def objective_missing(self, logs) -> None:
+        """Raise the error of epoch logs (or a History's keys) without the objective."""
+        key = self.objective
+        if key == MONITOR:
+            raise TrialConfigError(
+                f"the metric {MONITOR!r} is not among the training logs ({', '.join(sorted(logs)) or 'none'}): compile the model with metrics=['accuracy'] and pass validation data"
+            )
+        # No trial of this study would ever report it: stop the worker, retry nothing.
+        raise ObjectiveNotLoggedError(
+            f"--objective {key} is not among the epoch logs of trial {self.trial.number} ({', '.join(sorted(logs)) or 'none'}): pass --objective with one of them in a new study, or add the metric to model.compile"
+        )
+
     def end_epoch(self, epoch: int, logs: dict) -> bool:
         key = self.objective
         if key not in logs:
-            if key == MONITOR:
-                raise TrialConfigError(
-                    f"the metric {MONITOR!r} is not among the training logs ({', '.join(sorted(logs)) or 'none'}): compile the model with metrics=['accuracy'] and pass validation data"
-                )
-            # No trial of this study would ever report it: stop the worker, retry nothing.
-            raise ObjectiveNotLoggedError(
-                f"--objective {key} is not among the epoch logs of trial {self.trial.number} ({', '.join(sorted(logs)) or 'none'}): pass --objective with one of them in a new study, or add the metric to model.compile"
-            )
+            self.objective_missing(logs)
         now = time.perf_counter()
         self.epoch_seconds.append(round(now - self._mark, 4))
         self._mark = now

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from search.study.pruners import pruner_schedule
 from search.train.checkpoint import Checkpointer, checkpoint_interval
 from search.train.monitor import EpochMonitor
 from search.study.space import PARAM, suggest
+
+log = logging.getLogger("hpsearch.worker")
 
 __all__ = ["FitOptions", "ModelObjective", "Objective", "TrialRun", "VALIDATION_BATCH", "report_epoch"]
 
@@ -119,6 +122,10 @@ def _fit_callback(monitor: EpochMonitor, after: Callable[[int], None] | None = N
             monitor.start()
 
     def end(epoch, logs):
+        # Keras numbers a fit's epochs from its initial_epoch; a user's fit that calls
+        # model.fit twice (a warm-up, then the rest) starts again at 0: its epochs go on
+        # from those already seen, so each is reported once and counted in the budget.
+        epoch = max(epoch, monitor.epochs_run)
         stop = report_epoch(monitor, epoch, logs)
         if not stop and after is not None:
             after(epoch)
@@ -466,6 +473,8 @@ class ModelObjective(Objective):
             kwargs = self.fit_kwargs([_fit_callback(monitor, snapshot)], initial_epoch=start)
             if monitor.stop_reason is None:
                 result = self.hypermodel.fit(hp, model, ds.x_train, ds.y_train, **kwargs)
+                if monitor.epochs_run == 0:  # no epoch reached hpsearch's callback
+                    _value_from_result(monitor, result, trial.number)
             test = None
             if start and monitor.stop_reason is not None and monitor.epochs_run <= start:
                 pass  # pruned on resuming: nothing trained, nothing to test
@@ -485,16 +494,32 @@ class ModelObjective(Objective):
             self.save_on_failure(run, e)
             self.abort(run, None)
             raise
-        if monitor.epochs_run == 0:
-            _value_from_result(monitor, result, cfg.objective)
         test = {k: float(v) for k, v in (test or {}).items() if isinstance(v, (int, float))}
         run.writes.submit(trial.set_user_attr, "test_metrics", test, what="recording the test metrics")
         return self.finish(run, test.get("accuracy"), trained=True)
 
 
-def _value_from_result(monitor: EpochMonitor, result, objective: str) -> None:
-    """A ``fit`` that trained without Keras's epochs (no callback ran) returns its value:
-    a number, or a dict holding the objective (KerasTuner's ``HyperModel.fit`` contract)."""
+#: The trial whose fit's History was read after training, once a process (see :func:`_value_from_result`).
+_UNTRACKED_FIT_WARNED: list[int] = []
+
+
+def _value_from_result(monitor: EpochMonitor, result, number: int) -> None:
+    """What a ``fit`` returned when hpsearch's callback saw no epoch (KerasTuner's
+    ``HyperModel.fit`` contract): a number, or a dict holding the objective, from a training
+    loop of its own; or the History of a ``model.fit`` to which it did not pass hpsearch's
+    callbacks (``callbacks=[...]`` of its own instead of ``**kwargs``). KerasTuner reads such a
+    History, so hpsearch does too: its epochs are recorded and reported after training, with a
+    warning, since nothing could prune, checkpoint or show them while they trained."""
+    objective = monitor.objective
+    history = getattr(result, "history", None)
+    if isinstance(history, dict) and history.get("loss"):
+        if not _UNTRACKED_FIT_WARNED:  # once a worker: every trial of the model does the same
+            _UNTRACKED_FIT_WARNED.append(number)
+            log.warning("trial %s: fit(hp, model, ...) did not pass hpsearch's callbacks on to model.fit (**kwargs): its %d epoch(s) were "
+                        "read from the History it returned, after training, so nothing could prune, checkpoint or show them; pass **kwargs on "
+                        "(docs/your-model.md)", number, len(history["loss"]))
+        monitor.resume(history, [], ask=False)
+        return
     value = None
     if isinstance(result, (int, float)):
         value = float(result)
