@@ -243,6 +243,11 @@ class Fits:
     assert sorted(own.intermediate_values) == [0, 1] and own.value == max(own.intermediate_values.values())
     assert own.user_attrs["epochs_run"] == 2 and "accuracy" in own.user_attrs["test_metrics"]
     assert sorted(twice.intermediate_values) == [0, 1, 2] and twice.user_attrs["epochs_run"] == 3
+    # export trains the trial again through the same fit, and reads its epochs the same way
+    # (before: "val_accuracy None" and "the run again differs slightly")
+    out = run_cli("export", "--study", "fits", "--trial", "0", "--data", images, "--out", str(tmp_path / "own.keras"), "--storage", local_pg_url)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"val_accuracy {own.value:.4g}" in out.stdout + out.stderr and "its own weights" in out.stdout + out.stderr, out.stdout + out.stderr
 
 
 def test_data_the_model_rejects_fails_the_trial_as_a_configuration_error(local_pg_url, tmp_path):

@@ -420,7 +420,17 @@ class ModelObjective(Objective):
             set_seed(cfg.seed + number)
         model = self.hypermodel.build(hp)
         check_model(model, self.hypermodel.spec)
-        self.hypermodel.fit(hp, model, ds.x_train, ds.y_train, **self.fit_kwargs(callbacks))
+        from search.train.model import epoch_callback
+
+        seen: list[int] = []
+        counted = epoch_callback(lambda: None, lambda epoch, logs: seen.append(epoch))
+        result = self.hypermodel.fit(hp, model, ds.x_train, ds.y_train, **self.fit_kwargs([*callbacks, counted]))
+        history = getattr(result, "history", None)
+        if not seen and isinstance(history, dict) and history.get("loss"):
+            # a fit that did not pass the callbacks on (see _value_from_result): its History, after training
+            for epoch in range(len(history["loss"])):
+                for callback in callbacks:
+                    callback.on_epoch_end(epoch, {k: v[epoch] for k, v in history.items() if epoch < len(v)})
         return model
 
     def lanes(self, lanes: int):
