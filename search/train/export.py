@@ -147,7 +147,8 @@ def export_model(storage_flag: str | None, study_name: str | None, out: str, *, 
     model = objective.retrain(dict(frozen.params), frozen.number, [epoch_callback(lambda: None, on_epoch)])
     seconds = time.perf_counter() - started
     ds = objective.dataset
-    test = model.evaluate(ds.x_test, ds.y_test, batch_size=cfg.batch_size, verbose=0, return_dict=True)
+    # a model its fit trained with a loop of its own may be uncompiled: Keras cannot evaluate it
+    test = model.evaluate(ds.x_test, ds.y_test, batch_size=cfg.batch_size, verbose=0, return_dict=True) if model.compiled else {}
     _save(model, path)
     retrained = last.get(cfg.objective)
     from storage.mirrored import unmirror

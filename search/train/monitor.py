@@ -155,9 +155,12 @@ class EpochMonitor:
         self.writes.epoch(self.trial, epoch, logs, seconds=self.epoch_seconds[-1])  # the live landscape's row
         if self.on_epoch is not None:
             self.on_epoch(epoch, logs)
-        if _finite(logs.get("loss")) is None:
+        # A fit's own training loop may log its objective only (KerasTuner's "Tune model
+        # training" guide): its divergence shows there.
+        watched = "loss" if "loss" in logs else key
+        if _finite(logs.get(watched)) is None:
             self.stop_reason = "diverged"
-            self.detail = f"non-finite training loss ({logs.get('loss')}) at epoch {epoch}"
+            self.detail = f"non-finite {'training loss' if watched == 'loss' else watched} ({logs.get(watched)}) at epoch {epoch}"
             return True
         if not self.schedule.due(epoch, sum(self.epoch_seconds), self.pruner_seconds):
             return False

@@ -122,6 +122,8 @@ def _fit_callback(monitor: EpochMonitor, after: Callable[[int], None] | None = N
             monitor.start()
 
     def end(epoch, logs):
+        if monitor.stop_reason is not None:
+            return True  # pruned or diverged: a fit's own loop that trains on is not recorded past it
         # Keras numbers a fit's epochs from its initial_epoch; a user's fit that calls
         # model.fit twice (a warm-up, then the rest) starts again at 0: its epochs go on
         # from those already seen, so each is reported once and counted in the budget.
@@ -419,7 +421,7 @@ class ModelObjective(Objective):
         if cfg.seed is not None:
             set_seed(cfg.seed + number)
         model = self.hypermodel.build(hp)
-        check_model(model, self.hypermodel.spec)
+        check_model(model, self.hypermodel.spec, compiled=not self.hypermodel.own_fit)
         from search.train.model import epoch_callback
 
         seen: list[int] = []
@@ -462,7 +464,7 @@ class ModelObjective(Objective):
                 set_seed(cfg.seed + trial.number)
             try:
                 model = self.hypermodel.build(hp)
-                check_model(model, self.hypermodel.spec)
+                check_model(model, self.hypermodel.spec, compiled=not self.hypermodel.own_fit)
             except Exception as e:
                 raise TrialConfigError(f"trial {trial.number}: build(hp) failed for {hp.values}: {type(e).__name__}: {one_line(e, 300)}") from e
 
@@ -476,8 +478,12 @@ class ModelObjective(Objective):
                 model = self.hypermodel.build(hp)
             last = cfg.epochs - 1
 
+            # a model left uncompiled, trained by its fit's own loop and optimizer, has no state
+            # hpsearch could resume (and such a loop need not honour initial_epoch)
+            resumable = getattr(model, "optimizer", None) is not None
+
             def snapshot(epoch):
-                if epoch < last:
+                if epoch < last and resumable:
                     run.checkpoints.epoch_end(model, epoch, monitor)
 
             kwargs = self.fit_kwargs([_fit_callback(monitor, snapshot)], initial_epoch=start)

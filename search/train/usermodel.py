@@ -307,8 +307,10 @@ def load_hypermodel(spec: ModelSpec) -> HyperModel:
     return HyperModel(obj, spec)
 
 
-def check_model(model, spec: ModelSpec) -> None:
-    """Refuse what ``build(hp)`` returned unless it is a compiled ``keras.Model``.
+def check_model(model, spec: ModelSpec, *, compiled: bool = True) -> None:
+    """Refuse what ``build(hp)`` returned unless it is a ``keras.Model``, compiled where
+    ``compiled`` (a ``HyperModel`` whose own ``fit`` may train it with a loop of its own, as
+    KerasTuner's "Tune model training" guide does, may return it uncompiled).
 
     Raises:
         ConfigError: not a Keras model, or not compiled.
@@ -317,5 +319,5 @@ def check_model(model, spec: ModelSpec) -> None:
 
     if not isinstance(model, keras.Model):
         raise ConfigError(f"--model {spec.text!r}: build(hp) returned {type(model).__name__}, not a keras.Model: return the model it builds")
-    if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
+    if compiled and (not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None):
         raise ConfigError(f"--model {spec.text!r}: build(hp) returned a model that is not compiled: call model.compile(optimizer=..., loss=..., metrics=[...]) before returning it")

@@ -516,7 +516,7 @@ def _prepare_model(spec, gpu, *, lanes: int = 1, batch_size: int = 32) -> _Prepa
         raise
     except Exception as e:
         raise ConfigError(f"--model {spec.text}: build(hp) with the default values raised {type(e).__name__}: {one_line(e, 300)}") from None
-    check_model(model, spec)
+    check_model(model, spec, compiled=not hypermodel.own_fit)
     each = None
     if lanes > 1:
         from search.train.modellanes import member_bytes
