@@ -96,6 +96,12 @@ REPO = Path(__file__).resolve().parent.parent
 # (bench extras) at the start, 964 in 12:42 (bench) with this session's tests, then 966 in 12:06
 # and, the last code, 968 in 12:33, both in a venv with the test extra only, as .ci/run installs
 # it; all idle.
+# A ninth (2026-12-08), among the slow ones: `import keras` 6.4-8.1 s wall (TensorFlow's own
+# modules and native libraries; JAX, 0.8 s of it, no longer imported by a worker on TensorFlow,
+# search/train/backend.py). 971 in 19:16 and, the last code, 973 in 19:16, idle, bench extras.
+# Longest: test_modellanes' JAX fixture 120 s, test_your_model's JAX lanes 94-97 s, the
+# eight-worker fault test 62-69 s. The end-of-run Ctrl-C sweep took 20 s alone here and 49-87 s
+# in the suite: its two TensorFlow runs at a time share the cores with the other worker's tests.
 MAX_WORKERS = 4  # each worker holds TensorFlow and connections to the local server
 
 
