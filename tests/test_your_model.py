@@ -258,6 +258,7 @@ class Fits:
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Traceback" not in out.stderr and "already reported" not in out.stderr, out.stderr[-3000:]
     assert out.stderr.count("did not pass hpsearch's callbacks on to model.fit") == 1, out.stderr[-3000:]
+    assert "trial 0 units " in out.stderr, out.stderr[-3000:]  # its line names the parameter, as trial 1's does
     own, twice = sorted(_study(local_pg_url, "fits").trials, key=lambda t: t.number)
     assert own.state.name == twice.state.name == "COMPLETE"
     assert sorted(own.intermediate_values) == [0, 1] and own.value == max(own.intermediate_values.values())

@@ -624,4 +624,6 @@ def run_worker(study, storage, config: StudyConfig, dataset, target: int | None,
                     return objective(trial)
 
             state, shown = settle(study, trial, call, train)  # raises on what stops the worker, once recorded
+            if current["lr"] is None and param_shown:  # drawn where no epoch showed it (a fit's History read after training)
+                current["lr"] = trial.params.get(param_shown)
             done(trial, current["lr"], state, shown)
