@@ -95,7 +95,7 @@ class EpochMonitor:
         ``ask=False`` records epochs that trained whole without the monitor (a user's ``fit``
         that did not pass hpsearch's callbacks on): reported, never pruned after the fact.
         """
-        if ask is False and history and self.objective not in history:
+        if not ask and history and self.objective not in history:
             self.objective_missing(history)
         n = len(history.get("loss", ()))
         self.history = {k: list(history.get(k, [None] * n))[:n] for k in dict.fromkeys((*HISTORY_KEYS, *history))}

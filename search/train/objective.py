@@ -413,22 +413,20 @@ class ModelObjective(Objective):
 
         from search.study.hyperparameters import HyperParameters
         from search.train.backend import clear_session
-        from search.train.usermodel import check_model
-
         cfg, ds = self.config, self.dataset
         hp = HyperParameters(optuna.trial.FixedTrial(params, number=number))
         clear_session()
         if cfg.seed is not None:
             set_seed(cfg.seed + number)
         model = self.hypermodel.build(hp)
-        check_model(model, self.hypermodel.spec, compiled=not self.hypermodel.own_fit)
+        self.hypermodel.check(model)
         from search.train.model import epoch_callback
 
         seen: list[int] = []
         counted = epoch_callback(lambda: None, lambda epoch, logs: seen.append(epoch))
         result = self.hypermodel.fit(hp, model, ds.x_train, ds.y_train, **self.fit_kwargs([*callbacks, counted]))
-        history = getattr(result, "history", None)
-        if not seen and isinstance(history, dict) and history.get("loss"):
+        history = _returned_history(result)
+        if not seen and history:
             # a fit that did not pass the callbacks on (see _value_from_result): its History, after training
             for epoch in range(len(history["loss"])):
                 for callback in callbacks:
@@ -451,8 +449,6 @@ class ModelObjective(Objective):
         from search.errors import TrialConfigError
         from search.study.hyperparameters import HyperParameters
         from search.train.backend import clear_session
-        from search.train.usermodel import check_model
-
         cfg, ds = self.config, self.dataset
         run = self.begin(trial)
         monitor = run.monitor
@@ -464,7 +460,7 @@ class ModelObjective(Objective):
                 set_seed(cfg.seed + trial.number)
             try:
                 model = self.hypermodel.build(hp)
-                check_model(model, self.hypermodel.spec, compiled=not self.hypermodel.own_fit)
+                self.hypermodel.check(model)
             except Exception as e:
                 raise TrialConfigError(f"trial {trial.number}: build(hp) failed for {hp.values}: {type(e).__name__}: {one_line(e, 300)}") from e
 
@@ -515,6 +511,13 @@ class ModelObjective(Objective):
         return self.finish(run, test.get("accuracy"), trained=True)
 
 
+def _returned_history(result) -> dict | None:
+    """The epochs of a Keras ``History`` that a ``fit`` returned (None: it returned no History,
+    or one of no epoch)."""
+    history = getattr(result, "history", None)
+    return history if isinstance(history, dict) and history.get("loss") else None
+
+
 #: The trial whose fit's History was read after training, once a process (see :func:`_value_from_result`).
 _UNTRACKED_FIT_WARNED: list[int] = []
 
@@ -527,8 +530,8 @@ def _value_from_result(monitor: EpochMonitor, result, number: int) -> None:
     History, so hpsearch does too: its epochs are recorded and reported after training, with a
     warning, since nothing could prune, checkpoint or show them while they trained."""
     objective = monitor.objective
-    history = getattr(result, "history", None)
-    if isinstance(history, dict) and history.get("loss"):
+    history = _returned_history(result)
+    if history:
         if not _UNTRACKED_FIT_WARNED:  # once a worker: every trial of the model does the same
             _UNTRACKED_FIT_WARNED.append(number)
             log.warning("trial %s: fit(hp, model, ...) did not pass hpsearch's callbacks on to model.fit (**kwargs): its %d epoch(s) were "

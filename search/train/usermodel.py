@@ -272,6 +272,11 @@ class HyperModel:
             return self.obj.fit(hp, model, *args, **kwargs)
         return model.fit(*args, **kwargs)
 
+    def check(self, model) -> None:
+        """:func:`check_model` on what :meth:`build` returned: compiled, unless a ``fit`` of the
+        user's own trains it (a loop of its own may need no ``compile``)."""
+        check_model(model, self.spec, compiled=not self.own_fit)
+
 
 def _has_own_fit(obj) -> bool:
     fit = getattr(type(obj), "fit", None)

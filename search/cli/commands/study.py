@@ -500,7 +500,7 @@ def _prepare_model(spec, gpu, *, lanes: int = 1, batch_size: int = 32) -> _Prepa
     above 1, also measure what one lane member of the default model needs at ``batch_size``."""
     from search.study.hyperparameters import HyperParameters
     from search.train.backend import clear_session, configure_backend
-    from search.train.usermodel import check_model, check_source, digest, load_hypermodel
+    from search.train.usermodel import check_source, digest, load_hypermodel
 
     code_digest = digest(spec)  # a missing file or module is refused before the backend starts
     check_source(spec)  # and a file's syntax error or missing NAME
@@ -516,7 +516,7 @@ def _prepare_model(spec, gpu, *, lanes: int = 1, batch_size: int = 32) -> _Prepa
         raise
     except Exception as e:
         raise ConfigError(f"--model {spec.text}: build(hp) with the default values raised {type(e).__name__}: {one_line(e, 300)}") from None
-    check_model(model, spec, compiled=not hypermodel.own_fit)
+    hypermodel.check(model)
     each = None
     if lanes > 1:
         from search.train.modellanes import member_bytes
